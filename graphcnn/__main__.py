@@ -1,0 +1,7 @@
+"""``python -m graphcnn`` runs the command line."""
+
+import sys
+
+from graphcnn.cli import main
+
+sys.exit(main())

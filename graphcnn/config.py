@@ -1,0 +1,429 @@
+"""Configuration: frozen dataclasses, loading from TOML/JSON, type-checked overrides.
+
+A run is fully described by one :class:`Config`. It is built from a preset (see
+:mod:`graphcnn.presets`), optionally a user file, then ``--set key=value`` overrides;
+the resolved result is written to ``config.json`` in the run directory so that
+``--resume`` and ``predict`` see exactly what trained the model.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import json
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid. The message names the key (and file)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerConfig:
+    """One layer of a network, in order. ``type`` selects which fields matter.
+
+    type: ``conv`` | ``pool`` | ``dense`` | ``dropout`` | ``batch_norm`` | ``flatten`` |
+    ``global_avg_pool``. The final ``logits`` layer is added by the network builder.
+    """
+
+    type: str
+    name: str = ""  # variable/name scope; derived (conv1_1, pool1, fc1, ...) when empty
+    filters: int = 0  # conv
+    kernel_size: int = 3  # conv
+    strides: int = 0  # conv, pool; 0: 1 for conv, pool_size for pool
+    padding: str = "SAME"  # conv, pool
+    activation: str = "relu"  # conv, dense: relu|elu|leaky_relu|tanh|sigmoid|linear
+    units: int = 0  # dense
+    pool: str = "max"  # pool: max|avg
+    pool_size: int = 2  # pool
+    keep_group: str = "fc"  # dropout: which keep-rate input (input/keep_rate_<group>)
+    batch_norm: bool = False  # conv, dense: batch normalization before the activation
+    initializer: str = ""  # conv, dense: overrides ModelConfig.initializer
+    weight_decay: float = -1.0  # conv, dense: L2 factor; < 0 uses train.weight_decay
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The network: input geometry, layer list and weight initialization."""
+
+    name: str = "digits"
+    input_height: int = 28
+    input_width: int = 28
+    channels: int = 1  # 1 grayscale, 3 RGB: images are converted to this on load
+    layers: tuple[LayerConfig, ...] = ()
+    initializer: str = "he"  # truncated_normal | glorot | he
+    init_stddev: float = 0.1  # for truncated_normal
+    batch_norm_decay: float = 0.99
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Random training-split augmentation, named as Keras' ImageDataGenerator names it.
+
+    All ranges 0 / False means off. Applied in the tf.data pipeline to whole batches.
+    """
+
+    horizontal_flip: bool = False
+    vertical_flip: bool = False
+    rotation_range: float = 0.0  # degrees: uniform in [-r, r]
+    width_shift_range: float = 0.0  # fraction of width: uniform in [-r, r]
+    height_shift_range: float = 0.0  # fraction of height
+    shear_range: float = 0.0  # shear angle in degrees: uniform in [-r, r]
+    zoom_range: float = 0.0  # scale uniform in [1 - r, 1 + r]
+    brightness_range: tuple[float, ...] = ()  # (low, high) multiplicative factors, () = off
+    contrast_range: float = 0.0  # contrast factor uniform in [1 - r, 1 + r]
+    fill_mode: str = "nearest"  # nearest | constant | reflect | wrap
+    cval: float = 0.0  # fill value for fill_mode=constant, in [0, 1] pixel units
+
+    @property
+    def enabled(self) -> bool:
+        return bool(
+            self.horizontal_flip or self.vertical_flip or self.rotation_range or self.width_shift_range
+            or self.height_shift_range or self.shear_range or self.zoom_range
+            or self.brightness_range or self.contrast_range
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where images come from and how they are split and preprocessed."""
+
+    source: str = "auto"  # auto | digits | folder | idx | npz | pickle
+    path: str = ""  # empty: the embedded digits
+    test_path: str = ""  # folder source: a separate test tree (else training_set/test_set or a split)
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.1  # only when the source has no test split of its own
+    seed: int = 0
+    mean_subtraction: bool = False  # subtract the per-pixel mean of the training split
+    strict: bool = False  # bad files are an error instead of a warning
+    cache: str = "auto"  # auto | memory | none: cache decoded images in the tf.data pipeline
+    shuffle_buffer: int = 10000
+    num_parallel_calls: int = 0  # 0: tf.data.AUTOTUNE
+    augment: AugmentConfig = AugmentConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """Learning rate as a function of the global step, times a plateau factor."""
+
+    name: str = "constant"  # constant | step | exponential | cosine
+    warmup_steps: int = 0  # linear warm-up from 0 to the base rate over N steps
+    decay_steps: int = 1000  # step/exponential: period; cosine: length (0 = the whole run)
+    decay_rate: float = 0.1  # step/exponential: multiplier per period
+    min_learning_rate: float = 0.0  # cosine: floor
+    plateau_factor: float = 0.0  # > 0: reduce-on-plateau multiplies the rate by this
+    plateau_patience: int = 2  # evaluations without improvement before reducing
+    plateau_min_learning_rate: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStoppingConfig:
+    """Stop when the monitored validation metric stops improving."""
+
+    monitor: str = "accuracy"  # validation metric: accuracy | loss
+    patience: int = 0  # evaluations without improvement before stopping; 0 = off
+    min_delta: float = 0.0  # smaller changes do not count as improvement
+    restore_best: bool = True  # load the best checkpoint's weights at the end
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimization and checkpointing."""
+
+    optimizer: str = "adam"  # adam | sgd | momentum | rmsprop
+    learning_rate: float = 1e-3
+    momentum: float = 0.9  # momentum, rmsprop
+    batch_size: int = 64
+    epochs: int = 10
+    max_steps: int = 0  # > 0: stop at this global step even before `epochs`
+    eval_every_steps: int = 0  # > 0: also evaluate on validation every N steps
+    keep_rates: Mapping[str, float] = dataclasses.field(default_factory=dict)  # group -> keep rate
+    checkpoints_to_keep: int = 5
+    checkpoint_every_steps: int = 0  # > 0: also save every N steps (always at each epoch end)
+    seed: int = 0
+    schedule: ScheduleConfig = ScheduleConfig()
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    clip_global_norm: float = 0.0  # > 0: clip gradients to this global norm
+    weight_decay: float = 0.0  # L2 on weights (not biases); LayerConfig.weight_decay overrides
+    label_smoothing: float = 0.0
+    check_numerics: bool = True  # a NaN/Inf loss stops training before the update is applied
+    # fine-tuning (tf-slim style)
+    init_from: str = ""  # checkpoint (file prefix, directory or run directory) to start from
+    exclude_scopes: tuple[str, ...] = ()  # variables under these scopes are not restored
+    trainable_scopes: tuple[str, ...] = ()  # only these are trained (empty: all)
+    skip_mismatched: bool = False  # skip variables whose shape differs instead of failing
+
+
+@dataclasses.dataclass(frozen=True)
+class LogConfig:
+    """What goes to TensorBoard, and how often (0 switches an item off)."""
+
+    scalars_every: int = 10  # train loss/accuracy/learning rate/images per second
+    histograms_every: int = 200  # weights and biases
+    filters_every: int = 100  # conv kernels as image grids
+    max_filter_images: int = 4  # only the first N conv layers get filter images
+    graph: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything one run needs."""
+
+    preset: str = "digits"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    log: LogConfig = LogConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+
+
+
+# ---------------------------------------------------------------------------
+# dict <-> dataclass, with errors that name the key
+
+
+def to_dict(obj: Any) -> Any:
+    """A JSON-ready copy of a config dataclass (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (tuple, list)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, Mapping):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp``; convert lists to tuples and dicts to dataclasses."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a table/object, got {value!r}")
+        return from_dict(tp, value, key)
+    if origin is tuple:
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (collections.abc.Mapping, dict):
+        key_tp, val_tp = typing.get_args(tp)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types are errors."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{where}.{key}" if where else key
+        if key not in hints:
+            raise ConfigError(f"unknown key '{full}'; valid keys here: {', '.join(names)}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a required field (LayerConfig.type) is missing
+        raise ConfigError(f"{where or cls.__name__}: {err}") from None
+
+
+def merge(config: Config, data: Mapping[str, Any], where: str = "") -> Config:
+    """Return ``config`` with the (nested, partial) values of ``data`` applied."""
+    return _merge_dataclass(config, data, where)
+
+
+def _merge_dataclass(obj: Any, data: Mapping[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(type(obj))
+    changes = {}
+    for key, value in data.items():
+        full = f"{where}.{key}" if where else key
+        if key not in hints:
+            names = ", ".join(f.name for f in dataclasses.fields(obj))
+            raise ConfigError(f"unknown key '{full}'; valid keys here: {names}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
+            changes[key] = _merge_dataclass(current, value, full)
+        else:
+            changes[key] = _coerce(value, hints[key], full)
+    return dataclasses.replace(obj, **changes)
+
+
+# ---------------------------------------------------------------------------
+# files and --set overrides
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or JSON (anything else) config file into a dict."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        if path.suffix == ".toml":
+            return tomllib.loads(text)
+        return json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {err}") from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``key=value``; the value is parsed as JSON when it can be, else kept as a string.
+
+    ``train.learning_rate=0.01`` -> ("train.learning_rate", 0.01);
+    ``train.keep_rates={"fc": 0.5}`` -> a dict; ``model.name=foo`` -> "foo".
+    """
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    raw = raw.strip()
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        lowered = raw.lower()
+        value = {"true": True, "false": False}.get(lowered, raw)
+    return key, value
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """Apply ``--set`` overrides such as ``train.epochs=3`` or ``train.keep_rates.fc=0.5``.
+
+    Each key must name an existing field (a mapping field such as ``train.keep_rates``
+    also takes one sub-key); values are type-checked like file values.
+    """
+    for text in overrides:
+        key, value = parse_override(text)
+        parts = key.split(".")
+        obj: Any = config
+        for i, part in enumerate(parts[:-1]):
+            if not dataclasses.is_dataclass(obj) or part not in typing.get_type_hints(type(obj)):
+                break  # merge() below reports the unknown key
+            field_value = getattr(obj, part)
+            if isinstance(field_value, Mapping) and i == len(parts) - 2:
+                value = {**field_value, parts[-1]: value}
+                parts = parts[:-1]
+                break
+            obj = field_value
+        for part in reversed(parts):
+            value = {part: value}
+        config = merge(config, value)
+    return config
+
+
+def load(preset_config: Config, file: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Resolve a config: preset, then a user file (which may name its own preset), then overrides."""
+    config = preset_config
+    if file is not None:
+        data = read_file(file)
+        data.pop("preset", None)  # handled by the caller, which picked the preset
+        try:
+            config = merge(config, data)
+        except ConfigError as err:
+            raise ConfigError(f"{file}: {err}") from None
+    return validate(apply_overrides(config, list(overrides)))
+
+
+_CHOICES = {
+    "data.source": ("auto", "digits", "folder", "idx", "npz", "pickle"),
+    "data.cache": ("auto", "memory", "none"),
+    "model.initializer": ("truncated_normal", "glorot", "he"),
+    "train.optimizer": ("adam", "sgd", "momentum", "rmsprop"),
+    "train.schedule.name": ("constant", "step", "exponential", "cosine"),
+    "train.early_stopping.monitor": ("accuracy", "loss"),
+    "data.augment.fill_mode": ("nearest", "constant", "reflect", "wrap"),
+}
+LAYER_TYPES = ("conv", "pool", "dense", "dropout", "batch_norm", "flatten", "global_avg_pool")
+ACTIVATIONS = ("relu", "elu", "leaky_relu", "tanh", "sigmoid", "linear")
+
+
+def validate(config: Config) -> Config:
+    """Check choices and ranges that types alone cannot; return ``config`` unchanged."""
+    for key, choices in _CHOICES.items():
+        value: Any = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        if value not in choices:
+            raise ConfigError(f"{key}: '{value}' is not one of {', '.join(choices)}")
+    m, t, d = config.model, config.train, config.data
+    if m.channels not in (1, 3):
+        raise ConfigError(f"model.channels: must be 1 or 3, got {m.channels}")
+    if m.input_height < 1 or m.input_width < 1:
+        raise ConfigError("model.input_height/input_width: must be positive")
+    if not m.layers:
+        raise ConfigError("model.layers: the network has no layers")
+    for i, layer in enumerate(m.layers):
+        where = f"model.layers[{i}]"
+        if layer.type not in LAYER_TYPES:
+            raise ConfigError(f"{where}.type: '{layer.type}' is not one of {', '.join(LAYER_TYPES)}")
+        if layer.type == "conv" and layer.filters < 1:
+            raise ConfigError(f"{where}.filters: a conv layer needs filters >= 1")
+        if layer.type == "dense" and layer.units < 1:
+            raise ConfigError(f"{where}.units: a dense layer needs units >= 1")
+        if layer.type in ("conv", "dense") and layer.activation not in ACTIVATIONS:
+            raise ConfigError(f"{where}.activation: '{layer.activation}' is not one of {', '.join(ACTIVATIONS)}")
+        if layer.type == "pool" and layer.pool not in ("max", "avg"):
+            raise ConfigError(f"{where}.pool: '{layer.pool}' is not one of max, avg")
+        if layer.padding not in ("SAME", "VALID"):
+            raise ConfigError(f"{where}.padding: '{layer.padding}' is not one of SAME, VALID")
+    for group, rate in t.keep_rates.items():
+        if not 0.0 < rate <= 1.0:
+            raise ConfigError(f"train.keep_rates.{group}: keep rate must be in (0, 1], got {rate}")
+    if t.batch_size < 1 or t.epochs < 0 or t.learning_rate <= 0:
+        raise ConfigError("train.batch_size, train.epochs and train.learning_rate must be positive")
+    if not 0.0 <= d.validation_fraction < 1.0 or not 0.0 <= d.test_fraction < 1.0:
+        raise ConfigError("data.validation_fraction and data.test_fraction must be in [0, 1)")
+    return config
+
+
+def from_json_file(path: str | Path) -> Config:
+    """Load a resolved ``config.json`` written by :meth:`Config.save`."""
+    return validate(from_dict(Config, read_file(path)))
+
+
+def keep_groups(model: ModelConfig) -> tuple[str, ...]:
+    """The dropout keep-rate groups a model uses, in first-use order."""
+    seen: dict[str, None] = {}
+    for layer in model.layers:
+        if layer.type == "dropout":
+            seen.setdefault(layer.keep_group, None)
+    return tuple(seen)
+
+
+__all__ = [
+    "AugmentConfig", "Config", "ConfigError", "DataConfig", "EarlyStoppingConfig", "LayerConfig", "LogConfig", "ModelConfig",
+    "ScheduleConfig", "TrainConfig", "apply_overrides", "from_dict", "from_json_file", "keep_groups", "load",
+    "merge", "parse_override", "read_file", "to_dict", "validate",
+]

@@ -1,0 +1,216 @@
+"""Image-file validation: decode every file once, in parallel, and report what is wrong.
+
+:func:`scan_images` runs a private ``tf.data`` pipeline (its own Graph and Session, so it
+works whether or not the caller is inside ``tf.Graph().as_default()`` or has eager execution
+disabled). Each file is read and decoded with ``tf.io.decode_image(channels=0,
+expand_animations=True)`` so that the native channel count and the GIF frame count are
+visible; ``ignore_errors`` drops the files that fail, and the set difference between the
+input paths and the surviving paths gives the bad files. Only those are decoded again, one
+at a time, to get each file's error text.
+
+In TF 2.21 every truncation point of a PNG (8- and 16-bit) or JPEG (baseline, progressive,
+grayscale) makes the decode fail, so truncated PNG/JPEG files come out as bad files. A GIF
+cut off after its first complete frame still decodes, so GIFs without the trailer byte are
+reported separately (:attr:`ImageInfo.gif_truncated`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_HEADER_BYTES = 32  # enough for the PNG signature and the IHDR chunk
+_BATCH = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageInfo:
+    """What the decoder saw in one readable image file (native, before any conversion)."""
+
+    height: int
+    width: int
+    channels: int  # 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA (GIFs always decode to 3)
+    frames: int  # > 1: animated GIF
+    bit_depth: int  # 16 for 16-bit PNGs (read from IHDR), else 8
+    gif_truncated: bool = False  # a GIF that does not end with the trailer byte 0x3B
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanResult:
+    """``images``: path -> info for every file that decodes; ``bad``: path -> error text."""
+
+    images: dict[str, ImageInfo]
+    bad: dict[str, str]
+
+
+def scan_images(paths: Sequence[str], num_parallel_calls: int = 0) -> ScanResult:
+    """Decode every file in ``paths`` and sort them into readable and bad files.
+
+    ``num_parallel_calls`` 0 means ``tf.data.AUTOTUNE``. Every input path ends up in
+    exactly one of ``ScanResult.images`` and ``ScanResult.bad``.
+    """
+    paths = list(dict.fromkeys(os.fspath(p) for p in paths))
+    if not paths:
+        return ScanResult({}, {})
+    decoded = _decode_all(paths, num_parallel_calls)
+    images = {p: decoded[p] for p in paths if p in decoded}
+    failed = [p for p in paths if p not in decoded]
+    return ScanResult(images, _error_texts(failed))
+
+
+def _probe(path):
+    """tf.data map function: path -> (path, [frames, height, width, channels], head, tail)."""
+    import tensorflow as tf
+
+    data = tf.io.read_file(path)
+    image = tf.io.decode_image(data, channels=0, expand_animations=True)
+    shape = tf.shape(image)
+    shape4 = tf.concat([tf.ones([4 - tf.size(shape)], tf.int32), shape], axis=0)
+    head = tf.strings.substr(data, 0, _HEADER_BYTES)
+    tail = tf.strings.substr(data, tf.strings.length(data) - 1, 1)
+    return path, shape4, head, tail
+
+
+def _decode_all(paths: list[str], num_parallel_calls: int) -> dict[str, ImageInfo]:
+    import tensorflow as tf
+
+    parallel = num_parallel_calls if num_parallel_calls > 0 else tf.data.AUTOTUNE
+    graph = tf.Graph()
+    with graph.as_default():
+        dataset = (
+            tf.data.Dataset.from_tensor_slices([os.fsencode(p) for p in paths])
+            .map(_probe, num_parallel_calls=parallel)
+            .ignore_errors()  # drops failing files silently: the caller diffs the path sets
+            .batch(_BATCH)
+            .prefetch(2)
+        )
+        next_batch = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
+        found: dict[str, ImageInfo] = {}
+        with tf.compat.v1.Session(graph=graph) as session:
+            while True:
+                try:
+                    batch = session.run(next_batch)
+                except tf.errors.OutOfRangeError:
+                    break
+                for path, shape, head, tail in zip(*batch):
+                    found[os.fsdecode(path)] = _info(shape, head, tail)
+    return found
+
+
+def _info(shape, head: bytes, tail: bytes) -> ImageInfo:
+    frames, height, width, channels = (int(v) for v in shape)
+    bit_depth = png_bit_depth(head) or 8
+    gif_truncated = head.startswith(b"GIF8") and tail != b"\x3b"
+    return ImageInfo(height, width, channels, frames, bit_depth, gif_truncated)
+
+
+def _error_texts(paths: list[str]) -> dict[str, str]:
+    """Decode each failed file again, alone, to get the decoder's own message."""
+    if not paths:
+        return {}
+    import tensorflow as tf
+
+    errors = {}
+    graph = tf.Graph()
+    with graph.as_default():
+        path_in = tf.compat.v1.placeholder(tf.string, [])
+        decode = tf.io.decode_image(tf.io.read_file(path_in), channels=0, expand_animations=True)
+        with tf.compat.v1.Session(graph=graph) as session:
+            for path in paths:
+                errors[path] = _describe_failure(session, decode, path_in, path)
+    return errors
+
+
+def _describe_failure(session, decode, path_in, path: str) -> str:
+    import tensorflow as tf
+
+    try:
+        size = os.path.getsize(path)
+    except OSError as err:
+        return f"cannot read: {err.strerror}"
+    if size == 0:
+        return "empty file (0 bytes)"
+    try:
+        session.run(decode, {path_in: os.fsencode(path)})
+    except tf.errors.OpError as err:
+        return _truncation_hint(path) + _clean_message(err.message)
+    # Decoded fine alone (e.g. a transient read error during the scan): still reported.
+    return "failed to decode during the scan"
+
+
+def _truncation_hint(path: str) -> str:
+    """'truncated ...: ' when a PNG/JPEG lacks its end marker (TF's own message does not say so)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(max(0, os.path.getsize(path) - 12))
+            tail = f.read()
+    except OSError:
+        return ""
+    if head.startswith(_PNG_SIGNATURE) and tail[4:8] != b"IEND":
+        return "truncated PNG (no IEND chunk): "
+    if head.startswith(b"\xff\xd8") and not tail.endswith(b"\xff\xd9"):
+        return "truncated JPEG (no end-of-image marker): "
+    return ""
+
+
+def _clean_message(message: str) -> str:
+    """The decoder's own words from a TF error, without graph-execution and node noise."""
+    noise = ("Graph execution error", "Detected at node", "File ", "Node:", "[[", "(most recent call")
+    for line in message.splitlines():
+        line = line.strip()
+        if line.startswith("{{"):  # eager form: '{{function_node ...}} text [Op:DecodeImage]'
+            line = line.split("}}", 1)[-1].split(" [Op:", 1)[0].strip()
+        if line and not line.startswith(noise):
+            return line
+    return "decode failed"
+
+
+# ---------------------------------------------------------------------------
+# reports
+
+
+def bad_files_report(bad: dict[str, str]) -> str:
+    """One line per bad file: ``path: why``."""
+    return "\n".join(f"  {path}: {why}" for path, why in sorted(bad.items()))
+
+
+def conversion_warnings(images: dict[str, ImageInfo], channels: int, examples: int = 5) -> list[str]:
+    """Warnings for conversions the input pipeline will make silently.
+
+    Alpha dropped, 16-bit PNG reduced to 8 bits, animated GIF reduced to its first frame and
+    truncated GIFs name every affected file; the expected RGB <-> grayscale conversion for
+    ``channels`` (1 or 3) is one summary line with a count and ``examples`` file names.
+    """
+    warnings = []
+    groups = [
+        ("have an alpha channel (gray+alpha or RGBA); the alpha channel will be dropped",
+         [p for p, i in images.items() if i.channels in (2, 4)]),
+        ("are 16-bit PNGs; they will be converted to 8 bits per channel",
+         [p for p, i in images.items() if i.bit_depth == 16]),
+        ("are animated GIFs; only the first frame will be used",
+         [p for p, i in images.items() if i.frames > 1]),
+        ("are GIFs without the end-of-file trailer (probably truncated); the frames that decode will be used",
+         [p for p, i in images.items() if i.gif_truncated]),
+    ]
+    for what, paths in groups:
+        if paths:
+            listing = "\n".join(f"  {p}" for p in sorted(paths))
+            warnings.append(f"{len(paths)} image file(s) {what}:\n{listing}")
+    color = sorted(p for p, i in images.items() if (i.channels >= 3) != (channels >= 3))
+    if color:
+        native, target = ("RGB", "grayscale") if channels == 1 else ("grayscale", "RGB")
+        shown = ", ".join(color[:examples]) + (", ..." if len(color) > examples else "")
+        warnings.append(
+            f"{len(color)} {native} image(s) will be converted to {target} (model.channels={channels}): {shown}"
+        )
+    return warnings
+
+
+def png_bit_depth(header: bytes) -> int:
+    """Bit depth from the first 25+ bytes of a PNG file, or 0 when it is not a PNG."""
+    if not header.startswith(_PNG_SIGNATURE) or len(header) < 25 or header[12:16] != b"IHDR":
+        return 0
+    return header[24]

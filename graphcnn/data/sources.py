@@ -1,0 +1,788 @@
+"""Data sources: load a labelled image set and split it into train / validation / test.
+
+Sources (``DataConfig.source``; ``auto`` infers one from ``DataConfig.path``):
+
+* ``digits``: the embedded ``digits.png`` (5,000 MNIST digits, 20x20, 500 per class).
+* ``folder``: one subfolder per class; one tree split by fractions, a tree with
+  ``training_set/`` and ``test_set/`` subtrees, or ``DataConfig.test_path`` for a test tree.
+  Every image file is decoded once by :func:`graphcnn.data.scan.scan_images`.
+* ``idx``: MNIST-format IDX files (``train-*``, ``t10k-*``/``test-*``; raw or ``.gz``).
+* ``npz``: ``x_train, y_train[, x_test, y_test]`` (Keras' mnist.npz) or ``images, labels`` /
+  ``X, y``; optional ``class_names``.
+* ``pickle``: the ``X.pickle`` / ``y.pickle`` pair. Unpickling runs code from the file: only
+  load pickles you trust.
+
+Nothing is dropped silently: bad input is a :class:`DataError`, or (bad image files without
+``strict``) a warning that names every affected file. Every warning is logged on the
+``graphcnn.data`` logger and kept in :attr:`Dataset.warnings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gzip
+import logging
+import os
+import pickle
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from graphcnn.config import DataConfig
+from graphcnn.data import scan
+
+log = logging.getLogger("graphcnn.data")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+DIGITS_PNG = Path(__file__).with_name("digits.png")
+DIGITS_SHA256 = "60c917758ef97cc090f35cd8e293e4de691ef942847da0ff80dedab33d57c662"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+_IDX_IMAGES_MAGIC = 0x00000803
+_IDX_LABELS_MAGIC = 0x00000801
+
+
+class DataError(ValueError):
+    """The data cannot be used as configured. The message names the file, folder or key."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Split:
+    """One split: labels plus either decoded images or image files.
+
+    labels: int64 ``[N]``, values in ``[0, num_classes)``.
+    images: uint8 ``[N, H, W, C]``, C = 1 or 3, at native size (not resized); or None.
+    paths: N image file paths, decoded later by the tf.data pipeline; or None.
+    Exactly one of ``images`` / ``paths`` is set.
+    """
+
+    labels: np.ndarray
+    images: np.ndarray | None = None
+    paths: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        labels = np.asarray(self.labels, dtype=np.int64)
+        object.__setattr__(self, "labels", labels)
+        if (self.images is None) == (self.paths is None):
+            raise ValueError("Split: exactly one of images / paths must be set")
+        if self.images is not None:
+            if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] not in (1, 3):
+                raise ValueError(
+                    f"Split.images must be uint8 [N, H, W, 1|3], got {self.images.dtype} {self.images.shape}"
+                )
+            count = len(self.images)
+        else:
+            object.__setattr__(self, "paths", tuple(self.paths))
+            count = len(self.paths)
+        if labels.ndim != 1 or len(labels) != count:
+            raise ValueError(f"Split: {len(labels)} labels for {count} images")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A loaded, split dataset.
+
+    name: human description, e.g. ``"digits (embedded, 5000 images)"`` or ``"folder /data/ct"``.
+    class_names: one name per class; labels index into it.
+    warnings: every warning emitted while loading; each names the affected files.
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    train: Split
+    validation: Split
+    test: Split
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+class _Warnings(list):
+    """Collects warnings and logs each one as it is added."""
+
+    def warn(self, message: str) -> None:
+        log.warning(message)
+        self.append(message)
+
+
+# ---------------------------------------------------------------------------
+# entry point
+
+
+def load_dataset(cfg: DataConfig, channels: int) -> Dataset:
+    """Load and split the data described by ``cfg``.
+
+    ``channels`` (1 or 3) is what the model wants; images are not converted here, but
+    conversions the pipeline will make (RGB <-> grayscale, alpha dropped, ...) are reported.
+    Raises :class:`DataError` for anything that makes the data unusable.
+    """
+    source = cfg.source if cfg.source != "auto" else detect_source(cfg.path)
+    if cfg.test_path and source != "folder":
+        raise DataError(f"data.test_path is only used by the folder source (data.source resolved to '{source}')")
+    if source != "digits" and not cfg.path:
+        raise DataError(f"data.path: the {source} source needs a path")
+    loaders = {"digits": _load_digits_source, "folder": _load_folder, "idx": _load_idx, "npz": _load_npz,
+               "pickle": _load_pickle}
+    if source not in loaders:
+        raise DataError(f"data.source: '{source}' is not one of auto, {', '.join(loaders)}")
+    return loaders[source](cfg, channels, _Warnings())
+
+
+def detect_source(path: str) -> str:
+    """The source ``auto`` resolves to for ``path`` (see the module docstring)."""
+    if not path:
+        return "digits"
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data.path: {path} does not exist")
+    if p.is_file():
+        if p.suffix.lower() == ".npz":
+            return "npz"
+        if p.name.lower() in ("x.pickle", "y.pickle"):
+            return "pickle"
+        if _idx_kind(p.name):
+            return "idx"
+        raise DataError(f"data.path: cannot tell the source of file {path}: expected a .npz file or X.pickle")
+    names = {child.name.lower(): child for child in p.iterdir()}
+    if "x.pickle" in names and "y.pickle" in names:
+        return "pickle"
+    if any(_idx_kind(name) for name in names):
+        return "idx"
+    if any(child.is_dir() and not child.name.startswith(".") for child in names.values()):
+        return "folder"
+    raise DataError(
+        f"data.path: cannot tell the source of folder {path}: looked for X.pickle + y.pickle, "
+        "*-idx3-ubyte[.gz] IDX files and class subfolders, found none (a .npz file must be given as the path)"
+    )
+
+
+# ---------------------------------------------------------------------------
+# splitting
+
+
+def stratified_split(
+    labels: np.ndarray, num_classes: int, validation_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split indices of ``labels`` into (train, validation, test), each sorted, int64.
+
+    Per class, a seeded shuffle; the split sizes are ``round(N * fraction)`` overall, spread
+    over the classes in proportion (largest remainder). Every class keeps at least one
+    training example; a non-zero fraction gives a non-empty split. Same inputs, same result.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"labels must be in [0, {num_classes}), got [{labels.min()}, {labels.max()}]")
+    if validation_fraction + test_fraction >= 1:
+        raise DataError(
+            f"data.validation_fraction + data.test_fraction = {validation_fraction + test_fraction:g} "
+            "leaves nothing to train on; it must be < 1"
+        )
+    counts = np.bincount(labels, minlength=num_classes)
+    missing = [c for c in range(num_classes) if counts[c] == 0]
+    if missing:
+        raise DataError(f"classes {missing} have no training examples")
+    n_test = _allocate(counts, test_fraction, counts - 1)
+    n_val = _allocate(counts, validation_fraction, counts - 1 - n_test)
+    for name, fraction, taken in (("validation", validation_fraction, n_val), ("test", test_fraction, n_test)):
+        if fraction > 0 and taken.sum() == 0:
+            raise DataError(
+                f"data.{name}_fraction={fraction}: {len(labels)} examples are too few to split off a "
+                f"{name} set and keep one training example per class"
+            )
+    rng = np.random.default_rng(seed)
+    parts: tuple[list, list, list] = ([], [], [])
+    for c in range(num_classes):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        parts[2].append(members[: n_test[c]])
+        parts[1].append(members[n_test[c]: n_test[c] + n_val[c]])
+        parts[0].append(members[n_test[c] + n_val[c]:])
+    return tuple(np.sort(np.concatenate(p)).astype(np.int64) for p in parts)  # type: ignore[return-value]
+
+
+def _allocate(counts: np.ndarray, fraction: float, capacity: np.ndarray) -> np.ndarray:
+    """How many examples of each class go to a split of ``fraction``, at most ``capacity``."""
+    take = np.zeros_like(counts)
+    if fraction <= 0:
+        return take
+    exact = counts * fraction
+    take = np.minimum(np.floor(exact).astype(counts.dtype), capacity)
+    target = min(max(1, int(round(counts.sum() * fraction))), int(capacity.sum()))
+    order = np.argsort(-(exact - np.floor(exact)), kind="stable")
+    while take.sum() < target:
+        progressed = False
+        for c in order:
+            if take.sum() < target and take[c] < capacity[c]:
+                take[c] += 1
+                progressed = True
+        if not progressed:
+            break
+    return take
+
+
+def _check_train_classes(labels: np.ndarray, class_names: Sequence[str], where: str) -> None:
+    counts = np.bincount(labels, minlength=len(class_names))
+    missing = [class_names[c] for c in range(len(class_names)) if counts[c] == 0]
+    if missing:
+        raise DataError(f"{where}: no training examples for class(es) {', '.join(missing)}")
+
+
+def _array_dataset(
+    name: str, class_names: Sequence[str], images: np.ndarray, labels: np.ndarray, cfg: DataConfig,
+    warnings: _Warnings, test: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Dataset:
+    """Split an in-memory pool (validation, and test unless ``test`` is given)."""
+    if len(class_names) < 2:
+        raise DataError(f"{name}: only one class ({', '.join(class_names)}); a classifier needs at least two")
+    _check_train_classes(labels, class_names, name)
+    train_i, val_i, test_i = stratified_split(
+        labels, len(class_names), cfg.validation_fraction, 0.0 if test is not None else cfg.test_fraction, cfg.seed
+    )
+    test_split = Split(test[1], images=test[0]) if test is not None else Split(labels[test_i], images=images[test_i])
+    return Dataset(
+        name=name, class_names=tuple(class_names), train=Split(labels[train_i], images=images[train_i]),
+        validation=Split(labels[val_i], images=images[val_i]), test=test_split, warnings=tuple(warnings),
+    )
+
+
+# ---------------------------------------------------------------------------
+# digits
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    import tensorflow as tf
+
+    try:
+        data = DIGITS_PNG.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read the embedded digits {DIGITS_PNG}: {err.strerror}") from None
+    graph = tf.Graph()  # private graph: works with or without eager execution / a caller's graph
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        sheet = session.run(tf.io.decode_png(data, channels=1))
+    if sheet.shape != (1000, 2000, 1):
+        raise DataError(f"{DIGITS_PNG}: expected a 2000x1000 grayscale sheet, got shape {sheet.shape}")
+    # 50 rows x 100 columns of 20x20 tiles, row-major; five rows per digit.
+    images = sheet.reshape(50, 20, 100, 20).transpose(0, 2, 1, 3).reshape(5000, 20, 20, 1)
+    labels = np.repeat(np.arange(10, dtype=np.int64), 500)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The embedded digits: images uint8 ``[5000, 20, 20, 1]``, labels int64 ``[5000]`` (0-9).
+
+    Tiles in row-major order (500 of each digit, in order 0..9); fresh writable copies.
+    """
+    images, labels = _digits_arrays()
+    return images.copy(), labels.copy()
+
+
+def _load_digits_source(cfg: DataConfig, channels: int, warnings: _Warnings) -> Dataset:
+    images, labels = _digits_arrays()
+    if channels == 3:
+        warnings.warn(f"5000 grayscale images will be converted to RGB (model.channels=3): {DIGITS_PNG}")
+    return _array_dataset(
+        "digits (embedded, 5000 images)", [str(d) for d in range(10)], images, labels, cfg, warnings
+    )
+
+
+# ---------------------------------------------------------------------------
+# in-memory arrays (npz, pickle, idx): checks and conversions
+
+
+def _to_uint8_images(array, where: str, warnings: _Warnings) -> np.ndarray:
+    """Images as uint8 [N, H, W, 1|3]; float/16-bit/alpha conversions are warned about."""
+    try:
+        images = np.asarray(array)
+    except ValueError as err:  # ragged lists of images
+        raise DataError(f"{where}: images are not one array of equal-sized images ({err})") from None
+    if images.ndim == 3:
+        images = images[..., np.newaxis]
+    if images.ndim != 4 or images.shape[-1] not in (1, 2, 3, 4):
+        raise DataError(f"{where}: images have shape {images.shape}; expected (N, H, W) or (N, H, W, 1|3)")
+    if len(images) == 0 or images.shape[1] == 0 or images.shape[2] == 0:
+        raise DataError(f"{where}: no images (shape {images.shape})")
+    if images.shape[-1] in (2, 4):
+        kept = 1 if images.shape[-1] == 2 else 3
+        warnings.warn(f"{where}: images have {images.shape[-1]} channels; the alpha channel is dropped")
+        images = images[..., :kept]
+    return _to_uint8_values(images, where, warnings)
+
+
+def _to_uint8_values(images: np.ndarray, where: str, warnings: _Warnings) -> np.ndarray:
+    if images.dtype == np.uint8:
+        return np.ascontiguousarray(images)
+    if images.dtype.kind == "f":
+        if not np.all(np.isfinite(images)):
+            raise DataError(f"{where}: images contain NaN or infinite values")
+        low, high = float(images.min()), float(images.max())
+        if low < 0 or high > 255:
+            raise DataError(f"{where}: float images range over [{low:g}, {high:g}]; expected [0, 1] or [0, 255]")
+        scale = 255.0 if high <= 1.0 else 1.0
+        warnings.warn(
+            f"{where}: {images.dtype} images in [{low:g}, {high:g}] converted to uint8"
+            + (" (multiplied by 255)" if scale == 255.0 else " (rounded)")
+        )
+        return np.round(images * scale).astype(np.uint8)
+    if images.dtype == np.uint16:
+        warnings.warn(f"{where}: 16-bit images converted to 8-bit (divided by 257)")
+        return (images // 257).astype(np.uint8)
+    if images.dtype.kind in "iu":
+        low, high = int(images.min()), int(images.max())
+        if low < 0 or high > 255:
+            raise DataError(f"{where}: integer images range over [{low}, {high}]; expected [0, 255]")
+        return images.astype(np.uint8)  # lossless
+    raise DataError(f"{where}: images have unsupported dtype {images.dtype}")
+
+
+def _to_labels(array, where: str) -> tuple[np.ndarray, int, tuple[str, ...] | None]:
+    """Labels as int64 [N] -> (labels, width of a one-hot encoding or 0, names for string labels)."""
+    labels = np.asarray(array)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim == 2:
+        return _from_one_hot(labels, where), labels.shape[1], None
+    if labels.ndim != 1:
+        raise DataError(f"{where}: labels have shape {labels.shape}; expected (N,) or one-hot (N, K)")
+    if labels.dtype.kind in "USO":
+        try:
+            names, index = np.unique(labels.astype(str), return_inverse=True)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"{where}: labels are neither integers nor strings ({err})") from None
+        return index.astype(np.int64), 0, tuple(names)
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+            raise DataError(f"{where}: labels are floats that are not whole numbers")
+    elif labels.dtype.kind not in "iub":
+        raise DataError(f"{where}: labels have unsupported dtype {labels.dtype}")
+    labels = labels.astype(np.int64)
+    if len(labels) and labels.min() < 0:
+        raise DataError(f"{where}: labels include negative values ({int(labels.min())})")
+    return labels, 0, None
+
+
+def _from_one_hot(labels: np.ndarray, where: str) -> np.ndarray:
+    if labels.dtype.kind not in "iufb" or not np.all((labels == 0) | (labels == 1)) or not np.all(labels.sum(1) == 1):
+        raise DataError(f"{where}: labels have shape {labels.shape} but are not one-hot rows")
+    return labels.argmax(axis=1).astype(np.int64)
+
+
+def _resolve_classes(
+    label_sets: Sequence[tuple[np.ndarray, int, tuple[str, ...] | None, str]], class_names: Sequence[str] | None
+) -> tuple[list[np.ndarray], tuple[str, ...]]:
+    """Check label ranges against ``class_names`` (or infer "0".."K-1"); names the offending file."""
+    string_names = [names for _, _, names, _ in label_sets if names is not None]
+    if string_names:
+        if len(string_names) != len(label_sets):
+            raise DataError(f"{label_sets[0][3]}: some labels are strings and some are numbers")
+        names = tuple(class_names) if class_names else tuple(sorted(set().union(*string_names)))
+        position = {n: i for i, n in enumerate(names)}
+        relabelled = []
+        for lab, _, own_names, where in label_sets:
+            unknown = sorted(set(own_names) - set(position))
+            if unknown:
+                raise DataError(f"{where}: labels {', '.join(unknown)} are not in class_names")
+            relabelled.append(np.array([position[own_names[i]] for i in lab], np.int64))
+        return relabelled, names
+    k = max(max(width, int(lab.max()) + 1 if len(lab) else 0) for lab, width, _, _ in label_sets)
+    if class_names is not None:
+        for lab, _, _, where in label_sets:
+            if len(lab) and lab.max() >= len(class_names):
+                raise DataError(
+                    f"{where}: label {int(lab.max())} is outside [0, {len(class_names)}) "
+                    f"({len(class_names)} class_names given)"
+                )
+        return [lab for lab, *_ in label_sets], tuple(class_names)
+    return [lab for lab, *_ in label_sets], tuple(str(i) for i in range(k))
+
+
+def _check_counts(images: np.ndarray, labels: np.ndarray, images_where: str, labels_where: str) -> None:
+    if len(images) != len(labels):
+        raise DataError(
+            f"{len(images)} images in {images_where} but {len(labels)} labels in {labels_where}"
+        )
+
+
+def _check_same_shape(train: np.ndarray, test: np.ndarray, train_where: str, test_where: str) -> None:
+    """The input pipeline feeds every split through one placeholder shaped like the training images."""
+    if train.shape[1:] != test.shape[1:]:
+        raise DataError(
+            f"test images in {test_where} are {'x'.join(map(str, test.shape[1:]))} (HxWxC) but training images "
+            f"in {train_where} are {'x'.join(map(str, train.shape[1:]))}; they must have the same size"
+        )
+
+
+def _channel_summary(images: np.ndarray, channels: int, where: str, warnings: _Warnings) -> None:
+    native = images.shape[-1]
+    if native != channels:
+        kinds = {1: "grayscale", 3: "RGB"}
+        warnings.warn(
+            f"{where}: {len(images)} {kinds[native]} images will be converted to {kinds[channels]} "
+            f"(model.channels={channels})"
+        )
+
+
+# ---------------------------------------------------------------------------
+# npz
+
+
+_NPZ_LAYOUTS = (("x_train", "y_train"), ("images", "labels"), ("x", "y"))
+
+
+def _load_npz(cfg: DataConfig, channels: int, warnings: _Warnings) -> Dataset:
+    path = Path(cfg.path)
+    arrays = _read_npz(path)
+    keys = {k.lower(): k for k in arrays}
+    layout = next((pair for pair in _NPZ_LAYOUTS if pair[0] in keys and pair[1] in keys), None)
+    if layout is None:
+        raise DataError(
+            f"{path}: found keys {', '.join(sorted(arrays)) or '(none)'}; expected x_train, y_train "
+            "[, x_test, y_test] or images, labels or X, y [, class_names]"
+        )
+    pools = [layout]
+    if layout[0] == "x_train" and ("x_test" in keys or "y_test" in keys):
+        if not ("x_test" in keys and "y_test" in keys):
+            raise DataError(f"{path}: has only one of x_test / y_test")
+        pools.append(("x_test", "y_test"))
+    class_names = None
+    if "class_names" in keys:
+        class_names = tuple(str(n) for n in np.asarray(arrays[keys["class_names"]]).ravel())
+    loaded = []
+    for x_key, y_key in pools:
+        images = _to_uint8_images(arrays[keys[x_key]], f"{path}[{keys[x_key]}]", warnings)
+        labels = _to_labels(arrays[keys[y_key]], f"{path}[{keys[y_key]}]")
+        _check_counts(images, labels[0], f"{path}[{keys[x_key]}]", f"{path}[{keys[y_key]}]")
+        loaded.append((images, labels + (f"{path}[{keys[y_key]}]",)))
+    label_arrays, names = _resolve_classes([lab for _, lab in loaded], class_names)
+    for images, lab in loaded:
+        _channel_summary(images, channels, lab[3], warnings)
+    test = None
+    if len(loaded) == 2:
+        _check_same_shape(loaded[0][0], loaded[1][0], f"{path}[{keys['x_train']}]", f"{path}[{keys['x_test']}]")
+        test = (loaded[1][0], label_arrays[1])
+    return _array_dataset(f"npz {path}", names, loaded[0][0], label_arrays[0], cfg, warnings, test)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise DataError(
+                f"{path}: holds object arrays (pickled); save names as a string array, e.g. np.array(names, dtype=str)"
+            ) from None
+        raise DataError(f"{path}: not a readable .npz file ({err})") from None
+    except (OSError, EOFError) as err:
+        raise DataError(f"{path}: not a readable .npz file ({err})") from None
+
+
+# ---------------------------------------------------------------------------
+# pickle
+
+
+def _load_pickle(cfg: DataConfig, channels: int, warnings: _Warnings) -> Dataset:
+    path = Path(cfg.path)
+    folder = path.parent if path.is_file() else path
+    names = {child.name.lower(): child for child in folder.iterdir()} if folder.is_dir() else {}
+    x_path, y_path = names.get("x.pickle", folder / "X.pickle"), names.get("y.pickle", folder / "y.pickle")
+    x = _read_pickle(x_path)
+    y = _read_pickle(y_path)
+    try:
+        x_count, y_count = len(x), len(y)
+    except TypeError:
+        raise DataError(f"{x_path} / {y_path}: expected sequences of images and labels") from None
+    if x_count != y_count:
+        raise DataError(f"{x_count} images in {x_path} but {y_count} labels in {y_path}")
+    images = _to_uint8_images(x, str(x_path), warnings)
+    label_arrays, class_names = _resolve_classes([_to_labels(y, str(y_path)) + (str(y_path),)], None)
+    _channel_summary(images, channels, str(x_path), warnings)
+    return _array_dataset(f"pickle {folder}", class_names, images, label_arrays[0], cfg, warnings)
+
+
+def _read_pickle(path: Path):
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found (the pickle source needs X.pickle and y.pickle)") from None
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as err:
+        raise DataError(f"{path}: cannot unpickle ({type(err).__name__}: {err})") from None
+
+
+# ---------------------------------------------------------------------------
+# idx
+
+
+def _idx_kind(name: str) -> str:
+    """'images' / 'labels' for IDX file names (``*idx3-ubyte[.gz]`` / ``*idx1-ubyte[.gz]``), else ''."""
+    lower = name.lower()
+    if re.search(r"idx3[-_.]ubyte(\.gz)?$", lower):
+        return "images"
+    if re.search(r"idx1[-_.]ubyte(\.gz)?$", lower):
+        return "labels"
+    return ""
+
+
+def _idx_role(name: str) -> str:
+    tokens = set(re.split(r"[^a-z0-9]+", name.lower()))
+    if "train" in tokens:
+        return "train"
+    if tokens & {"t10k", "test"}:
+        return "test"
+    return ""
+
+
+def _find_idx_files(folder: Path, warnings: _Warnings) -> dict[tuple[str, str], Path]:
+    """(role, kind) -> file; a .gz and its extracted copy count as one (the raw one is used)."""
+    candidates: dict[tuple[str, str], dict[str, Path]] = {}
+    for child in sorted(folder.iterdir()):
+        kind = _idx_kind(child.name)
+        if not kind or not child.is_file():
+            continue
+        role = _idx_role(child.name)
+        if not role:
+            warnings.warn(f"IDX file ignored (name says neither train nor t10k/test): {child}")
+            continue
+        stem = child.name[:-3] if child.name.lower().endswith(".gz") else child.name
+        candidates.setdefault((role, kind), {}).setdefault(stem, child)
+        if not child.name.lower().endswith(".gz"):
+            candidates[(role, kind)][stem] = child
+    found = {}
+    for key, by_stem in candidates.items():
+        if len(by_stem) > 1:
+            listing = ", ".join(str(p) for p in by_stem.values())
+            raise DataError(f"{folder}: several {key[0]} {key[1]} IDX files ({listing}); keep one set per folder")
+        found[key] = next(iter(by_stem.values()))
+    for kind in ("images", "labels"):
+        if ("train", kind) not in found:
+            pattern = f"train-{kind}-idx{3 if kind == 'images' else 1}-ubyte[.gz]"
+            raise DataError(f"{folder}: no training {kind} IDX file ({pattern})")
+    if (("test", "images") in found) != (("test", "labels") in found):
+        present = found.get(("test", "images")) or found.get(("test", "labels"))
+        raise DataError(f"{folder}: test IDX file {present} has no matching images/labels file")
+    return found
+
+
+def read_idx(path: str | Path, expected_magic: int) -> np.ndarray:
+    """Read an IDX file of unsigned bytes (gzip or raw) and check its magic, dims and size.
+
+    ``expected_magic``: 0x00000803 for images ``[N, H, W]``, 0x00000801 for labels ``[N]``.
+    Returns a uint8 array shaped by the header.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+    except (OSError, EOFError) as err:
+        raise DataError(f"{path}: cannot read ({err})") from None
+    if len(data) < 4:
+        raise DataError(f"{path}: too short to be an IDX file ({len(data)} bytes)")
+    magic = int.from_bytes(data[:4], "big")
+    if magic != expected_magic:
+        raise DataError(f"{path}: IDX magic number is 0x{magic:08X}, expected 0x{expected_magic:08X}")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: truncated IDX header")
+    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(dims))
+    if len(data) - header != expected:
+        raise DataError(
+            f"{path}: header dims {dims} need {expected} bytes of data, the file has {len(data) - header}"
+        )
+    return np.frombuffer(data, np.uint8, offset=header).reshape(dims).copy()  # writable, owns its memory
+
+
+def _load_idx(cfg: DataConfig, channels: int, warnings: _Warnings) -> Dataset:
+    folder = Path(cfg.path)
+    if folder.is_file():
+        folder = folder.parent
+    files = _find_idx_files(folder, warnings)
+    pools = []
+    for role in ("train", "test"):
+        if (role, "images") not in files:
+            continue
+        image_file, label_file = files[(role, "images")], files[(role, "labels")]
+        images = read_idx(image_file, _IDX_IMAGES_MAGIC)[..., np.newaxis]
+        labels = read_idx(label_file, _IDX_LABELS_MAGIC).astype(np.int64)
+        _check_counts(images, labels, str(image_file), str(label_file))
+        pools.append((images, (labels, 0, None, str(label_file))))
+    label_arrays, class_names = _resolve_classes([lab for _, lab in pools], None)
+    if len(class_names) == 10 and "fashion" in str(folder.resolve()).lower():
+        class_names = FASHION_MNIST_CLASSES
+    _channel_summary(pools[0][0], channels, str(files[("train", "images")]), warnings)
+    test = None
+    if len(pools) == 2:
+        _check_same_shape(pools[0][0], pools[1][0], str(files[("train", "images")]), str(files[("test", "images")]))
+        test = (pools[1][0], label_arrays[1])
+    return _array_dataset(f"idx {folder}", class_names, pools[0][0], label_arrays[0], cfg, warnings, test)
+
+
+# ---------------------------------------------------------------------------
+# folder
+
+
+def _load_folder(cfg: DataConfig, channels: int, warnings: _Warnings) -> Dataset:
+    root = Path(cfg.path)
+    if not root.is_dir():
+        raise DataError(f"data.path: {root} is not a folder")
+    train_root, test_root = _folder_roots(root, cfg.test_path, warnings)
+    train_classes = _class_folders(train_root, warnings)
+    class_names = tuple(sorted(train_classes))
+    test_classes = _class_folders(test_root, warnings) if test_root else None
+    if test_classes is not None and set(test_classes) != set(train_classes):
+        only_train = sorted(set(train_classes) - set(test_classes))
+        only_test = sorted(set(test_classes) - set(train_classes))
+        raise DataError(
+            f"class folders differ between {train_root} and {test_root}: only in the training tree: "
+            f"{', '.join(only_train) or '-'}; only in the test tree: {', '.join(only_test) or '-'}"
+        )
+    if len(class_names) < 2:
+        raise DataError(
+            f"{train_root}: only one class folder ({', '.join(class_names)}); a classifier needs at least two"
+        )
+    train_files = {c: _image_files(train_classes[c], warnings) for c in class_names}
+    test_files = {c: _image_files(test_classes[c], warnings) for c in class_names} if test_classes else {}
+    _check_disjoint(train_files, test_files)
+    all_files = [p for files in (*train_files.values(), *test_files.values()) for p in files]
+    result = scan.scan_images(all_files, cfg.num_parallel_calls)
+    _report_bad_files(result.bad, cfg.strict, warnings)
+    for message in scan.conversion_warnings(result.images, channels):
+        warnings.warn(message)
+    train_files = _drop_bad(train_files, train_classes, result.bad)
+    test_files = _drop_bad(test_files, test_classes or {}, result.bad)
+
+    paths, labels = _flatten(train_files, class_names)
+    train_i, val_i, test_i = stratified_split(
+        labels, len(class_names), cfg.validation_fraction, 0.0 if test_root else cfg.test_fraction, cfg.seed
+    )
+    if test_root:
+        test_paths, test_labels = _flatten(test_files, class_names)
+        test_split = Split(test_labels, paths=tuple(test_paths))
+    else:
+        test_split = Split(labels[test_i], paths=tuple(paths[i] for i in test_i))
+    return Dataset(
+        name=f"folder {root}", class_names=class_names,
+        train=Split(labels[train_i], paths=tuple(paths[i] for i in train_i)),
+        validation=Split(labels[val_i], paths=tuple(paths[i] for i in val_i)),
+        test=test_split, warnings=tuple(warnings),
+    )
+
+
+def _folder_roots(root: Path, test_path: str, warnings: _Warnings) -> tuple[Path, Path | None]:
+    """(training tree, test tree or None) for the three folder layouts."""
+    if test_path:
+        test_root = Path(test_path)
+        if not test_root.is_dir():
+            raise DataError(f"data.test_path: {test_root} is not a folder")
+        if test_root.resolve() == root.resolve():
+            raise DataError(f"data.test_path: {test_root} is the training folder itself")
+        return root, test_root
+    train_root, test_root = root / "training_set", root / "test_set"
+    if not (train_root.is_dir() and test_root.is_dir()):
+        return root, None
+    others = sorted(c.name for c in root.iterdir() if c.name not in ("training_set", "test_set"))
+    if others:
+        ignored = ", ".join(str(root / o) for o in others)
+        warnings.warn(f"{root}: using training_set/ and test_set/; ignored: {ignored}")
+    return _unnest(train_root), _unnest(test_root)
+
+
+def _unnest(tree: Path) -> Path:
+    """Kaggle archives often unpack to training_set/training_set/<classes>: use the inner one."""
+    children = [c for c in tree.iterdir() if not c.name.startswith(".")]
+    if len(children) == 1 and children[0].is_dir() and children[0].name == tree.name:
+        return children[0]
+    return tree
+
+
+def _class_folders(tree: Path, warnings: _Warnings) -> dict[str, Path]:
+    """Class name -> folder for the visible subfolders of ``tree``; stray files are reported."""
+    folders, skipped, hidden = {}, [], []
+    for child in sorted(tree.iterdir()):
+        if child.name.startswith("."):
+            hidden.append(child)
+        elif child.is_dir():
+            folders[child.name] = child
+        else:
+            skipped.append(child)
+    if not folders:
+        raise DataError(
+            f"{tree}: no class subfolders (expected one subfolder per class"
+            + (f"; found {len(skipped)} files directly in it)" if skipped else ")")
+        )
+    if skipped:
+        warnings.warn(f"{tree}: {len(skipped)} file(s) outside the class folders skipped:\n" + _listing(skipped))
+    if hidden:
+        warnings.warn(f"{tree}: hidden entries skipped:\n" + _listing(hidden))
+    return folders
+
+
+def _image_files(folder: Path, warnings: _Warnings) -> list[str]:
+    """Image files under ``folder`` (recursively, sorted); others are reported as skipped."""
+    images, skipped, seen = [], [], {os.path.realpath(folder)}
+    for directory, subdirs, files in os.walk(folder, followlinks=True):
+        hidden = sorted(d for d in subdirs if d.startswith("."))
+        skipped.extend(Path(directory, d) for d in hidden)
+        visible = [d for d in sorted(subdirs) if not d.startswith(".")]
+        subdirs[:] = [d for d in visible if os.path.realpath(os.path.join(directory, d)) not in seen]  # symlink loops
+        seen.update(os.path.realpath(os.path.join(directory, d)) for d in subdirs)
+        for name in sorted(files):
+            target = images if name.lower().endswith(IMAGE_EXTENSIONS) else skipped
+            target.append(Path(directory, name))
+    if skipped:
+        warnings.warn(
+            f"{folder}: {len(skipped)} non-image entr{'y' if len(skipped) == 1 else 'ies'} skipped "
+            f"(not {'/'.join(IMAGE_EXTENSIONS)} files, or hidden):\n" + _listing(skipped)
+        )
+    if not images:
+        raise DataError(f"class folder {folder} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return sorted(os.path.abspath(p) for p in images)
+
+
+def _check_disjoint(train: dict[str, list[str]], test: dict[str, list[str]]) -> None:
+    train_real = {os.path.realpath(p) for files in train.values() for p in files}
+    shared = sorted(p for files in test.values() for p in files if os.path.realpath(p) in train_real)
+    if shared:
+        raise DataError(f"{len(shared)} file(s) are in both the training and the test tree:\n" + _listing(shared))
+
+
+def _report_bad_files(bad: dict[str, str], strict: bool, warnings: _Warnings) -> None:
+    if not bad:
+        return
+    report = scan.bad_files_report(bad)
+    if strict:
+        raise DataError(f"{len(bad)} image file(s) cannot be decoded (data.strict=true):\n{report}")
+    warnings.warn(f"{len(bad)} image file(s) cannot be decoded and are excluded:\n{report}")
+
+
+def _drop_bad(files: dict[str, list[str]], folders: dict[str, Path], bad: dict[str, str]) -> dict[str, list[str]]:
+    kept = {}
+    for name, paths in files.items():
+        kept[name] = [p for p in paths if p not in bad]
+        if not kept[name]:
+            raise DataError(f"class folder {folders[name]}: none of its {len(paths)} image file(s) can be decoded")
+    return kept
+
+
+def _flatten(files: dict[str, list[str]], class_names: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    paths = [p for name in class_names for p in files[name]]
+    labels = np.concatenate([np.full(len(files[name]), i, np.int64) for i, name in enumerate(class_names)])
+    return paths, labels
+
+
+def _listing(paths: Sequence) -> str:
+    return "\n".join(f"  {p}" for p in paths)

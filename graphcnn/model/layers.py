@@ -1,0 +1,182 @@
+"""Layers from ``tf.nn`` ops and ``tf.compat.v1.get_variable``.
+
+``tf.compat.v1.layers`` does not work under Keras 3, and its variable names are not ours to
+pin, so every layer here is a few explicit ops. Each function opens a variable scope of its
+own name, so variables come out as ``<name>/weights``, ``<name>/biases``,
+``<name>/bn/gamma`` ... and a second connection with ``reuse`` shares them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import tensorflow as tf
+
+v1 = tf.compat.v1
+
+ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor] | None] = {
+    "relu": tf.nn.relu,
+    "elu": tf.nn.elu,
+    "leaky_relu": tf.nn.leaky_relu,
+    "tanh": tf.nn.tanh,
+    "sigmoid": tf.nn.sigmoid,
+    "linear": None,
+}
+
+
+def get_activation(name: str) -> Callable[[tf.Tensor], tf.Tensor] | None:
+    """The activation function called ``name`` (None for ``linear``)."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation '{name}'; choices: {', '.join(ACTIVATIONS)}") from None
+
+
+def get_initializer(name: str, stddev: float = 0.1) -> tf.keras.initializers.Initializer:
+    """Weight initializer by name: ``truncated_normal`` (stddev), ``glorot`` or ``he``."""
+    initializers = {
+        "truncated_normal": lambda: v1.truncated_normal_initializer(stddev=stddev),
+        "glorot": lambda: v1.glorot_uniform_initializer(),
+        "he": lambda: v1.variance_scaling_initializer(scale=2.0, mode="fan_in", distribution="truncated_normal"),
+    }
+    try:
+        return initializers[name]()
+    except KeyError:
+        raise ValueError(f"unknown initializer '{name}'; choices: {', '.join(initializers)}") from None
+
+
+class LayerOutput(NamedTuple):
+    """What a layer adds to the graph: its output and any ops training must also run."""
+
+    output: tf.Tensor
+    update_ops: tuple[tf.Operation, ...] = ()  # batch-norm moving-average updates
+    weights: tf.Variable | None = None  # the kernel, for weight decay and summaries
+
+
+def batch_norm(
+    x: tf.Tensor, is_training: tf.Tensor, decay: float = 0.99, epsilon: float = 1e-3, name: str = "bn"
+) -> LayerOutput:
+    """Batch normalization over all axes but the last (NHWC or NC).
+
+    Training (``is_training`` true) normalizes with the batch moments; evaluation uses the
+    moving averages. The returned update ops move those averages and must run with the
+    train op (the graph builder makes the train op depend on them).
+    """
+    channels = x.shape[-1]
+    axes = list(range(len(x.shape) - 1))
+    with v1.variable_scope(name):
+        gamma = v1.get_variable("gamma", [channels], initializer=v1.ones_initializer())
+        beta = v1.get_variable("beta", [channels], initializer=v1.zeros_initializer())
+        moving_mean = v1.get_variable(
+            "moving_mean", [channels], initializer=v1.zeros_initializer(), trainable=False
+        )
+        moving_variance = v1.get_variable(
+            "moving_variance", [channels], initializer=v1.ones_initializer(), trainable=False
+        )
+        batch_mean, batch_variance = tf.nn.moments(x, axes)
+        updates = (
+            v1.assign_sub(moving_mean, (moving_mean - batch_mean) * (1.0 - decay)).op,
+            v1.assign_sub(moving_variance, (moving_variance - batch_variance) * (1.0 - decay)).op,
+        )
+        mean, variance = tf.cond(
+            is_training,
+            lambda: (batch_mean, batch_variance),
+            lambda: (tf.identity(moving_mean), tf.identity(moving_variance)),
+        )
+        y = tf.nn.batch_normalization(x, mean, variance, beta, gamma, epsilon)
+    return LayerOutput(y, updates)
+
+
+def conv2d(
+    x: tf.Tensor,
+    filters: int,
+    kernel_size: int,
+    name: str,
+    *,
+    strides: int = 1,
+    padding: str = "SAME",
+    activation: str = "relu",
+    initializer=None,
+    is_training: tf.Tensor | None = None,
+    use_batch_norm: bool = False,
+    bn_decay: float = 0.99,
+) -> LayerOutput:
+    """2-D convolution: x float32 [B, H, W, Cin] -> [B, H', W', filters].
+
+    Variables ``<name>/weights`` [k, k, Cin, filters] and ``<name>/biases`` [filters]
+    (no biases when batch-normalized: the BN beta plays that role, as in tf-slim).
+    """
+    with v1.variable_scope(name):
+        w = v1.get_variable("weights", [kernel_size, kernel_size, int(x.shape[-1]), filters], initializer=initializer)
+        y = tf.nn.conv2d(x, w, strides=[1, strides, strides, 1], padding=padding)
+        updates: tuple = ()
+        if use_batch_norm:
+            y, updates, _ = batch_norm(y, is_training, decay=bn_decay)
+        else:
+            b = v1.get_variable("biases", [filters], initializer=v1.zeros_initializer())
+            y = tf.nn.bias_add(y, b)
+        act = get_activation(activation)
+        if act is not None:
+            y = act(y)
+    return LayerOutput(y, updates, w)
+
+
+def dense(
+    x: tf.Tensor,
+    units: int,
+    name: str,
+    *,
+    activation: str = "relu",
+    initializer=None,
+    is_training: tf.Tensor | None = None,
+    use_batch_norm: bool = False,
+    bn_decay: float = 0.99,
+) -> LayerOutput:
+    """Fully connected: x float32 [B, N] -> [B, units]; ``<name>/weights`` [N, units], ``<name>/biases``."""
+    if len(x.shape) != 2:
+        raise ValueError(f"{name}: dense needs a flat [batch, features] input, got shape {x.shape}; add a flatten layer")
+    with v1.variable_scope(name):
+        w = v1.get_variable("weights", [int(x.shape[-1]), units], initializer=initializer)
+        y = tf.matmul(x, w)
+        updates: tuple = ()
+        if use_batch_norm:
+            y, updates, _ = batch_norm(y, is_training, decay=bn_decay)
+        else:
+            b = v1.get_variable("biases", [units], initializer=v1.zeros_initializer())
+            y = tf.nn.bias_add(y, b)
+        act = get_activation(activation)
+        if act is not None:
+            y = act(y)
+    return LayerOutput(y, updates, w)
+
+
+def pool2d(x: tf.Tensor, name: str, *, kind: str = "max", size: int = 2, strides: int = 0, padding: str = "SAME") -> tf.Tensor:
+    """Max or average pooling, window ``size``, stride ``strides`` (0: same as size)."""
+    op = {"max": tf.nn.max_pool2d, "avg": tf.nn.avg_pool2d}[kind]
+    with tf.name_scope(name):
+        return op(x, ksize=size, strides=strides or size, padding=padding)
+
+
+def dropout(x: tf.Tensor, keep_rate: tf.Tensor, name: str, seed: int | None = None) -> tf.Tensor:
+    """Inverted dropout keeping each unit with probability ``keep_rate`` (a scalar tensor).
+
+    With keep rate 1.0 (the placeholder default) this is the identity, so evaluation and
+    prediction need no feed.
+    """
+    with tf.name_scope(name):
+        return tf.nn.dropout(x, rate=1.0 - keep_rate, seed=seed)
+
+
+def flatten(x: tf.Tensor, name: str = "flatten") -> tf.Tensor:
+    """[B, H, W, C] -> [B, H*W*C] with a static feature size."""
+    with tf.name_scope(name):
+        size = 1
+        for d in x.shape[1:]:
+            size *= int(d)
+        return tf.reshape(x, [-1, size])
+
+
+def global_avg_pool(x: tf.Tensor, name: str = "global_avg_pool") -> tf.Tensor:
+    """[B, H, W, C] -> [B, C]: the mean over space, so any input size gives the same features."""
+    with tf.name_scope(name):
+        return tf.reduce_mean(x, axis=[1, 2])

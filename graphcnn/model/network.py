@@ -1,0 +1,156 @@
+"""A CNN described by a :class:`~graphcnn.config.ModelConfig`, connected to a graph on call.
+
+Configure first, connect second (as in Sonnet): ``Network(model_config, num_classes)``
+resolves layer names and checks the description without touching a graph; calling the
+network adds its ops. Calling it again (e.g. on an evaluation input) shares the weights.
+
+Layer names are the checkpoint contract: convolutions are ``conv<block>_<i>`` where a block
+ends at each pool (``conv1_1``, ``conv1_2``, ``pool1``, ``conv2_1`` ...), dense layers
+``fc1``, ``fc2`` ..., dropouts ``dropout1`` ..., and the classifier is always ``logits``.
+Variables are ``<layer>/weights``, ``<layer>/biases`` and ``<layer>/bn/{gamma,beta,
+moving_mean,moving_variance}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, NamedTuple
+
+import tensorflow as tf
+
+from graphcnn.config import LayerConfig, ModelConfig, keep_groups
+from graphcnn.model import layers as L
+
+v1 = tf.compat.v1
+
+
+class NetworkOutput(NamedTuple):
+    """The result of connecting a :class:`Network`."""
+
+    logits: tf.Tensor  # float32 [B, num_classes]
+    end_points: dict[str, tf.Tensor]  # layer name -> output, in network order (ends with "logits")
+    update_ops: tuple[tf.Operation, ...]  # batch-norm moving-average updates
+    penultimate: tf.Tensor  # float32 [B, F]: the features the logits layer sees
+    weight_decay: tf.Tensor  # float32 scalar: sum of decay * l2_loss(weights) (0 when off)
+    kernels: dict[str, tf.Variable]  # layer name -> its weights variable (conv and dense)
+
+
+def resolve_layer_names(layers: tuple[LayerConfig, ...]) -> tuple[LayerConfig, ...]:
+    """Give every unnamed layer its conventional name; reject duplicates."""
+    block, conv_in_block, counters = 1, 0, {"dense": 0, "dropout": 0, "batch_norm": 0}
+    named = []
+    for layer in layers:
+        name = layer.name
+        if layer.type == "conv":
+            conv_in_block += 1
+            name = name or f"conv{block}_{conv_in_block}"
+        elif layer.type == "pool":
+            name = name or f"pool{block}"
+            block, conv_in_block = block + 1, 0
+        elif layer.type in counters:
+            counters[layer.type] += 1
+            prefix = {"dense": "fc", "dropout": "dropout", "batch_norm": "bn"}[layer.type]
+            name = name or f"{prefix}{counters[layer.type]}"
+        else:  # flatten, global_avg_pool
+            name = name or layer.type
+        named.append(dataclasses.replace(layer, name=name))
+    seen: set[str] = set()
+    for layer in named:
+        if layer.name in seen or layer.name == "logits":
+            raise ValueError(f"model.layers: layer name '{layer.name}' is used twice (or is the reserved 'logits')")
+        seen.add(layer.name)
+    return tuple(named)
+
+
+class Network:
+    """A configured CNN; call it to connect it to the default graph."""
+
+    def __init__(self, model: ModelConfig, num_classes: int, weight_decay: float = 0.0, seed: int | None = None):
+        if num_classes < 2:
+            raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
+        self.model = model
+        self.num_classes = num_classes
+        self.weight_decay = weight_decay
+        self.seed = seed
+        self.layers = resolve_layer_names(model.layers)
+        self.keep_groups = keep_groups(model)
+        self._connections = 0
+
+    def __call__(
+        self, images: tf.Tensor, is_training: tf.Tensor, keep_rates: Mapping[str, tf.Tensor]
+    ) -> NetworkOutput:
+        """Connect the network.
+
+        Args:
+          images: float32 [B, H, W, C], preprocessed, H/W/C as in the model config.
+          is_training: bool scalar tensor; selects batch statistics in batch norm.
+          keep_rates: keep-rate scalar tensor per dropout group (``self.keep_groups``).
+        """
+        missing = [g for g in self.keep_groups if g not in keep_rates]
+        if missing:
+            raise ValueError(f"no keep-rate input for dropout group(s) {missing}")
+        reuse = True if self._connections else None  # later connections share, never create
+        self._connections += 1
+        end_points: dict[str, tf.Tensor] = {}
+        update_ops: list[tf.Operation] = []
+        kernels: dict[str, tf.Variable] = {}
+        decays: list[tuple[float, tf.Variable]] = []
+        net = images
+        with v1.variable_scope(v1.get_variable_scope(), reuse=reuse):
+            for layer in self.layers:
+                out = self._connect_layer(layer, net, is_training, keep_rates)
+                net = out.output
+                update_ops.extend(out.update_ops)
+                end_points[layer.name] = net
+                if out.weights is not None:
+                    kernels[layer.name] = out.weights
+                    decays.append((self._decay(layer), out.weights))
+            if len(net.shape) != 2:
+                net = L.flatten(net)  # a net that ends on a conv/pool feeds the logits flattened
+            penultimate = net
+            logits, _, logits_weights = L.dense(
+                net, self.num_classes, "logits", activation="linear", initializer=self._initializer("")
+            )
+            end_points["logits"] = logits
+            kernels["logits"] = logits_weights
+            decays.append((self.weight_decay, logits_weights))
+        with tf.name_scope("weight_decay"):
+            terms = [decay * tf.nn.l2_loss(w) for decay, w in decays if decay > 0]
+            weight_decay = tf.add_n(terms) if terms else tf.constant(0.0)
+        return NetworkOutput(logits, end_points, tuple(update_ops), penultimate, weight_decay, kernels)
+
+    def _initializer(self, name: str):
+        return L.get_initializer(name or self.model.initializer, self.model.init_stddev)
+
+    def _decay(self, layer: LayerConfig) -> float:
+        return layer.weight_decay if layer.weight_decay >= 0 else self.weight_decay
+
+    def _connect_layer(self, layer: LayerConfig, net: tf.Tensor, is_training, keep_rates) -> L.LayerOutput:
+        if layer.type == "conv":
+            return L.conv2d(
+                net, layer.filters, layer.kernel_size, layer.name, strides=layer.strides or 1,
+                padding=layer.padding, activation=layer.activation,
+                initializer=self._initializer(layer.initializer),
+                is_training=is_training, use_batch_norm=layer.batch_norm, bn_decay=self.model.batch_norm_decay,
+            )
+        if layer.type == "dense":
+            if len(net.shape) != 2:
+                net = L.flatten(net, f"{layer.name}_flatten")
+            return L.dense(
+                net, layer.units, layer.name, activation=layer.activation,
+                initializer=self._initializer(layer.initializer),
+                is_training=is_training, use_batch_norm=layer.batch_norm, bn_decay=self.model.batch_norm_decay,
+            )
+        if layer.type == "pool":
+            return L.LayerOutput(L.pool2d(net, layer.name, kind=layer.pool, size=layer.pool_size,
+                                          strides=layer.strides, padding=layer.padding))
+        if layer.type == "dropout":
+            return L.LayerOutput(L.dropout(net, keep_rates[layer.keep_group], layer.name, seed=self.seed))
+        if layer.type == "batch_norm":
+            with v1.variable_scope(layer.name):
+                return L.batch_norm(net, is_training, decay=self.model.batch_norm_decay, name="bn")
+        if layer.type == "flatten":
+            return L.LayerOutput(L.flatten(net, layer.name))
+        if layer.type == "global_avg_pool":
+            return L.LayerOutput(L.global_avg_pool(net, layer.name))
+        raise ValueError(f"unknown layer type '{layer.type}'")  # config.validate catches this first

@@ -1,0 +1,129 @@
+"""Checkpoints: the latest K, and the best by a validation metric kept apart.
+
+Both are ``tf.compat.v1.train.Saver`` checkpoints with their ``.meta`` graph, so
+``import_meta_graph`` restores a model without graphcnn. Two TF1 pitfalls are handled:
+a Saver forgets older checkpoints after a restart (we call ``recover_last_checkpoints``
+with what is on disk, so retention keeps working), and a kill during a save can leave the
+newest checkpoint without its ``.meta`` or with ``*.tempstate*`` files (such checkpoints are
+skipped and the leftovers removed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import tensorflow as tf
+
+v1 = tf.compat.v1
+log = logging.getLogger("graphcnn.train")
+PREFIX = "model.ckpt"
+_STEP = re.compile(r"model\.ckpt-(\d+)\.index$")
+
+
+def _complete(prefix: Path) -> bool:
+    """A checkpoint is usable when its index, data shards and meta graph are all on disk."""
+    return (prefix.with_name(prefix.name + ".index").exists()
+            and prefix.with_name(prefix.name + ".meta").exists()
+            and any(prefix.parent.glob(prefix.name + ".data-*")))
+
+
+def checkpoints_on_disk(directory: Path) -> list[Path]:
+    """Complete checkpoint prefixes in ``directory``, oldest step first."""
+    found = []
+    for index in directory.glob(f"{PREFIX}-*.index"):
+        m = _STEP.search(index.name)
+        prefix = index.with_name(index.name[: -len(".index")])
+        if m and _complete(prefix):
+            found.append((int(m.group(1)), prefix))
+    return [p for _, p in sorted(found)]
+
+
+def clean_leftovers(directory: Path) -> None:
+    for leftover in directory.glob("*.tempstate*"):
+        log.warning("removing incomplete checkpoint file %s (left by an interrupted save)", leftover)
+        leftover.unlink()
+
+
+def resolve_checkpoint(path: str | Path, prefer_best: bool = True) -> Path:
+    """A checkpoint prefix from a run directory, a checkpoint directory or a prefix.
+
+    For a run directory the best checkpoint is preferred (``prefer_best``), else the latest.
+    """
+    path = Path(path)
+    if path.with_name(path.name + ".index").exists():
+        return path
+    candidates = []
+    if (path / "config.json").exists():
+        candidates = [path / "best", path / "checkpoints"] if prefer_best else [path / "checkpoints", path / "best"]
+    elif path.is_dir():
+        candidates = [path]
+    for directory in candidates:
+        found = checkpoints_on_disk(directory) if directory.is_dir() else []
+        if found:
+            return found[-1]
+    raise FileNotFoundError(f"no complete checkpoint (.index, .data, .meta) found at {path}")
+
+
+class CheckpointManager:
+    """Owns the two Savers of a run. Create inside the graph, before it is finalized."""
+
+    def __init__(self, checkpoint_dir: Path, best_dir: Path, keep: int, monitor: str = "accuracy"):
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.best_dir = Path(best_dir)
+        self.monitor = monitor
+        self.saver = v1.train.Saver(max_to_keep=keep, save_relative_paths=True, name="saver")
+        self.best_saver = v1.train.Saver(max_to_keep=1, save_relative_paths=True, name="best_saver")
+        self.best_metric: float | None = None
+        self.best_step: int | None = None
+        self._load_best_record()
+
+    # -- latest -------------------------------------------------------------------------
+    def restore_latest(self, sess: v1.Session) -> Path | None:
+        """Restore the newest complete checkpoint; return its prefix (None if there is none)."""
+        clean_leftovers(self.checkpoint_dir)
+        found = checkpoints_on_disk(self.checkpoint_dir)
+        if not found:
+            return None
+        # tell the Saver what is on disk so max_to_keep deletes old ones after the restart
+        self.saver.recover_last_checkpoints([str(p) for p in found])
+        self.saver.restore(sess, str(found[-1]))
+        return found[-1]
+
+    def save(self, sess: v1.Session, step: int) -> str:
+        return self.saver.save(sess, str(self.checkpoint_dir / PREFIX), global_step=step)
+
+    # -- best ---------------------------------------------------------------------------
+    def _better(self, value: float) -> bool:
+        if self.best_metric is None:
+            return True
+        return value > self.best_metric if self.monitor == "accuracy" else value < self.best_metric
+
+    def maybe_save_best(self, sess: v1.Session, step: int, value: float) -> bool:
+        """Save to ``best/`` when ``value`` of the monitored metric beats the best so far."""
+        if not self._better(value):
+            return False
+        clean_leftovers(self.best_dir)
+        self.best_saver.save(sess, str(self.best_dir / PREFIX), global_step=step)
+        self.best_metric, self.best_step = value, step
+        (self.best_dir / "best.json").write_text(json.dumps(
+            {"step": step, "monitor": self.monitor, "value": value}) + "\n")
+        return True
+
+    def _load_best_record(self) -> None:
+        record = self.best_dir / "best.json"
+        if record.exists():
+            data = json.loads(record.read_text())
+            self.best_metric, self.best_step = data["value"], data["step"]
+            found = checkpoints_on_disk(self.best_dir)
+            if found:
+                self.best_saver.recover_last_checkpoints([str(p) for p in found])
+
+    def restore_best(self, sess: v1.Session) -> Path | None:
+        found = checkpoints_on_disk(self.best_dir)
+        if not found:
+            return None
+        self.best_saver.restore(sess, str(found[-1]))
+        return found[-1]

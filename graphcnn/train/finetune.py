@@ -1,0 +1,252 @@
+"""tf-slim style fine-tuning: start from another run's checkpoint, train only some scopes.
+
+A *scope* matches a variable when it equals the variable's name (without ``:0``) or is a
+prefix of it ending at a ``/`` boundary: ``logits`` matches ``logits/weights`` but not
+``logits2/weights``; ``conv1/weights`` matches exactly that variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Callable, Iterable, NamedTuple, Sequence
+
+import tensorflow as tf
+
+__all__ = [
+    "InitFromCheckpoint", "Mismatch", "build_init_from_checkpoint", "filter_variables", "resolve_checkpoint",
+    "scope_matches", "trainable_variables", "training_state_names", "variable_name", "TRAINING_STATE_SCOPES",
+]
+
+
+def variable_name(variable) -> str:
+    """The variable's name without the ``:0`` output suffix (its checkpoint key)."""
+    return variable.name.split(":")[0]
+
+
+def scope_matches(name: str, scope: str) -> bool:
+    """True when ``scope`` is ``name`` or a ``/``-bounded prefix of it."""
+    scope = scope.strip().rstrip("/")
+    return bool(scope) and (name == scope or name.startswith(scope + "/"))
+
+
+def filter_variables(variables: Iterable, include_scopes: Sequence[str] = (), exclude_scopes: Sequence[str] = ()) -> list:
+    """The variables (in their order) under any of ``include_scopes`` (all when empty) and
+    under none of ``exclude_scopes``."""
+    result = []
+    for variable in variables:
+        name = variable_name(variable)
+        if include_scopes and not any(scope_matches(name, s) for s in include_scopes):
+            continue
+        if any(scope_matches(name, s) for s in exclude_scopes):
+            continue
+        result.append(variable)
+    return result
+
+
+def trainable_variables(all_trainable: Iterable, trainable_scopes: Sequence[str] = ()) -> list:
+    """The variables to train: those under ``trainable_scopes``, or all when it is empty.
+
+    Raises:
+        ValueError: a scope matches no variable (the message names it and the top-level
+            scopes there are).
+    """
+    all_trainable = list(all_trainable)
+    if not trainable_scopes:
+        return all_trainable
+    names = [variable_name(v) for v in all_trainable]
+    unmatched = [s for s in trainable_scopes if not any(scope_matches(n, s) for n in names)]
+    if unmatched:
+        raise ValueError(
+            f"train.trainable_scopes: {', '.join(repr(s) for s in unmatched)} matches no trainable variable; "
+            f"top-level scopes are: {', '.join(_top_scopes(names)) or '(none)'}"
+        )
+    return filter_variables(all_trainable, include_scopes=trainable_scopes)
+
+
+def _top_scopes(names: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(n.split("/")[0] for n in names))
+
+
+class Mismatch(NamedTuple):
+    """A variable whose shape (or dtype) differs between the graph and the checkpoint."""
+
+    name: str
+    graph_shape: tuple
+    checkpoint_shape: tuple
+
+
+class InitFromCheckpoint(NamedTuple):
+    """What :func:`build_init_from_checkpoint` restores, and how.
+
+    ``init_fn(sess)`` restores the ``restored`` variables from ``checkpoint_path``; call it
+    after the global variables initializer. ``saver`` is the ``tf.compat.v1.train.Saver``
+    it uses. The lists hold variable names (no ``:0``), in graph order; ``training_state``
+    lists the variables never restored because they are training state, not weights (see
+    :func:`training_state_names`).
+    """
+
+    init_fn: Callable[[tf.compat.v1.Session], None]
+    saver: tf.compat.v1.train.Saver
+    checkpoint_path: str
+    restored: list[str]
+    excluded: list[str]
+    missing_in_checkpoint: list[str]
+    mismatched: list[Mismatch]
+    training_state: list[str]
+
+
+TRAINING_STATE_SCOPES = ("train",)  # graphcnn's scope for the learning-rate scale and optimizer accumulators
+_OPTIMIZER_ACCUMULATORS = ("beta1_power", "beta2_power")  # Adam's non-slot variables
+
+
+def training_state_names(variables: Iterable) -> set[str]:
+    """Names among ``variables`` that are training state rather than model weights.
+
+    That is: the global step (``global_step`` or the graph's registered global step),
+    optimizer slots (a variable whose name extends another candidate's name, such as
+    ``conv1/weights/Adam``), Adam's ``beta1_power``/``beta2_power``, and anything under
+    :data:`TRAINING_STATE_SCOPES` or their uniquified name scopes (``train``, ``train_1``:
+    the learning-rate scale). Fine-tuning starts these afresh, as tf-slim does, so that a
+    new run begins at step 0 with a fresh optimizer.
+    """
+    names = [variable_name(v) for v in variables]
+    name_set = set(names)
+    global_step = tf.compat.v1.train.get_global_step()
+    step_names = {"global_step"} | ({variable_name(global_step)} if global_step is not None else set())
+    state = set()
+    for name in names:
+        parts = name.split("/")
+        is_slot = any("/".join(parts[:i]) in name_set for i in range(1, len(parts)))
+        top = re.sub(r"_\d+$", "", parts[0]) if len(parts) > 1 else ""
+        if name in step_names or is_slot or parts[-1] in _OPTIMIZER_ACCUMULATORS or top in TRAINING_STATE_SCOPES:
+            state.add(name)
+    return state
+
+
+def resolve_checkpoint(checkpoint: str) -> str:
+    """The checkpoint file prefix that ``checkpoint`` names.
+
+    ``checkpoint`` may be a file prefix (``.../model.ckpt-100``; a path to its ``.index``
+    or ``.data-*`` file also works), a directory with a ``checkpoint`` state file (its
+    latest checkpoint), or a run directory with a ``checkpoints/`` subdirectory.
+
+    Raises:
+        FileNotFoundError: nothing usable there; the message names the path.
+    """
+    path = os.path.expanduser(str(checkpoint))
+    if not path:
+        raise FileNotFoundError("init_from: no checkpoint path given")
+    if tf.io.gfile.isdir(path):
+        for directory in (path, os.path.join(path, "checkpoints")):
+            if tf.io.gfile.isdir(directory):
+                latest = tf.train.latest_checkpoint(directory)
+                if latest:
+                    return latest
+        raise FileNotFoundError(
+            f"init_from: no checkpoint found in directory {path} (looked for a 'checkpoint' state file "
+            f"there and in {os.path.join(path, 'checkpoints')})"
+        )
+    prefix = path
+    if prefix.endswith(".index"):
+        prefix = prefix[: -len(".index")]
+    elif ".data-" in os.path.basename(prefix):
+        prefix = prefix[: prefix.rindex(".data-")]
+    if tf.io.gfile.exists(prefix + ".index"):
+        return prefix
+    raise FileNotFoundError(f"init_from: checkpoint {path} does not exist (no {prefix}.index and not a directory)")
+
+
+def _shape_text(shape: Sequence) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def build_init_from_checkpoint(
+    checkpoint: str,
+    variables: Sequence[tf.Variable],
+    exclude_scopes: Sequence[str] = (),
+    skip_mismatched: bool = False,
+) -> InitFromCheckpoint:
+    """Prepare restoring ``variables`` from another checkpoint, matched by name.
+
+    Call inside the graph that holds ``variables`` (it creates the restore ops). Variables
+    under ``exclude_scopes`` are not restored; nor is training state (global step,
+    optimizer slots, the ``train`` scope; see :func:`training_state_names`), even when the
+    checkpoint has it; variables the checkpoint lacks (new layers) keep their initializers.
+
+    Args:
+        checkpoint: a file prefix, a directory with a ``checkpoint`` state file, or a run
+            directory containing ``checkpoints/`` (see :func:`resolve_checkpoint`).
+        variables: the candidates, usually ``tf.compat.v1.global_variables()``.
+        exclude_scopes: scopes not to restore (``train.exclude_scopes``).
+        skip_mismatched: variables whose shape differs from the checkpoint's are skipped
+            (listed in ``mismatched``) instead of raising.
+
+    Raises:
+        FileNotFoundError: the checkpoint does not exist (the message names the path).
+        ValueError: some shapes differ and not ``skip_mismatched`` (the message names each
+            variable with both shapes and how to exclude or skip them), or no variable at
+            all could be restored.
+    """
+    path = resolve_checkpoint(checkpoint)
+    reader = tf.train.load_checkpoint(path)
+    ckpt_shapes = reader.get_variable_to_shape_map()
+    ckpt_dtypes = reader.get_variable_to_dtype_map()
+
+    variables = list(variables)
+    state_names = training_state_names(variables)
+    restored, excluded, missing, training_state = [], [], [], []
+    mismatched: list[Mismatch] = []
+    dtype_notes: dict[str, str] = {}
+    var_list: dict[str, tf.Variable] = {}
+    for variable in variables:
+        name = variable_name(variable)
+        if name in state_names:
+            training_state.append(name)
+            continue
+        if any(scope_matches(name, s) for s in exclude_scopes):
+            excluded.append(name)
+            continue
+        if name not in ckpt_shapes:
+            missing.append(name)
+            continue
+        graph_shape = tuple(variable.shape.as_list())
+        ckpt_shape = tuple(ckpt_shapes[name])
+        graph_dtype = variable.dtype.base_dtype
+        if graph_shape != ckpt_shape or graph_dtype != ckpt_dtypes[name].base_dtype:
+            mismatched.append(Mismatch(name, graph_shape, ckpt_shape))
+            if graph_dtype != ckpt_dtypes[name].base_dtype:
+                dtype_notes[name] = f" (dtype: graph {graph_dtype.name}, checkpoint {ckpt_dtypes[name].base_dtype.name})"
+            continue
+        restored.append(name)
+        var_list[name] = variable
+
+    if mismatched and not skip_mismatched:
+        lines = [
+            f"  {m.name}: graph {_shape_text(m.graph_shape)}, checkpoint {_shape_text(m.checkpoint_shape)}"
+            + dtype_notes.get(m.name, "")
+            for m in mismatched
+        ]
+        # Suggest each variable's enclosing scope (the layer), not the top level, which in a
+        # nested model could exclude everything.
+        scopes = ",".join(dict.fromkeys(m.name.rsplit("/", 1)[0] for m in mismatched))
+        raise ValueError(
+            f"init_from: {len(mismatched)} variable(s) differ in shape between this model and checkpoint {path}:\n"
+            + "\n".join(lines)
+            + f"\nExclude them from the restore with --exclude-scopes {scopes} (train.exclude_scopes), "
+            "or skip every mismatched variable with --set train.skip_mismatched=true."
+        )
+    if not var_list:
+        sample = ", ".join(sorted(ckpt_shapes)[:8])
+        raise ValueError(
+            f"init_from: no variable of this model could be restored from checkpoint {path} "
+            f"(checkpoint variables: {sample or '(none)'}; excluded: {len(excluded)}, "
+            f"not in checkpoint: {len(missing)}, mismatched: {len(mismatched)})"
+        )
+
+    saver = tf.compat.v1.train.Saver(var_list=var_list, name="init_from_checkpoint", save_relative_paths=True)
+
+    def init_fn(sess: tf.compat.v1.Session) -> None:
+        saver.restore(sess, path)
+
+    return InitFromCheckpoint(init_fn, saver, path, restored, excluded, missing, mismatched, training_state)

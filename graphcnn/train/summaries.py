@@ -1,0 +1,83 @@
+"""TensorBoard output: exact scalar tags written from Python, and in-graph summary ops.
+
+Scalars (loss, accuracy, learning rate, images per second) are values the training loop
+fetches anyway, so they are written as ``Summary`` protos with exactly the tag intended
+(``loss``, ``accuracy`` ...) to both ``train/`` and ``validation/``: TensorBoard overlays the
+two runs in one chart, and no re-entered name scope can turn a tag into ``accuracy_1``.
+Histogram and image summaries are graph ops given their tag explicitly (the tf.compat.v1
+summary functions derive it from a name scope, which TensorFlow makes unique: the tag of
+a histogram of ``conv1_1/weights`` would come out ``conv1_1/weights_1``). Tags are the
+variable names (``conv1_1/weights``) and ``filters/conv1_1``; the ops live under
+``summaries/`` in the graph view.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, NamedTuple
+
+import tensorflow as tf
+
+from graphcnn.viz.grids import filter_grid
+
+v1 = tf.compat.v1
+
+
+class ScalarWriter:
+    """Writes Python scalars to one event directory with exact tags."""
+
+    def __init__(self, writer: v1.summary.FileWriter):
+        self.writer = writer
+
+    def write(self, step: int, values: Mapping[str, float]) -> None:
+        summary = v1.Summary(value=[v1.Summary.Value(tag=tag, simple_value=float(v)) for tag, v in values.items()])
+        self.writer.add_summary(summary, step)
+
+    def write_text(self, step: int, tag: str, text: str) -> None:
+        tensor = tf.make_tensor_proto(text)
+        metadata = v1.SummaryMetadata(plugin_data=v1.SummaryMetadata.PluginData(plugin_name="text"))
+        summary = v1.Summary(value=[v1.Summary.Value(tag=tag, metadata=metadata, tensor=tensor)])
+        self.writer.add_summary(summary, step)
+
+
+def start_session_log(writer: v1.summary.FileWriter, step: int) -> None:
+    """Mark a (re)start at ``step`` so TensorBoard drops events a crashed run wrote past it."""
+    writer.add_session_log(v1.SessionLog(status=v1.SessionLog.START), step)
+
+
+class PngImage(NamedTuple):
+    """An in-graph PNG for an image summary whose tag we write ourselves."""
+
+    png: tf.Tensor  # string scalar: encoded PNG
+    height: int
+    width: int
+    channels: int
+
+
+def png_summary(tag: str, image: PngImage, encoded: bytes) -> v1.Summary:
+    """A Summary with one PNG image under exactly ``tag``."""
+    img = v1.Summary.Image(height=image.height, width=image.width, colorspace=image.channels,
+                           encoded_image_string=encoded)
+    return v1.Summary(value=[v1.Summary.Value(tag=tag, image=img)])
+
+
+def encode_png(image: tf.Tensor) -> PngImage:
+    """uint8 [1, H, W, C] (static H, W, C) -> :class:`PngImage`."""
+    _, h, w, c = image.shape.as_list()
+    return PngImage(tf.io.encode_png(image[0]), h, w, c)
+
+
+class SummaryOps(NamedTuple):
+    histograms: tf.Tensor | None  # merged histograms of weights and biases
+    filters: dict[str, PngImage]  # tag "filters/<layer>" -> filter grid of the first conv layers
+
+
+def build_summary_ops(variables: list[tf.Variable], conv_kernels: Mapping[str, tf.Variable],
+                      max_filter_images: int) -> SummaryOps:
+    """Summary ops for ``variables`` (histograms) and the first conv kernels (image grids)."""
+    with tf.name_scope("summaries"):
+        histograms = [tf.raw_ops.HistogramSummary(tag=v.op.name, values=v, name="histogram") for v in variables]
+        images = {}
+        for name, kernel in list(conv_kernels.items())[:max_filter_images]:
+            with tf.name_scope(f"filters_{name}"):
+                images[f"filters/{name}"] = encode_png(filter_grid(kernel))
+    return SummaryOps(v1.summary.merge(histograms) if histograms else None, images)

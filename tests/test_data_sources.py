@@ -1,0 +1,451 @@
+"""graphcnn.data.sources and graphcnn.data.scan: every source, splitting, and bad input by name."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import gzip  # noqa: E402
+import hashlib  # noqa: E402
+import logging  # noqa: E402
+import pickle  # noqa: E402
+import struct  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from graphcnn.config import DataConfig  # noqa: E402
+from graphcnn.data import scan  # noqa: E402
+from graphcnn.data.sources import (  # noqa: E402
+    DIGITS_PNG, DataError, Dataset, Split, detect_source, load_dataset, load_digits, read_idx, stratified_split,
+)
+
+RNG = np.random.default_rng(0)
+
+
+# ---------------------------------------------------------------------------
+# tiny file writers
+
+
+def _encode(fn, array: np.ndarray) -> bytes:
+    """Run a TF encoder in a private graph, whatever the caller's eager/graph mode."""
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        return session.run(fn(tf.constant(array)))
+
+
+def image(h: int = 8, w: int = 8, c: int = 1, dtype=np.uint8) -> np.ndarray:
+    high = 65535 if dtype == np.uint16 else 255
+    return RNG.integers(0, high, (h, w, c), endpoint=True).astype(dtype)
+
+
+def write_png(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_encode(tf.io.encode_png, array))
+    return path
+
+
+def write_jpeg(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_encode(tf.io.encode_jpeg, array))
+    return path
+
+
+def gif_bytes(frames: list[np.ndarray]) -> bytes:
+    """A GIF89a with a 2-colour palette; each frame a 2-D array of 0/1 pixels.
+
+    LZW with a clear code before every pixel keeps the code width at 3 bits.
+    """
+    h, w = frames[0].shape
+    out = bytearray(b"GIF89a" + struct.pack("<HHBBB", w, h, 0x80, 0, 0) + bytes([0, 0, 0, 255, 255, 255]))
+    for frame in frames:
+        out += b"\x21\xf9\x04\x00\x0a\x00\x00\x00"  # graphic control extension: 0.1 s delay
+        out += b"\x2c" + struct.pack("<HHHHB", 0, 0, w, h, 0) + b"\x02"
+        codes = [code for p in frame.ravel() for code in (4, int(p))] + [5]
+        bits = nbits = 0
+        data = bytearray()
+        for code in codes:
+            bits |= code << nbits
+            nbits += 3
+            while nbits >= 8:
+                data.append(bits & 0xFF)
+                bits >>= 8
+                nbits -= 8
+        if nbits:
+            data.append(bits)
+        for i in range(0, len(data), 255):
+            out += bytes([len(data[i:i + 255])]) + data[i:i + 255]
+        out += b"\x00"
+    return bytes(out + b"\x3b")
+
+
+def make_tree(root: Path, counts: dict[str, int], c: int = 1, fmt: str = "png") -> dict[str, list[Path]]:
+    writer = write_png if fmt == "png" else write_jpeg
+    return {
+        name: [writer(root / name / f"{name}_{i:02d}.{fmt}", image(c=c)) for i in range(n)]
+        for name, n in counts.items()
+    }
+
+
+def cfg(path="", **kw) -> DataConfig:
+    return DataConfig(path=str(path), **kw)
+
+
+def all_paths(ds: Dataset) -> list[str]:
+    return [*ds.train.paths, *ds.validation.paths, *ds.test.paths]
+
+
+# ---------------------------------------------------------------------------
+# splitting
+
+
+def test_stratified_split_sizes_stratification_and_determinism():
+    labels = np.repeat(np.arange(4), [50, 30, 12, 8])
+    tr, va, te = stratified_split(labels, 4, 0.1, 0.2, seed=3)
+    assert (len(tr), len(va), len(te)) == (70, 10, 20)
+    assert sorted(np.concatenate([tr, va, te])) == list(range(100))
+    assert all(s.dtype == np.int64 for s in (tr, va, te))
+    # proportional per class: 20% of 50/30/12/8 for test
+    assert np.bincount(labels[te], minlength=4).tolist() == [10, 6, 2, 2]
+    assert set(labels[tr]) == {0, 1, 2, 3}
+    again = stratified_split(labels, 4, 0.1, 0.2, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip((tr, va, te), again))
+    other = stratified_split(labels, 4, 0.1, 0.2, seed=4)
+    assert not np.array_equal(te, other[2])
+
+
+def test_split_keeps_every_class_in_train_and_nonempty_validation():
+    labels = np.array([0, 0, 1, 1, 1])
+    tr, va, te = stratified_split(labels, 2, 0.05, 0.0, seed=0)
+    assert len(va) == 1 and len(te) == 0 and set(labels[tr]) == {0, 1}
+    assert stratified_split(labels, 2, 0.0, 0.0, seed=0)[1].size == 0
+    with pytest.raises(DataError, match="validation_fraction"):
+        stratified_split(np.array([0, 1]), 2, 0.5, 0.0, seed=0)
+
+
+# ---------------------------------------------------------------------------
+# digits
+
+
+def test_embedded_digits():
+    assert hashlib.sha256(DIGITS_PNG.read_bytes()).hexdigest() == (
+        "60c917758ef97cc090f35cd8e293e4de691ef942847da0ff80dedab33d57c662"
+    )
+    images, labels = load_digits()
+    assert images.shape == (5000, 20, 20, 1) and images.dtype == np.uint8
+    assert labels.shape == (5000,) and labels.dtype == np.int64
+    assert np.bincount(labels).tolist() == [500] * 10
+    assert labels[0] == 0 and labels[-1] == 9
+    assert images[0].max() > 200 and images[0, 0, 0, 0] == 0  # a white digit on black
+
+    ds = load_dataset(cfg(validation_fraction=0.1, test_fraction=0.1), channels=1)
+    assert ds.name == "digits (embedded, 5000 images)"
+    assert ds.class_names == tuple("0123456789")
+    assert (len(ds.train), len(ds.validation), len(ds.test)) == (4000, 500, 500)
+    assert np.bincount(ds.test.labels).tolist() == [50] * 10
+    assert ds.train.paths is None and ds.train.images.shape == (4000, 20, 20, 1)
+    assert ds.warnings == ()
+
+
+def test_digits_inside_a_graph_context_and_rgb_warning(caplog):
+    with tf.Graph().as_default(), caplog.at_level(logging.WARNING, "graphcnn.data"):
+        ds = load_dataset(cfg(seed=1), channels=3)
+    assert any("converted to RGB" in w for w in ds.warnings)
+    assert any("converted to RGB" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------------------
+# folder
+
+
+def test_folder_single_tree_split_by_fractions(tmp_path):
+    make_tree(tmp_path, {"covid_positive": 10, "covid_negative": 10})
+    config = cfg(tmp_path, validation_fraction=0.2, test_fraction=0.2, seed=7)
+    ds = load_dataset(config, channels=1)
+    assert ds.class_names == ("covid_negative", "covid_positive")
+    assert ds.name == f"folder {tmp_path}"
+    assert (len(ds.train), len(ds.validation), len(ds.test)) == (12, 4, 4)
+    assert np.bincount(ds.validation.labels).tolist() == [2, 2]
+    assert ds.train.images is None and ds.train.labels.dtype == np.int64
+    assert len(set(all_paths(ds))) == 20 and all(os.path.isfile(p) for p in all_paths(ds))
+    for split in (ds.train, ds.validation, ds.test):  # label matches the class folder
+        assert all(Path(p).parent.name == ds.class_names[y] for p, y in zip(split.paths, split.labels))
+    assert ds.warnings == ()
+    assert load_dataset(config, channels=1).test.paths == ds.test.paths
+
+
+def test_folder_training_set_test_set_layout(tmp_path, caplog):
+    make_tree(tmp_path / "training_set", {"cats": 6, "dogs": 6}, c=3, fmt="jpg")
+    test_files = make_tree(tmp_path / "test_set", {"cats": 2, "dogs": 3}, c=3, fmt="jpg")
+    write_jpeg(tmp_path / "single_prediction" / "cat_or_dog_1.jpg", image(c=3))
+    with caplog.at_level(logging.WARNING, "graphcnn.data"):
+        ds = load_dataset(cfg(tmp_path, validation_fraction=0.25, test_fraction=0.5), channels=1)
+    assert ds.class_names == ("cats", "dogs")
+    assert (len(ds.train), len(ds.validation), len(ds.test)) == (9, 3, 5)  # test_fraction unused
+    assert set(ds.test.paths) == {str(p) for files in test_files.values() for p in files}
+    assert ds.test.labels.tolist() == [0, 0, 1, 1, 1]
+    assert any("single_prediction" in w for w in ds.warnings)
+    gray = [w for w in ds.warnings if "converted to grayscale" in w]
+    assert len(gray) == 1 and gray[0].startswith("17 RGB image(s)") and "model.channels=1" in gray[0]
+    assert {r.getMessage() for r in caplog.records} == set(ds.warnings)
+
+
+def test_folder_separate_test_path_and_class_mismatch(tmp_path):
+    make_tree(tmp_path / "train", {"a": 4, "b": 4})
+    make_tree(tmp_path / "test", {"a": 2, "b": 2})
+    ds = load_dataset(cfg(tmp_path / "train", test_path=str(tmp_path / "test"), validation_fraction=0.25), 1)
+    assert (len(ds.train), len(ds.validation), len(ds.test)) == (6, 2, 4)
+    make_tree(tmp_path / "test", {"c": 1})
+    with pytest.raises(DataError, match=r"only in the test tree: c"):
+        load_dataset(cfg(tmp_path / "train", test_path=str(tmp_path / "test")), 1)
+
+
+def test_bad_and_converted_files_are_reported_by_name(tmp_path, caplog):
+    make_tree(tmp_path, {"a": 4, "b": 4})
+    empty = tmp_path / "a" / "empty.png"
+    empty.write_bytes(b"")
+    truncated_jpg = tmp_path / "a" / "truncated.jpg"
+    truncated_jpg.write_bytes(_encode(tf.io.encode_jpeg, image(16, 16, 3))[:300])
+    truncated_png = tmp_path / "b" / "truncated.png"
+    truncated_png.write_bytes(_encode(tf.io.encode_png, image(16, 16, 3))[:-20])
+    text = tmp_path / "b" / "notes_really.jpg"
+    text.write_text("this is not a JPEG\n")
+    skipped = tmp_path / "b" / "labels.csv"
+    skipped.write_text("x,y\n")
+    deep = write_png(tmp_path / "a" / "deep16.png", image(c=1, dtype=np.uint16))
+    rgba = write_png(tmp_path / "b" / "alpha.png", image(c=4))
+    gray_alpha = write_png(tmp_path / "a" / "gray_alpha.png", image(c=2))
+    anim = tmp_path / "b" / "anim.gif"
+    anim.write_bytes(gif_bytes([np.eye(4, dtype=int), 1 - np.eye(4, dtype=int)]))
+
+    with caplog.at_level(logging.WARNING, "graphcnn.data"):
+        ds = load_dataset(cfg(tmp_path, validation_fraction=0.2, test_fraction=0.2), channels=1)
+    text_of = "\n".join(ds.warnings)
+    bad_warning = next(w for w in ds.warnings if "cannot be decoded" in w)
+    assert bad_warning.startswith("4 image file(s)")
+    for bad in (empty, truncated_jpg, truncated_png, text):
+        assert str(bad) in bad_warning
+        assert str(bad) not in all_paths(ds)
+    assert f"{empty}: empty file (0 bytes)" in bad_warning
+    assert str(skipped) in text_of
+    assert any(str(deep) in w and "16-bit" in w for w in ds.warnings)
+    alpha_warning = next(w for w in ds.warnings if "alpha channel will be dropped" in w)
+    assert str(rgba) in alpha_warning and str(gray_alpha) in alpha_warning
+    assert any(str(anim) in w and "first frame" in w for w in ds.warnings)
+    for kept in (deep, rgba, gray_alpha, anim):
+        assert str(kept) in all_paths(ds)
+    assert len(all_paths(ds)) == 8 + 4
+    assert f"{truncated_jpg}: truncated JPEG" in bad_warning and f"{truncated_png}: truncated PNG" in bad_warning
+    assert {r.getMessage() for r in caplog.records} == set(ds.warnings)
+
+
+def test_strict_mode_raises_with_every_bad_name(tmp_path):
+    make_tree(tmp_path, {"a": 3, "b": 3})
+    bad = [tmp_path / "a" / "zero.png", tmp_path / "b" / "text.jpg", tmp_path / "b" / "cut.jpg"]
+    bad[0].write_bytes(b"")
+    bad[1].write_text("hello")
+    bad[2].write_bytes(_encode(tf.io.encode_jpeg, image(16, 16, 1))[:-50])
+    with pytest.raises(DataError) as info:
+        load_dataset(cfg(tmp_path, strict=True), channels=1)
+    assert "3 image file(s)" in str(info.value)
+    assert all(str(p) in str(info.value) for p in bad)
+
+
+def test_empty_and_all_bad_class_folders(tmp_path):
+    make_tree(tmp_path, {"a": 3, "b": 3})
+    (tmp_path / "empty_class").mkdir()
+    with pytest.raises(DataError, match="empty_class"):
+        load_dataset(cfg(tmp_path), channels=1)
+    (tmp_path / "empty_class" / "x.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"class folder .*empty_class: none of its 1 image file\(s\)"):
+        load_dataset(cfg(tmp_path), channels=1)
+
+
+def test_single_class_is_an_error(tmp_path):
+    make_tree(tmp_path, {"only": 3})
+    with pytest.raises(DataError, match="only one class"):
+        load_dataset(cfg(tmp_path), channels=1)
+    with pytest.raises(DataError, match="only one class"):
+        _write_npz(tmp_path / "one.npz", images=np.zeros((4, 5, 5), np.uint8), labels=np.zeros(4, int))
+        load_dataset(cfg(tmp_path / "one.npz"), channels=1)
+
+
+def test_scan_in_graph_mode_and_truncation_fails_decode(tmp_path):
+    good = write_png(tmp_path / "good.png", image(c=3))
+    png = _encode(tf.io.encode_png, image(16, 16, 3))
+    jpg = _encode(tf.io.encode_jpeg, image(16, 16, 3))
+    cut_png, cut_jpg = tmp_path / "cut.png", tmp_path / "cut.jpg"
+    cut_png.write_bytes(png[:-12])  # just the IEND chunk missing
+    cut_jpg.write_bytes(jpg[:-2])  # just the EOI marker missing
+    missing = str(tmp_path / "missing.png")
+    with tf.Graph().as_default():
+        result = scan.scan_images([str(good), str(cut_png), str(cut_jpg), missing])
+    assert set(result.images) == {str(good)}
+    assert result.images[str(good)].channels == 3 and result.images[str(good)].frames == 1
+    assert set(result.bad) == {str(cut_png), str(cut_jpg), missing}
+    assert "Invalid PNG data" in result.bad[str(cut_png)]
+    assert "JPEG" in result.bad[str(cut_jpg)]
+
+
+def test_scan_reports_truncated_gif(tmp_path):
+    frames = [np.eye(4, dtype=int), 1 - np.eye(4, dtype=int)]
+    cut = tmp_path / "cut.gif"
+    cut.write_bytes(gif_bytes(frames)[:-10])  # second frame cut short: TF still decodes frame 1
+    result = scan.scan_images([str(cut)])
+    assert result.images[str(cut)].gif_truncated
+    assert any(str(cut) in w and "truncated" in w for w in scan.conversion_warnings(result.images, 3))
+
+
+# ---------------------------------------------------------------------------
+# idx
+
+
+def _idx(path: Path, array: np.ndarray, magic: int, compress: bool) -> Path:
+    data = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape) + array.tobytes()
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+def _idx_set(folder: Path, prefix: str, n: int, k: int = 3, compress: bool = True) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if compress else ""
+    images = RNG.integers(0, 256, (n, 6, 5), dtype=np.uint8)
+    _idx(folder / f"{prefix}-images-idx3-ubyte{suffix}", images, 0x803, compress)
+    _idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}", (np.arange(n) % k).astype(np.uint8), 0x801, compress)
+
+
+def test_idx_train_and_t10k(tmp_path):
+    _idx_set(tmp_path, "train", 30, compress=True)
+    _idx_set(tmp_path, "t10k", 9, compress=False)
+    assert detect_source(str(tmp_path)) == "idx"
+    ds = load_dataset(cfg(tmp_path, validation_fraction=0.2), channels=1)
+    assert ds.class_names == ("0", "1", "2")
+    assert (len(ds.train), len(ds.validation), len(ds.test)) == (24, 6, 9)
+    assert ds.train.images.shape == (24, 6, 5, 1) and ds.train.images.dtype == np.uint8
+    assert np.bincount(ds.validation.labels).tolist() == [2, 2, 2]
+    assert ds.test.labels.tolist() == [0, 1, 2] * 3
+
+
+def test_idx_fashion_names_and_split_without_test(tmp_path):
+    _idx_set(tmp_path / "fashion-mnist", "train", 40, k=10)
+    ds = load_dataset(cfg(tmp_path / "fashion-mnist", validation_fraction=0.25, test_fraction=0.25), 1)
+    assert ds.class_names[0] == "T-shirt/top" and len(ds.class_names) == 10
+    assert (len(ds.train), len(ds.validation), len(ds.test)) == (20, 10, 10)
+
+
+def test_idx_wrong_magic_and_count_mismatch(tmp_path):
+    _idx_set(tmp_path, "train", 10)
+    images = tmp_path / "train-images-idx3-ubyte.gz"
+    _idx(images, np.zeros((10, 4, 4), np.uint8), 0x801, True)
+    expected = r"train-images-idx3-ubyte\.gz: IDX magic number is 0x00000801, expected 0x00000803"
+    with pytest.raises(DataError, match=expected):
+        load_dataset(cfg(tmp_path, source="idx"), 1)
+    _idx(images, np.zeros((12, 4, 4), np.uint8), 0x803, True)
+    with pytest.raises(DataError, match=r"12 images in .*train-images.* but 10 labels in .*train-labels"):
+        load_dataset(cfg(tmp_path), 1)
+    raw = tmp_path / "bad-size"
+    raw.write_bytes(struct.pack(">IIII", 0x803, 2, 3, 3) + bytes(10))
+    with pytest.raises(DataError, match="bad-size: header dims"):
+        read_idx(raw, 0x803)
+
+
+# ---------------------------------------------------------------------------
+# npz
+
+
+def _write_npz(path: Path, **arrays) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def test_npz_keras_layout(tmp_path):
+    path = _write_npz(
+        tmp_path / "mnist.npz",
+        x_train=RNG.integers(0, 256, (20, 7, 7), dtype=np.uint8), y_train=np.arange(20) % 2,
+        x_test=RNG.integers(0, 256, (6, 7, 7), dtype=np.uint8), y_test=np.arange(6) % 2,
+    )
+    ds = load_dataset(cfg(path, validation_fraction=0.1), channels=1)
+    assert ds.name == f"npz {path}" and ds.class_names == ("0", "1")
+    assert (len(ds.train), len(ds.validation), len(ds.test)) == (18, 2, 6)
+    assert ds.test.images.shape == (6, 7, 7, 1) and ds.warnings == ()
+
+
+def test_npz_float_one_hot_and_class_names(tmp_path, caplog):
+    images = RNG.random((12, 5, 5, 3)).astype(np.float32)  # in [0, 1]
+    labels = np.eye(3)[np.arange(12) % 3]
+    path = _write_npz(tmp_path / "pool.npz", images=images, labels=labels, class_names=np.array(["x", "y", "z"]))
+    with caplog.at_level(logging.WARNING, "graphcnn.data"):
+        ds = load_dataset(cfg(path, validation_fraction=0.25, test_fraction=0.25), channels=3)
+    assert ds.class_names == ("x", "y", "z")
+    assert (len(ds.train), len(ds.validation), len(ds.test)) == (6, 3, 3)
+    assert ds.train.images.dtype == np.uint8 and ds.train.images.shape[1:] == (5, 5, 3)
+    assert any("[images]" in w and "float32" in w and "multiplied by 255" in w for w in ds.warnings)
+    assert caplog.records
+
+
+def test_npz_bad_labels_and_keys(tmp_path):
+    x = np.zeros((6, 4, 4), np.uint8)
+    path = _write_npz(tmp_path / "d.npz", X=x, y=np.array([0, 1, 2, 0, 1, 5]), class_names=np.array(["a", "b", "c"]))
+    with pytest.raises(DataError, match=r"d\.npz\[y\]: label 5 is outside \[0, 3\)"):
+        load_dataset(cfg(path), 1)
+    path = _write_npz(tmp_path / "e.npz", X=x, y=np.array([0, 1, 0]))
+    with pytest.raises(DataError, match=r"6 images in .*e\.npz\[X\] but 3 labels in .*e\.npz\[y\]"):
+        load_dataset(cfg(path), 1)
+    path = _write_npz(tmp_path / "g.npz", x_train=x, y_train=np.arange(6) % 2, x_test=x[:2, :3], y_test=[0, 1])
+    with pytest.raises(DataError, match=r"test images in .*g\.npz\[x_test\] are 3x4x1 .*g\.npz\[x_train\] are 4x4x1"):
+        load_dataset(cfg(path), 1)
+    path = _write_npz(tmp_path / "f.npz", data=x)
+    with pytest.raises(DataError, match=r"f\.npz: found keys data; expected x_train"):
+        load_dataset(cfg(path), 1)
+
+
+# ---------------------------------------------------------------------------
+# pickle
+
+
+def _pickle(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(obj))
+
+
+def test_pickle_pair(tmp_path):
+    _pickle(tmp_path / "X.pickle", RNG.integers(0, 256, (10, 6, 6, 1), dtype=np.uint8))
+    _pickle(tmp_path / "y.pickle", [0, 1] * 5)
+    assert detect_source(str(tmp_path)) == "pickle"
+    assert detect_source(str(tmp_path / "X.pickle")) == "pickle"
+    ds = load_dataset(cfg(tmp_path / "X.pickle", validation_fraction=0.2, test_fraction=0.2), 1)
+    assert ds.class_names == ("0", "1") and ds.train.images.shape == (6, 6, 6, 1)
+    assert (len(ds.validation), len(ds.test)) == (2, 2)
+
+
+def test_pickle_count_mismatch_names_both_files(tmp_path):
+    _pickle(tmp_path / "X.pickle", np.zeros((5, 4, 4), np.uint8))
+    _pickle(tmp_path / "y.pickle", [0, 1, 0])
+    with pytest.raises(DataError) as info:
+        load_dataset(cfg(tmp_path), 1)
+    message = str(info.value)
+    assert f"5 images in {tmp_path / 'X.pickle'}" in message and f"3 labels in {tmp_path / 'y.pickle'}" in message
+
+
+# ---------------------------------------------------------------------------
+# auto-detection
+
+
+def test_auto_detection(tmp_path):
+    assert detect_source("") == "digits"
+    make_tree(tmp_path / "tree", {"a": 1, "b": 1})
+    assert detect_source(str(tmp_path / "tree")) == "folder"
+    assert detect_source(str(_write_npz(tmp_path / "a.npz", X=np.zeros(1)))) == "npz"
+    (tmp_path / "nothing").mkdir()
+    (tmp_path / "nothing" / "readme.txt").write_text("hi")
+    with pytest.raises(DataError, match=r"nothing: looked for X\.pickle \+ y\.pickle, \*-idx3-ubyte"):
+        detect_source(str(tmp_path / "nothing"))
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(cfg(tmp_path / "absent"), 1)
+
+
+def test_split_requires_exactly_one_of_images_paths():
+    with pytest.raises(ValueError):
+        Split(np.zeros(2, np.int64))
+    assert len(Split(np.array([0, 1]), paths=("a", "b"))) == 2

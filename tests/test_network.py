@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from graphcnn.model.network import Network
+from graphcnn.presets import PRESETS, get_preset
+
+v1 = tf.compat.v1
+
+EXPECTED_VARIABLES = {
+    "digits": ["conv1_1/weights", "conv1_1/biases", "conv1_2/weights", "conv1_2/biases", "conv2_1/weights",
+               "conv2_1/biases", "conv2_2/weights", "conv2_2/biases", "fc1/weights", "fc1/biases",
+               "logits/weights", "logits/biases"],
+    "ct_scan": ["conv1_1/weights", "conv1_1/biases", "conv2_1/weights", "conv2_1/biases", "fc1/weights",
+                "fc1/biases", "logits/weights", "logits/biases"],
+    "dog_breeds_vgg": ["conv1_1/weights", "conv1_1/biases", "conv1_2/weights", "conv1_2/biases",
+                       "conv2_1/weights", "conv2_1/biases", "conv2_2/weights", "conv2_2/biases",
+                       "fc1/weights", "fc1/biases", "logits/weights", "logits/biases"],
+    "cats_dogs_small": ["conv1_1/weights", "conv1_1/biases", "conv2_1/weights", "conv2_1/biases",
+                        "fc1/weights", "fc1/biases", "logits/weights", "logits/biases"],
+    "cats_dogs_4block": [f"conv{i}_1/{k}" for i in range(1, 5) for k in ("weights", "biases")]
+    + ["fc1/weights", "fc1/biases", "logits/weights", "logits/biases"],
+    "cats_dogs_150": [f"conv{i}_1/{k}" for i in range(1, 4) for k in ("weights", "biases")]
+    + ["fc1/weights", "fc1/biases", "fc2/weights", "fc2/biases", "logits/weights", "logits/biases"],
+}
+SHAPES = {"digits": {"conv1_1/weights": [3, 3, 1, 16], "fc1/weights": [7 * 7 * 32, 128]},
+          "dog_breeds_vgg": {"conv1_1/weights": [3, 3, 3, 32], "fc1/weights": [56 * 56 * 64, 512]},
+          "cats_dogs_150": {"fc1/weights": [19 * 19 * 128, 128], "fc2/weights": [128, 512]}}
+KEEP_GROUPS = {"digits": ("fc",), "dog_breeds_vgg": ("conv", "fc")}
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_preset_builds_with_pinned_names_and_shapes(name):
+    cfg = get_preset(name).model
+    with tf.Graph().as_default():
+        images = v1.placeholder(tf.float32, [None, cfg.input_height, cfg.input_width, cfg.channels])
+        net = Network(cfg, 7)
+        out = net(images, tf.constant(False), {g: tf.constant(1.0) for g in net.keep_groups})
+        names = [v.op.name for v in v1.global_variables()]
+        assert names == EXPECTED_VARIABLES[name]
+        assert out.logits.shape.as_list() == [None, 7]
+        assert list(out.end_points)[-1] == "logits"
+        shapes = {v.op.name: v.shape.as_list() for v in v1.global_variables()}
+        for var, shape in SHAPES.get(name, {}).items():
+            assert shapes[var] == shape
+        if name in KEEP_GROUPS:
+            assert net.keep_groups == KEEP_GROUPS[name]
+
+
+def test_second_connection_shares_weights_and_batch_norm_names():
+    from conftest import tiny_config
+
+    cfg = tiny_config().model
+    with tf.Graph().as_default():
+        x = v1.placeholder(tf.float32, [None, 12, 12, 1])
+        net = Network(cfg, 3)
+        keep = {g: tf.constant(1.0) for g in net.keep_groups}
+        net(x, tf.constant(True), keep)
+        before = [v.op.name for v in v1.global_variables()]
+        net(x, tf.constant(False), keep)
+        assert [v.op.name for v in v1.global_variables()] == before
+        assert "conv2_1/bn/moving_mean" in before and "conv2_1/biases" not in before
+
+
+def test_keep_rate_defaults_give_deterministic_outputs():
+    from conftest import tiny_config
+    from graphcnn.data.pipeline import InputPipeline
+    from graphcnn.model.graph import build_graph
+    from conftest import synthetic_dataset
+
+    ds = synthetic_dataset()
+    cfg = tiny_config()
+    with tf.Graph().as_default():
+        net = Network(cfg.model, 3)
+        inputs = InputPipeline(cfg.data, cfg.model, ds.train, 8, net.keep_groups, seed=0).build()
+        g = build_graph(cfg, inputs, 3, 10, net)
+        assert inputs.images.name == "input/images:0" and g.probabilities.name == "output/probabilities:0"
+        assert sorted(t.name for t in inputs.keep_rates.values()) == ["input/keep_rate_conv:0", "input/keep_rate_fc:0"]
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            x = np.random.default_rng(0).random((5, 12, 12, 1), np.float32)
+            a = sess.run(g.logits, {inputs.images: x})
+            b = sess.run(g.logits, {inputs.images: x})
+            np.testing.assert_array_equal(a, b)
+            # feeding low keep rates in training mode changes the output: the placeholders are live
+            c = sess.run(g.logits, {inputs.images: x, inputs.keep_rates["fc"]: 0.3, inputs.is_training: True})
+            assert not np.allclose(a, c)

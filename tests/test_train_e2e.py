@@ -1,0 +1,146 @@
+"""One bounded end-to-end run on a tiny synthetic dataset, shared by the tests below."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import synthetic_dataset, tiny_config
+from graphcnn import cli
+from graphcnn.config import EarlyStoppingConfig
+from graphcnn.predict import Predictor
+from graphcnn.train.run_dir import RunDir, RunDirError
+from graphcnn.train.trainer import train
+
+v1 = tf.compat.v1
+
+
+def events(directory):
+    """{tag: [(step, kind)]} from every event file of a directory."""
+    found = {}
+    for f in sorted(directory.glob("events.out.tfevents.*")):
+        for e in v1.train.summary_iterator(str(f)):
+            for v in e.summary.value:
+                kind = "image" if v.HasField("image") else "histo" if v.HasField("histo") else "scalar"
+                found.setdefault(v.tag, []).append((e.step, kind))
+    return found
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    cfg = tiny_config(epochs=3, early_stopping=EarlyStoppingConfig(restore_best=False))
+    run = RunDir.create(tmp_path_factory.mktemp("logs"), "tiny")
+    result = train(cfg, run, progress=False, dataset=synthetic_dataset())
+    return cfg, run, result
+
+
+def test_run_learns_and_writes_its_directory(trained):
+    cfg, run, result = trained
+    assert result.global_step == 3 * (72 // 8)
+    assert result.test.accuracy >= 0.9
+    results = json.loads(run.results.read_text())
+    assert results["global_step"] == 27 and results["test_accuracy"] == pytest.approx(result.test.accuracy)
+    assert json.loads(run.config.read_text())["train"]["epochs"] == 3
+    assert (run.checkpoints / "model.ckpt-27.meta").exists()
+    assert (run.checkpoints / "preprocessing.json").exists() and (run.best / "best.json").exists()
+    assert sorted(p.name for p in (run.root / "examples").iterdir())[0].endswith("_true-c0.png")
+    records = run.read_metrics()
+    assert [r["step"] for r in records if r["split"] == "validation"] == [9, 18, 27]
+
+
+def test_tensorboard_tags_are_exact(trained):
+    cfg, run, result = trained
+    train_tags = events(run.train_logs)
+    for tag in ("loss", "accuracy", "learning_rate", "images_per_second"):
+        assert [s for s, _ in train_tags[tag]] == list(range(2, 28, 2)), tag
+    assert {"conv1_1/weights", "conv1_1/biases", "conv2_1/bn/gamma", "fc1/weights", "logits/biases"} <= {
+        t for t, v in train_tags.items() if v[0][1] == "histo"}
+    assert [s for s, _ in train_tags["filters/conv1_1"]] == [1, 3, 6, 9, 12, 15, 18, 21, 24, 27]
+    assert set(train_tags) == {
+        "loss", "accuracy", "learning_rate", "images_per_second", "filters/conv1_1", "filters/conv2_1",
+        "conv1_1/weights", "conv1_1/biases", "conv2_1/weights", "conv2_1/bn/gamma", "conv2_1/bn/beta",
+        "fc1/weights", "fc1/biases", "logits/weights", "logits/biases"}
+    val_tags = events(run.validation_logs)
+    assert [s for s, _ in val_tags["accuracy"]] == [9, 18, 27]
+    assert set(val_tags) == {"loss", "accuracy", "test_accuracy"}
+
+
+def test_restore_gives_identical_predictions_and_plain_tf_snippet(trained):
+    cfg, run, result = trained
+    test = synthetic_dataset().test
+    with Predictor(run.root, prefer_best=False) as p:
+        probs = p.probabilities_for(p.preprocess_arrays(test.images))
+    np.testing.assert_allclose(probs, result.test.probabilities, rtol=1e-5, atol=1e-6)
+
+    # the README's restore-and-predict snippet, without graphcnn
+    prefix = tf.train.latest_checkpoint(str(run.checkpoints))
+    prep = json.loads((run.checkpoints / "preprocessing.json").read_text())
+    images = tf.image.resize(test.images.astype(np.float32), [prep["input_height"], prep["input_width"]]).numpy() / 255.0
+    with tf.Graph().as_default(), v1.Session() as sess:
+        saver = v1.train.import_meta_graph(prefix + ".meta", clear_devices=True)
+        saver.restore(sess, prefix)
+        plain = sess.run("output/probabilities:0", {"input/images:0": images})
+        classes = sess.run("output/classes:0", {"input/images:0": images})
+    np.testing.assert_allclose(plain, probs, rtol=1e-4, atol=1e-5)
+    assert prep["class_names"][classes[0]] == "c0"
+
+
+def test_predict_cli_json_text_csv(trained, capsys):
+    cfg, run, result = trained
+    examples = run.root / "examples"
+    assert cli.main(["predict", str(run.root), str(examples), "--format", "json", "--top-k", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out) == 3 and all(len(o["top_k"]) == 2 for o in out)
+    assert [o["class"] for o in out] == ["c0", "c1", "c2"]
+    assert cli.main(["predict", str(run.root), str(examples / sorted(p.name for p in examples.iterdir())[1])]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.endswith(")") is False and ": c1 (" in line
+    assert cli.main(["predict", str(run.root), str(examples), "--format", "csv"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert rows[0].startswith("file,class,probability,top1_class") and len(rows) == 4
+
+
+def test_predict_reports_unreadable_file_by_name(trained, tmp_path, capsys):
+    cfg, run, result = trained
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    assert cli.main(["predict", str(run.root), str(bad)]) == 1
+    assert "broken.png" in capsys.readouterr().err
+
+
+def test_evaluate_cli(trained, capsys):
+    cfg, run, result = trained
+    from graphcnn.evaluate import Metrics
+
+    m = Metrics.from_predictions(result.test.labels, result.test.predictions, ("c0", "c1", "c2"))
+    assert m.confusion.sum() == 12 and m.accuracy == pytest.approx(result.test.accuracy)
+    text = m.to_text()
+    assert "precision" in text and "confusion matrix" in text
+
+
+def test_resume_continues_global_step_and_keeps_retention(trained, tmp_path):
+    cfg = tiny_config(epochs=2, checkpoints_to_keep=2)
+    run = RunDir.create(tmp_path, "resumable")
+    train(cfg, run, progress=False, dataset=synthetic_dataset())
+    assert sorted(p.name for p in run.checkpoints.glob("*.index")) == ["model.ckpt-18.index", "model.ckpt-9.index"]
+    with pytest.raises(RunDirError, match="already exists"):
+        RunDir.create(tmp_path, "resumable")
+    # simulate a kill during a save: a checkpoint without .meta and a tempstate file
+    (run.checkpoints / "model.ckpt-99.index").write_bytes(b"")
+    (run.checkpoints / "model.ckpt-99.data-00000-of-00001.tempstate123").write_bytes(b"")
+    longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=4))
+    longer.save(run.config)
+    result = train(longer, run, resume=True, progress=False, dataset=synthetic_dataset())
+    assert result.global_step == 36
+    assert sorted(p.name for p in run.checkpoints.glob("*.meta")) == ["model.ckpt-27.meta", "model.ckpt-36.meta"]
+    assert not list(run.checkpoints.glob("*tempstate*"))
+    val_steps = [s for s, _ in events(run.validation_logs)["accuracy"]]
+    assert val_steps == [9, 18, 27, 36]
+    starts = []
+    for f in sorted(run.train_logs.glob("events.out.tfevents.*")):
+        for e in v1.train.summary_iterator(str(f)):
+            if e.HasField("session_log") and e.session_log.status == v1.SessionLog.START:
+                starts.append(e.step)
+    assert starts == [0, 18]
