@@ -24,6 +24,12 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set train.epochs=3 (repeatable; unknown keys are errors)")
     p.add_argument("--data", default=None, help="dataset path (shortcut for --set data.path=PATH)")
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="start from the weights of a checkpoint, checkpoint folder or run directory")
+    p.add_argument("--exclude-scopes", default=None, metavar="S1,S2",
+                   help="with --init-from: scopes not restored (e.g. logits when the classes differ)")
+    p.add_argument("--trainable-scopes", default=None, metavar="S1,S2",
+                   help="train only variables under these scopes (e.g. fc1,logits); the rest stay frozen")
 
 
 def resolve_config(args: argparse.Namespace):
@@ -37,6 +43,12 @@ def resolve_config(args: argparse.Namespace):
     overrides = list(args.overrides)
     if args.data is not None:
         overrides.append(f"data.path={json.dumps(args.data)}")
+    if args.init_from is not None:
+        overrides.append(f"train.init_from={json.dumps(args.init_from)}")
+    for flag, key in (("exclude_scopes", "train.exclude_scopes"), ("trainable_scopes", "train.trainable_scopes")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps([s.strip() for s in value.split(',') if s.strip()])}")
     config = C.load(get_preset(preset or DEFAULT_PRESET), args.config, overrides)
     return config
 
@@ -69,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("presets", help="list the named architectures")
     pr.add_argument("--show", metavar="NAME", help="print one preset's full config as JSON")
 
+    a = sub.add_parser("augment-preview", help="write a PNG grid of augmented training samples")
+    _add_config_args(a)
+    a.add_argument("--out", default="augment_preview.png", help="output PNG (default: augment_preview.png)")
+    a.add_argument("--rows", type=int, default=6, help="training images, one per row")
+    a.add_argument("--cols", type=int, default=8, help="columns: the original, then its augmentations")
+
     c = sub.add_parser("config", help="print the resolved config (preset + file + --set) as JSON")
     _add_config_args(c)
     return parser
@@ -81,7 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         run = RunDir.open(args.resume)
         config = C.from_json_file(run.config)
-        if args.overrides or args.config or args.preset or args.data:
+        if args.overrides or args.config or args.preset or args.data or args.init_from:
             print("graphcnn: --resume continues with the run's saved config.json; "
                   "other config options are ignored", file=sys.stderr)
     else:
@@ -148,13 +166,29 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_augment_preview(args: argparse.Namespace) -> int:
+    from graphcnn.data.preview import augmentation_preview
+    from graphcnn.data.sources import load_dataset
+    from graphcnn.viz.animation import write_png
+
+    config = resolve_config(args)
+    if not config.data.augment.enabled:
+        print("graphcnn: augmentation is off in this config; set e.g. --set data.augment.rotation_range=15",
+              file=sys.stderr)
+        return 2
+    dataset = load_dataset(config.data, config.model.channels)
+    write_png(args.out, augmentation_preview(config, dataset.train, args.rows, args.cols, config.data.seed))
+    print(f"wrote {args.out}: each row is a training image followed by {args.cols - 1} augmentations")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     print(json.dumps(resolve_config(args).to_dict(), indent=2))
     return 0
 
 
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "presets": cmd_presets,
-            "config": cmd_config}
+            "config": cmd_config, "augment-preview": cmd_augment_preview}
 
 
 def main(argv: list[str] | None = None) -> int:

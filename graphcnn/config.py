@@ -166,6 +166,18 @@ class LogConfig:
     filters_every: int = 100  # conv kernels as image grids
     max_filter_images: int = 4  # only the first N conv layers get filter images
     graph: bool = True
+    # TensorBoard views (graphcnn/train/tb_views.py)
+    custom_scalars: bool = True  # layout: train + validation loss in one chart, accuracy in another
+    gradients_every: int = 200  # histograms gradients/<variable>
+    activations_every: int = 200  # histograms activations/<layer> and scalars sparsity/<layer>
+    feature_maps_every: int = 500  # probe batch -> feature_maps/<layer> image grids
+    probe_images: int = 4  # validation images of the probe batch (saved as probe.npz)
+    eval_images: bool = True  # each validation: confusion matrix (image + text), worst misclassified
+    max_misclassified: int = 16
+    pr_curves: bool = True  # each validation: pr_curves/<class>
+    trace_every: int = 500  # one traced step (compute time/memory in the graph view)
+    hparams: bool = True  # hyperparameters + final metrics for the HParams dashboard
+    projector_images: int = 500  # penultimate features of N validation images at the end
 
 
 @dataclasses.dataclass(frozen=True)

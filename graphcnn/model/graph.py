@@ -93,11 +93,11 @@ def get_optimizer(cfg: TrainConfig, learning_rate: tf.Tensor) -> v1.train.Optimi
     return make(learning_rate, cfg)
 
 
-def training(total_loss: tf.Tensor, cfg: TrainConfig, total_steps: int, update_ops, var_list):
+def training(total_loss: tf.Tensor, cfg: TrainConfig, total_steps: int, moving_updates, var_list):
     """The ``train`` scope: global step, learning rate, gradients, clipping, the train op.
 
-    With ``cfg.check_numerics`` the loss passes a check_numerics op before the gradients
-    are taken from it, so a NaN/Inf loss raises before any weight is updated.
+    With ``cfg.check_numerics`` the loss and the gradients' global norm pass check_numerics
+    ops the update depends on, so a NaN/Inf raises before any weight is updated.
     """
     from graphcnn.train.schedules import learning_rate as schedule
 
@@ -111,10 +111,18 @@ def training(total_loss: tf.Tensor, cfg: TrainConfig, total_steps: int, update_o
         optimizer = get_optimizer(cfg, lr)
         gradients = optimizer.compute_gradients(total_loss, var_list=var_list)
         gradients = [(g, v) for g, v in gradients if g is not None]
+        grads, variables = [g for g, _ in gradients], [v for _, v in gradients]
+        checks = []
+        if cfg.check_numerics:
+            # a finite loss can still have overflowing gradients: check them (one reduction per
+            # variable) before any update is applied, so the weights stay the last good ones
+            checks.append(tf.debugging.check_numerics(tf.linalg.global_norm(grads), "gradients are NaN or Inf"))
         if cfg.clip_global_norm > 0:
-            grads, norm = tf.clip_by_global_norm([g for g, _ in gradients], cfg.clip_global_norm)
-            gradients = list(zip(grads, [v for _, v in gradients]))
-        with tf.control_dependencies(list(update_ops)):
+            grads, _ = tf.clip_by_global_norm(grads, cfg.clip_global_norm)
+        gradients = list(zip(grads, variables))
+        with tf.control_dependencies(checks):
+            update_ops = [v1.assign_sub(var, delta).op for var, delta in moving_updates]
+        with tf.control_dependencies(checks + update_ops):
             train_op = optimizer.apply_gradients(gradients, global_step=global_step, name="step")
     return global_step, lr, scale, gradients, train_op
 
@@ -129,6 +137,6 @@ def build_graph(config: Config, inputs: InputHandles, num_classes: int, total_st
     cross_entropy, total = loss(logits, inputs.labels, net.weight_decay, config.train.label_smoothing)
     accuracy, correct = evaluation(classes, inputs.labels)
     var_list = trainable_variables(v1.trainable_variables(), config.train.trainable_scopes)
-    global_step, lr, scale, gradients, train_op = training(total, config.train, total_steps, net.update_ops, var_list)
+    global_step, lr, scale, gradients, train_op = training(total, config.train, total_steps, net.updates, var_list)
     return GraphHandles(inputs, net, logits, probabilities, classes, cross_entropy, total, accuracy, correct,
                         global_step, lr, scale, gradients, train_op)

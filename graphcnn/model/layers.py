@@ -46,10 +46,12 @@ def get_initializer(name: str, stddev: float = 0.1) -> tf.keras.initializers.Ini
 
 
 class LayerOutput(NamedTuple):
-    """What a layer adds to the graph: its output and any ops training must also run."""
+    """What a layer adds to the graph: its output and any state training must also update."""
 
     output: tf.Tensor
-    update_ops: tuple[tf.Operation, ...] = ()  # batch-norm moving-average updates
+    # batch-norm moving averages as (variable, amount to subtract); the train op creates the
+    # assignments, after its NaN checks, so a diverging step cannot corrupt them either
+    updates: tuple[tuple[tf.Variable, tf.Tensor], ...] = ()
     weights: tf.Variable | None = None  # the kernel, for weight decay and summaries
 
 
@@ -59,8 +61,7 @@ def batch_norm(
     """Batch normalization over all axes but the last (NHWC or NC).
 
     Training (``is_training`` true) normalizes with the batch moments; evaluation uses the
-    moving averages. The returned update ops move those averages and must run with the
-    train op (the graph builder makes the train op depend on them).
+    moving averages. The returned updates move those averages; the train op applies them.
     """
     channels = x.shape[-1]
     axes = list(range(len(x.shape) - 1))
@@ -75,8 +76,8 @@ def batch_norm(
         )
         batch_mean, batch_variance = tf.nn.moments(x, axes)
         updates = (
-            v1.assign_sub(moving_mean, (moving_mean - batch_mean) * (1.0 - decay)).op,
-            v1.assign_sub(moving_variance, (moving_variance - batch_variance) * (1.0 - decay)).op,
+            (moving_mean, (moving_mean - batch_mean) * (1.0 - decay)),
+            (moving_variance, (moving_variance - batch_variance) * (1.0 - decay)),
         )
         mean, variance = tf.cond(
             is_training,

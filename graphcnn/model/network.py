@@ -29,7 +29,7 @@ class NetworkOutput(NamedTuple):
 
     logits: tf.Tensor  # float32 [B, num_classes]
     end_points: dict[str, tf.Tensor]  # layer name -> output, in network order (ends with "logits")
-    update_ops: tuple[tf.Operation, ...]  # batch-norm moving-average updates
+    updates: tuple[tuple[tf.Variable, tf.Tensor], ...]  # batch-norm (moving average, amount to subtract)
     penultimate: tf.Tensor  # float32 [B, F]: the features the logits layer sees
     weight_decay: tf.Tensor  # float32 scalar: sum of decay * l2_loss(weights) (0 when off)
     kernels: dict[str, tf.Variable]  # layer name -> its weights variable (conv and dense)
@@ -92,7 +92,7 @@ class Network:
         reuse = True if self._connections else None  # later connections share, never create
         self._connections += 1
         end_points: dict[str, tf.Tensor] = {}
-        update_ops: list[tf.Operation] = []
+        updates: list[tuple[tf.Variable, tf.Tensor]] = []
         kernels: dict[str, tf.Variable] = {}
         decays: list[tuple[float, tf.Variable]] = []
         net = images
@@ -100,7 +100,7 @@ class Network:
             for layer in self.layers:
                 out = self._connect_layer(layer, net, is_training, keep_rates)
                 net = out.output
-                update_ops.extend(out.update_ops)
+                updates.extend(out.updates)
                 end_points[layer.name] = net
                 if out.weights is not None:
                     kernels[layer.name] = out.weights
@@ -117,7 +117,7 @@ class Network:
         with tf.name_scope("weight_decay"):
             terms = [decay * tf.nn.l2_loss(w) for decay, w in decays if decay > 0]
             weight_decay = tf.add_n(terms) if terms else tf.constant(0.0)
-        return NetworkOutput(logits, end_points, tuple(update_ops), penultimate, weight_decay, kernels)
+        return NetworkOutput(logits, end_points, tuple(updates), penultimate, weight_decay, kernels)
 
     def _initializer(self, name: str):
         return L.get_initializer(name or self.model.initializer, self.model.init_stddev)

@@ -1,5 +1,8 @@
 """Checkpoints: the latest K, and the best by a validation metric kept apart.
 
+What counts as best is the trainer's call (the early-stopping rule: monitored metric,
+min_delta), so the weights restored at the end are the ones early stopping refers to.
+
 Both are ``tf.compat.v1.train.Saver`` checkpoints with their ``.meta`` graph, so
 ``import_meta_graph`` restores a model without graphcnn. Two TF1 pitfalls are handled:
 a Saver forgets older checkpoints after a restart (we call ``recover_last_checkpoints``
@@ -70,10 +73,9 @@ def resolve_checkpoint(path: str | Path, prefer_best: bool = True) -> Path:
 class CheckpointManager:
     """Owns the two Savers of a run. Create inside the graph, before it is finalized."""
 
-    def __init__(self, checkpoint_dir: Path, best_dir: Path, keep: int, monitor: str = "accuracy"):
+    def __init__(self, checkpoint_dir: Path, best_dir: Path, keep: int):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.best_dir = Path(best_dir)
-        self.monitor = monitor
         self.saver = v1.train.Saver(max_to_keep=keep, save_relative_paths=True, name="saver")
         self.best_saver = v1.train.Saver(max_to_keep=1, save_relative_paths=True, name="best_saver")
         self.best_metric: float | None = None
@@ -96,21 +98,12 @@ class CheckpointManager:
         return self.saver.save(sess, str(self.checkpoint_dir / PREFIX), global_step=step)
 
     # -- best ---------------------------------------------------------------------------
-    def _better(self, value: float) -> bool:
-        if self.best_metric is None:
-            return True
-        return value > self.best_metric if self.monitor == "accuracy" else value < self.best_metric
-
-    def maybe_save_best(self, sess: v1.Session, step: int, value: float) -> bool:
-        """Save to ``best/`` when ``value`` of the monitored metric beats the best so far."""
-        if not self._better(value):
-            return False
+    def save_best(self, sess: v1.Session, step: int, monitor: str, value: float) -> None:
+        """Replace ``best/`` with the current weights (the caller decided they are the best)."""
         clean_leftovers(self.best_dir)
         self.best_saver.save(sess, str(self.best_dir / PREFIX), global_step=step)
         self.best_metric, self.best_step = value, step
-        (self.best_dir / "best.json").write_text(json.dumps(
-            {"step": step, "monitor": self.monitor, "value": value}) + "\n")
-        return True
+        (self.best_dir / "best.json").write_text(json.dumps({"step": step, "monitor": monitor, "value": value}) + "\n")
 
     def _load_best_record(self) -> None:
         record = self.best_dir / "best.json"

@@ -185,8 +185,7 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
                                  augment_fn=augment_fn_for(config.data.augment))
         inputs = pipeline.build()
         g = build_graph(config, inputs, num_classes, total_steps, network)
-        checkpoints = CheckpointManager(run.checkpoints, run.best, tcfg.checkpoints_to_keep,
-                                        tcfg.early_stopping.monitor)
+        checkpoints = CheckpointManager(run.checkpoints, run.best, tcfg.checkpoints_to_keep)
         init_from = None
         if tcfg.init_from and not resume:
             init_from = build_init_from_checkpoint(tcfg.init_from, v1.global_variables(),
@@ -250,8 +249,9 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
             val_scalars.write(step, {"loss": result.loss, "accuracy": result.accuracy})
             val_writer.flush()
             metric = result.accuracy if tcfg.early_stopping.monitor == "accuracy" else result.loss
-            improved_best = checkpoints.maybe_save_best(sess, step, metric)
-            early.update(step, metric)
+            improved_best = early.update(step, metric)  # improvement by more than min_delta
+            if improved_best:
+                checkpoints.save_best(sess, step, tcfg.early_stopping.monitor, metric)
             if tcfg.schedule.plateau_factor > 0:
                 scale = float(sess.run(g.learning_rate_scale))
                 new_scale = plateau.update(metric, scale)
@@ -285,9 +285,9 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
                     try:
                         results = sess.run(fetches, feed)
                     except tf.errors.InvalidArgumentError as err:
-                        if "NaN or Inf" in err.message:
+                        if "NaN or Inf" in err.message or "Nan in summary" in err.message:
                             raise FloatingPointError(
-                                f"training stopped at step {step + 1}: the loss became NaN or Inf; that update was "
+                                f"training stopped at step {step + 1}: the loss or its gradients became NaN or Inf; that update was "
                                 f"not applied and the last good checkpoint is in {run.checkpoints}. Lower "
                                 "train.learning_rate or set train.clip_global_norm.") from None
                         raise
