@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from graphcnn.train.checkpoints import resolve_checkpoint
+
 from graphcnn.train.finetune import (
-    build_init_from_checkpoint, filter_variables, resolve_checkpoint, scope_matches, trainable_variables,
+    build_init_from_checkpoint, filter_variables, scope_matches, trainable_variables,
     training_state_names,
 )
 
@@ -133,10 +135,10 @@ def test_checkpoint_locations(saved):
     prefix, _ = saved
     ckpt_dir = os.path.dirname(prefix)
     run_dir = os.path.dirname(ckpt_dir)
-    assert resolve_checkpoint(prefix) == prefix
-    assert resolve_checkpoint(prefix + ".index") == prefix
-    assert resolve_checkpoint(ckpt_dir) == prefix
-    assert resolve_checkpoint(run_dir) == prefix
+    assert str(resolve_checkpoint(prefix)) == prefix
+    assert str(resolve_checkpoint(prefix + ".index")) == prefix
+    assert str(resolve_checkpoint(ckpt_dir)) == prefix
+    assert str(resolve_checkpoint(run_dir)) == prefix
 
 
 def test_missing_checkpoint_names_path(tmp_path):

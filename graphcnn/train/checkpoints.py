@@ -51,23 +51,34 @@ def clean_leftovers(directory: Path) -> None:
 
 
 def resolve_checkpoint(path: str | Path, prefer_best: bool = True) -> Path:
-    """A checkpoint prefix from a run directory, a checkpoint directory or a prefix.
+    """The checkpoint prefix that ``path`` names.
 
-    For a run directory the best checkpoint is preferred (``prefer_best``), else the latest.
+    ``path`` may be a prefix (``.../model.ckpt-100``, or its ``.index``/``.data-*`` file), a
+    folder of checkpoints (graphcnn's, or any with a TensorFlow ``checkpoint`` state file),
+    or a run directory, where ``best/`` comes before ``checkpoints/`` when ``prefer_best``.
+
+    Raises:
+        FileNotFoundError: nothing usable there; the message names the path.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
+    name = path.name
+    if name.endswith(".index"):
+        path = path.with_name(name[: -len(".index")])
+    elif ".data-" in name:
+        path = path.with_name(name[: name.rindex(".data-")])
     if path.with_name(path.name + ".index").exists():
         return path
-    candidates = []
-    if (path / "config.json").exists():
-        candidates = [path / "best", path / "checkpoints"] if prefer_best else [path / "checkpoints", path / "best"]
-    elif path.is_dir():
-        candidates = [path]
-    for directory in candidates:
-        found = checkpoints_on_disk(directory) if directory.is_dir() else []
-        if found:
-            return found[-1]
-    raise FileNotFoundError(f"no complete checkpoint (.index, .data, .meta) found at {path}")
+    if path.is_dir():
+        runs = [path / "best", path / "checkpoints"] if prefer_best else [path / "checkpoints", path / "best"]
+        for directory in [d for d in runs if d.is_dir()] + [path]:
+            found = checkpoints_on_disk(directory)
+            if found:
+                return found[-1]
+            latest = tf.train.latest_checkpoint(str(directory))  # a foreign checkpoint folder
+            if latest:
+                return Path(latest)
+    raise FileNotFoundError(f"no checkpoint found at {path} (looked for a checkpoint prefix, a folder of "
+                            "checkpoints, or a run directory with best/ or checkpoints/)")
 
 
 class CheckpointManager:

@@ -7,14 +7,15 @@ prefix of it ending at a ``/`` boundary: ``logits`` matches ``logits/weights`` b
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Callable, Iterable, NamedTuple, Sequence
 
 import tensorflow as tf
 
+from graphcnn.train.checkpoints import resolve_checkpoint
+
 __all__ = [
-    "InitFromCheckpoint", "Mismatch", "build_init_from_checkpoint", "filter_variables", "resolve_checkpoint",
+    "InitFromCheckpoint", "Mismatch", "build_init_from_checkpoint", "filter_variables",
     "scope_matches", "trainable_variables", "training_state_names", "variable_name", "TRAINING_STATE_SCOPES",
 ]
 
@@ -124,39 +125,6 @@ def training_state_names(variables: Iterable) -> set[str]:
     return state
 
 
-def resolve_checkpoint(checkpoint: str) -> str:
-    """The checkpoint file prefix that ``checkpoint`` names.
-
-    ``checkpoint`` may be a file prefix (``.../model.ckpt-100``; a path to its ``.index``
-    or ``.data-*`` file also works), a directory with a ``checkpoint`` state file (its
-    latest checkpoint), or a run directory with a ``checkpoints/`` subdirectory.
-
-    Raises:
-        FileNotFoundError: nothing usable there; the message names the path.
-    """
-    path = os.path.expanduser(str(checkpoint))
-    if not path:
-        raise FileNotFoundError("init_from: no checkpoint path given")
-    if tf.io.gfile.isdir(path):
-        for directory in (path, os.path.join(path, "checkpoints")):
-            if tf.io.gfile.isdir(directory):
-                latest = tf.train.latest_checkpoint(directory)
-                if latest:
-                    return latest
-        raise FileNotFoundError(
-            f"init_from: no checkpoint found in directory {path} (looked for a 'checkpoint' state file "
-            f"there and in {os.path.join(path, 'checkpoints')})"
-        )
-    prefix = path
-    if prefix.endswith(".index"):
-        prefix = prefix[: -len(".index")]
-    elif ".data-" in os.path.basename(prefix):
-        prefix = prefix[: prefix.rindex(".data-")]
-    if tf.io.gfile.exists(prefix + ".index"):
-        return prefix
-    raise FileNotFoundError(f"init_from: checkpoint {path} does not exist (no {prefix}.index and not a directory)")
-
-
 def _shape_text(shape: Sequence) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
@@ -188,7 +156,7 @@ def build_init_from_checkpoint(
             variable with both shapes and how to exclude or skip them), or no variable at
             all could be restored.
     """
-    path = resolve_checkpoint(checkpoint)
+    path = str(resolve_checkpoint(checkpoint))
     reader = tf.train.load_checkpoint(path)
     ckpt_shapes = reader.get_variable_to_shape_map()
     ckpt_dtypes = reader.get_variable_to_dtype_map()

@@ -1,0 +1,17 @@
+#!/usr/bin/env python
+"""The MNIST-style digits tutorial: conv16-conv16-pool-conv32-conv32-pool-fc128, dropout 0.5.
+
+    python scripts/digits_tutorial.py                 # the embedded digits
+    python scripts/digits_tutorial.py /usr/share/datasets/fashion-mnist
+"""
+
+import sys
+
+from _tutorial import run_tutorial
+
+if __name__ == "__main__":
+    sys.exit(run_tutorial(
+        __doc__.splitlines()[0], "digits",
+        options=["train.early_stopping.patience=3"],   # stop when validation accuracy stalls for 3 epochs
+        demo_options=[],
+    ))
