@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--name", default="", help="run directory name (default: <preset>-<timestamp>)")
     t.add_argument("--resume", default=None, metavar="RUN", help="continue the run in this directory")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                   help="train the grid of these --set values as separate runs under one parent folder (repeatable)")
 
     p = sub.add_parser("predict", help="classify image files with a trained run or checkpoint")
     p.add_argument("checkpoint", help="run directory, checkpoint folder or checkpoint prefix")
@@ -89,6 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="print the resolved config (preset + file + --set) as JSON")
     _add_config_args(c)
+
+    tb = sub.add_parser("tensorboard", help="run TensorBoard on a run (or a folder of runs), keeping every image")
+    tb.add_argument("logdir", nargs="?", default=DEFAULT_LOGDIR, help="run directory or parent folder (default: logs)")
+    tb.add_argument("--port", type=int, default=6006)
+    tb.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default, this machine only) or 0.0.0.0")
+
+    fl = sub.add_parser("filters", help="filter snapshots from a run's events as PNG frames + animated PNG/GIF")
+    fl.add_argument("run", help="run directory")
+    fl.add_argument("--layer", default="", help="only this layer (e.g. conv1_1)")
+    fl.add_argument("--gif", action="store_true", help="also write an animated GIF")
+    fl.add_argument("--delay-ms", type=int, default=200, help="time per frame")
+
+    rp = sub.add_parser("report", help="training vs validation loss/accuracy plots as PNG in <run>/report/")
+    rp.add_argument("run", help="run directory")
+    rp.add_argument("--raw", action="store_true", help="every logged training value, not interval means")
     return parser
 
 
@@ -96,6 +113,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from graphcnn import config as C
     from graphcnn.train.run_dir import RunDir
 
+    if getattr(args, "sweep", None):
+        from graphcnn.train.sweep import train_sweep
+
+        return train_sweep(args, resolve_config)
     if args.resume:
         run = RunDir.open(args.resume)
         config = C.from_json_file(run.config)
@@ -187,13 +208,38 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tensorboard(args: argparse.Namespace) -> int:
+    from graphcnn.tensorboard_cli import run_tensorboard
+
+    return run_tensorboard(args.logdir, args.port, args.host)
+
+
+def cmd_filters(args: argparse.Namespace) -> int:
+    from graphcnn.tensorboard_cli import export_filters
+
+    export_filters(args.run, args.layer, args.gif, args.delay_ms)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from graphcnn.report import write_report
+
+    for path in write_report(args.run, raw=args.raw):
+        print(path)
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "presets": cmd_presets,
-            "config": cmd_config, "augment-preview": cmd_augment_preview}
+            "config": cmd_config, "augment-preview": cmd_augment_preview, "tensorboard": cmd_tensorboard,
+            "filters": cmd_filters, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
     runtime.configure()
     args = build_parser().parse_args(argv)
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # TF1-API deprecation notices are not for our users
     from graphcnn.config import ConfigError
     from graphcnn.train.run_dir import RunDirError
 

@@ -13,4 +13,4 @@ echo
 echo "== example prediction (images the run saved from its test split) =="
 graphcnn predict "logs/$run" "logs/$run/examples"
 echo
-echo "TensorBoard: .venv/bin/graphcnn-tensorboard logs   or   .venv/bin/tensorboard --logdir logs/$run"
+echo "TensorBoard: .venv/bin/graphcnn tensorboard logs/$run   (or .venv/bin/tensorboard --logdir logs/$run)"

@@ -37,6 +37,7 @@ from graphcnn.train.hooks import Hook, PeriodicImageHook, PeriodicSummaryHook
 from graphcnn.train.run_dir import RunDir
 from graphcnn.train.schedules import PlateauReducer
 from graphcnn.train.summaries import ScalarWriter, build_summary_ops, start_session_log
+from graphcnn.train.tb_views import TensorBoardViews
 from graphcnn.viz.animation import write_png
 
 v1 = tf.compat.v1
@@ -192,6 +193,7 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
                                                    tcfg.exclude_scopes, tcfg.skip_mismatched)
         summary_ops = build_summary_ops(v1.trainable_variables(), {
             name: k for name, k in g.net.kernels.items() if len(k.shape) == 4}, config.log.max_filter_images)
+        views = TensorBoardViews(config, run, dataset, g, pipeline)
         init_op = v1.global_variables_initializer()
         # FileWriter refuses to be created under eager execution, i.e. outside a graph context
         train_writer = v1.summary.FileWriter(str(run.train_logs))
@@ -228,6 +230,7 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
         hooks: list[Hook] = [
             PeriodicSummaryHook("histograms", summary_ops.histograms, config.log.histograms_every, train_writer),
             PeriodicImageHook(summary_ops.filters, config.log.filters_every, train_writer),
+            *views.hooks(sess, train_writer, val_writer, resumed=restored is not None),
         ]
         early = EarlyStopping(tcfg.early_stopping)
         plateau = PlateauReducer(tcfg.schedule, "max" if tcfg.early_stopping.monitor == "accuracy" else "min",
@@ -247,6 +250,9 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
             if result is None:
                 return None
             val_scalars.write(step, {"loss": result.loss, "accuracy": result.accuracy})
+            for hook in hooks:
+                if hasattr(hook, "after_validation"):
+                    hook.after_validation(step, result)
             val_writer.flush()
             metric = result.accuracy if tcfg.early_stopping.monitor == "accuracy" else result.loss
             improved_best = early.update(step, metric)  # improvement by more than min_delta
@@ -282,16 +288,23 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
                     fetches = dict(base_fetches)
                     for hook in hooks:
                         fetches.update(hook.fetches(step + 1))
+                    # every log.trace_every steps the real train step is traced, so TensorBoard's
+                    # graph view can colour nodes by compute time and memory
+                    trace = config.log.trace_every > 0 and (step + 1) % config.log.trace_every == 0
+                    metadata = v1.RunMetadata() if trace else None
+                    options = v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE) if trace else None
                     try:
-                        results = sess.run(fetches, feed)
+                        results = sess.run(fetches, feed, options=options, run_metadata=metadata)
                     except tf.errors.InvalidArgumentError as err:
                         if "NaN or Inf" in err.message or "Nan in summary" in err.message:
                             raise FloatingPointError(
-                                f"training stopped at step {step + 1}: the loss or its gradients became NaN or Inf; that update was "
-                                f"not applied and the last good checkpoint is in {run.checkpoints}. Lower "
+                                f"training stopped at step {step + 1}: the loss or its gradients became NaN or Inf; "
+                                f"that update was not applied and the last good checkpoint is in {run.checkpoints}. Lower "
                                 "train.learning_rate or set train.clip_global_norm.") from None
                         raise
                     step += 1
+                    if trace:
+                        train_writer.add_run_metadata(metadata, f"step{step}", step)
                     batch = tcfg.batch_size
                     window_images += batch
                     for hook in hooks:

@@ -1,0 +1,82 @@
+"""``graphcnn train --sweep key=v1,v2 [--sweep key2=a,b]``: the grid of ``--set`` values as
+separate runs under one parent folder, so TensorBoard (HParams, scalars) compares them.
+
+    logs/sweep-<timestamp>/
+      train.learning_rate=0.01,train.batch_size=32/   one ordinary run directory per point
+      ...
+      sweep.json                                      the grid and each run's final metrics
+
+Values are separated by commas, or by semicolons when a value itself contains commas
+(``--sweep 'train.keep_rates={"fc":0.5};{"fc":0.8}'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as _dt
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Callable
+
+
+def parse_sweep(text: str) -> tuple[str, list[str]]:
+    key, sep, values = text.partition("=")
+    if not sep or not key.strip() or not values.strip():
+        raise ValueError(f"--sweep expects KEY=V1,V2,..., got '{text}'")
+    parts = [v.strip() for v in values.split(";" if ";" in values else ",")]
+    if any(not v for v in parts):
+        raise ValueError(f"--sweep {key}: empty value in '{values}'")
+    return key.strip(), parts
+
+
+def grid(sweeps: list[str]) -> list[list[tuple[str, str]]]:
+    """Every combination of the ``--sweep`` values, first key varying slowest."""
+    axes = [parse_sweep(s) for s in sweeps]
+    keys = [k for k, _ in axes]
+    if len(set(keys)) != len(keys):
+        raise ValueError("--sweep: a key is given twice")
+    return [list(zip(keys, combo)) for combo in itertools.product(*(v for _, v in axes))]
+
+
+def run_name(point: list[tuple[str, str]]) -> str:
+    """A folder name for one grid point: ``learning_rate=0.01,batch_size=32`` (last key part)."""
+    name = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in point)
+    return re.sub(r"[^A-Za-z0-9._=,+-]", "_", name)[:120]
+
+
+def train_sweep(args: argparse.Namespace, resolve_config: Callable[[argparse.Namespace], object]) -> int:
+    from graphcnn.train.run_dir import RunDir, RunDirError
+    from graphcnn.train.trainer import train
+
+    if args.resume:
+        raise ValueError("--sweep and --resume do not go together; resume each run on its own")
+    points = grid(args.sweep)
+    configs = []
+    for point in points:  # resolve every config first: a bad key fails before anything trains
+        point_args = copy.copy(args)
+        point_args.overrides = list(args.overrides) + [f"{k}={v}" for k, v in point]
+        configs.append(resolve_config(point_args))
+    parent = Path(args.logdir) / (args.name or f"sweep-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    if parent.exists():
+        raise RunDirError(f"{parent} already exists; choose another --name")
+    parent.mkdir(parents=True)
+    print(f"sweep: {len(points)} runs under {parent}")
+    summary = []
+    for i, (point, config) in enumerate(zip(points, configs)):
+        run = RunDir.create(parent, run_name(point))
+        print(f"[{i + 1}/{len(points)}] {run.root.name}")
+        result = train(config, run, progress=not args.no_progress)
+        summary.append({"run": run.root.name, "set": dict(point), "global_step": result.global_step,
+                        "validation_accuracy": result.validation.accuracy if result.validation else None,
+                        "test_accuracy": result.test.accuracy if result.test else None})
+        (parent / "sweep.json").write_text(json.dumps(summary, indent=2) + "\n")
+    width = max(len(s["run"]) for s in summary)
+    for s in summary:
+        val, test = s["validation_accuracy"], s["test_accuracy"]
+        print(f"{s['run']:{width}s}  validation {val if val is None else f'{val:.4f}'}  "
+              f"test {test if test is None else f'{test:.4f}'}")
+    print(f"compare: graphcnn tensorboard {parent}   (HParams tab)")
+    return 0
