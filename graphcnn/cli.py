@@ -135,7 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.interrupted:
         print(f"interrupted at step {result.global_step}; continue with: graphcnn train --resume {run.root}")
     print(f"best checkpoint: {run.best} (step {result.best_step}); latest: {run.checkpoints}")
-    print(f"TensorBoard: tensorboard --logdir {run.root}   (then open http://localhost:6006)")
+    print(f"TensorBoard: graphcnn tensorboard {run.root}   (then open http://127.0.0.1:6006)")
     return 0
 
 
