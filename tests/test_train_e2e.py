@@ -146,3 +146,32 @@ def test_resume_continues_global_step_and_keeps_retention(trained, tmp_path):
             if e.HasField("session_log") and e.session_log.status == v1.SessionLog.START:
                 starts.append(e.step)
     assert starts == [0, 18]
+
+
+def test_evaluate_cli_on_another_dataset(trained, tmp_path, capsys):
+    cfg, run, result = trained
+    test = synthetic_dataset(seed=1).test
+    data = tmp_path / "other.npz"
+    np.savez(data, images=test.images, labels=test.labels, class_names=np.array(["c0", "c1", "c2"]))
+    assert cli.main(["evaluate", str(run.root), "--data", str(data), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["count"] == 12 and report["accuracy"] >= 0.9
+    assert set(report["per_class"]) == {"c0", "c1", "c2"} and len(report["confusion_matrix"]) == 3
+
+
+def test_sigterm_stops_after_the_step_and_saves(tmp_path):
+    import os
+    import signal
+    import threading
+
+    cfg = tiny_config(epochs=100000)
+    run = RunDir.create(tmp_path, "stopped")
+    timer = threading.Timer(6.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        result = train(cfg, run, progress=False, dataset=synthetic_dataset())
+    finally:
+        timer.cancel()
+    assert result.interrupted and 0 < result.global_step < 100000 * 9
+    assert (run.checkpoints / f"model.ckpt-{result.global_step}.meta").exists()
+    assert json.loads(run.results.read_text())["interrupted"] is True

@@ -62,10 +62,12 @@ def _bounded_pair_grid(n_in: int, n_out: int, max_tiles: int) -> tuple[int, int]
 def _normalize(x: tf.Tensor, axis: list[int] | None, constant_value: float) -> tf.Tensor:
     """Affine map of ``x`` to [0, 1] using min/max over ``axis`` (None = all).
 
-    Slices with max == min become ``constant_value`` instead of 0/0 = NaN. Non-finite
-    entries (a diverged run) are zeroed first so they cannot poison min/max.
+    Slices with max == min become ``constant_value`` instead of 0/0 = NaN. Infinite
+    entries are clipped to the float32 range first so they cannot make the span infinite.
+    (Not ``tf.where(is_finite(x))``: with oneDNN on, a boolean op here logs an error line at
+    every run on CPUs without AVX-512. NaN weights cannot occur: training stops first.)
     """
-    x = tf.where(tf.math.is_finite(x), x, tf.zeros_like(x))
+    x = tf.clip_by_value(x, -3.0e38, 3.0e38)
     lo = tf.reduce_min(x, axis=axis, keepdims=True)
     hi = tf.reduce_max(x, axis=axis, keepdims=True)
     span = hi - lo
