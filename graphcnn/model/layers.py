@@ -88,6 +88,21 @@ def batch_norm(
     return LayerOutput(y, updates)
 
 
+def _finish(y: tf.Tensor, w: tf.Variable, activation: str, is_training, use_batch_norm: bool,
+            bn_decay: float) -> LayerOutput:
+    """Biases (or batch norm, whose beta plays their role, as in tf-slim), then the activation."""
+    updates: tuple = ()
+    if use_batch_norm:
+        y, updates, _ = batch_norm(y, is_training, decay=bn_decay)
+    else:
+        b = v1.get_variable("biases", [int(y.shape[-1])], initializer=v1.zeros_initializer())
+        y = tf.nn.bias_add(y, b)
+    act = get_activation(activation)
+    if act is not None:
+        y = act(y)
+    return LayerOutput(y, updates, w)
+
+
 def conv2d(
     x: tf.Tensor,
     filters: int,
@@ -110,16 +125,7 @@ def conv2d(
     with v1.variable_scope(name):
         w = v1.get_variable("weights", [kernel_size, kernel_size, int(x.shape[-1]), filters], initializer=initializer)
         y = tf.nn.conv2d(x, w, strides=[1, strides, strides, 1], padding=padding)
-        updates: tuple = ()
-        if use_batch_norm:
-            y, updates, _ = batch_norm(y, is_training, decay=bn_decay)
-        else:
-            b = v1.get_variable("biases", [filters], initializer=v1.zeros_initializer())
-            y = tf.nn.bias_add(y, b)
-        act = get_activation(activation)
-        if act is not None:
-            y = act(y)
-    return LayerOutput(y, updates, w)
+        return _finish(y, w, activation, is_training, use_batch_norm, bn_decay)
 
 
 def dense(
@@ -139,16 +145,7 @@ def dense(
     with v1.variable_scope(name):
         w = v1.get_variable("weights", [int(x.shape[-1]), units], initializer=initializer)
         y = tf.matmul(x, w)
-        updates: tuple = ()
-        if use_batch_norm:
-            y, updates, _ = batch_norm(y, is_training, decay=bn_decay)
-        else:
-            b = v1.get_variable("biases", [units], initializer=v1.zeros_initializer())
-            y = tf.nn.bias_add(y, b)
-        act = get_activation(activation)
-        if act is not None:
-            y = act(y)
-    return LayerOutput(y, updates, w)
+        return _finish(y, w, activation, is_training, use_batch_norm, bn_decay)
 
 
 def pool2d(x: tf.Tensor, name: str, *, kind: str = "max", size: int = 2, strides: int = 0, padding: str = "SAME") -> tf.Tensor:

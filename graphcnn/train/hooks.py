@@ -26,6 +26,9 @@ class Hook:
     def after_step(self, step: int, results: Mapping[str, Any]) -> None:
         """Receive the values of this hook's fetches for ``step``."""
 
+    def after_validation(self, step: int, result: Any) -> None:
+        """A validation pass at ``step`` produced ``result`` (a trainer ``EvalResult``)."""
+
     def end(self, step: int) -> None:
         """Training has stopped at ``step``."""
 

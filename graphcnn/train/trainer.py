@@ -251,8 +251,7 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
                 return None
             val_scalars.write(step, {"loss": result.loss, "accuracy": result.accuracy})
             for hook in hooks:
-                if hasattr(hook, "after_validation"):
-                    hook.after_validation(step, result)
+                hook.after_validation(step, result)
             val_writer.flush()
             metric = result.accuracy if tcfg.early_stopping.monitor == "accuracy" else result.loss
             improved_best = early.update(step, metric)  # improvement by more than min_delta
