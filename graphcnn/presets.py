@@ -109,20 +109,21 @@ def cats_dogs_150() -> Config:
 
 
 def fashion() -> Config:
-    """Fashion-MNIST: conv32-conv32-pool-conv64-conv64-pool-fc256, batch norm, 28x28 grayscale.
+    """Fashion-MNIST: conv32-pool-conv64-pool-fc256 on 28x28 grayscale, two keep-rates.
 
-    Batch norm on every conv, dropout after each block (keep_rate_conv) and fc1
-    (keep_rate_fc), horizontal flips; Adam with cosine decay and label smoothing.
+    Dropout after each conv block (keep_rate_conv) and fc1 (keep_rate_fc), horizontal flips
+    and small shifts, Adam with cosine decay and label smoothing; reads
+    /usr/share/datasets/fashion-mnist (``apt-get install dataset-fashion-mnist``) by default.
     """
-    bn = {"batch_norm": True}
     config = _preset("fashion", 28, 1, [
-        conv(32, **bn), conv(32, **bn), pool(), dropout("conv"),
-        conv(64, **bn), conv(64, **bn), pool(), dropout("conv"),
+        conv(32), pool(), dropout("conv"),
+        conv(64), pool(), dropout("conv"),
         dense(256), dropout("fc"),
-    ], keep_rates={"conv": 0.8, "fc": 0.5}, epochs=10, batch_size=128, learning_rate=2e-3,
+    ], keep_rates={"conv": 0.8, "fc": 0.5}, epochs=20, batch_size=128, learning_rate=2e-3,
         schedule=ScheduleConfig(name="cosine", decay_steps=0), label_smoothing=0.1)
+    augment = AugmentConfig(horizontal_flip=True, width_shift_range=0.05, height_shift_range=0.05)
     return dataclasses.replace(config, data=dataclasses.replace(
-        config.data, path="/usr/share/datasets/fashion-mnist", augment=AugmentConfig(horizontal_flip=True)))
+        config.data, path="/usr/share/datasets/fashion-mnist", augment=augment))
 
 
 PRESETS: dict[str, Callable[[], Config]] = {

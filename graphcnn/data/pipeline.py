@@ -65,25 +65,36 @@ class Preprocessing:
         return spec, mean
 
 
-def decode_file(path: tf.Tensor, height: int, width: int, channels: int) -> tf.Tensor:
-    """Read and decode one JPEG/PNG/BMP/GIF file (first frame) -> uint8 [height, width, channels]."""
-    image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
-    image.set_shape([None, None, channels])
-    image = tf.image.resize(image, [height, width], method="bilinear", antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+def fit_images(images: tf.Tensor, height: int, width: int, channels: int) -> tf.Tensor:
+    """uint8 [..., h, w, c] -> uint8 [..., height, width, channels]: channel conversion, bilinear resize.
 
-
-def preprocess(images: tf.Tensor, height: int, width: int, channels: int, mean: tf.Tensor | None) -> tf.Tensor:
-    """uint8 [B, h, w, c] -> float32 [B, height, width, channels] in [0, 1], minus ``mean``."""
-    x = tf.cast(images, tf.float32)
+    Done once per image (then cached), so that each training step only scales a batch.
+    """
     c = images.shape[-1]
+    x = images
     if c == 3 and channels == 1:
         x = tf.image.rgb_to_grayscale(x)
     elif c == 1 and channels == 3:
         x = tf.image.grayscale_to_rgb(x)
-    if images.shape[1] != height or images.shape[2] != width:
-        x = tf.image.resize(x, [height, width], method="bilinear", antialias=True)
-    x = x / 255.0
+    if x.shape[-3] == height and x.shape[-2] == width:
+        return x
+    x = tf.image.resize(x, [height, width], method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
+
+
+def decode_file(path: tf.Tensor, height: int, width: int, channels: int) -> tf.Tensor:
+    """Read and decode one JPEG/PNG/BMP/GIF file (first frame) -> uint8 [height, width, channels]."""
+    image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+    image.set_shape([None, None, channels])
+    return fit_images(image, height, width, channels)
+
+
+def preprocess(images: tf.Tensor, height: int, width: int, channels: int, mean: tf.Tensor | None) -> tf.Tensor:
+    """uint8 [B, h, w, c] -> float32 [B, height, width, channels] in [0, 1], minus ``mean``.
+
+    Images not yet of the model's size and channels go through :func:`fit_images` first.
+    """
+    x = tf.cast(fit_images(images, height, width, channels), tf.float32) / 255.0
     if mean is not None:
         x = x - mean
     return x
@@ -127,7 +138,10 @@ class InputPipeline:
         if split.images is not None:
             images = v1.placeholder(tf.uint8, [None, *split.images.shape[1:]], name=f"{scope}_images")
             self._split_placeholders[scope] = (images, labels)
-            return tf.data.Dataset.from_tensor_slices((images, labels))
+            ds = tf.data.Dataset.from_tensor_slices((images, labels))
+            if split.images.shape[1:] != (h, w, c):  # resize each image once, cached below
+                ds = ds.map(lambda x, y: (fit_images(x, h, w, c), y), num_parallel_calls=AUTOTUNE)
+            return ds
         paths = v1.placeholder(tf.string, [None], name=f"{scope}_paths")
         self._split_placeholders[scope] = (paths, labels)
         ds = tf.data.Dataset.from_tensor_slices((paths, labels))
@@ -137,12 +151,12 @@ class InputPipeline:
         return ds.map(lambda p, y: (decode_file(p, h, w, c), y), num_parallel_calls=parallel)
 
     def _cache(self, split: Split) -> bool:
-        """Cache decoded files in memory when asked, or ('auto') when they take under 2 GiB."""
-        if split.paths is None or self.data.cache == "none":
-            return False
+        """Cache decoded (or resized) images in memory when asked, or ('auto') when under 2 GiB."""
+        h, w, c = self._size()
+        if self.data.cache == "none" or (split.images is not None and split.images.shape[1:] == (h, w, c)):
+            return False  # arrays already of the model's size: the source itself is in memory
         if self.data.cache == "memory":
             return True
-        h, w, c = self._size()
         return len(split) * h * w * c < 2 * 1024**3
 
     def _batches(self, ds: tf.data.Dataset, mean: tf.Tensor | None, training: bool) -> tf.data.Dataset:
@@ -168,7 +182,7 @@ class InputPipeline:
                 ds = self._source_dataset(self.train_split, "train")
                 if self._cache(self.train_split):
                     ds = ds.cache()
-                if self.train_split.images is not None or self._cache(self.train_split):
+                if self.train_split.images is not None or self._cache(self.train_split):  # else shuffled as paths
                     buffer = min(len(self.train_split), self.data.shuffle_buffer)
                     ds = ds.shuffle(buffer, seed=self.seed, reshuffle_each_iteration=True)
                 ds = self._batches(ds.repeat(), mean, training=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import shutil
 import signal
 import time
@@ -131,7 +132,8 @@ def write_examples(directory: Path, split: Split, class_names: tuple[str, ...], 
     for c in range(len(class_names)):
         chosen.extend(np.flatnonzero(split.labels == c)[:per_class].tolist())
     for i in chosen[:max_files]:
-        name = f"{i:05d}_true-{class_names[split.labels[i]]}"
+        safe = re.sub(r"[^\w.-]+", "_", class_names[split.labels[i]])  # "T-shirt/top" is no file name
+        name = f"{i:05d}_true-{safe}"
         if split.images is not None:
             write_png(directory / f"{name}.png", split.images[i])
         else:
