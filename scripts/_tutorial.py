@@ -32,7 +32,8 @@ def run_tutorial(description: str, preset: str, options: list[str], demo_options
     if args.data_dir:
         overrides.append(f"data.path={json.dumps(args.data_dir)}")
     else:
-        print(f"no data directory given: demonstrating {preset} on the embedded digits ({', '.join(demo_options)})")
+        shrunk = f" ({', '.join(demo_options)})" if demo_options else ""
+        print(f"no data directory given: demonstrating {preset} on the embedded digits{shrunk}")
         overrides += demo_options
     config = C.load(get_preset(preset), None, overrides + args.overrides)
     run = RunDir.create(args.logdir, prefix=preset)
