@@ -155,7 +155,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         w = csv.writer(sys.stdout)
         w.writerow(["file", "class", "probability"]
-                   + [f"top{i + 1}_{k}" for i in range(args.top_k) for k in ("class", "probability")])
+                   + [f"top{i + 1}_{k}" for i in range(min(args.top_k, len(predictor.class_names)))
+                      for k in ("class", "probability")])
         for p in predictions:
             w.writerow([p.file, p.class_name, f"{p.probability:.6f}"]
                        + [x for c, q in p.top_k for x in (c, f"{q:.6f}")])
