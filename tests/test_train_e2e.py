@@ -166,12 +166,22 @@ def test_sigterm_stops_after_the_step_and_saves(tmp_path):
 
     cfg = tiny_config(epochs=100000)
     run = RunDir.create(tmp_path, "stopped")
-    timer = threading.Timer(6.0, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.start()
+    default = signal.getsignal(signal.SIGTERM)
+    done = threading.Event()
+
+    def send_sigterm_once_training():  # only once the trainer's handler is installed, or pytest dies
+        while not done.wait(0.2):
+            if signal.getsignal(signal.SIGTERM) is not default and run.metrics.exists():
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    sender = threading.Thread(target=send_sigterm_once_training, daemon=True)
+    sender.start()
     try:
         result = train(cfg, run, progress=False, dataset=synthetic_dataset())
     finally:
-        timer.cancel()
+        done.set()
+        sender.join(5)
     assert result.interrupted and 0 < result.global_step < 100000 * 9
     assert (run.checkpoints / f"model.ckpt-{result.global_step}.meta").exists()
     assert json.loads(run.results.read_text())["interrupted"] is True

@@ -16,6 +16,11 @@ from graphcnn.train.summaries import PngImage, png_summary
 v1 = tf.compat.v1
 
 
+def due(step: int, every: int, first: bool = True) -> bool:
+    """Whether a periodic item runs at ``step``: every ``every`` steps (0 = never), and at step 1."""
+    return every > 0 and (step % every == 0 or (first and step == 1))
+
+
 class Hook:
     """Base hook: fetch nothing, do nothing."""
 
@@ -39,11 +44,8 @@ class PeriodicSummaryHook(Hook):
     def __init__(self, key: str, op: tf.Tensor | None, every: int, writer: v1.summary.FileWriter):
         self.key, self.op, self.every, self.writer = key, op, every, writer
 
-    def _due(self, step: int) -> bool:
-        return self.op is not None and self.every > 0 and (step % self.every == 0 or step == 1)
-
     def fetches(self, step: int) -> Mapping[str, Any]:
-        return {self.key: self.op} if self._due(step) else {}
+        return {self.key: self.op} if self.op is not None and due(step, self.every) else {}
 
     def after_step(self, step: int, results: Mapping[str, Any]) -> None:
         if self.key in results:
@@ -61,7 +63,7 @@ class PeriodicImageHook(Hook):
         self.images, self.every, self.writer = dict(images), every, writer
 
     def fetches(self, step: int) -> Mapping[str, Any]:
-        if not self.images or self.every <= 0 or not (step % self.every == 0 or step == 1):
+        if not self.images or not due(step, self.every):
             return {}
         return {f"image:{tag}": image.png for tag, image in self.images.items()}
 
@@ -69,4 +71,5 @@ class PeriodicImageHook(Hook):
         for tag, image in self.images.items():
             key = f"image:{tag}"
             if key in results:
-                self.writer.add_summary(png_summary(tag, image, results[key]), step)
+                self.writer.add_summary(png_summary(tag, results[key], image.height, image.width, image.channels),
+                                        step)

@@ -32,11 +32,6 @@ class ScalarWriter:
         summary = v1.Summary(value=[v1.Summary.Value(tag=tag, simple_value=float(v)) for tag, v in values.items()])
         self.writer.add_summary(summary, step)
 
-    def write_text(self, step: int, tag: str, text: str) -> None:
-        tensor = tf.make_tensor_proto(text)
-        metadata = v1.SummaryMetadata(plugin_data=v1.SummaryMetadata.PluginData(plugin_name="text"))
-        summary = v1.Summary(value=[v1.Summary.Value(tag=tag, metadata=metadata, tensor=tensor)])
-        self.writer.add_summary(summary, step)
 
 
 def start_session_log(writer: v1.summary.FileWriter, step: int) -> None:
@@ -53,11 +48,16 @@ class PngImage(NamedTuple):
     channels: int
 
 
-def png_summary(tag: str, image: PngImage, encoded: bytes) -> v1.Summary:
+def png_summary(tag: str, encoded: bytes, height: int, width: int, channels: int) -> v1.Summary:
     """A Summary with one PNG image under exactly ``tag``."""
-    img = v1.Summary.Image(height=image.height, width=image.width, colorspace=image.channels,
-                           encoded_image_string=encoded)
+    img = v1.Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=encoded)
     return v1.Summary(value=[v1.Summary.Value(tag=tag, image=img)])
+
+
+def text_summary(tag: str, text: str) -> v1.Summary:
+    """A Summary for TensorBoard's text plugin (markdown) under exactly ``tag``."""
+    metadata = v1.SummaryMetadata(plugin_data=v1.SummaryMetadata.PluginData(plugin_name="text"))
+    return v1.Summary(value=[v1.Summary.Value(tag=tag, metadata=metadata, tensor=tf.make_tensor_proto(text))])
 
 
 def encode_png(image: tf.Tensor) -> PngImage:

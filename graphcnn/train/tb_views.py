@@ -33,8 +33,8 @@ import tensorflow as tf
 from graphcnn.config import Config, to_dict
 from graphcnn.data.sources import Dataset, Split
 from graphcnn.model.network import resolve_layer_names
-from graphcnn.train.hooks import Hook
-from graphcnn.train.summaries import PngImage, png_summary
+from graphcnn.train.hooks import Hook, due
+from graphcnn.train.summaries import PngImage, png_summary, text_summary
 from graphcnn.viz import bitmap
 from graphcnn.viz.grids import activation_grid
 
@@ -115,12 +115,7 @@ def image_summary(tag: str, image: np.ndarray) -> v1.Summary:
     """A Summary with a numpy uint8 image under exactly ``tag``."""
     image = bitmap.to_rgb(image) if image.ndim == 2 or image.shape[-1] not in (1, 3) else image
     h, w, c = image.shape
-    return png_summary(tag, PngImage(None, h, w, c), bitmap.png_bytes(image))
-
-
-def text_summary(tag: str, text: str) -> v1.Summary:
-    metadata = v1.SummaryMetadata(plugin_data=v1.SummaryMetadata.PluginData(plugin_name="text"))
-    return v1.Summary(value=[v1.Summary.Value(tag=tag, metadata=metadata, tensor=tf.make_tensor_proto(text))])
+    return png_summary(tag, bitmap.png_bytes(image), h, w, c)
 
 
 def pr_curve_summary(tag: str, labels: np.ndarray, scores: np.ndarray,
@@ -230,10 +225,6 @@ def _preprocessed(sess, pipeline, split: Split) -> np.ndarray:
     return np.concatenate(batches) if batches else np.zeros((0,))
 
 
-def _due(step: int, every: int, first: bool = True) -> bool:
-    return every > 0 and (step % every == 0 or (first and step == 1))
-
-
 class FeatureMapHook(Hook):
     """Every N steps (and at step 1) run the probe batch and write ``feature_maps/<layer>``."""
 
@@ -241,11 +232,11 @@ class FeatureMapHook(Hook):
         self.sess, self.images, self.feed, self.every, self.writer = sess, dict(images), feed, every, writer
 
     def after_step(self, step: int, results: Mapping[str, Any]) -> None:
-        if not self.images or not _due(step, self.every):
+        if not self.images or not due(step, self.every):
             return
         values = self.sess.run({tag: image.png for tag, image in self.images.items()}, self.feed)
         for tag, image in self.images.items():
-            self.writer.add_summary(png_summary(tag, image, values[tag]), step)
+            self.writer.add_summary(png_summary(tag, values[tag], image.height, image.width, image.channels), step)
 
 
 class EvalViewsHook(Hook):

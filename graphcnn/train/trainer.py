@@ -306,8 +306,7 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
                     step += 1
                     if trace:
                         train_writer.add_run_metadata(metadata, f"step{step}", step)
-                    batch = tcfg.batch_size
-                    window_images += batch
+                    window_images += tcfg.batch_size
                     for hook in hooks:
                         hook.after_step(step, results)
                     if config.log.scalars_every > 0 and step % config.log.scalars_every == 0:
@@ -317,9 +316,10 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
                         window_images, window_start = 0, now
                         train_scalars.write(step, {"loss": results["loss"], "accuracy": results["accuracy"],
                                                    "learning_rate": results["lr"], "images_per_second": speed})
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{results['loss']:.3f}", acc=f"{results['accuracy']:.3f}",
-                                    img_s=f"{speed:.0f}", refresh=False)
+                    bar.update(1)  # also the per-step clock of scripts/benchmark.py
+                    if progress:
+                        bar.set_postfix(loss=f"{results['loss']:.3f}", acc=f"{results['accuracy']:.3f}",
+                                        img_s=f"{speed:.0f}", refresh=False)
                     epoch_end = step % steps_per_epoch == 0
                     if epoch_end or (tcfg.eval_every_steps > 0 and step % tcfg.eval_every_steps == 0):
                         last_val, last_val_step = validate(step) or last_val, step
