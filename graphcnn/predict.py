@@ -1,9 +1,13 @@
 """Restore a checkpoint and predict, from the checkpoint alone.
 
-:class:`Predictor` imports the saved meta graph (``import_meta_graph``) and restores the
+:class:`Predictor` imports a saved meta graph (``import_meta_graph``) and restores the
 weights: no network code runs, so any checkpoint graphcnn wrote can be served even if the
-config that built it is gone. Preprocessing parameters come from ``preprocessing.json``
-next to the checkpoint. The same names are what a plain TensorFlow script uses (README).
+config that built it is gone. It prefers ``inference.meta`` (the forward pass alone, written
+beside every run's checkpoints) to the checkpoint's own ``.meta`` (the whole training graph),
+and wires file decoding into ``input/images`` with ``input_map``, so a single file goes
+from path to probabilities in one ``Session.run``: both matter for a cold start
+(BENCHMARKS.md). Preprocessing parameters come from ``preprocessing.json`` next to the
+checkpoint. The same names are what a plain TensorFlow script uses (README).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from graphcnn.data.pipeline import Preprocessing, decode_file, preprocess
-from graphcnn.train.checkpoints import resolve_checkpoint
+from graphcnn.data.scan import clean_message
+from graphcnn.train.checkpoints import INFERENCE_META, resolve_checkpoint
 
 v1 = tf.compat.v1
 log = logging.getLogger("graphcnn.predict")
@@ -55,20 +60,23 @@ class Predictor:
         self.checkpoint = resolve_checkpoint(checkpoint, prefer_best)
         self.preprocessing, mean = Preprocessing.load(self.checkpoint.parent)
         p = self.preprocessing
+        size = (p.input_height, p.input_width, p.channels)
+        lean = self.checkpoint.parent / INFERENCE_META
+        self.meta_graph = lean if lean.exists() else Path(str(self.checkpoint) + ".meta")
         self.graph = tf.Graph()
         with self.graph.as_default():
-            saver = v1.train.import_meta_graph(str(self.checkpoint) + ".meta", clear_devices=True)
-            self.images = self.graph.get_tensor_by_name("input/images:0")
-            self.probabilities = self.graph.get_tensor_by_name("output/probabilities:0")
             with tf.name_scope("predict_input"):
                 self._path = v1.placeholder(tf.string, [], name="path")
-                self._decoded = preprocess(decode_file(self._path, p.input_height, p.input_width, p.channels)[None],
-                                           p.input_height, p.input_width, p.channels, mean)
+                self._decoded = preprocess(decode_file(self._path, *size)[None], *size, mean)
+                # float32 [N, H, W, C]: defaults to the decoded file, or feed preprocessed images;
+                # the batch dimension stays None, as the imported graph expects
+                self.images = v1.placeholder_with_default(self._decoded, [None, *size], name="images")
                 self._raw = v1.placeholder(tf.uint8, [None, None, None, None], name="raw_images")
-                self._raw_1 = preprocess(tf.ensure_shape(self._raw, [None, None, None, 1]),
-                                         p.input_height, p.input_width, p.channels, mean)
-                self._raw_3 = preprocess(tf.ensure_shape(self._raw, [None, None, None, 3]),
-                                         p.input_height, p.input_width, p.channels, mean)
+                self._raw_1 = preprocess(tf.ensure_shape(self._raw, [None, None, None, 1]), *size, mean)
+                self._raw_3 = preprocess(tf.ensure_shape(self._raw, [None, None, None, 3]), *size, mean)
+            saver = v1.train.import_meta_graph(str(self.meta_graph), clear_devices=True,
+                                               input_map={"input/images:0": self.images})
+            self.probabilities = self.graph.get_tensor_by_name("output/probabilities:0")
             self.sess = v1.Session(graph=self.graph)
             saver.restore(self.sess, str(self.checkpoint))
         self.graph.finalize()
@@ -102,25 +110,23 @@ class Predictor:
     def predict_files(self, files: Sequence[str | Path], top_k: int = 3, batch_size: int = 64
                       ) -> tuple[list[Prediction], list[tuple[str, str]]]:
         """Predictions for image files, and (file, error) for each file that could not be read."""
-        good, batch, errors = [], [], []
         predictions: list[Prediction] = []
-
-        def flush() -> None:
-            if batch:
-                probs = self.probabilities_for(np.concatenate(batch))
+        errors: list[tuple[str, str]] = []
+        names = [str(f) for f in files]
+        for i in range(0, len(names), batch_size):
+            good, rows = [], []
+            for f in names[i:i + batch_size]:
+                try:
+                    if len(names) == 1:  # one file, the usual CLI call: decode and forward in one run
+                        rows.append(self.sess.run(self.probabilities, {self._path: f}))
+                    else:
+                        rows.append(self.sess.run(self._decoded, {self._path: f}))
+                    good.append(f)
+                except tf.errors.OpError as err:
+                    errors.append((f, clean_message(err.message)))
+            if rows:
+                probs = np.concatenate(rows) if len(names) == 1 else self.probabilities_for(np.concatenate(rows))
                 predictions.extend(self._to_predictions(good, probs, top_k))
-                good.clear()
-                batch.clear()
-
-        for f in files:
-            try:
-                batch.append(self.sess.run(self._decoded, {self._path: str(f)}))
-                good.append(str(f))
-            except tf.errors.OpError as err:
-                errors.append((str(f), err.message.splitlines()[0]))
-            if len(batch) >= batch_size:
-                flush()
-        flush()
         return predictions, errors
 
     def _to_predictions(self, files: list[str], probs: np.ndarray, top_k: int) -> list[Prediction]:

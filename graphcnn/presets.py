@@ -109,19 +109,20 @@ def cats_dogs_150() -> Config:
 
 
 def fashion() -> Config:
-    """Fashion-MNIST: conv32-pool-conv64-pool-fc256 on 28x28 grayscale, two keep-rates.
+    """Fashion-MNIST: conv32-pool-conv96-pool-fc256, batch-normalized, on 28x28 grayscale.
 
-    Dropout after each conv block (keep_rate_conv) and fc1 (keep_rate_fc), horizontal flips
-    and small shifts, Adam with cosine decay and label smoothing; reads
-    /usr/share/datasets/fashion-mnist (``apt-get install dataset-fashion-mnist``) by default.
+    Batch norm before each ReLU, dropout on fc1, horizontal flips, Adam with a cosine decay
+    over 12 epochs and label smoothing: about 93.4% test accuracy in about 10 minutes on 2 CPU
+    cores (BENCHMARKS.md). Reads /usr/share/datasets/fashion-mnist (``apt-get install
+    dataset-fashion-mnist``) by default.
     """
     config = _preset("fashion", 28, 1, [
-        conv(32), pool(), dropout("conv"),
-        conv(64), pool(), dropout("conv"),
-        dense(256), dropout("fc"),
-    ], keep_rates={"conv": 0.8, "fc": 0.5}, epochs=20, batch_size=128, learning_rate=2e-3,
+        conv(32, batch_norm=True), pool(),
+        conv(96, batch_norm=True), pool(),
+        dense(256, batch_norm=True), dropout("fc"),
+    ], keep_rates={"fc": 0.5}, epochs=12, batch_size=128, learning_rate=2e-3,
         schedule=ScheduleConfig(name="cosine", decay_steps=0), label_smoothing=0.1)
-    augment = AugmentConfig(horizontal_flip=True, width_shift_range=0.05, height_shift_range=0.05)
+    augment = AugmentConfig(horizontal_flip=True)
     return dataclasses.replace(config, data=dataclasses.replace(
         config.data, path="/usr/share/datasets/fashion-mnist", augment=augment))
 

@@ -11,8 +11,9 @@ EXPECTED_VARIABLES = {
     "digits": ["conv1_1/weights", "conv1_1/biases", "conv1_2/weights", "conv1_2/biases", "conv2_1/weights",
                "conv2_1/biases", "conv2_2/weights", "conv2_2/biases", "fc1/weights", "fc1/biases",
                "logits/weights", "logits/biases"],
-    "fashion": ["conv1_1/weights", "conv1_1/biases", "conv2_1/weights", "conv2_1/biases", "fc1/weights",
-                "fc1/biases", "logits/weights", "logits/biases"],
+    "fashion": [f"{layer}/{v}" for layer in ("conv1_1", "conv2_1", "fc1")
+                for v in ("weights", "bn/gamma", "bn/beta", "bn/moving_mean", "bn/moving_variance")]
+    + ["logits/weights", "logits/biases"],
     "ct_scan": ["conv1_1/weights", "conv1_1/biases", "conv2_1/weights", "conv2_1/biases", "fc1/weights",
                 "fc1/biases", "logits/weights", "logits/biases"],
     "dog_breeds_vgg": ["conv1_1/weights", "conv1_1/biases", "conv1_2/weights", "conv1_2/biases",
@@ -26,6 +27,7 @@ EXPECTED_VARIABLES = {
     + ["fc1/weights", "fc1/biases", "fc2/weights", "fc2/biases", "logits/weights", "logits/biases"],
 }
 SHAPES = {"digits": {"conv1_1/weights": [3, 3, 1, 16], "fc1/weights": [7 * 7 * 32, 128]},
+          "fashion": {"conv2_1/weights": [3, 3, 32, 96], "conv2_1/bn/gamma": [96], "fc1/weights": [7 * 7 * 96, 256]},
           "dog_breeds_vgg": {"conv1_1/weights": [3, 3, 3, 32], "fc1/weights": [56 * 56 * 64, 512]},
           "cats_dogs_150": {"fc1/weights": [19 * 19 * 128, 128], "fc2/weights": [128, 512]}}
 KEEP_GROUPS = {"digits": ("fc",), "dog_breeds_vgg": ("conv", "fc")}
@@ -87,3 +89,61 @@ def test_keep_rate_defaults_give_deterministic_outputs():
             # feeding low keep rates in training mode changes the output: the placeholders are live
             c = sess.run(g.logits, {inputs.images: x, inputs.keep_rates["fc"]: 0.3, inputs.is_training: True})
             assert not np.allclose(a, c)
+
+
+@pytest.mark.parametrize("shape", [(16, 5, 5, 3), (16, 3)])
+def test_batch_norm_normalizes_with_batch_moments_and_moves_averages(shape):
+    from graphcnn.model.layers import batch_norm
+
+    x_val = np.random.default_rng(0).normal(3.0, 2.0, size=shape).astype(np.float32)
+    with tf.Graph().as_default():
+        x = v1.placeholder(tf.float32, [None, *shape[1:]])
+        is_training = v1.placeholder(tf.bool, [])
+        y, updates, _ = batch_norm(x, is_training, decay=0.9, epsilon=1e-3)
+        assert y.shape.as_list() == [None, *shape[1:]]
+        assign = [v1.assign_sub(var, delta) for var, delta in updates]
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            # evaluation before any update: moving mean 0, variance 1, so y = x / sqrt(1 + eps)
+            np.testing.assert_allclose(sess.run(y, {x: x_val, is_training: False}), x_val / np.sqrt(1.001),
+                                       rtol=1e-5)
+            y_train = sess.run(y, {x: x_val, is_training: True})
+            axes = tuple(range(len(shape) - 1))
+            np.testing.assert_allclose(y_train.mean(axis=axes), 0.0, atol=1e-4)
+            np.testing.assert_allclose(y_train.std(axis=axes), 1.0, atol=1e-3)
+            sess.run(assign, {x: x_val, is_training: True})
+            moving_mean_var = updates[0][0]
+            assert moving_mean_var.op.name == "bn/moving_mean"
+            moving_mean = sess.run(moving_mean_var)
+            np.testing.assert_allclose(moving_mean, 0.1 * x_val.mean(axis=axes), rtol=1e-4)
+            # an evaluation pass leaves the averages where they are
+            sess.run(assign, {x: x_val, is_training: False})
+            np.testing.assert_allclose(sess.run(moving_mean_var), moving_mean, rtol=1e-6)
+
+
+def test_kept_evaluation_split_is_preprocessed_once_and_identical():
+    """Arrays are evaluated without a tf.data iterator; a kept split is preprocessed once."""
+    from conftest import synthetic_dataset, tiny_config
+    from graphcnn.data.pipeline import InputPipeline
+
+    ds = synthetic_dataset(size=10)  # 10x10 arrays for a 12x12 model: the pipeline resizes them
+    cfg = tiny_config()
+    with tf.Graph().as_default():
+        pipeline = InputPipeline(cfg.data, cfg.model, ds.train, 8, ("fc",), seed=0)
+        pipeline.build()
+        with v1.Session() as sess:
+            streamed = list(pipeline.eval_batches(sess, ds.validation))
+            first = list(pipeline.eval_batches(sess, ds.validation, keep=True))
+            runs = []
+            real_run = sess.run
+            sess.run = lambda *a, **k: runs.append(a) or real_run(*a, **k)
+            second = list(pipeline.eval_batches(sess, ds.validation, keep=True))
+            assert runs == []  # served from the kept arrays: no iterator, no session run
+            other = list(pipeline.eval_batches(sess, ds.test))
+            assert len(runs) == len(other)  # not kept: one preprocessing run per batch
+            assert len(list(pipeline.eval_batches(sess, ds.test))) == len(runs) / 2
+    assert [x.shape for x, _ in second] == [(8, 12, 12, 1)] * (len(ds.validation) // 8) + (
+        [(len(ds.validation) % 8, 12, 12, 1)] if len(ds.validation) % 8 else [])
+    for a, b, c in zip(streamed, first, second):
+        np.testing.assert_array_equal(a[0], c[0])
+        np.testing.assert_array_equal(b[1], c[1])

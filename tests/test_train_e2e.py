@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,13 +82,62 @@ def test_restore_gives_identical_predictions_and_plain_tf_snippet(trained):
     prefix = tf.train.latest_checkpoint(str(run.checkpoints))
     prep = json.loads((run.checkpoints / "preprocessing.json").read_text())
     images = tf.image.resize(test.images.astype(np.float32), [prep["input_height"], prep["input_width"]]).numpy() / 255.0
-    with tf.Graph().as_default(), v1.Session() as sess:
-        saver = v1.train.import_meta_graph(prefix + ".meta", clear_devices=True)
-        saver.restore(sess, prefix)
-        plain = sess.run("output/probabilities:0", {"input/images:0": images})
-        classes = sess.run("output/classes:0", {"input/images:0": images})
-    np.testing.assert_allclose(plain, probs, rtol=1e-4, atol=1e-5)
-    assert prep["class_names"][classes[0]] == "c0"
+    for meta in (str(run.checkpoints / "inference.meta"), prefix + ".meta"):
+        with tf.Graph().as_default(), v1.Session() as sess:
+            saver = v1.train.import_meta_graph(meta, clear_devices=True)
+            saver.restore(sess, prefix)
+            plain = sess.run("output/probabilities:0", {"input/images:0": images})
+            classes = sess.run("output/classes:0", {"input/images:0": images})
+        np.testing.assert_allclose(plain, probs, rtol=1e-4, atol=1e-5)
+        assert prep["class_names"][classes[0]] == "c0"
+
+
+def test_inference_graph_is_lean_and_predicts_as_the_training_graph(trained, tmp_path):
+    cfg, run, result = trained
+    lean = run.checkpoints / "inference.meta"
+    assert lean.exists() and (run.best / "inference.meta").exists()
+    prefix = tf.train.latest_checkpoint(str(run.checkpoints))
+    with tf.Graph().as_default() as graph, v1.Session() as sess:
+        v1.train.import_meta_graph(str(lean), clear_devices=True).restore(sess, prefix)
+        ops = {op.name for op in graph.get_operations()}
+        assert {"input/images", "input/is_training", "input/keep_rate_fc", "output/probabilities"} <= ops
+        assert not [n for n in ops if n.startswith(("train/", "cross_entropy", "input/train_pipeline"))]
+        assert {v.op.name for v in v1.global_variables()} == {
+            "conv1_1/weights", "conv1_1/biases", "conv2_1/weights", "conv2_1/bn/gamma", "conv2_1/bn/beta",
+            "conv2_1/bn/moving_mean", "conv2_1/bn/moving_variance", "fc1/weights", "fc1/biases",
+            "logits/weights", "logits/biases"}
+    # the same checkpoint without inference.meta: the Predictor falls back on the training graph
+    full = tmp_path / "full"
+    full.mkdir()
+    for f in run.checkpoints.iterdir():
+        if f.name.startswith(Path(prefix).name) or f.name in ("preprocessing.json", "checkpoint"):
+            shutil.copy(f, full / f.name)
+    test = synthetic_dataset().test
+    with Predictor(run.checkpoints / Path(prefix).name) as lean_p, Predictor(full / Path(prefix).name) as full_p:
+        assert lean_p.meta_graph.name == "inference.meta" and full_p.meta_graph.name.endswith(".meta")
+        assert full_p.meta_graph.name != "inference.meta"
+        x = lean_p.preprocess_arrays(test.images)
+        np.testing.assert_allclose(lean_p.probabilities_for(x), full_p.probabilities_for(x), rtol=1e-5, atol=1e-6)
+        files = sorted((run.root / "examples").iterdir())
+        a, _ = lean_p.predict_files(files)
+        b, _ = full_p.predict_files(files)
+        assert [(p.file, p.class_name) for p in a] == [(p.file, p.class_name) for p in b]
+        np.testing.assert_allclose([p.probability for p in a], [p.probability for p in b], rtol=1e-5)
+
+
+def test_predict_files_names_bad_files_and_keeps_the_rest(trained, tmp_path):
+    cfg, run, result = trained
+    good = sorted((run.root / "examples").iterdir())
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    missing = tmp_path / "missing.png"
+    with Predictor(run.root) as p:
+        predictions, errors = p.predict_files([good[0], bad, good[1], missing, good[2]], batch_size=4)
+    assert [pr.file for pr in predictions] == [str(f) for f in good]
+    assert [pr.class_name for pr in predictions] == ["c0", "c1", "c2"]
+    assert [f for f, _ in errors] == [str(bad), str(missing)]
+    # the decoder's own words, not TensorFlow's "Graph execution error:" wrapper
+    assert errors[0][1].startswith("Unknown image file format") and errors[1][1] == f"{missing}; No such file or directory"
 
 
 def test_predict_cli_json_text_csv(trained, capsys):
@@ -136,7 +187,7 @@ def test_resume_continues_global_step_and_keeps_retention(trained, tmp_path):
     longer.save(run.config)
     result = train(longer, run, resume=True, progress=False, dataset=synthetic_dataset())
     assert result.global_step == 36
-    assert sorted(p.name for p in run.checkpoints.glob("*.meta")) == ["model.ckpt-27.meta", "model.ckpt-36.meta"]
+    assert sorted(p.name for p in run.checkpoints.glob("model.ckpt-*.meta")) == ["model.ckpt-27.meta", "model.ckpt-36.meta"]
     assert not list(run.checkpoints.glob("*tempstate*"))
     val_steps = [s for s, _ in events(run.validation_logs)["accuracy"]]
     assert val_steps == [9, 18, 27, 36]

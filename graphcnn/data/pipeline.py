@@ -27,6 +27,7 @@ from graphcnn.data.sources import Split
 v1 = tf.compat.v1
 AUTOTUNE = tf.data.AUTOTUNE
 MEAN_FILE = "pixel_mean.npy"
+EVAL_CACHE_BYTES = 1 << 30  # preprocessed in-memory evaluation splits kept between evaluations
 PREPROCESSING_FILE = "preprocessing.json"
 
 
@@ -126,6 +127,7 @@ class InputPipeline:
         self.seed = seed
         self.augment_fn = augment_fn  # (float32 batch, int64 [2] seed) -> float32 batch, training only
         self._split_placeholders: dict[str, tf.Tensor] = {}
+        self._eval_cache: dict[int, tuple[Split, np.ndarray, np.ndarray]] = {}
 
     # -- graph construction ---------------------------------------------------------
     def _size(self) -> tuple[int, int, int]:
@@ -189,10 +191,16 @@ class InputPipeline:
                 self._train_iterator = v1.data.make_initializable_iterator(ds)
                 train_images, train_labels = self._train_iterator.get_next()
             with tf.name_scope("eval_pipeline"):
-                self._eval_iterator = v1.data.make_initializable_iterator(
-                    self._batches(self._source_dataset(self.train_split, "eval"), mean, training=False)
-                )
-                self._eval_next = self._eval_iterator.get_next()
+                if self.train_split.images is not None:
+                    # arrays: one preprocessing op fed batch by batch (no iterator to re-initialize)
+                    self._eval_raw = v1.placeholder(tf.uint8, [None, *self.train_split.images.shape[1:]],
+                                                    name="eval_images")
+                    self._eval_preprocessed = preprocess(self._eval_raw, h, w, c, mean)
+                else:
+                    self._eval_iterator = v1.data.make_initializable_iterator(
+                        self._batches(self._source_dataset(self.train_split, "eval"), mean, training=False)
+                    )
+                    self._eval_next = self._eval_iterator.get_next()
             images = v1.placeholder_with_default(train_images, [None, h, w, c], name="images")
             labels = v1.placeholder_with_default(train_labels, [None], name="labels")
             is_training = v1.placeholder_with_default(False, [], name="is_training")
@@ -211,8 +219,13 @@ class InputPipeline:
         """Start the training iterator (the arrays are copied into the pipeline once)."""
         sess.run(self._train_iterator.initializer, self._feed("train", self.train_split))
 
-    def eval_batches(self, sess: v1.Session, split: Split) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Preprocessed batches of ``split``, in order: (float32 [B, H, W, C], int64 [B])."""
+    def eval_batches(self, sess: v1.Session, split: Split, keep: bool = False
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Preprocessed batches of ``split``, in order: (float32 [B, H, W, C], int64 [B]).
+
+        ``keep`` (for a split evaluated again and again, like validation): an in-memory split
+        is preprocessed once and kept (up to :data:`EVAL_CACHE_BYTES` in all).
+        """
         if len(split) == 0:
             return
         if (split.images is None) != (self.train_split.images is None) or (
@@ -220,12 +233,30 @@ class InputPipeline:
         ):
             raise ValueError("evaluation split must have the same form (arrays of the same shape, or files) "
                              "as the training split")
-        sess.run(self._eval_iterator.initializer, self._feed("eval", split))
-        while True:
-            try:
-                yield sess.run(self._eval_next)
-            except tf.errors.OutOfRangeError:
-                return
+        if split.images is None:
+            sess.run(self._eval_iterator.initializer, self._feed("eval", split))
+            while True:
+                try:
+                    yield sess.run(self._eval_next)
+                except tf.errors.OutOfRangeError:
+                    return
+        cached = self._eval_cache.get(id(split))
+        if cached is not None and cached[0] is split:
+            _, images, labels = cached
+            for i in range(0, len(labels), self.batch_size):
+                yield images[i:i + self.batch_size], labels[i:i + self.batch_size]
+            return
+        h, w, c = self._size()
+        used = sum(x.nbytes for _, x, _ in self._eval_cache.values())
+        keep = keep and used + len(split) * h * w * c * 4 <= EVAL_CACHE_BYTES
+        kept = []
+        for i in range(0, len(split), self.batch_size):
+            batch = sess.run(self._eval_preprocessed, {self._eval_raw: split.images[i:i + self.batch_size]})
+            if keep:
+                kept.append(batch)
+            yield batch, split.labels[i:i + self.batch_size]
+        if keep:  # the split is kept with its arrays, so its id cannot be reused
+            self._eval_cache[id(split)] = (split, np.concatenate(kept), split.labels)
 
 
 def compute_pixel_mean(split: Split, model: ModelConfig, batch_size: int = 256) -> np.ndarray:

@@ -135,7 +135,7 @@ def _describe_failure(session, decode, path_in, path: str) -> str:
     try:
         session.run(decode, {path_in: os.fsencode(path)})
     except tf.errors.OpError as err:
-        return _truncation_hint(path) + _clean_message(err.message)
+        return _truncation_hint(path) + clean_message(err.message)
     # Decoded fine alone (e.g. a transient read error during the scan): still reported.
     return "failed to decode during the scan"
 
@@ -156,7 +156,7 @@ def _truncation_hint(path: str) -> str:
     return ""
 
 
-def _clean_message(message: str) -> str:
+def clean_message(message: str) -> str:
     """The decoder's own words from a TF error, without graph-execution and node noise."""
     noise = ("Graph execution error", "Detected at node", "File ", "Node:", "[[", "(most recent call")
     for line in message.splitlines():

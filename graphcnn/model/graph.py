@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from graphcnn.config import Config, TrainConfig
+from graphcnn.config import Config, ModelConfig, TrainConfig
 from graphcnn.data.pipeline import InputHandles
 from graphcnn.model.network import Network, NetworkOutput
 
@@ -45,11 +45,37 @@ class GraphHandles(NamedTuple):
 def inference(network: Network, inputs: InputHandles) -> tuple[NetworkOutput, tf.Tensor, tf.Tensor, tf.Tensor]:
     """Connect the network to ``input/images``; name its outputs under ``output/``."""
     out = network(inputs.images, inputs.is_training, inputs.keep_rates)
+    return (out, *_outputs(out.logits))
+
+
+def _outputs(logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     with tf.name_scope("output"):
-        logits = tf.identity(out.logits, name="logits")
+        logits = tf.identity(logits, name="logits")
         probabilities = tf.nn.softmax(logits, name="probabilities")
         classes = tf.argmax(logits, axis=1, name="classes")
-    return out, logits, probabilities, classes
+    return logits, probabilities, classes
+
+
+def inference_graph(model: ModelConfig, num_classes: int) -> tuple[tf.Graph, v1.train.Saver]:
+    """A graph of the forward pass alone, and a Saver over its variables, for serving.
+
+    ``input/images`` is a float32 [None, H, W, C] placeholder; ``input/is_training``
+    (default False) and ``input/keep_rate_<group>`` (default 1.0) keep the training graph's
+    names, as do ``output/{logits,probabilities,classes}`` and every variable, so a training
+    checkpoint restores it. No input pipeline, loss, optimizer or summaries: imported and
+    run cold, it costs a fraction of the training graph (BENCHMARKS.md, cold predict).
+    """
+    graph = tf.Graph()
+    with graph.as_default():
+        network = Network(model, num_classes)
+        with tf.name_scope("input"):
+            images = v1.placeholder(tf.float32, [None, model.input_height, model.input_width, model.channels],
+                                    name="images")
+            is_training = v1.placeholder_with_default(False, [], name="is_training")
+            keep_rates = {g: v1.placeholder_with_default(1.0, [], name=f"keep_rate_{g}") for g in network.keep_groups}
+        _outputs(network(images, is_training, keep_rates).logits)
+        saver = v1.train.Saver(v1.global_variables(), sharded=False)
+    return graph, saver
 
 
 def loss(logits: tf.Tensor, labels: tf.Tensor, weight_decay: tf.Tensor, label_smoothing: float = 0.0):

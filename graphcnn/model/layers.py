@@ -58,13 +58,16 @@ class LayerOutput(NamedTuple):
 def batch_norm(
     x: tf.Tensor, is_training: tf.Tensor, decay: float = 0.99, epsilon: float = 1e-3, name: str = "bn"
 ) -> LayerOutput:
-    """Batch normalization over all axes but the last (NHWC or NC).
+    """Batch normalization over all axes but the last: x float32 [B, H, W, C] or [B, C].
 
     Training (``is_training`` true) normalizes with the batch moments; evaluation uses the
     moving averages. The returned updates move those averages; the train op applies them.
+    Variables ``<name>/{gamma,beta,moving_mean,moving_variance}`` [C].
+
+    Both branches use the fused kernel (one op forward, one backward): built from
+    ``tf.nn.moments`` the same layer made a BN network about 3x slower on CPU.
     """
-    channels = x.shape[-1]
-    axes = list(range(len(x.shape) - 1))
+    channels = int(x.shape[-1])
     with v1.variable_scope(name):
         gamma = v1.get_variable("gamma", [channels], initializer=v1.ones_initializer())
         beta = v1.get_variable("beta", [channels], initializer=v1.zeros_initializer())
@@ -74,17 +77,28 @@ def batch_norm(
         moving_variance = v1.get_variable(
             "moving_variance", [channels], initializer=v1.ones_initializer(), trainable=False
         )
-        batch_mean, batch_variance = tf.nn.moments(x, axes)
+        # the fused kernel wants NHWC; a dense layer's [B, C] becomes [B, 1, 1, C]
+        x4 = x if x.shape.rank == 4 else tf.reshape(x, [-1, 1, 1, channels])
+
+        def batch_moments():
+            y, mean, variance = v1.nn.fused_batch_norm(x4, gamma, beta, epsilon=epsilon, is_training=True)
+            return y, mean, variance
+
+        def moving_moments():
+            y, _, _ = v1.nn.fused_batch_norm(
+                x4, gamma, beta, mean=moving_mean, variance=moving_variance, epsilon=epsilon, is_training=False
+            )
+            return y, tf.identity(moving_mean), tf.identity(moving_variance)
+
+        y, mean, variance = tf.cond(is_training, batch_moments, moving_moments)
+        # at evaluation the cond yields the moving averages themselves, so the deltas are 0
         updates = (
-            (moving_mean, (moving_mean - batch_mean) * (1.0 - decay)),
-            (moving_variance, (moving_variance - batch_variance) * (1.0 - decay)),
+            (moving_mean, (moving_mean - mean) * (1.0 - decay)),
+            (moving_variance, (moving_variance - variance) * (1.0 - decay)),
         )
-        mean, variance = tf.cond(
-            is_training,
-            lambda: (batch_mean, batch_variance),
-            lambda: (tf.identity(moving_mean), tf.identity(moving_variance)),
-        )
-        y = tf.nn.batch_normalization(x, mean, variance, beta, gamma, epsilon)
+        if x.shape.rank != 4:
+            y = tf.reshape(y, [-1, channels])
+        y.set_shape(x.shape)
     return LayerOutput(y, updates)
 
 

@@ -29,9 +29,9 @@ from tqdm import tqdm
 from graphcnn.config import Config
 from graphcnn.data.pipeline import InputPipeline, Preprocessing, augment_fn_for, compute_pixel_mean
 from graphcnn.data.sources import Dataset, Split, load_dataset
-from graphcnn.model.graph import GraphHandles, build_graph
+from graphcnn.model.graph import GraphHandles, build_graph, inference_graph
 from graphcnn.model.network import Network
-from graphcnn.train.checkpoints import CheckpointManager
+from graphcnn.train.checkpoints import CheckpointManager, export_inference_graph
 from graphcnn.train.early_stopping import EarlyStopping
 from graphcnn.train.finetune import build_init_from_checkpoint
 from graphcnn.train.hooks import Hook, PeriodicImageHook, PeriodicSummaryHook
@@ -101,12 +101,17 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def evaluate_split(sess: v1.Session, g: GraphHandles, pipeline: InputPipeline, split: Split) -> EvalResult | None:
-    """Run the network over ``split`` (no dropout, batch-norm moving averages)."""
+def evaluate_split(sess: v1.Session, g: GraphHandles, pipeline: InputPipeline, split: Split,
+                   repeated: bool = False) -> EvalResult | None:
+    """Run the network over ``split`` (no dropout, batch-norm moving averages).
+
+    ``repeated``: the split is evaluated again later (validation), so its preprocessed
+    images may be kept between calls.
+    """
     if len(split) == 0:
         return None
     losses, labels, preds, probs = [], [], [], []
-    for images, batch_labels in pipeline.eval_batches(sess, split):
+    for images, batch_labels in pipeline.eval_batches(sess, split, keep=repeated):
         ce, p, c = sess.run([g.cross_entropy, g.probabilities, g.classes],
                             {g.inputs.images: images, g.inputs.labels: batch_labels})
         losses.append(ce * len(batch_labels))
@@ -174,6 +179,7 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
                                   dataset.class_names, config.data.mean_subtraction)
     for directory in (run.checkpoints, run.best):
         preprocessing.save(directory, mean)
+    export_inference_graph(*inference_graph(config.model, num_classes), [run.checkpoints, run.best])
     log.info("data: %s; %d classes; train %d, validation %d, test %d; %d steps per epoch",
              dataset.name, num_classes, len(dataset.train), len(dataset.validation), len(dataset.test),
              steps_per_epoch)
@@ -248,7 +254,7 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
         base_fetches = {"train": g.train_op, "loss": g.loss, "accuracy": g.accuracy, "lr": g.learning_rate}
 
         def validate(step: int) -> EvalResult | None:
-            result = evaluate_split(sess, g, pipeline, dataset.validation)
+            result = evaluate_split(sess, g, pipeline, dataset.validation, repeated=True)
             if result is None:
                 return None
             val_scalars.write(step, {"loss": result.loss, "accuracy": result.accuracy})
