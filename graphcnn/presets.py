@@ -46,7 +46,7 @@ def digits() -> Config:
     """MNIST-style digits: conv16-conv16-pool-conv32-conv32-pool-fc128 on 28x28 grayscale.
 
     The default. Adam at 2e-3 with a cosine decay over the run and label smoothing 0.1
-    reach about 99% test accuracy on the embedded digits in 20 epochs (BENCHMARKS.md).
+    reach 98.4-98.6% test accuracy on the embedded digits in 20 epochs (BENCHMARKS.md).
     """
     return _preset("digits", 28, 1, [
         conv(16), conv(16), pool(),

@@ -105,7 +105,7 @@ class CheckpointManager:
         self.best_saver = v1.train.Saver(max_to_keep=1, save_relative_paths=True, name="best_saver")
         self.best_metric: float | None = None
         self.best_step: int | None = None
-        self._meta: dict[str, bytes] = {}  # saver name -> its serialized meta graph
+        self._meta: dict[str, bytes] = {}  # per saver (its filename tensor): the serialized meta graph
         self._load_best_record()
 
     # -- latest -------------------------------------------------------------------------
