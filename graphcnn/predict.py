@@ -113,19 +113,18 @@ class Predictor:
         predictions: list[Prediction] = []
         errors: list[tuple[str, str]] = []
         names = [str(f) for f in files]
+        # one file, the usual CLI call: decode and forward in one run (one graph pruning, not two)
+        single = len(names) == 1
         for i in range(0, len(names), batch_size):
             good, rows = [], []
             for f in names[i:i + batch_size]:
                 try:
-                    if len(names) == 1:  # one file, the usual CLI call: decode and forward in one run
-                        rows.append(self.sess.run(self.probabilities, {self._path: f}))
-                    else:
-                        rows.append(self.sess.run(self._decoded, {self._path: f}))
+                    rows.append(self.sess.run(self.probabilities if single else self._decoded, {self._path: f}))
                     good.append(f)
                 except tf.errors.OpError as err:
                     errors.append((f, clean_message(err.message)))
             if rows:
-                probs = np.concatenate(rows) if len(names) == 1 else self.probabilities_for(np.concatenate(rows))
+                probs = rows[0] if single else self.probabilities_for(np.concatenate(rows))
                 predictions.extend(self._to_predictions(good, probs, top_k))
         return predictions, errors
 

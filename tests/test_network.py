@@ -140,10 +140,13 @@ def test_kept_evaluation_split_is_preprocessed_once_and_identical():
             second = list(pipeline.eval_batches(sess, ds.validation, keep=True))
             assert runs == []  # served from the kept arrays: no iterator, no session run
             other = list(pipeline.eval_batches(sess, ds.test))
-            assert len(runs) == len(other)  # not kept: one preprocessing run per batch
-            assert len(list(pipeline.eval_batches(sess, ds.test))) == len(runs) / 2
+            assert len(runs) == len(other)  # not kept: one preprocessing run per batch...
+            list(pipeline.eval_batches(sess, ds.test))
+            assert len(runs) == 2 * len(other)  # ...every time
     assert [x.shape for x, _ in second] == [(8, 12, 12, 1)] * (len(ds.validation) // 8) + (
         [(len(ds.validation) % 8, 12, 12, 1)] if len(ds.validation) % 8 else [])
+    assert len(streamed) == len(first) == len(second)
     for a, b, c in zip(streamed, first, second):
-        np.testing.assert_array_equal(a[0], c[0])
-        np.testing.assert_array_equal(b[1], c[1])
+        for x in (a, b):
+            np.testing.assert_array_equal(x[0], c[0])
+            np.testing.assert_array_equal(x[1], c[1])

@@ -105,7 +105,7 @@ class CheckpointManager:
         self.best_saver = v1.train.Saver(max_to_keep=1, save_relative_paths=True, name="best_saver")
         self.best_metric: float | None = None
         self.best_step: int | None = None
-        self._meta: dict[str, bytes] = {}  # per saver (its filename tensor): the serialized meta graph
+        self._meta: dict[v1.train.Saver, bytes] = {}  # each saver's serialized meta graph
         self._load_best_record()
 
     # -- latest -------------------------------------------------------------------------
@@ -128,13 +128,12 @@ class CheckpointManager:
         once and its bytes written for every later checkpoint (exporting cost ~50 ms a save)."""
         prefix = saver.save(sess, str(directory / PREFIX), global_step=step, write_meta_graph=False)
         meta = Path(prefix + ".meta")
-        key = saver.saver_def.filename_tensor_name
-        if key not in self._meta:
+        if saver not in self._meta:
             with sess.graph.as_default():
                 saver.export_meta_graph(str(meta))
-            self._meta[key] = meta.read_bytes()
+            self._meta[saver] = meta.read_bytes()
         else:
-            meta.write_bytes(self._meta[key])
+            meta.write_bytes(self._meta[saver])
         return prefix
 
     # -- best ---------------------------------------------------------------------------
