@@ -11,14 +11,18 @@ a shared machine hits them all alike; each table gives median/min/max over the r
 Steady state only: every training path skips its first ``warmup`` steps (graph
 optimization, first-touch allocations, first histogram/filter summaries at step 1) and times
 the next ``steps`` steps. For graphcnn's own trainer the per-step clock is the trainer's
-progress bar (a disabled tqdm whose ``update`` is timed, so the trainer's code is unchanged);
-the intervals that contain the end-of-epoch validation and checkpoint are left out of the
-steady rate and reported separately ("incl. epoch ends").
+progress bar (``StepClock``: a disabled tqdm whose ``update`` is timed, so the trainer's code is
+unchanged); the intervals that contain the end-of-epoch validation and checkpoint are left
+out of the steady rate and reported separately ("incl. epoch ends").
 
 Paths (``--paths``; default: all):
 
 * ``graphcnn``     (a) graphcnn's trainer, default settings, digits preset on the embedded digits, batch 128
-* ``nolog``        (d) the same with TensorBoard logging off
+* ``nolog``        (d) the same with TensorBoard logging off. (a) also measures logging inside its own
+                   run: each step where a summary is due against its nearest plain steps, plus the
+                   time of the views written at each validation
+* ``paired``       (a), (c) and (b) with oneDNN on, alternating in blocks of 10 steps inside ONE
+                   process: per-cycle ratios that the drift between processes cannot blur
 * ``ingraph``      (c) the same graph, one batch held in a variable, ``sess.run(train_op)`` only
 * ``keras``        (b) the same net as a Keras 3 ``model.fit``, TF defaults (oneDNN variable unset)
 * ``keras_onednn`` (b) the same with ``TF_ENABLE_ONEDNN_OPTS=1``
@@ -31,6 +35,7 @@ Paths (``--paths``; default: all):
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime as _dt
 import json
 import os
@@ -112,35 +117,86 @@ def _resized(images, size: int):
     return np.clip(np.round(x.numpy()), 0, 255).astype(np.uint8)
 
 
-def _step_clock():
-    """A tqdm subclass that records a timestamp at every ``update`` (the trainer calls it once per step)."""
-    import graphcnn.train.trainer as trainer_module
+class StepClock:
+    """Per-step durations of graphcnn's trainer, read from its progress bar.
 
-    stamps: list[float] = []
-    base = trainer_module.tqdm
+    The trainer calls ``tqdm.update`` once per step (its bar is disabled in these runs, so only
+    the call remains); a subclass installed in the trainer module times those calls, so the
+    trainer's code is unchanged. ``between(step)``, if given, runs after every ``every``-th step
+    past ``warmup``; its time is kept out of the next step's duration.
+    """
 
-    class ClockedBar(base):
-        def update(self, n=1):
-            stamps.append(time.perf_counter())
-            return super().update(n)
+    def __init__(self, between=None, every: int = 10, warmup: int = 0):
+        import graphcnn.train.trainer as trainer_module
 
-    trainer_module.tqdm = ClockedBar
-    return stamps
+        self.steps: list[tuple[int, float]] = []  # (step, seconds): from the end of step - 1 to the end of step
+        self.between, self.every, self.warmup = between, every, warmup
+        self._count, self._last = 0, None
+        clock, base = self, trainer_module.tqdm
+
+        class ClockedBar(base):
+            def update(self, n=1):
+                clock._tick()
+                return super().update(n)
+
+        trainer_module.tqdm = ClockedBar
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self._count += 1
+        if self._last is not None:
+            self.steps.append((self._count, now - self._last))
+        if self.between is not None and self._count > self.warmup and (self._count - self.warmup) % self.every == 0:
+            self.between(self._count)
+            now = time.perf_counter()
+        self._last = now
 
 
-def _steady_rate(stamps: list[float], warmup: int, steps_per_epoch: int, batch: int) -> tuple[float, float, int]:
+def after_epoch_end(step: int, steps_per_epoch: int) -> bool:
+    """Whether the duration of ``step`` holds the validation + checkpoint that ended the previous step's epoch."""
+    return step > 1 and (step - 1) % steps_per_epoch == 0
+
+
+def _steady_rate(steps: list[tuple[int, float]], warmup: int, steps_per_epoch: int,
+                 batch: int) -> tuple[float, float, int]:
     """(steady images/s without epoch-end intervals, images/s including them, timed steps)."""
-    # stamps[i] is the end of step i + 1; interval i covers step i + 1 (and the epoch-end work of step i)
-    kept_time, kept_steps = 0.0, 0
-    for i in range(warmup, len(stamps)):
-        dt = stamps[i] - stamps[i - 1]
-        if i % steps_per_epoch == 0:  # the previous step (number i) ended an epoch: validation + checkpoint
+    timed = [(s, dt) for s, dt in steps if s > warmup]
+    kept = [dt for s, dt in timed if not after_epoch_end(s, steps_per_epoch)]
+    return len(kept) * batch / sum(kept), len(timed) * batch / sum(dt for _, dt in timed), len(timed)
+
+
+def logging_steps(log) -> list[int]:
+    """The ``*_every`` periods of a LogConfig that add work to a training step (0 = off)."""
+    import dataclasses
+
+    return [getattr(log, f.name) for f in dataclasses.fields(log)
+            if f.name.endswith("_every") and getattr(log, f.name) > 0]
+
+
+def logging_cost_in_run(steps: list[tuple[int, float]], periods: list[int], warmup: int,
+                        steps_per_epoch: int, neighbours: int = 4) -> dict:
+    """TensorBoard logging's share of training time, measured inside one default run.
+
+    A step where any periodic summary is due is compared with the median of its nearest plain
+    steps (up to ``neighbours`` on each side, no logging, no epoch end): the difference is its
+    logging time. Summed over the timed steps and divided by their total (epoch-end intervals
+    left out, as in the steady rate), this is the cost of logging with the load of the moment
+    cancelled, which a comparison of two processes cannot do on a shared machine.
+    """
+    timed = [(s, dt) for s, dt in steps if s > warmup and not after_epoch_end(s, steps_per_epoch)]
+    logging = {s for s, _ in timed if any(s % p == 0 for p in periods)}
+    plain = [(s, dt) for s, dt in timed if s not in logging]
+    extra, per_step = 0.0, []
+    for s, dt in timed:
+        if s not in logging:
             continue
-        kept_time += dt
-        kept_steps += 1
-    total = stamps[-1] - stamps[warmup - 1]
-    n = len(stamps) - warmup
-    return kept_steps * batch / kept_time, n * batch / total, n
+        near = sorted(plain, key=lambda x: abs(x[0] - s))[:2 * neighbours]
+        e = dt - statistics.median(d for _, d in near)
+        extra += e
+        per_step.append((s, e))
+    total = sum(dt for _, dt in timed)
+    return {"logging_share": extra / total, "logging_steps": len(logging), "timed_steps": len(timed),
+            "largest_ms": sorted(((round(e * 1000, 1), s) for s, e in per_step), reverse=True)[:3]}
 
 
 def _matmul_gflops(n: int = 2048, reps: int = 10) -> float:
@@ -166,6 +222,22 @@ def _matmul_gflops(n: int = 2048, reps: int = 10) -> float:
     return 2.0 * n ** 3 / statistics.median(times) / 1e9
 
 
+def _time_calls(cls, name: str) -> list[float]:
+    """Wrap ``cls.name`` so each call's seconds are appended to the returned list."""
+    times: list[float] = []
+    original = getattr(cls, name)
+
+    def timed(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            times.append(time.perf_counter() - t)
+
+    setattr(cls, name, timed)
+    return times
+
+
 def worker_graphcnn(opts: dict) -> dict:
     """(a)/(d)/sweep: graphcnn's own trainer on the embedded digits."""
     import dataclasses
@@ -175,6 +247,7 @@ def worker_graphcnn(opts: dict) -> dict:
     from graphcnn.config import DataConfig
     from graphcnn.data.sources import Split, load_dataset
     from graphcnn.train.run_dir import RunDir
+    from graphcnn.train.tb_views import EvalViewsHook
     from graphcnn.train.trainer import train
 
     warmup, steps = opts["warmup"], opts["steps"]
@@ -191,22 +264,33 @@ def worker_graphcnn(opts: dict) -> dict:
                                                   inter_op_parallelism_threads=opts.get("inter") or 0)
         if opts.get("xla_config"):
             session_config.graph_options.optimizer_options.global_jit_level = tf.compat.v1.OptimizerOptions.ON_1
-    stamps = _step_clock()
+    clock = StepClock()
+    views_time = _time_calls(EvalViewsHook, "after_validation")  # the epoch-end share of logging
     run = RunDir.create(opts["workdir"], opts["name"], prefix="bench")
     result = train(config, run, dataset=dataset, progress=False, session_config=session_config)
     steps_per_epoch = max(1, len(dataset.train) // BATCH)
-    steady, with_epoch_ends, n = _steady_rate(stamps, warmup, steps_per_epoch, BATCH)
+    steady, with_epoch_ends, n = _steady_rate(clock.steps, warmup, steps_per_epoch, BATCH)
     out = {"images_per_second": steady, "images_per_second_incl_epoch_ends": with_epoch_ends, "timed_steps": n,
            "trainer_reported_images_per_second": result.images_per_second, "run": str(run.root),
            "onednn_env": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "tf_version": tf.__version__,
            "train_mflop_per_image": flops_per_image(config.model, 10) / 1e6}
+    if not opts.get("log_off"):
+        out["logging_in_run"] = logging_cost_in_run(clock.steps, logging_steps(config.log), warmup, steps_per_epoch)
+        # the views written at each validation (confusion matrix, mistakes, PR curves), over all timed time
+        timed_total = sum(dt for s, dt in clock.steps if s > warmup)
+        ends = [s for s, _ in clock.steps if s > warmup and after_epoch_end(s, steps_per_epoch)]
+        before = len(range(steps_per_epoch, warmup, steps_per_epoch))  # validations in the warm-up
+        out["logging_in_run"]["epoch_end_views_share"] = sum(views_time[before:before + len(ends)]) / timed_total
     if opts.get("matmul"):
         out["matmul_gflops"] = _matmul_gflops(*((1024, 5) if opts.get("quick") else (2048, 10)))
     return out
 
 
-def worker_ingraph(opts: dict) -> dict:
-    """(c): the same graph with one preprocessed batch in a variable, and no input pipeline."""
+def _ingraph_session(opts: dict, steps_total: int):
+    """The graph of (c): one preprocessed batch in a variable, no input pipeline.
+
+    Returns (run one training step, close, batch size, MFLOP per image).
+    """
     import numpy as np
     import tensorflow as tf
 
@@ -217,10 +301,9 @@ def worker_ingraph(opts: dict) -> dict:
     from graphcnn.model.network import Network
 
     v1 = tf.compat.v1
-    warmup, steps = opts["warmup"], opts["steps"]
     if opts.get("preset", "digits") == "digits":
         size = BATCH
-        config = _digits_config(size, warmup + steps, False)
+        config = _digits_config(size, steps_total, False)
         dataset = load_dataset(DataConfig(), 1)
         batch = _resized(dataset.train.images[:size], config.model.input_height).astype(np.float32) / 255.0
         batch_labels, num_classes = dataset.train.labels[:size], 10
@@ -247,25 +330,31 @@ def worker_ingraph(opts: dict) -> dict:
             keep = {g: tf.constant(config.train.keep_rates.get(g, 1.0)) for g in network.keep_groups}
             pixel_mean = tf.Variable(np.zeros(batch.shape[1:], np.float32), trainable=False, name="pixel_mean")
             inputs = InputHandles(images.read_value(), labels.read_value(), tf.constant(True), keep, pixel_mean)
-        g = build_graph(config, inputs, num_classes, warmup + steps, network)
+        g = build_graph(config, inputs, num_classes, steps_total, network)
         init = v1.global_variables_initializer()
         sess = v1.Session(graph=graph)
         sess.run(init)
         graph.finalize()
-        for _ in range(warmup):
-            sess.run(g.train_op)
-        t = time.perf_counter()
-        for _ in range(steps):
-            sess.run(g.train_op)
-        dt = time.perf_counter() - t
-        sess.close()
+    return (lambda: sess.run(g.train_op)), sess.close, size, flops_per_image(m, num_classes) / 1e6
+
+
+def worker_ingraph(opts: dict) -> dict:
+    """(c): the same graph with one preprocessed batch in a variable, and no input pipeline."""
+    warmup, steps = opts["warmup"], opts["steps"]
+    step, close, size, mflop = _ingraph_session(opts, warmup + steps)
+    for _ in range(warmup):
+        step()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    dt = time.perf_counter() - t
+    close()
     return {"images_per_second": steps * size / dt, "timed_steps": steps, "batch": size,
-            "train_mflop_per_image": flops_per_image(m, num_classes) / 1e6,
-            "onednn_env": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
+            "train_mflop_per_image": mflop, "onednn_env": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
 
 
-def worker_keras(opts: dict) -> dict:
-    """(b): the same network as a Keras 3 model.fit, same data (28x28x1 digits), batch 128, Adam."""
+def _keras_model():
+    """(b)'s network as a compiled Keras 3 model, and its input: the digits at 28x28x1, shuffled, batch 128."""
     import numpy as np
     import tensorflow as tf
     import keras
@@ -273,7 +362,6 @@ def worker_keras(opts: dict) -> dict:
     from graphcnn.config import DataConfig
     from graphcnn.data.sources import load_dataset
 
-    warmup, steps = opts["warmup"], opts["steps"]
     keras.utils.set_random_seed(0)
     dataset = load_dataset(DataConfig(), 1)
     x = _resized(dataset.train.images, 28).astype(np.float32) / 255.0
@@ -291,6 +379,15 @@ def worker_keras(opts: dict) -> dict:
     ])
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model, ds
+
+
+def worker_keras(opts: dict) -> dict:
+    """(b): the same network as a Keras 3 model.fit, same data (28x28x1 digits), batch 128, Adam."""
+    import keras
+
+    warmup, steps = opts["warmup"], opts["steps"]
+    model, ds = _keras_model()
     stamps: list[float] = []
 
     class Clock(keras.callbacks.Callback):
@@ -301,6 +398,71 @@ def worker_keras(opts: dict) -> dict:
     dt = stamps[-1] - stamps[warmup - 1]
     return {"images_per_second": steps * BATCH / dt, "timed_steps": steps, "keras_version": keras.__version__,
             "onednn_env": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
+
+
+def worker_paired(opts: dict) -> dict:
+    """(a) vs (c) vs (b) with oneDNN on, in ONE process, alternating in blocks of ``block`` steps.
+
+    graphcnn's trainer runs with its defaults (input pipeline, logging, hooks); after every
+    ``block`` of its steps the clock runs ``block`` steps of the in-graph limit and ``block``
+    steps of the Keras model (its own train function, the step ``model.fit`` runs, with its
+    input iterator kept across blocks), each timed. The three see the same load within a cycle
+    of a few seconds, so the per-cycle ratios are free of the drift between processes.
+    """
+    import keras
+
+    from graphcnn.config import DataConfig
+    from graphcnn.data.sources import load_dataset
+    from graphcnn.train.run_dir import RunDir
+    from graphcnn.train.trainer import train
+
+    warmup, block, cycles = opts["warmup"], opts["block"], opts["cycles"]
+    total = warmup + block * cycles
+    ingraph_step, close, _, _ = _ingraph_session({}, total)
+    model, ds = _keras_model()
+    model.make_train_function()
+    keras_step, iterator = model.train_function, iter(ds)
+    for _ in range(warmup):
+        ingraph_step()
+        logs = keras_step(iterator)
+    float(logs["loss"])
+    blocks: dict[str, list[float]] = {"ingraph": [], "keras_onednn": []}
+
+    def keras_block() -> float:
+        t = time.perf_counter()
+        for _ in range(block):
+            out = keras_step(iterator)
+        float(out["loss"])  # the step's results are ready
+        return time.perf_counter() - t
+
+    # Keras runs eagerly: in the trainer's thread its finalized graph is the default graph (a
+    # thread-local setting), so Keras's blocks run in a thread of their own
+    keras_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+
+    def between(step: int) -> None:
+        t = time.perf_counter()
+        for _ in range(block):
+            ingraph_step()
+        blocks["ingraph"].append(time.perf_counter() - t)
+        blocks["keras_onednn"].append(keras_thread.submit(keras_block).result())
+
+    clock = StepClock(between, every=block, warmup=warmup)
+    config = _digits_config(BATCH, total, False)
+    dataset = load_dataset(DataConfig(), 1)
+    train(config, RunDir.create(opts["workdir"], opts["name"], prefix="bench"), dataset=dataset, progress=False)
+    close()
+    steps_per_epoch = max(1, len(dataset.train) // BATCH)
+    trainer_rates = []
+    for c in range(cycles):  # the trainer's block c: steps warmup + c*block + 1 .. warmup + (c+1)*block
+        lo, hi = warmup + c * block, warmup + (c + 1) * block
+        kept = [dt for s, dt in clock.steps if lo < s <= hi and not after_epoch_end(s, steps_per_epoch)]
+        trainer_rates.append(len(kept) * BATCH / sum(kept))
+    rates = {"graphcnn": trainer_rates}
+    rates.update({k: [block * BATCH / dt for dt in v] for k, v in blocks.items()})
+    # the trainer's block c is followed by the others' block c: a cycle
+    return {"rates": rates, "block": block, "cycles": cycles, "keras_version": keras.__version__,
+            "onednn_env": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+            "images_per_second": statistics.median(trainer_rates)}
 
 
 def worker_predict_batch(opts: dict) -> dict:
@@ -387,7 +549,7 @@ def worker_accuracy(opts: dict) -> dict:
             "epochs": config.train.epochs, "batch_size": config.train.batch_size, "tf_version": tf.__version__}
 
 
-WORKERS = {"graphcnn": worker_graphcnn, "ingraph": worker_ingraph, "keras": worker_keras,
+WORKERS = {"graphcnn": worker_graphcnn, "ingraph": worker_ingraph, "keras": worker_keras, "paired": worker_paired,
            "predict_batch": worker_predict_batch, "make_jpegs": worker_make_jpegs, "decode": worker_decode,
            "accuracy": worker_accuracy}
 
@@ -499,6 +661,11 @@ class Plan:
     def ingraph(self):
         return lambda: run_worker("ingraph", dict(self.train_steps, graphcnn_runtime=True), _env(None))
 
+    def paired(self):
+        sizes = dict(warmup=4, block=3, cycles=2) if self.args.quick else dict(warmup=10, block=10, cycles=20)
+        return lambda: run_worker("paired", dict(sizes, workdir=str(self.workdir), name=self._name("paired"),
+                                                 graphcnn_runtime=True), _env(None))
+
     def predict_cold(self):
         def go():
             if self.last_run is None:
@@ -552,6 +719,8 @@ class Plan:
             m.append(("keras_onednn", self.keras("1")))
         if "nolog" in paths:
             m.append(("nolog", self.graphcnn("nolog", log_off=True)))
+        if "paired" in paths:
+            m.append(("paired", self.paired()))
         if "sweep" in paths:
             m += [
                 ("onednn_off", self.graphcnn("onednn_off", onednn="0", matmul=True)),
@@ -570,7 +739,8 @@ class Plan:
         return m, once
 
 
-ALL_PATHS = ("graphcnn", "ingraph", "keras", "keras_onednn", "nolog", "sweep", "predict", "decode", "accuracy")
+ALL_PATHS = ("graphcnn", "ingraph", "keras", "keras_onednn", "nolog", "paired", "sweep", "predict", "decode",
+             "accuracy")
 QUICK_PATHS = ("graphcnn", "ingraph")
 
 
@@ -647,6 +817,17 @@ def report(results: dict[str, list[dict]], meta: dict, accuracy: dict) -> tuple[
             verdicts["logging cost <= 3%"] = ok
             lines.append(_row("(d) graphcnn, TensorBoard logging off", S["nolog"], None,
                               f"default logging costs <= 3%: {cost * 100:.1f}%", ok))
+        in_run = [r["logging_in_run"] for r in results["graphcnn"] if "logging_in_run" in r]
+        if in_run:
+            steps_share = statistics.median(x["logging_share"] for x in in_run)
+            views_share = statistics.median(x["epoch_end_views_share"] for x in in_run)
+            ok = steps_share + views_share <= 0.03
+            verdicts["logging cost <= 3% (measured inside the default run)"] = ok
+            per_round = ", ".join(f"{x['logging_share'] * 100:.1f}" for x in in_run)
+            lines.append(f"| (d) logging measured inside (a): steps where a summary is due vs their nearest plain "
+                         f"steps, + the validation views | | | | | <= 3%: {steps_share * 100:.1f}% of step time "
+                         f"(per round {per_round}) + "
+                         f"{views_share * 100:.1f}% at epoch ends | {'met' if ok else '**missed**'} |")
         paired = []  # per-round ratios: the rounds are interleaved, so a ratio within a round sees one load
         for key in ("keras", "keras_onednn", "ingraph", "nolog"):
             if key in S and len(results[key]) == len(results["graphcnn"]):
@@ -676,6 +857,29 @@ def report(results: dict[str, list[dict]], meta: dict, accuracy: dict) -> tuple[
                 lines.append(f"| oneDNN off | {a_off:.1f} | {statistics.median(off):.1f} "
                              f"({min(off):.1f}-{max(off):.1f}) | {a_off / statistics.median(off):.0%} |")
             lines.append("")
+    if results.get("paired"):
+        pr = results["paired"]
+        rates = {k: [x for r in pr for x in r["rates"][k]] for k in pr[0]["rates"]}
+        cycles = len(rates["graphcnn"])
+        lines += ["### Paired in one process (oneDNN on for all three)", "",
+                  f"graphcnn's trainer with its defaults, the in-graph limit (c) and the Keras model's train step "
+                  f"(the step `model.fit` runs) alternate in blocks of {pr[0]['block']} steps inside one process; "
+                  f"{cycles} cycles over {len(pr)} round(s). Each cycle's three blocks see the same load, so the "
+                  f"per-cycle ratios are free of the drift between processes.", "",
+                  "| path | images/s, median of blocks | (a) / path, median of cycles | quartiles | target | verdict |",
+                  "|---|---:|---:|---|---|---|",
+                  f"| (a) graphcnn trainer, defaults | {_fmt(statistics.median(rates['graphcnn']))} | | | | |"]
+        for key, label, target, name in (
+                ("ingraph", "(c) in-graph limit", 0.95, "vs in-graph limit >= 0.95x (paired)"),
+                ("keras_onednn", "(b) Keras 3 train step, TF_ENABLE_ONEDNN_OPTS=1", 1.0,
+                 "vs keras oneDNN >= 1.0x (paired)")):
+            ratios = [a / b for a, b in zip(rates["graphcnn"], rates[key])]
+            q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+            med = statistics.median(ratios)
+            verdicts[name] = ok = med >= target
+            lines.append(f"| {label} | {_fmt(statistics.median(rates[key]))} | {med:.3f}x | {q[0]:.3f}-{q[2]:.3f} "
+                         f"| >= {target}x | {'met' if ok else '**missed**'} |")
+        lines.append("")
     sweep = [("onednn_off", "TF_ENABLE_ONEDNN_OPTS=0"),
              ("threads_2_1", "intra_op=2, inter_op=1 (ConfigProto)"),
              ("threads_1_2", "intra_op=1, inter_op=2 (ConfigProto; once, after the rounds)"),

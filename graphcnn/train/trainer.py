@@ -236,8 +236,9 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
             start_session_log(w, step)
         train_scalars, val_scalars = ScalarWriter(train_writer), ScalarWriter(val_writer)
         hooks: list[Hook] = [
-            PeriodicSummaryHook("histograms", summary_ops.histograms, config.log.histograms_every, train_writer),
-            PeriodicImageHook(summary_ops.filters, config.log.filters_every, train_writer),
+            # weights only: run on their own, after the step (see graphcnn/train/hooks.py)
+            PeriodicSummaryHook("histograms", summary_ops.histograms, config.log.histograms_every, train_writer, sess),
+            PeriodicImageHook(summary_ops.filters, config.log.filters_every, train_writer, sess),
             *views.hooks(sess, train_writer, val_writer, resumed=restored is not None),
         ]
         early = EarlyStopping(tcfg.early_stopping)
