@@ -122,15 +122,15 @@ class StepClock:
 
     The trainer calls ``tqdm.update`` once per step (its bar is disabled in these runs, so only
     the call remains); a subclass installed in the trainer module times those calls, so the
-    trainer's code is unchanged. ``between(step)``, if given, runs after every ``every``-th step
-    past ``warmup``; its time is kept out of the next step's duration.
+    trainer's code is unchanged. ``between(step)``, if given, runs after step ``first`` and every
+    ``every`` steps after it; its time is kept out of the next step's duration.
     """
 
-    def __init__(self, between=None, every: int = 10, warmup: int = 0):
+    def __init__(self, between=None, every: int = 10, first: int = 10):
         import graphcnn.train.trainer as trainer_module
 
         self.steps: list[tuple[int, float]] = []  # (step, seconds): from the end of step - 1 to the end of step
-        self.between, self.every, self.warmup = between, every, warmup
+        self.between, self.every, self.first = between, every, first
         self._count, self._last = 0, None
         clock, base = self, trainer_module.tqdm
 
@@ -146,7 +146,7 @@ class StepClock:
         self._count += 1
         if self._last is not None:
             self.steps.append((self._count, now - self._last))
-        if self.between is not None and self._count > self.warmup and (self._count - self.warmup) % self.every == 0:
+        if self.between is not None and self._count >= self.first and (self._count - self.first) % self.every == 0:
             self.between(self._count)
             now = time.perf_counter()
         self._last = now
@@ -400,69 +400,91 @@ def worker_keras(opts: dict) -> dict:
             "onednn_env": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
 
 
-def worker_paired(opts: dict) -> dict:
-    """(a) vs (c) vs (b) with oneDNN on, in ONE process, alternating in blocks of ``block`` steps.
+class Turns:
+    """A worker's side of the turn-taking in ``paired``: one line per message on stdin/stdout."""
 
-    graphcnn's trainer runs with its defaults (input pipeline, logging, hooks); after every
-    ``block`` of its steps the clock runs ``block`` steps of the in-graph limit and ``block``
-    steps of the Keras model (its own train function, the step ``model.fit`` runs, with its
-    input iterator kept across blocks), each timed. The three see the same load within a cycle
-    of a few seconds, so the per-cycle ratios are free of the drift between processes.
+    def ready(self) -> None:
+        print("TURN_READY", flush=True)
+
+    def wait(self) -> None:
+        line = sys.stdin.readline()
+        if line.strip() != "go":
+            raise RuntimeError(f"expected 'go' from the benchmark parent, got {line!r}")
+
+    def report(self, seconds: float, images: int) -> None:
+        print(f"TURN_BLOCK {seconds!r} {images}", flush=True)
+
+
+def worker_turns(opts: dict) -> dict:
+    """One path of ``paired``: after warm-up, wait for "go", run ``block`` steps, report, repeat.
+
+    Every path runs in its own process (so each has its own ``TF_ENABLE_ONEDNN_OPTS``), and
+    all of them stay alive while the parent hands out turns, so a cycle of blocks sees one load.
     """
-    import keras
+    path, warmup, block, cycles = opts["path"], opts["warmup"], opts["block"], opts["cycles"]
+    turns = Turns()
+    if path == "graphcnn":  # the trainer drives; its step clock takes the turns between its blocks
+        from graphcnn.config import DataConfig
+        from graphcnn.data.sources import load_dataset
+        from graphcnn.train.run_dir import RunDir
+        from graphcnn.train.trainer import train
 
-    from graphcnn.config import DataConfig
-    from graphcnn.data.sources import load_dataset
-    from graphcnn.train.run_dir import RunDir
-    from graphcnn.train.trainer import train
+        dataset = load_dataset(DataConfig(), 1)
+        steps_per_epoch = max(1, len(dataset.train) // BATCH)
 
-    warmup, block, cycles = opts["warmup"], opts["block"], opts["cycles"]
-    total = warmup + block * cycles
-    ingraph_step, close, _, _ = _ingraph_session({}, total)
-    model, ds = _keras_model()
-    model.make_train_function()
-    keras_step, iterator = model.train_function, iter(ds)
+        def between(step: int) -> None:
+            if step > warmup:  # the block that just ended: its steps, less epoch-end intervals
+                kept = [dt for s, dt in clock.steps if step - block < s <= step
+                        and not after_epoch_end(s, steps_per_epoch)]
+                turns.report(sum(kept), len(kept) * BATCH)
+            else:
+                turns.ready()
+            if step < warmup + block * cycles:
+                turns.wait()
+
+        clock = StepClock(between, every=block, first=warmup)  # at warm-up's end: ready, then take turns
+        config = _digits_config(BATCH, warmup + block * cycles, False)
+        train(config, RunDir.create(opts["workdir"], opts["name"], prefix="bench"), dataset=dataset,
+              progress=False)
+        return _turns_result(path)
+    if path == "ingraph":
+        step, close, _, _ = _ingraph_session({}, warmup + block * cycles)
+        finish = lambda: None  # noqa: E731 (sess.run returns when the step is done)
+    else:  # keras, keras_onednn: the train function model.fit runs, on an iterator kept across blocks
+        model, ds = _keras_model()
+        model.make_train_function()
+        iterator, outputs = iter(ds), []
+        step = lambda: outputs.append(model.train_function(iterator))  # noqa: E731
+        close = lambda: None  # noqa: E731
+
+        def finish() -> None:
+            float(outputs[-1]["loss"])  # the last step's results exist: the block is done
+            outputs.clear()
+
     for _ in range(warmup):
-        ingraph_step()
-        logs = keras_step(iterator)
-    float(logs["loss"])
-    blocks: dict[str, list[float]] = {"ingraph": [], "keras_onednn": []}
-
-    def keras_block() -> float:
+        step()
+    finish()
+    turns.ready()
+    for _ in range(cycles):
+        turns.wait()
         t = time.perf_counter()
         for _ in range(block):
-            out = keras_step(iterator)
-        float(out["loss"])  # the step's results are ready
-        return time.perf_counter() - t
-
-    # Keras runs eagerly: in the trainer's thread its finalized graph is the default graph (a
-    # thread-local setting), so Keras's blocks run in a thread of their own
-    keras_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-
-    def between(step: int) -> None:
-        t = time.perf_counter()
-        for _ in range(block):
-            ingraph_step()
-        blocks["ingraph"].append(time.perf_counter() - t)
-        blocks["keras_onednn"].append(keras_thread.submit(keras_block).result())
-
-    clock = StepClock(between, every=block, warmup=warmup)
-    config = _digits_config(BATCH, total, False)
-    dataset = load_dataset(DataConfig(), 1)
-    train(config, RunDir.create(opts["workdir"], opts["name"], prefix="bench"), dataset=dataset, progress=False)
+            step()
+        finish()
+        turns.report(time.perf_counter() - t, block * BATCH)
     close()
-    steps_per_epoch = max(1, len(dataset.train) // BATCH)
-    trainer_rates = []
-    for c in range(cycles):  # the trainer's block c: steps warmup + c*block + 1 .. warmup + (c+1)*block
-        lo, hi = warmup + c * block, warmup + (c + 1) * block
-        kept = [dt for s, dt in clock.steps if lo < s <= hi and not after_epoch_end(s, steps_per_epoch)]
-        trainer_rates.append(len(kept) * BATCH / sum(kept))
-    rates = {"graphcnn": trainer_rates}
-    rates.update({k: [block * BATCH / dt for dt in v] for k, v in blocks.items()})
-    # the trainer's block c is followed by the others' block c: a cycle
-    return {"rates": rates, "block": block, "cycles": cycles, "keras_version": keras.__version__,
-            "onednn_env": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
-            "images_per_second": statistics.median(trainer_rates)}
+    return _turns_result(path)
+
+
+def _turns_result(path: str) -> dict:
+    import tensorflow as tf
+
+    out = {"path": path, "onednn_env": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "tf_version": tf.__version__}
+    if path.startswith("keras"):
+        import keras
+
+        out["keras_version"] = keras.__version__
+    return out
 
 
 def worker_predict_batch(opts: dict) -> dict:
@@ -549,7 +571,7 @@ def worker_accuracy(opts: dict) -> dict:
             "epochs": config.train.epochs, "batch_size": config.train.batch_size, "tf_version": tf.__version__}
 
 
-WORKERS = {"graphcnn": worker_graphcnn, "ingraph": worker_ingraph, "keras": worker_keras, "paired": worker_paired,
+WORKERS = {"graphcnn": worker_graphcnn, "ingraph": worker_ingraph, "keras": worker_keras, "turns": worker_turns,
            "predict_batch": worker_predict_batch, "make_jpegs": worker_make_jpegs, "decode": worker_decode,
            "accuracy": worker_accuracy}
 
@@ -591,6 +613,69 @@ def run_worker(name: str, opts: dict, env: dict, timeout: float = 600) -> dict:
         if line.startswith(RESULT_TAG):
             return json.loads(line[len(RESULT_TAG):])
     raise RuntimeError(f"worker {name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+# (path, TF_ENABLE_ONEDNN_OPTS as _env takes it, whether graphcnn's runtime defaults apply)
+PAIRED = (("graphcnn", None, True), ("ingraph", None, True), ("keras", "unset", False), ("keras_onednn", "1", False))
+
+
+def run_turns(opts: dict, timeout: float = 900) -> dict:
+    """``paired``: start one process per path of PAIRED, then hand out turns, one block at a time.
+
+    Only the process whose turn it is computes; the others wait on their stdin. The order
+    within a cycle rotates, so no path always follows the same one. Returns images/s per
+    block: {"rates": {path: [...]}, "block": steps, "cycles": n}.
+    """
+    procs, logs = {}, {}
+    deadline = time.monotonic() + timeout
+
+    def read_tagged(path: str) -> list[str]:
+        proc = procs[path]
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                logs[path].seek(0)
+                raise RuntimeError(f"paired worker {path} exited ({proc.wait()}):\n{logs[path].read()[-3000:]}")
+            if line.startswith("TURN_"):
+                return line.split()
+        raise TimeoutError(f"paired worker {path}: no answer in {timeout:.0f} s")
+
+    try:
+        for path, onednn, runtime in PAIRED:
+            logs[path] = tempfile.TemporaryFile("w+")
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "turns", "--opts",
+                   json.dumps(dict(opts, path=path, name=f"{opts['name']}-{path}", graphcnn_runtime=runtime))]
+            procs[path] = subprocess.Popen(cmd, env=_env(onednn), cwd=ROOT, stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE, stderr=logs[path], text=True)
+        for path in procs:
+            if read_tagged(path)[0] != "TURN_READY":
+                raise RuntimeError(f"paired worker {path} did not get ready")
+        rates: dict[str, list[float]] = {path: [] for path in procs}
+        order = list(procs)
+        for cycle in range(opts["cycles"]):
+            for path in order[cycle % len(order):] + order[:cycle % len(order)]:
+                procs[path].stdin.write("go\n")
+                procs[path].stdin.flush()
+                _, seconds, images = read_tagged(path)
+                rates[path].append(int(images) / float(seconds))
+        finals = {}
+        for path, proc in procs.items():
+            rest = proc.stdout.read()  # to EOF: the worker's result line
+            if proc.wait(timeout=max(1.0, deadline - time.monotonic())) != 0:
+                logs[path].seek(0)
+                raise RuntimeError(f"paired worker {path} failed:\n{logs[path].read()[-3000:]}")
+            finals[path] = next((json.loads(line[len(RESULT_TAG):]) for line in rest.splitlines()
+                                 if line.startswith(RESULT_TAG)), {})
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+        for log_file in logs.values():
+            log_file.close()
+    return {"rates": rates, "block": opts["block"], "cycles": opts["cycles"],
+            "images_per_second": statistics.median(rates["graphcnn"]),
+            "onednn_env": {path: final.get("onednn_env") for path, final in finals.items()},
+            "tf_version": finals["graphcnn"].get("tf_version"), "keras_version": finals["keras"].get("keras_version")}
 
 
 def time_command(cmd: list[str], env: dict, first_line: bool) -> float:
@@ -663,8 +748,8 @@ class Plan:
 
     def paired(self):
         sizes = dict(warmup=4, block=3, cycles=2) if self.args.quick else dict(warmup=10, block=10, cycles=20)
-        return lambda: run_worker("paired", dict(sizes, workdir=str(self.workdir), name=self._name("paired"),
-                                                 graphcnn_runtime=True), _env(None))
+        return lambda: run_turns(dict(sizes, workdir=str(self.workdir), name=self._name("paired"),
+                                      graphcnn_runtime=True))
 
     def predict_cold(self):
         def go():
@@ -861,18 +946,24 @@ def report(results: dict[str, list[dict]], meta: dict, accuracy: dict) -> tuple[
         pr = results["paired"]
         rates = {k: [x for r in pr for x in r["rates"][k]] for k in pr[0]["rates"]}
         cycles = len(rates["graphcnn"])
-        lines += ["### Paired in one process (oneDNN on for all three)", "",
-                  f"graphcnn's trainer with its defaults, the in-graph limit (c) and the Keras model's train step "
-                  f"(the step `model.fit` runs) alternate in blocks of {pr[0]['block']} steps inside one process; "
-                  f"{cycles} cycles over {len(pr)} round(s). Each cycle's three blocks see the same load, so the "
-                  f"per-cycle ratios are free of the drift between processes.", "",
-                  "| path | images/s, median of blocks | (a) / path, median of cycles | quartiles | target | verdict |",
-                  "|---|---:|---:|---|---|---|",
+        lines += ["### Paired: the paths take turns, a block of steps each", "",
+                  f"One process per path (each with its own oneDNN setting), all alive at once; they take turns "
+                  f"running {pr[0]['block']} steps each, in a rotating order, while the others wait. "
+                  f"{cycles} cycles over {len(pr)} round(s). The blocks of one cycle lie within a few seconds and see "
+                  f"the same load, so the per-cycle ratios are free of the drift between separate runs. graphcnn's "
+                  f"blocks are its trainer with default settings (input pipeline, logging, hooks; epoch-end "
+                  f"intervals left out); Keras's are the train function `model.fit` runs, on its tf.data iterator. "
+                  f"TF_ENABLE_ONEDNN_OPTS seen by each process: "
+                  + ", ".join(f"{k} {v or 'unset'}" for k, v in pr[0].get("onednn_env", {}).items()) + ".",
+                  "", "| path | images/s, median of blocks | (a) / path, median of cycles | quartiles | target "
+                  "| verdict |", "|---|---:|---:|---|---|---|",
                   f"| (a) graphcnn trainer, defaults | {_fmt(statistics.median(rates['graphcnn']))} | | | | |"]
         for key, label, target, name in (
-                ("ingraph", "(c) in-graph limit", 0.95, "vs in-graph limit >= 0.95x (paired)"),
+                ("keras", "(b) Keras 3 train step, TF defaults (oneDNN unset)", 2.0,
+                 "vs keras TF defaults >= 2.0x (paired)"),
                 ("keras_onednn", "(b) Keras 3 train step, TF_ENABLE_ONEDNN_OPTS=1", 1.0,
-                 "vs keras oneDNN >= 1.0x (paired)")):
+                 "vs keras oneDNN >= 1.0x (paired)"),
+                ("ingraph", "(c) in-graph limit", 0.95, "vs in-graph limit >= 0.95x (paired)")):
             ratios = [a / b for a, b in zip(rates["graphcnn"], rates[key])]
             q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
             med = statistics.median(ratios)
@@ -1001,7 +1092,8 @@ def main(argv: list[str] | None = None) -> int:
             "cpu": cpu_model(), "gpu": gpu_info(), "rounds": rounds, "wall_s": time.perf_counter() - start,
             "load_before": load_before, "load_after": _load(),
             "tf_version": first.get("tf_version", next(iter(accuracy.values()), {}).get("tf_version", "?")),
-            "keras_version": (results.get("keras") or results.get("keras_onednn") or [{}])[0].get("keras_version", "?"),
+            "keras_version": (results.get("keras") or results.get("keras_onednn") or results.get("paired")
+                              or [{}])[0].get("keras_version", "?"),
             "warmup": plan.train_steps["warmup"], "steps": plan.train_steps["steps"]}
     meta["shared"] = max(float(x) for x in (load_before + " " + meta["load_after"]).split() if x != "?") > 2.5
     text, verdicts = report(results, meta, accuracy)

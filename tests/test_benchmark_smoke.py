@@ -28,3 +28,54 @@ def test_benchmark_quick_writes_report(tmp_path):
     assert len(numbers) == 3 and all(x > 0 for x in numbers)  # median, min, max
     gflops = re.search(r"\| oneDNN on \(graphcnn default\) \| ([\d.]+) \| ([\d.]+)", text)
     assert gflops and float(gflops.group(1)) > 0 and float(gflops.group(2)) > 0
+
+
+def test_benchmark_paired_turns_report(tmp_path):
+    """The four paths of ``paired`` run as processes taking turns, each with its own oneDNN setting."""
+    out = tmp_path / "BENCHMARKS.md"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("TF_ENABLE_ONEDNN_OPTS", None)  # as on a user's machine: graphcnn turns it on, Keras's default does not
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--paths", "paired", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "### Paired: the paths take turns" in text
+    assert "TF_ENABLE_ONEDNN_OPTS seen by each process: graphcnn 1, ingraph 1, keras unset, keras_onednn 1." in text
+    for label in ("(b) Keras 3 train step, TF defaults", "(b) Keras 3 train step, TF_ENABLE_ONEDNN_OPTS=1",
+                  "(c) in-graph limit"):
+        row = next(line for line in text.splitlines() if line.startswith(f"| {label}"))
+        rate, ratio = re.match(r"\| [^|]+ \| ([\d,]+) \| ([\d.]+)x \|", row).groups()
+        assert float(rate.replace(",", "")) > 0 and float(ratio) > 0
+
+
+def _benchmark_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("graphcnn_benchmark_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_logging_cost_in_run_counts_only_due_steps_against_their_neighbours():
+    bench = _benchmark_module()
+    # 100 steps of 50 ms on a machine that slows down halfway (drift), 7 epochs of 14 steps
+    # whose epoch-end intervals take 0.5 s; summaries due every 10 steps cost 5 ms, at 50 30 ms
+    steps = []
+    for s in range(2, 101):
+        dt = 0.050 if s < 45 else 0.060
+        if s % 10 == 0:
+            dt += 0.030 if s == 50 else 0.005
+        if bench.after_epoch_end(s, 14):
+            dt += 0.5
+        steps.append((s, dt))
+    cost = bench.logging_cost_in_run(steps, [10, 50], warmup=5, steps_per_epoch=14)
+    assert cost["logging_steps"] == 10 and cost["timed_steps"] == 95 - 7  # epoch ends: 15, 29, ..., 99
+    extra = 9 * 0.005 + 0.030
+    total = sum(dt for s, dt in steps if s > 5 and not bench.after_epoch_end(s, 14))
+    assert abs(cost["logging_share"] - extra / total) < 1e-9  # drift cancelled: neighbours on both sides
+    assert cost["largest_ms"][0] == (30.0, 50)
+    # the steady rate leaves the epoch ends out, the other figure keeps them
+    steady, with_ends, n = bench._steady_rate(steps, 5, 14, 128)
+    assert n == 95 and with_ends < steady
+    assert abs(steady - 88 * 128 / total) < 1e-6
