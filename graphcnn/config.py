@@ -150,6 +150,9 @@ class TrainConfig:
     weight_decay: float = 0.0  # L2 on weights (not biases); LayerConfig.weight_decay overrides
     label_smoothing: float = 0.0
     check_numerics: bool = True  # a NaN/Inf loss stops training before the update is applied
+    # compute precision of the training graph (variables and checkpoints are float32 either way):
+    # auto = mixed_bfloat16 on CPUs with AMX-BF16 (about 2x there, same accuracy: BENCHMARKS.md), else float32
+    precision: str = "auto"  # auto | float32 | mixed_bfloat16
     # fine-tuning (tf-slim style)
     init_from: str = ""  # checkpoint (file prefix, directory or run directory) to start from
     exclude_scopes: tuple[str, ...] = ()  # variables under these scopes are not restored
@@ -375,6 +378,7 @@ _CHOICES = {
     "train.optimizer": ("adam", "sgd", "momentum", "rmsprop"),
     "train.schedule.name": ("constant", "step", "exponential", "cosine"),
     "train.early_stopping.monitor": ("accuracy", "loss"),
+    "train.precision": ("auto", "float32", "mixed_bfloat16"),
     "data.augment.fill_mode": ("nearest", "constant", "reflect", "wrap"),
 }
 LAYER_TYPES = ("conv", "pool", "dense", "dropout", "batch_norm", "flatten", "global_avg_pool")

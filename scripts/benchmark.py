@@ -21,15 +21,16 @@ Paths (``--paths``; default: all):
 * ``nolog``        (d) the same with TensorBoard logging off. (a) also measures logging inside its own
                    run: each step where a summary is due against its nearest plain steps, plus the
                    time of the views written at each validation
-* ``paired``       (a), (c) and (b) with oneDNN on, alternating in blocks of 10 steps inside ONE
-                   process: per-cycle ratios that the drift between processes cannot blur
+* ``paired``       (a), (c), (b) (TF defaults, oneDNN on, mixed_bfloat16 policy) and (a) at float32 precision:
+                   one process each, taking turns in blocks of 10 steps: per-cycle ratios that the
+                   drift between processes cannot blur
 * ``ingraph``      (c) the same graph, one batch held in a variable, ``sess.run(train_op)`` only
 * ``keras``        (b) the same net as a Keras 3 ``model.fit``, TF defaults (oneDNN variable unset)
 * ``keras_onednn`` (b) the same with ``TF_ENABLE_ONEDNN_OPTS=1``
 * ``sweep``        defaults for (a): oneDNN off, thread counts, XLA, pre-resized (cached) input
 * ``predict``      (e) cold ``graphcnn predict`` vs ``import tensorflow``; batch inference with Predictor
 * ``decode``       image-folder decode/resize throughput vs the dog_breeds_vgg training rate
-* ``accuracy``     one full default digits run with oneDNN on and one with it off (not in rounds)
+* ``accuracy``     full default digits runs, default precision vs float32, seeds 0-2 (not in rounds)
 """
 
 from __future__ import annotations
@@ -61,13 +62,13 @@ def _emit(result: dict) -> None:
     print(RESULT_TAG + json.dumps(result), flush=True)
 
 
-def _digits_config(batch: int, max_steps: int, log_off: bool):
+def _digits_config(batch: int, max_steps: int, log_off: bool, precision: str = "auto"):
     import dataclasses
 
     from graphcnn.presets import get_preset
 
     config = get_preset("digits")
-    train = dataclasses.replace(config.train, batch_size=batch, max_steps=max_steps)
+    train = dataclasses.replace(config.train, batch_size=batch, max_steps=max_steps, precision=precision)
     config = dataclasses.replace(config, train=train)
     if log_off:
         config = dataclasses.replace(config, log=logging_off())
@@ -297,8 +298,7 @@ def _ingraph_session(opts: dict, steps_total: int):
     from graphcnn.config import DataConfig
     from graphcnn.data.pipeline import InputHandles
     from graphcnn.data.sources import load_dataset
-    from graphcnn.model.graph import build_graph
-    from graphcnn.model.network import Network
+    from graphcnn.model.graph import build_graph, network_for
 
     v1 = tf.compat.v1
     if opts.get("preset", "digits") == "digits":
@@ -323,7 +323,7 @@ def _ingraph_session(opts: dict, steps_total: int):
     graph = tf.Graph()
     with graph.as_default():
         v1.set_random_seed(config.train.seed)
-        network = Network(m, num_classes, config.train.weight_decay, seed=config.train.seed)
+        network = network_for(config, num_classes)  # the trainer's, compute precision included
         with tf.name_scope("input"):
             images = tf.Variable(batch, trainable=False, name="images")
             labels = tf.Variable(batch_labels, trainable=False, name="labels")
@@ -353,8 +353,11 @@ def worker_ingraph(opts: dict) -> dict:
             "train_mflop_per_image": mflop, "onednn_env": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
 
 
-def _keras_model():
-    """(b)'s network as a compiled Keras 3 model, and its input: the digits at 28x28x1, shuffled, batch 128."""
+def _keras_model(policy: str = "float32"):
+    """(b)'s network as a compiled Keras 3 model, and its input: the digits at 28x28x1, shuffled, batch 128.
+
+    ``policy``: Keras's dtype policy (``mixed_bfloat16``: the like-for-like of graphcnn's precision).
+    """
     import numpy as np
     import tensorflow as tf
     import keras
@@ -362,6 +365,7 @@ def _keras_model():
     from graphcnn.config import DataConfig
     from graphcnn.data.sources import load_dataset
 
+    keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(0)
     dataset = load_dataset(DataConfig(), 1)
     x = _resized(dataset.train.images, 28).astype(np.float32) / 255.0
@@ -387,7 +391,7 @@ def worker_keras(opts: dict) -> dict:
     import keras
 
     warmup, steps = opts["warmup"], opts["steps"]
-    model, ds = _keras_model()
+    model, ds = _keras_model(opts.get("policy", "float32"))
     stamps: list[float] = []
 
     class Clock(keras.callbacks.Callback):
@@ -397,7 +401,7 @@ def worker_keras(opts: dict) -> dict:
     model.fit(ds, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[Clock()])
     dt = stamps[-1] - stamps[warmup - 1]
     return {"images_per_second": steps * BATCH / dt, "timed_steps": steps, "keras_version": keras.__version__,
-            "onednn_env": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
+            "onednn_env": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "policy": opts.get("policy", "float32")}
 
 
 class Turns:
@@ -423,7 +427,7 @@ def worker_turns(opts: dict) -> dict:
     """
     path, warmup, block, cycles = opts["path"], opts["warmup"], opts["block"], opts["cycles"]
     turns = Turns()
-    if path == "graphcnn":  # the trainer drives; its step clock takes the turns between its blocks
+    if path in ("graphcnn", "graphcnn_fp32"):  # the trainer drives; its clock takes the turns between its blocks
         from graphcnn.config import DataConfig
         from graphcnn.data.sources import load_dataset
         from graphcnn.train.run_dir import RunDir
@@ -443,15 +447,16 @@ def worker_turns(opts: dict) -> dict:
                 turns.wait()
 
         clock = StepClock(between, every=block, first=warmup)  # at warm-up's end: ready, then take turns
-        config = _digits_config(BATCH, warmup + block * cycles, False)
+        config = _digits_config(BATCH, warmup + block * cycles, False,
+                                "float32" if path == "graphcnn_fp32" else "auto")
         train(config, RunDir.create(opts["workdir"], opts["name"], prefix="bench"), dataset=dataset,
               progress=False)
         return _turns_result(path)
     if path == "ingraph":
         step, close, _, _ = _ingraph_session({}, warmup + block * cycles)
         finish = lambda: None  # noqa: E731 (sess.run returns when the step is done)
-    else:  # keras, keras_onednn: the train function model.fit runs, on an iterator kept across blocks
-        model, ds = _keras_model()
+    else:  # keras, keras_onednn, keras_bf16: the train function model.fit runs, on an iterator kept across blocks
+        model, ds = _keras_model("mixed_bfloat16" if path == "keras_bf16" else "float32")
         model.make_train_function()
         iterator, outputs = iter(ds), []
         step = lambda: outputs.append(model.train_function(iterator))  # noqa: E731
@@ -479,7 +484,11 @@ def worker_turns(opts: dict) -> dict:
 def _turns_result(path: str) -> dict:
     import tensorflow as tf
 
+    from graphcnn.model.precision import resolve_precision
+
     out = {"path": path, "onednn_env": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "tf_version": tf.__version__}
+    if path.startswith("graphcnn"):
+        out["precision"] = resolve_precision("float32" if path == "graphcnn_fp32" else "auto")
     if path.startswith("keras"):
         import keras
 
@@ -552,23 +561,29 @@ def worker_decode(opts: dict) -> dict:
 
 
 def worker_accuracy(opts: dict) -> dict:
-    """One full default digits run (preset defaults: batch 64, 12 epochs)."""
+    """One full default digits run (the preset's epochs and batch), at ``precision`` and ``seed``."""
+    import dataclasses
+
     import tensorflow as tf
 
     from graphcnn.config import DataConfig
     from graphcnn.data.sources import load_dataset
+    from graphcnn.model.precision import resolve_precision
     from graphcnn.presets import get_preset
     from graphcnn.train.run_dir import RunDir
     from graphcnn.train.trainer import train
 
     config = get_preset("digits")
+    config = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, precision=opts.get("precision", "auto"), seed=opts.get("seed", config.train.seed)))
     run = RunDir.create(opts["workdir"], opts["name"], prefix="bench")
     t = time.perf_counter()
     result = train(config, run, dataset=load_dataset(DataConfig(), 1), progress=False)
     return {"test_accuracy": result.test.accuracy, "test_count": result.test.count,
             "validation_accuracy": result.validation.accuracy if result.validation else None,
             "wall_s": time.perf_counter() - t, "images_per_second": result.images_per_second,
-            "epochs": config.train.epochs, "batch_size": config.train.batch_size, "tf_version": tf.__version__}
+            "epochs": config.train.epochs, "batch_size": config.train.batch_size, "tf_version": tf.__version__,
+            "precision": resolve_precision(config.train.precision), "seed": config.train.seed}
 
 
 WORKERS = {"graphcnn": worker_graphcnn, "ingraph": worker_ingraph, "keras": worker_keras, "turns": worker_turns,
@@ -616,7 +631,8 @@ def run_worker(name: str, opts: dict, env: dict, timeout: float = 600) -> dict:
 
 
 # (path, TF_ENABLE_ONEDNN_OPTS as _env takes it, whether graphcnn's runtime defaults apply)
-PAIRED = (("graphcnn", None, True), ("ingraph", None, True), ("keras", "unset", False), ("keras_onednn", "1", False))
+PAIRED = (("graphcnn", None, True), ("ingraph", None, True), ("keras", "unset", False), ("keras_onednn", "1", False),
+          ("graphcnn_fp32", None, True), ("keras_bf16", "unset", False))
 
 
 def run_turns(opts: dict, timeout: float = 900) -> dict:
@@ -675,6 +691,7 @@ def run_turns(opts: dict, timeout: float = 900) -> dict:
     return {"rates": rates, "block": opts["block"], "cycles": opts["cycles"],
             "images_per_second": statistics.median(rates["graphcnn"]),
             "onednn_env": {path: final.get("onednn_env") for path, final in finals.items()},
+            "precision": finals["graphcnn"].get("precision"),
             "tf_version": finals["graphcnn"].get("tf_version"), "keras_version": finals["keras"].get("keras_version")}
 
 
@@ -955,6 +972,7 @@ def report(results: dict[str, list[dict]], meta: dict, accuracy: dict) -> tuple[
                   f"intervals left out); Keras's are the train function `model.fit` runs, on its tf.data iterator. "
                   f"TF_ENABLE_ONEDNN_OPTS seen by each process: "
                   + ", ".join(f"{k} {v or 'unset'}" for k, v in pr[0].get("onednn_env", {}).items()) + ".",
+                  f" graphcnn's default precision here: {pr[0].get('precision', '?')}; (c) uses the same.",
                   "", "| path | images/s, median of blocks | (a) / path, median of cycles | quartiles | target "
                   "| verdict |", "|---|---:|---:|---|---|---|",
                   f"| (a) graphcnn trainer, defaults | {_fmt(statistics.median(rates['graphcnn']))} | | | | |"]
@@ -963,13 +981,20 @@ def report(results: dict[str, list[dict]], meta: dict, accuracy: dict) -> tuple[
                  "vs keras TF defaults >= 2.0x (paired)"),
                 ("keras_onednn", "(b) Keras 3 train step, TF_ENABLE_ONEDNN_OPTS=1", 1.0,
                  "vs keras oneDNN >= 1.0x (paired)"),
-                ("ingraph", "(c) in-graph limit", 0.95, "vs in-graph limit >= 0.95x (paired)")):
+                ("ingraph", "(c) in-graph limit", 0.95, "vs in-graph limit >= 0.95x (paired)"),
+                ("keras_bf16", "Keras 3 train step, mixed_bfloat16 policy (like-for-like precision)", None, ""),
+                ("graphcnn_fp32", "graphcnn trainer, train.precision=float32", None, "")):
+            if key not in rates:
+                continue
             ratios = [a / b for a, b in zip(rates["graphcnn"], rates[key])]
             q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
             med = statistics.median(ratios)
-            verdicts[name] = ok = med >= target
+            verdict = ""
+            if target is not None:
+                verdicts[name] = ok = med >= target
+                verdict = "met" if ok else "**missed**"
             lines.append(f"| {label} | {_fmt(statistics.median(rates[key]))} | {med:.3f}x | {q[0]:.3f}-{q[2]:.3f} "
-                         f"| >= {target}x | {'met' if ok else '**missed**'} |")
+                         f"| {f'>= {target}x' if target is not None else 'recorded'} | {verdict} |")
         lines.append("")
     sweep = [("onednn_off", "TF_ENABLE_ONEDNN_OPTS=0"),
              ("threads_2_1", "intra_op=2, inter_op=1 (ConfigProto)"),
@@ -988,12 +1013,17 @@ def report(results: dict[str, list[dict]], meta: dict, accuracy: dict) -> tuple[
                              + (" wins |" if r > 1.05 else " no |"))
         lines.append("")
     if accuracy:
-        lines += ["### Accuracy, oneDNN on vs off (one full default digits run each)", "",
-                  "| oneDNN | test accuracy | validation accuracy | epochs x batch | wall s | trainer images/s |",
-                  "|---|---:|---:|---|---:|---:|"]
+        lines += ["### Accuracy: the default precision vs float32 (one full default digits run each)", "",
+                  "| train.precision | resolved | seed | test accuracy | validation accuracy | epochs x batch | wall s "
+                  "| trainer images/s |", "|---|---|---:|---:|---:|---|---:|---:|"]
         for key, r in accuracy.items():
-            lines.append(f"| {key} | {r['test_accuracy']:.4f} ({r['test_count']}) | {r['validation_accuracy']:.4f} "
-                         f"| {r['epochs']} x {r['batch_size']} | {r['wall_s']:.0f} | {_fmt(r['images_per_second'])} |")
+            lines.append(f"| {key.rsplit('-', 1)[0]} | {r['precision']} | {r['seed']} | {r['test_accuracy']:.4f} "
+                         f"({r['test_count']}) | {r['validation_accuracy']:.4f} | {r['epochs']} x {r['batch_size']} "
+                         f"| {r['wall_s']:.0f} | {_fmt(r['images_per_second'])} |")
+        by = {p: [r["test_accuracy"] for k, r in accuracy.items() if k.startswith(p + "-")] for p in ("auto", "float32")}
+        if by["auto"] and by["float32"]:
+            lines += ["", f"Mean test accuracy: default {statistics.mean(by['auto']):.4f}, float32 "
+                          f"{statistics.mean(by['float32']):.4f}."]
         lines.append("")
     if results.get("predict_cold"):
         pc = results["predict_cold"]
@@ -1082,10 +1112,14 @@ def main(argv: list[str] | None = None) -> int:
             shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in res.items() if k != "run"}
             print(f"round {r + 1}/{rounds} {key}: {shown} ({time.perf_counter() - t:.0f} s)", flush=True)
         accuracy = {}
-        if "accuracy" in paths:
-            for key, onednn in (("on (graphcnn default)", "1"), ("off", "0")):
-                accuracy[key] = run_worker("accuracy", {"workdir": tmp, "name": f"acc-{onednn}"}, _env(onednn))
-                print(f"accuracy oneDNN {key}: {accuracy[key]}", flush=True)
+        if "accuracy" in paths:  # the default precision against float32, seed by seed, alternating
+            for seed in (0, 1, 2):
+                for precision in ("auto", "float32"):
+                    key = f"{precision}-{seed}"
+                    accuracy[key] = run_worker("accuracy", {"workdir": tmp, "name": f"acc-{key}", "seed": seed,
+                                                            "precision": precision, "graphcnn_runtime": True},
+                                               _env(None))
+                    print(f"accuracy {key}: {accuracy[key]}", flush=True)
     first = next((v[0] for v in results.values() if v), {})
     meta = {"date": date, "command": " ".join(shlex.quote(a) for a in ["python", "scripts/benchmark.py",
                                                                       *(argv if argv is not None else sys.argv[1:])]),

@@ -31,7 +31,7 @@ def test_benchmark_quick_writes_report(tmp_path):
 
 
 def test_benchmark_paired_turns_report(tmp_path):
-    """The four paths of ``paired`` run as processes taking turns, each with its own oneDNN setting."""
+    """The six paths of ``paired`` run as processes taking turns, each with its own oneDNN setting."""
     out = tmp_path / "BENCHMARKS.md"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("TF_ENABLE_ONEDNN_OPTS", None)  # as on a user's machine: graphcnn turns it on, Keras's default does not
@@ -40,9 +40,13 @@ def test_benchmark_paired_turns_report(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
     assert "### Paired: the paths take turns" in text
-    assert "TF_ENABLE_ONEDNN_OPTS seen by each process: graphcnn 1, ingraph 1, keras unset, keras_onednn 1." in text
+    assert ("TF_ENABLE_ONEDNN_OPTS seen by each process: graphcnn 1, ingraph 1, keras unset, keras_onednn 1, "
+            "graphcnn_fp32 1, keras_bf16 unset.") in text
+    precision = re.search(r"graphcnn's default precision here: (\w+); \(c\) uses the same", text)
+    assert precision and precision.group(1) in ("float32", "mixed_bfloat16")
     for label in ("(b) Keras 3 train step, TF defaults", "(b) Keras 3 train step, TF_ENABLE_ONEDNN_OPTS=1",
-                  "(c) in-graph limit"):
+                  "(c) in-graph limit", "Keras 3 train step, mixed_bfloat16 policy",
+                  "graphcnn trainer, train.precision=float32"):
         row = next(line for line in text.splitlines() if line.startswith(f"| {label}"))
         rate, ratio = re.match(r"\| [^|]+ \| ([\d,]+) \| ([\d.]+)x \|", row).groups()
         assert float(rate.replace(",", "")) > 0 and float(ratio) > 0

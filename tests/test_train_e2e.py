@@ -32,7 +32,8 @@ def events(directory):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    cfg = tiny_config(epochs=3, early_stopping=EarlyStoppingConfig(restore_best=False))
+    # float32: these tests pin exact agreement with the float32 inference graph (mixed_bfloat16: test_precision.py)
+    cfg = tiny_config(epochs=3, early_stopping=EarlyStoppingConfig(restore_best=False), precision="float32")
     run = RunDir.create(tmp_path_factory.mktemp("logs"), "tiny")
     result = train(cfg, run, progress=False, dataset=synthetic_dataset())
     return cfg, run, result

@@ -19,6 +19,7 @@ import tensorflow as tf
 from graphcnn.config import Config, ModelConfig, TrainConfig
 from graphcnn.data.pipeline import InputHandles
 from graphcnn.model.network import Network, NetworkOutput
+from graphcnn.model.precision import compute_dtype
 
 v1 = tf.compat.v1
 
@@ -63,7 +64,8 @@ def inference_graph(model: ModelConfig, num_classes: int) -> tuple[tf.Graph, v1.
     (default False) and ``input/keep_rate_<group>`` (default 1.0) keep the training graph's
     names, as do ``output/{logits,probabilities,classes}`` and every variable, so a training
     checkpoint restores it. No input pipeline, loss, optimizer or summaries: imported and
-    run cold, it costs a fraction of the training graph (BENCHMARKS.md, cold predict).
+    run cold, it costs a fraction of the training graph (BENCHMARKS.md, cold predict). It
+    computes in float32 whatever ``train.precision`` was, so it runs on any machine.
     """
     graph = tf.Graph()
     with graph.as_default():
@@ -135,10 +137,15 @@ def training(total_loss: tf.Tensor, cfg: TrainConfig, total_steps: int, moving_u
         if cfg.check_numerics:
             total_loss = tf.debugging.check_numerics(total_loss, "loss is NaN or Inf")
         optimizer = get_optimizer(cfg, lr)
-        gradients = optimizer.compute_gradients(total_loss, var_list=var_list)
+        # GATE_NONE: no per-op tuple of gradients. Its control edges (BiasAddGrad -> Conv2DBackpropFilter)
+        # stop oneDNN from fusing the bias gradient into the filter gradient; that fused kernel is
+        # what Keras gets, and without it the bias gradients cost 5-20% of a step (BENCHMARKS.md).
+        # The updates below still wait for every gradient, so no update races a gradient's read.
+        gradients = optimizer.compute_gradients(total_loss, var_list=var_list,
+                                                gate_gradients=v1.train.Optimizer.GATE_NONE)
         gradients = [(g, v) for g, v in gradients if g is not None]
         grads, variables = [g for g, _ in gradients], [v for _, v in gradients]
-        checks = []
+        checks = list(grads)  # tensors as control inputs: wait for them, copy nothing
         if cfg.check_numerics:
             # a finite loss can still have overflowing gradients: check them (one reduction per
             # variable) before any update is applied, so the weights stay the last good ones
@@ -153,12 +160,18 @@ def training(total_loss: tf.Tensor, cfg: TrainConfig, total_steps: int, moving_u
     return global_step, lr, scale, gradients, train_op
 
 
+def network_for(config: Config, num_classes: int) -> Network:
+    """The training network of ``config``: its weight decay, seed and compute precision."""
+    t = config.train
+    return Network(config.model, num_classes, t.weight_decay, seed=t.seed, compute_dtype=compute_dtype(t.precision))
+
+
 def build_graph(config: Config, inputs: InputHandles, num_classes: int, total_steps: int,
                 network: Network | None = None) -> GraphHandles:
     """Chain inference, loss, evaluation and training on ``inputs`` in the default graph."""
     from graphcnn.train.finetune import trainable_variables
 
-    network = network or Network(config.model, num_classes, config.train.weight_decay, seed=config.train.seed)
+    network = network or network_for(config, num_classes)
     net, logits, probabilities, classes = inference(network, inputs)
     cross_entropy, total = loss(logits, inputs.labels, net.weight_decay, config.train.label_smoothing)
     accuracy, correct = evaluation(classes, inputs.labels)

@@ -110,7 +110,7 @@ def _finish(y: tf.Tensor, w: tf.Variable, activation: str, is_training, use_batc
         y, updates, _ = batch_norm(y, is_training, decay=bn_decay)
     else:
         b = v1.get_variable("biases", [int(y.shape[-1])], initializer=v1.zeros_initializer())
-        y = tf.nn.bias_add(y, b)
+        y = tf.nn.bias_add(y, tf.cast(b, y.dtype))
     act = get_activation(activation)
     if act is not None:
         y = act(y)
@@ -138,7 +138,8 @@ def conv2d(
     """
     with v1.variable_scope(name):
         w = v1.get_variable("weights", [kernel_size, kernel_size, int(x.shape[-1]), filters], initializer=initializer)
-        y = tf.nn.conv2d(x, w, strides=[1, strides, strides, 1], padding=padding)
+        # variables stay float32; a bfloat16 network computes on a bfloat16 copy (cast is a no-op otherwise)
+        y = tf.nn.conv2d(x, tf.cast(w, x.dtype), strides=[1, strides, strides, 1], padding=padding)
         return _finish(y, w, activation, is_training, use_batch_norm, bn_decay)
 
 
@@ -158,7 +159,7 @@ def dense(
         raise ValueError(f"{name}: dense needs a flat [batch, features] input, got shape {x.shape}; add a flatten layer")
     with v1.variable_scope(name):
         w = v1.get_variable("weights", [int(x.shape[-1]), units], initializer=initializer)
-        y = tf.matmul(x, w)
+        y = tf.matmul(x, tf.cast(w, x.dtype))
         return _finish(y, w, activation, is_training, use_batch_norm, bn_decay)
 
 
@@ -176,7 +177,7 @@ def dropout(x: tf.Tensor, keep_rate: tf.Tensor, name: str, seed: int | None = No
     prediction need no feed.
     """
     with tf.name_scope(name):
-        return tf.nn.dropout(x, rate=1.0 - keep_rate, seed=seed)
+        return tf.nn.dropout(x, rate=tf.cast(1.0 - keep_rate, x.dtype), seed=seed)
 
 
 def flatten(x: tf.Tensor, name: str = "flatten") -> tf.Tensor:

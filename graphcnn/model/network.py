@@ -28,7 +28,7 @@ class NetworkOutput(NamedTuple):
     """The result of connecting a :class:`Network`."""
 
     logits: tf.Tensor  # float32 [B, num_classes]
-    end_points: dict[str, tf.Tensor]  # layer name -> output, in network order (ends with "logits")
+    end_points: dict[str, tf.Tensor]  # layer name -> output (compute dtype; logits float32), in network order
     updates: tuple[tuple[tf.Variable, tf.Tensor], ...]  # batch-norm (moving average, amount to subtract)
     penultimate: tf.Tensor  # float32 [B, F]: the features the logits layer sees
     weight_decay: tf.Tensor  # float32 scalar: sum of decay * l2_loss(weights) (0 when off)
@@ -63,15 +63,22 @@ def resolve_layer_names(layers: tuple[LayerConfig, ...]) -> tuple[LayerConfig, .
 
 
 class Network:
-    """A configured CNN; call it to connect it to the default graph."""
+    """A configured CNN; call it to connect it to the default graph.
 
-    def __init__(self, model: ModelConfig, num_classes: int, weight_decay: float = 0.0, seed: int | None = None):
+    ``compute_dtype`` bfloat16 is mixed precision as Keras's ``mixed_bfloat16`` policy has it:
+    variables stay float32 (same names and checkpoints), each layer computes on a bfloat16
+    copy, and the logits come out float32.
+    """
+
+    def __init__(self, model: ModelConfig, num_classes: int, weight_decay: float = 0.0, seed: int | None = None,
+                 compute_dtype: tf.DType = tf.float32):
         if num_classes < 2:
             raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
         self.model = model
         self.num_classes = num_classes
         self.weight_decay = weight_decay
         self.seed = seed
+        self.compute_dtype = tf.as_dtype(compute_dtype)
         self.layers = resolve_layer_names(model.layers)
         self.keep_groups = keep_groups(model)
         self._connections = 0
@@ -95,7 +102,8 @@ class Network:
         updates: list[tuple[tf.Variable, tf.Tensor]] = []
         kernels: dict[str, tf.Variable] = {}
         decays: list[tuple[float, tf.Variable]] = []
-        net = images
+        net = tf.cast(images, self.compute_dtype, name="compute_dtype") if images.dtype != self.compute_dtype \
+            else images
         with v1.variable_scope(v1.get_variable_scope(), reuse=reuse):
             for layer in self.layers:
                 out = self._connect_layer(layer, net, is_training, keep_rates)
@@ -107,10 +115,11 @@ class Network:
                     decays.append((self._decay(layer), out.weights))
             if len(net.shape) != 2:
                 net = L.flatten(net)  # a net that ends on a conv/pool feeds the logits flattened
-            penultimate = net
+            penultimate = tf.cast(net, tf.float32)
             logits, _, logits_weights = L.dense(
                 net, self.num_classes, "logits", activation="linear", initializer=self._initializer("")
             )
+            logits = tf.cast(logits, tf.float32)  # softmax, loss and metrics in float32
             end_points["logits"] = logits
             kernels["logits"] = logits_weights
             decays.append((self.weight_decay, logits_weights))

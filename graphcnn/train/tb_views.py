@@ -91,6 +91,7 @@ def build_view_ops(config: Config, g, probe_count: int) -> ViewOps:
                 for name, tensor in g.net.end_points.items():
                     if kinds.get(name) in ("dropout", "flatten"):
                         continue
+                    tensor = tf.cast(tensor, tf.float32)  # bfloat16 under mixed precision
                     ops.append(tf.raw_ops.HistogramSummary(
                         tag=f"activations/{name}", values=tensor[:ACTIVATION_HISTOGRAM_IMAGES], name="histogram"))
                     if name != "logits" and kinds.get(name) in ("conv", "dense", "pool", "global_avg_pool"):
@@ -103,7 +104,7 @@ def build_view_ops(config: Config, g, probe_count: int) -> ViewOps:
                         or not tensor.shape[1:].is_fully_defined():
                     continue
                 with tf.name_scope(f"feature_maps_{name}"):
-                    grid = activation_grid(tensor)  # [B, H, W, 1]
+                    grid = activation_grid(tf.cast(tensor, tf.float32))  # [B, H, W, 1]
                     _, h, w, c = grid.shape.as_list()
                     side_by_side = tf.reshape(tf.transpose(grid, [1, 0, 2, 3]), [1, h, probe_count * w, c])
                     factor = min(4, max(1, math.ceil(FEATURE_MAP_MIN_HEIGHT / h)))

@@ -29,8 +29,8 @@ from tqdm import tqdm
 from graphcnn.config import Config
 from graphcnn.data.pipeline import InputPipeline, Preprocessing, augment_fn_for, compute_pixel_mean
 from graphcnn.data.sources import Dataset, Split, load_dataset
-from graphcnn.model.graph import GraphHandles, build_graph, inference_graph
-from graphcnn.model.network import Network
+from graphcnn.model.graph import GraphHandles, build_graph, inference_graph, network_for
+from graphcnn.model.precision import resolve_precision
 from graphcnn.train.checkpoints import CheckpointManager, export_inference_graph
 from graphcnn.train.early_stopping import EarlyStopping
 from graphcnn.train.finetune import build_init_from_checkpoint
@@ -183,12 +183,14 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
     log.info("data: %s; %d classes; train %d, validation %d, test %d; %d steps per epoch",
              dataset.name, num_classes, len(dataset.train), len(dataset.validation), len(dataset.test),
              steps_per_epoch)
+    precision = resolve_precision(tcfg.precision)
+    log.info("precision: %s%s", precision, " (train.precision = auto)" if tcfg.precision == "auto" else "")
 
     # 2. graph -------------------------------------------------------------------------
     graph = tf.Graph()
     with graph.as_default():
         v1.set_random_seed(tcfg.seed)
-        network = Network(config.model, num_classes, tcfg.weight_decay, seed=tcfg.seed)
+        network = network_for(config, num_classes)
         pipeline = InputPipeline(config.data, config.model, dataset.train, tcfg.batch_size,
                                  network.keep_groups, seed=config.data.seed,
                                  augment_fn=augment_fn_for(config.data.augment))
@@ -370,6 +372,7 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
             "best_validation": checkpoints.best_metric,
             "test_accuracy": test.accuracy if test else None, "test_loss": test.loss if test else None,
             "test_count": test.count if test else 0, "images_per_second": images_per_second,
+            "precision": precision,
         }
         if test is not None:
             val_scalars.write(final_step, {"test_accuracy": test.accuracy})

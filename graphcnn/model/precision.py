@@ -1,0 +1,51 @@
+"""The compute precision of a training graph: ``train.precision`` to a TensorFlow dtype.
+
+``mixed_bfloat16`` is Keras's mixed policy: variables, checkpoints, the loss, softmax and
+metrics stay float32, while convolutions, matrix products, activations and pooling run on
+bfloat16 copies. On CPUs with AMX (Intel Sapphire Rapids and later) oneDNN runs those in the
+AMX tile units, which made the digits net train about 2x faster with unchanged accuracy
+(BENCHMARKS.md). Elsewhere bfloat16 is emulated or falls back on slow kernels, so ``auto``
+picks it only where AMX-BF16 is present, and never when a GPU is visible (not measured there).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import tensorflow as tf
+
+PRECISIONS = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16}
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The feature flags of the first CPU listed in ``cpuinfo`` (empty where it is unreadable)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def resolve_precision(name: str, flags: frozenset[str] | None = None, gpu: bool | None = None,
+                      onednn: bool | None = None) -> str:
+    """``auto`` to ``mixed_bfloat16`` or ``float32`` for this machine; other names unchanged.
+
+    ``flags`` (CPU feature flags), ``gpu`` (a GPU is visible) and ``onednn`` (oneDNN kernels
+    on: without them bfloat16 runs on slow generic kernels) default to this process's.
+    """
+    if name != "auto":
+        if name not in PRECISIONS:
+            raise ValueError(f"unknown precision '{name}'; choices: auto, {', '.join(PRECISIONS)}")
+        return name
+    flags = cpu_flags() if flags is None else flags
+    gpu = bool(tf.config.list_physical_devices("GPU")) if gpu is None else gpu
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") not in ("0", "false", "False") if onednn is None else onednn
+    return "mixed_bfloat16" if "amx_bf16" in flags and onednn and not gpu else "float32"
+
+
+def compute_dtype(name: str) -> tf.DType:
+    """The dtype a network of precision ``name`` (resolved, not ``auto``) computes in."""
+    return PRECISIONS[resolve_precision(name)]
