@@ -971,8 +971,10 @@ def report(results: dict[str, list[dict]], meta: dict, accuracy: dict) -> tuple[
                   f"blocks are its trainer with default settings (input pipeline, logging, hooks; epoch-end "
                   f"intervals left out); Keras's are the train function `model.fit` runs, on its tf.data iterator. "
                   f"TF_ENABLE_ONEDNN_OPTS seen by each process: "
-                  + ", ".join(f"{k} {v or 'unset'}" for k, v in pr[0].get("onednn_env", {}).items()) + ".",
-                  f" graphcnn's default precision here: {pr[0].get('precision', '?')}; (c) uses the same.",
+                  + ", ".join(f"{k} {v or 'unset'}" for k, v in pr[0].get("onednn_env", {}).items())
+                  + f". graphcnn's default precision here: {pr[0].get('precision', '?')}; (c) uses the same. "
+                  "Caveat: while the other paths take their turns, graphcnn's tf.data prefetch may fill its "
+                  "buffer, which favours (a) slightly; the separate-process rows above have no such bias.",
                   "", "| path | images/s, median of blocks | (a) / path, median of cycles | quartiles | target "
                   "| verdict |", "|---|---:|---:|---|---|---|",
                   f"| (a) graphcnn trainer, defaults | {_fmt(statistics.median(rates['graphcnn']))} | | | | |"]

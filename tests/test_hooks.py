@@ -8,7 +8,7 @@ import tensorflow as tf
 from conftest import tiny_config
 from graphcnn.train.hooks import PeriodicImageHook, PeriodicSummaryHook, due
 from graphcnn.train.run_dir import RunDir
-from graphcnn.train.summaries import encode_png
+from graphcnn.train.summaries import encode_png, histogram_summary
 from graphcnn.train.trainer import train
 
 v1 = tf.compat.v1
@@ -33,7 +33,7 @@ def test_due_every_n_and_at_step_one():
 def test_summary_hook_rides_along_without_session_and_runs_alone_with_one():
     with tf.Graph().as_default():
         w = tf.Variable([1.0, 2.0, 3.0], name="w")
-        op = tf.raw_ops.HistogramSummary(tag="w", values=w)
+        op = histogram_summary("w", w)
         with v1.Session() as sess:
             sess.run(w.initializer)
             along = PeriodicSummaryHook("h", op, 2, RecordingWriter())
@@ -48,8 +48,10 @@ def test_summary_hook_rides_along_without_session_and_runs_alone_with_one():
             for step in range(1, 5):
                 alone.after_step(step, {})
             assert [s for s, _ in alone.writer.written] == [1, 2, 4]
-            histo = alone.writer.written[-1][1].value[0].histo
-            assert (histo.min, histo.max, histo.num) == (5.0, 5.0, 3)  # the weights after the update
+            value = alone.writer.written[-1][1].value[0]
+            buckets = tf.make_ndarray(value.tensor)  # (left, right, count) rows
+            assert value.tag == "w" and value.metadata.plugin_data.plugin_name == "histograms"
+            assert buckets[:, 0].min() <= 5.0 <= buckets[:, 1].max() and buckets[:, 2].sum() == 3  # after the update
 
 
 def test_image_hook_writes_exact_tags_alone_or_along():
@@ -93,3 +95,27 @@ def test_train_step_runs_with_two_fetch_sets_only(tmp_path, dataset, monkeypatch
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             tags.update(v.tag for v in event.summary.value)
     assert {"conv1_1/weights", "filters/conv1_1"} <= tags and np.any([t.startswith("gradients/") for t in tags])
+
+
+def test_histogram_summary_counts_as_numpy_does_under_its_exact_tag():
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal((64, 5, 5)).astype(np.float32)
+    with tf.Graph().as_default(), v1.Session() as sess:
+        ops = [histogram_summary("activations/conv1_1", tf.constant(values)),
+               histogram_summary("flat", tf.constant([2.0, 2.0])),
+               histogram_summary("none", tf.zeros([0])),
+               histogram_summary("bf16", tf.constant(values, tf.bfloat16))]
+        summaries = [v1.Summary.FromString(b) for b in sess.run(ops)]
+    value = summaries[0].value[0]
+    assert value.tag == "activations/conv1_1" and value.metadata.plugin_data.plugin_name == "histograms"
+    buckets = tf.make_ndarray(value.tensor)
+    counts, edges = np.histogram(values, bins=30, range=(values.min(), values.max()))
+    assert buckets.shape == (30, 3) and buckets.dtype == np.float64
+    np.testing.assert_allclose(buckets[:, 0], edges[:-1], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(buckets[:, 1], edges[1:], rtol=1e-6, atol=1e-6)
+    # float32 edges in TensorFlow vs float64 in numpy: a value on an edge may land one bucket over
+    assert buckets[:, 2].sum() == values.size and np.abs(buckets[:, 2] - counts).sum() <= 2
+    flat = tf.make_ndarray(summaries[1].value[0].tensor)
+    assert flat[0, 0] == 1.5 and flat[-1, 1] == 2.5 and flat[:, 2].sum() == 2
+    assert tf.make_ndarray(summaries[2].value[0].tensor)[:, 2].sum() == 0
+    assert tf.make_ndarray(summaries[3].value[0].tensor)[:, 2].sum() == values.size

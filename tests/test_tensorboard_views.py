@@ -69,7 +69,7 @@ def test_train_run_has_gradients_activations_sparsity_feature_maps_and_trace(vie
     tags = all_events(run.train_logs)
     every3 = [1, 3, 6, 9, 12, 15, 18, 21, 24, 27]
     for var in ("conv1_1/weights", "conv2_1/bn/gamma", "fc1/biases", "logits/weights"):
-        assert steps(tags, f"gradients/{var}") == every3 and tags[f"gradients/{var}"][0][1] == "histo"
+        assert steps(tags, f"gradients/{var}") == every3 and tags[f"gradients/{var}"][0][1] == "histograms"
     for layer in ("conv1_1", "pool1", "conv2_1", "pool2", "fc1"):
         assert steps(tags, f"activations/{layer}") == every3
         assert steps(tags, f"sparsity/{layer}") == every3 and tags[f"sparsity/{layer}"][0][1] == "simple_value"

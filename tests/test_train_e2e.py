@@ -25,7 +25,8 @@ def events(directory):
     for f in sorted(directory.glob("events.out.tfevents.*")):
         for e in v1.train.summary_iterator(str(f)):
             for v in e.summary.value:
-                kind = "image" if v.HasField("image") else "histo" if v.HasField("histo") else "scalar"
+                histogram = v.HasField("tensor") and v.metadata.plugin_data.plugin_name == "histograms"
+                kind = "image" if v.HasField("image") else "histo" if histogram else "scalar"
                 found.setdefault(v.tag, []).append((e.step, kind))
     return found
 

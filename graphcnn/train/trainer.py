@@ -306,7 +306,7 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
                     try:
                         results = sess.run(fetches, feed, options=options, run_metadata=metadata)
                     except tf.errors.InvalidArgumentError as err:
-                        if "NaN or Inf" in err.message or "Nan in summary" in err.message:
+                        if "NaN or Inf" in err.message:
                             raise FloatingPointError(
                                 f"training stopped at step {step + 1}: the loss or its gradients became NaN or Inf; "
                                 f"that update was not applied and the last good checkpoint is in {run.checkpoints}. Lower "
