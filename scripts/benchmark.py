@@ -27,7 +27,8 @@ Paths (``--paths``; default: all):
 * ``ingraph``      (c) the same graph, one batch held in a variable, ``sess.run(train_op)`` only
 * ``keras``        (b) the same net as a Keras 3 ``model.fit``, TF defaults (oneDNN variable unset)
 * ``keras_onednn`` (b) the same with ``TF_ENABLE_ONEDNN_OPTS=1``
-* ``sweep``        defaults for (a): oneDNN off, thread counts, XLA, pre-resized (cached) input
+* ``sweep``        defaults for (a): oneDNN off, thread counts, XLA, pre-resized (cached) input, float32
+                   precision, TF1's gradient gating
 * ``predict``      (e) cold ``graphcnn predict`` vs ``import tensorflow``; batch inference with Predictor
 * ``decode``       image-folder decode/resize throughput vs the dog_breeds_vgg training rate
 * ``accuracy``     full default digits runs, default precision vs float32, seeds 0-2 (not in rounds)
@@ -252,7 +253,11 @@ def worker_graphcnn(opts: dict) -> dict:
     from graphcnn.train.trainer import train
 
     warmup, steps = opts["warmup"], opts["steps"]
-    config = _digits_config(BATCH, warmup + steps, opts.get("log_off", False))
+    config = _digits_config(BATCH, warmup + steps, opts.get("log_off", False), opts.get("precision", "auto"))
+    if opts.get("gate_op"):  # TF1's default gradient gating, which graphcnn turned off (see model/graph.py)
+        compute = tf.compat.v1.train.Optimizer.compute_gradients
+        tf.compat.v1.train.Optimizer.compute_gradients = lambda self, *a, **k: compute(
+            self, *a, **dict(k, gate_gradients=tf.compat.v1.train.Optimizer.GATE_OP))
     dataset = load_dataset(DataConfig(), 1)
     if opts.get("preresized"):  # prototype of "cache the resized images": preprocess then only scales
         size = config.model.input_height
@@ -828,6 +833,8 @@ class Plan:
                 ("onednn_off", self.graphcnn("onednn_off", onednn="0", matmul=True)),
                 ("threads_2_1", self.graphcnn("threads_2_1", intra=2, inter=1)),
                 ("preresized", self.graphcnn("preresized", preresized=True)),
+                ("precision_float32", self.graphcnn("precision_float32", precision="float32")),
+                ("gate_op", self.graphcnn("gate_op", gate_op=True)),
             ]
             once += [  # XLA compiles for tens of seconds per process: once, after the rounds
                 ("xla_config", self.graphcnn("xla_config", xla_config=True)),
@@ -1003,7 +1010,9 @@ def report(results: dict[str, list[dict]], meta: dict, accuracy: dict) -> tuple[
              ("threads_1_2", "intra_op=1, inter_op=2 (ConfigProto; once, after the rounds)"),
              ("xla_config", "XLA: ConfigProto global_jit_level=ON_1 (once, after the rounds)"),
              ("xla_env", "XLA: TF_XLA_FLAGS=--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit (once, after the rounds)"),
-             ("preresized", "input resized once (cache after resize; prototype)")]
+             ("preresized", "input resized once (cache after resize; prototype)"),
+             ("precision_float32", "train.precision=float32 (auto picks mixed_bfloat16 on AMX-BF16 CPUs)"),
+             ("gate_op", "gradients with GATE_OP, TF1's default (no fused bias gradients)")]
     if g and any(k in S for k, _ in sweep):
         lines += ["### Defaults for (a): one setting changed at a time (images/s)", "", HEADER,
                   _row("graphcnn defaults (oneDNN on, threads 0/0 = TF's choice, no XLA, AUTOTUNE map+prefetch)",

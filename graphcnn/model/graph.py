@@ -138,9 +138,10 @@ def training(total_loss: tf.Tensor, cfg: TrainConfig, total_steps: int, moving_u
             total_loss = tf.debugging.check_numerics(total_loss, "loss is NaN or Inf")
         optimizer = get_optimizer(cfg, lr)
         # GATE_NONE: no per-op tuple of gradients. Its control edges (BiasAddGrad -> Conv2DBackpropFilter)
-        # stop oneDNN from fusing the bias gradient into the filter gradient; that fused kernel is
-        # what Keras gets, and without it the bias gradients cost 5-20% of a step (BENCHMARKS.md).
-        # The updates below still wait for every gradient, so no update races a gradient's read.
+        # stop oneDNN from fusing the bias gradient into the filter gradient, the kernel Keras gets;
+        # unfused, the bfloat16 bias gradients took ~5 ms of a ~23 ms digits step (BENCHMARKS.md,
+        # sweep row "gate_op"). The updates below still wait for every gradient, so no update
+        # races a gradient's read.
         gradients = optimizer.compute_gradients(total_loss, var_list=var_list,
                                                 gate_gradients=v1.train.Optimizer.GATE_NONE)
         gradients = [(g, v) for g, v in gradients if g is not None]

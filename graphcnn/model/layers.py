@@ -180,7 +180,7 @@ def dropout(x: tf.Tensor, keep_rate: tf.Tensor, name: str, seed: int | None = No
         if x.dtype == tf.float32:
             return tf.nn.dropout(x, rate=1.0 - keep_rate, seed=seed)
         # the random draw in float32: bfloat16 random numbers run on a slow generic kernel
-        # (+0.5 ms a step on the digits net), and the same seed then gives the same mask
+        # (+0.5 ms a step on the digits net)
         return tf.cast(tf.nn.dropout(tf.cast(x, tf.float32), rate=1.0 - keep_rate, seed=seed), x.dtype)
 
 
