@@ -11,7 +11,6 @@ import argparse
 import csv
 import json
 import sys
-from pathlib import Path
 
 from graphcnn import runtime
 

@@ -37,7 +37,6 @@ Paths (``--paths``; default: all):
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import datetime as _dt
 import json
 import os

@@ -381,7 +381,7 @@ class TensorBoardViews:
         return np.array(sorted(chosen + rest[: self.probe_count - len(chosen)]), np.int64)
 
     def hooks(self, sess, train_writer, val_writer, resumed: bool) -> list[Hook]:
-        cfg, g, train_cfg = self.config.log, self.g, self.config.train
+        cfg, g = self.config.log, self.g
         if not resumed:
             write_run_root_summaries(self.config, self.run.root)
         hooks: list[Hook] = []
