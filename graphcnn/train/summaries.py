@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Mapping, NamedTuple
 
+import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
@@ -33,18 +34,20 @@ def histogram_summary(tag: str, values: tf.Tensor, buckets: int = HISTOGRAM_BUCK
     legacy HistogramSummary op binary-searches ~1,500 exponential buckets per value: the
     digits net's weight, gradient and activation histograms took ~65 ms per snapshot with it
     (three training steps), ~11 ms with this. TensorBoard shows both formats in the same
-    dashboards.
+    dashboards. About 30 graph nodes, so the graph view stays readable.
     """
+    fractions = np.linspace(0.0, 1.0, buckets + 1)
     with tf.name_scope(name):
         x = tf.reshape(tf.cast(values, tf.float32), [-1])
         empty = tf.equal(tf.size(x), 0)
         lo = tf.where(empty, 0.0, tf.reduce_min(x))
         hi = tf.where(empty, 0.0, tf.reduce_max(x))
-        # all values equal: one unit-wide range around them, so the histogram still has a width
-        lo, hi = tf.where(hi > lo, lo, lo - 0.5), tf.where(hi > lo, hi, hi + 0.5)
+        pad = tf.where(hi > lo, 0.0, 0.5)  # all values equal: a unit-wide range around them
+        lo, hi = lo - pad, hi + pad
         counts = tf.histogram_fixed_width(x, tf.stack([lo, hi]), nbins=buckets)
-        edges = tf.linspace(tf.cast(lo, tf.float64), tf.cast(hi, tf.float64), buckets + 1)
-        tensor = tf.stack([edges[:-1], edges[1:], tf.cast(counts, tf.float64)], axis=1)
+        lo64, span = tf.cast(lo, tf.float64), tf.cast(hi - lo, tf.float64)
+        tensor = tf.stack([lo64 + span * fractions[:-1], lo64 + span * fractions[1:], tf.cast(counts, tf.float64)],
+                          axis=1)
         meta = histogram_metadata.create_summary_metadata(display_name=tag, description="")
         return tf.raw_ops.TensorSummaryV2(tag=tag, tensor=tensor, serialized_summary_metadata=meta.SerializeToString(),
                                           name="summary")
