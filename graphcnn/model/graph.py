@@ -19,7 +19,7 @@ import tensorflow as tf
 from graphcnn.config import Config, ModelConfig, TrainConfig
 from graphcnn.data.pipeline import InputHandles
 from graphcnn.model.network import Network, NetworkOutput
-from graphcnn.model.precision import compute_dtype
+from graphcnn.model.precision import PRECISIONS, resolve_precision
 
 v1 = tf.compat.v1
 
@@ -161,10 +161,14 @@ def training(total_loss: tf.Tensor, cfg: TrainConfig, total_steps: int, moving_u
     return global_step, lr, scale, gradients, train_op
 
 
-def network_for(config: Config, num_classes: int) -> Network:
-    """The training network of ``config``: its weight decay, seed and compute precision."""
+def network_for(config: Config, num_classes: int, precision: str | None = None) -> Network:
+    """The training network of ``config``: its weight decay, seed and compute precision.
+
+    ``precision``: ``config.train.precision`` already resolved, where the caller has it.
+    """
     t = config.train
-    return Network(config.model, num_classes, t.weight_decay, seed=t.seed, compute_dtype=compute_dtype(t.precision))
+    dtype = PRECISIONS[resolve_precision(precision or t.precision)]
+    return Network(config.model, num_classes, t.weight_decay, seed=t.seed, compute_dtype=dtype)
 
 
 def build_graph(config: Config, inputs: InputHandles, num_classes: int, total_steps: int,

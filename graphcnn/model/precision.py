@@ -44,8 +44,3 @@ def resolve_precision(name: str, flags: frozenset[str] | None = None, gpu: bool 
     gpu = bool(tf.config.list_physical_devices("GPU")) if gpu is None else gpu
     onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") not in ("0", "false", "False") if onednn is None else onednn
     return "mixed_bfloat16" if "amx_bf16" in flags and onednn and not gpu else "float32"
-
-
-def compute_dtype(name: str) -> tf.DType:
-    """The dtype a network of precision ``name`` (resolved, not ``auto``) computes in."""
-    return PRECISIONS[resolve_precision(name)]

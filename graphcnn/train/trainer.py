@@ -190,7 +190,7 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
     graph = tf.Graph()
     with graph.as_default():
         v1.set_random_seed(tcfg.seed)
-        network = network_for(config, num_classes)
+        network = network_for(config, num_classes, precision)
         pipeline = InputPipeline(config.data, config.model, dataset.train, tcfg.batch_size,
                                  network.keep_groups, seed=config.data.seed,
                                  augment_fn=augment_fn_for(config.data.augment))
