@@ -177,10 +177,8 @@ def dropout(x: tf.Tensor, keep_rate: tf.Tensor, name: str, seed: int | None = No
     prediction need no feed.
     """
     with tf.name_scope(name):
-        if x.dtype == tf.float32:
-            return tf.nn.dropout(x, rate=1.0 - keep_rate, seed=seed)
-        # the random draw in float32: bfloat16 random numbers run on a slow generic kernel
-        # (+0.5 ms a step on the digits net)
+        # the random draw in float32 (the casts are no ops for a float32 x): bfloat16 random
+        # numbers run on a slow generic kernel (+0.5 ms a step on the digits net)
         return tf.cast(tf.nn.dropout(tf.cast(x, tf.float32), rate=1.0 - keep_rate, seed=seed), x.dtype)
 
 

@@ -102,8 +102,7 @@ class Network:
         updates: list[tuple[tf.Variable, tf.Tensor]] = []
         kernels: dict[str, tf.Variable] = {}
         decays: list[tuple[float, tf.Variable]] = []
-        net = tf.cast(images, self.compute_dtype, name="compute_dtype") if images.dtype != self.compute_dtype \
-            else images
+        net = tf.cast(images, self.compute_dtype, name="compute_dtype")  # no op when already that dtype
         with v1.variable_scope(v1.get_variable_scope(), reuse=reuse):
             for layer in self.layers:
                 out = self._connect_layer(layer, net, is_training, keep_rates)

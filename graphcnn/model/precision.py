@@ -5,7 +5,8 @@ metrics stay float32, while convolutions, matrix products, activations and pooli
 bfloat16 copies. On CPUs with AMX (Intel Sapphire Rapids and later) oneDNN runs those in the
 AMX tile units, which made the digits net train about 2x faster with unchanged accuracy
 (BENCHMARKS.md). Elsewhere bfloat16 is emulated or falls back on slow kernels, so ``auto``
-picks it only where AMX-BF16 is present, and never when a GPU is visible (not measured there).
+picks it only where AMX-BF16 is present and oneDNN is on, and never when a GPU is visible
+(not measured there).
 """
 
 from __future__ import annotations
