@@ -1,10 +1,22 @@
 """The ``tf.data`` input pipeline, inside the training graph.
 
-Training batches come from an iterator in the graph and reach the network through
-``input/images`` / ``input/labels``, placeholders *with defaults*: training runs the
-train op with no image feed (no per-step host copy), while evaluation and prediction feed
-the same placeholders. Arrays enter the graph through placeholders at iterator
-initialization, so the saved graph never embeds the dataset.
+Training batches reach the network through ``input/images`` / ``input/labels``,
+placeholders *with defaults*: training runs the train op with no image feed (no per-step
+host copy), while evaluation and prediction feed the same placeholders. Arrays enter the
+graph through placeholders at initialization, so the saved graph never embeds the dataset.
+
+Two training sources, by what the split holds:
+
+* **in-memory arrays** (the embedded digits, Fashion-MNIST, ``.npz``): the images sit in a
+  graph variable kept out of checkpoints (``input/train_pipeline/images``, uint8, resized to
+  the model's size once), and a ``tf.data`` iterator hands out *index* batches of a fresh
+  permutation each epoch, with the batch number. The step gathers, scales and augments its
+  batch itself. An iterator that carried the images cost 6-11% of training throughput on a
+  2-core CPU (BENCHMARKS.md, 2026-12-01): its background threads preempt the compute
+  threads in the middle of each step. Each epoch uses ``len // batch_size`` full batches of
+  its permutation (the rest of that epoch's order is left out, a different few each epoch).
+* **image files**: paths are shuffled, decoded in a parallel ``map``, cached in memory when
+  they fit, batched, preprocessed (and augmented) in the pipeline, and prefetched.
 
 Preprocessing (also done by ``graphcnn predict``): convert to the model's channels, resize
 to its input size (bilinear), scale to [0, 1], optionally subtract the per-pixel mean of
@@ -127,23 +139,17 @@ class InputPipeline:
         self.seed = seed
         self.augment_fn = augment_fn  # (float32 batch, int64 [2] seed) -> float32 batch, training only
         self._split_placeholders: dict[str, tf.Tensor] = {}
+        self._array_source: tuple | None = None  # in-memory training arrays: see _array_batches
         self._eval_cache: dict[int, tuple[Split, np.ndarray, np.ndarray]] = {}
 
     # -- graph construction ---------------------------------------------------------
     def _size(self) -> tuple[int, int, int]:
         return self.model.input_height, self.model.input_width, self.model.channels
 
-    def _source_dataset(self, split: Split, scope: str) -> tf.data.Dataset:
-        """Elements (uint8 [h, w, c], int64 label); arrays and file lists enter via placeholders."""
+    def _file_dataset(self, split: Split, scope: str) -> tf.data.Dataset:
+        """Elements (uint8 [h, w, c], int64 label) of a file split; the paths enter via placeholders."""
         h, w, c = self._size()
         labels = v1.placeholder(tf.int64, [None], name=f"{scope}_labels")
-        if split.images is not None:
-            images = v1.placeholder(tf.uint8, [None, *split.images.shape[1:]], name=f"{scope}_images")
-            self._split_placeholders[scope] = (images, labels)
-            ds = tf.data.Dataset.from_tensor_slices((images, labels))
-            if split.images.shape[1:] != (h, w, c):  # resize each image once, cached below
-                ds = ds.map(lambda x, y: (fit_images(x, h, w, c), y), num_parallel_calls=AUTOTUNE)
-            return ds
         paths = v1.placeholder(tf.string, [None], name=f"{scope}_paths")
         self._split_placeholders[scope] = (paths, labels)
         ds = tf.data.Dataset.from_tensor_slices((paths, labels))
@@ -173,6 +179,57 @@ class InputPipeline:
                 num_parallel_calls=AUTOTUNE)
         return ds.prefetch(AUTOTUNE)
 
+    def _array_batches(self, mean: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
+        """In-memory training arrays: an iterator of index batches, gathered in the step.
+
+        Returns (float32 [b, H, W, C] preprocessed and augmented, int64 [b]), b =
+        min(batch_size, len(train)). The permutation of epoch e is a stateless shuffle keyed
+        on (data.seed, e), so it depends on nothing but the seed and the epoch, and
+        :meth:`initialize` can start the stream at any step (a resumed run continues the
+        order it stopped in).
+        """
+        split, (h, w, c) = self.train_split, self._size()
+        n = len(split)
+        if n == 0:
+            raise ValueError("the training split is empty: there is nothing to train on")
+        batch = min(self.batch_size, n)
+        per_epoch = n // batch
+        resize_once = self._cache(split)  # else the arrays are of the model's size, or resized in each step
+        stored = (h, w, c) if resize_once else split.images.shape[1:]
+        images_in = v1.placeholder(tf.uint8, [n, *stored], name="train_images")
+        labels_in = v1.placeholder(tf.int64, [n], name="train_labels")
+        # outside every collection: not checkpointed, not initialized by global_variables_initializer
+        images = v1.Variable(images_in, trainable=False, collections=[], name="images", use_resource=True)
+        labels = v1.Variable(labels_in, trainable=False, collections=[], name="labels", use_resource=True)
+        start = v1.placeholder(tf.int64, [], name="start_batch")
+        seed = tf.constant(self.seed, tf.int64)
+
+        def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+            order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), tf.stack([seed, epoch]))
+            numbers = epoch * per_epoch + tf.range(per_epoch, dtype=tf.int64)
+            return tf.data.Dataset.from_tensor_slices((numbers, tf.reshape(order[:per_epoch * batch],
+                                                                           [per_epoch, batch])))
+
+        ds = tf.data.Dataset.range(start // per_epoch, tf.int64.max).flat_map(epoch_batches)
+        ds = ds.skip(start % per_epoch).prefetch(2)
+        # fixed small buffers: autotuning's own measurements were more threads on a busy CPU
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        options.threading.private_threadpool_size = 1
+        self._train_iterator = v1.data.make_initializable_iterator(ds.with_options(options))
+        number, indices = self._train_iterator.get_next()
+        indices.set_shape([batch])
+        x = preprocess(tf.gather(images, indices), h, w, c, mean)
+        if self.augment_fn is not None:
+            x = self.augment_fn(x, tf.stack([seed, number]))
+        y = tf.gather(labels, indices)
+        fit = None
+        if resize_once:  # run by initialize, in chunks
+            raw = v1.placeholder(tf.uint8, [None, *split.images.shape[1:]], name="fit_images")
+            fit = (raw, fit_images(raw, h, w, c))
+        self._array_source = (images, labels, images_in, labels_in, start, fit)
+        return x, y
+
     def build(self) -> InputHandles:
         """Create the ``input`` scope: iterators, placeholders and the pixel-mean variable."""
         h, w, c = self._size()
@@ -181,15 +238,16 @@ class InputPipeline:
                                          initializer=v1.zeros_initializer(), trainable=False)
             mean = pixel_mean if self.data.mean_subtraction else None
             with tf.name_scope("train_pipeline"):
-                ds = self._source_dataset(self.train_split, "train")
-                if self._cache(self.train_split):
-                    ds = ds.cache()
-                if self.train_split.images is not None or self._cache(self.train_split):  # else shuffled as paths
-                    buffer = min(len(self.train_split), self.data.shuffle_buffer)
-                    ds = ds.shuffle(buffer, seed=self.seed, reshuffle_each_iteration=True)
-                ds = self._batches(ds.repeat(), mean, training=True)
-                self._train_iterator = v1.data.make_initializable_iterator(ds)
-                train_images, train_labels = self._train_iterator.get_next()
+                if self.train_split.images is not None:
+                    train_images, train_labels = self._array_batches(mean)
+                else:
+                    ds = self._file_dataset(self.train_split, "train")
+                    if self._cache(self.train_split):  # decoded once, then shuffled within a buffer
+                        buffer = min(len(self.train_split), self.data.shuffle_buffer)
+                        ds = ds.cache().shuffle(buffer, seed=self.seed, reshuffle_each_iteration=True)
+                    ds = self._batches(ds.repeat(), mean, training=True)
+                    self._train_iterator = v1.data.make_initializable_iterator(ds)
+                    train_images, train_labels = self._train_iterator.get_next()
             with tf.name_scope("eval_pipeline"):
                 if self.train_split.images is not None:
                     # arrays: one preprocessing op fed batch by batch (no iterator to re-initialize)
@@ -198,7 +256,7 @@ class InputPipeline:
                     self._eval_preprocessed = preprocess(self._eval_raw, h, w, c, mean)
                 else:
                     self._eval_iterator = v1.data.make_initializable_iterator(
-                        self._batches(self._source_dataset(self.train_split, "eval"), mean, training=False)
+                        self._batches(self._file_dataset(self.train_split, "eval"), mean, training=False)
                     )
                     self._eval_next = self._eval_iterator.get_next()
             images = v1.placeholder_with_default(train_images, [None, h, w, c], name="images")
@@ -211,13 +269,24 @@ class InputPipeline:
 
     # -- session-time ---------------------------------------------------------------
     def _feed(self, scope: str, split: Split) -> dict:
-        data_ph, labels_ph = self._split_placeholders[scope]
-        data = split.images if split.images is not None else np.asarray(split.paths, dtype=object)
-        return {data_ph: data, labels_ph: split.labels}
+        paths_ph, labels_ph = self._split_placeholders[scope]
+        return {paths_ph: np.asarray(split.paths, dtype=object), labels_ph: split.labels}
 
-    def initialize(self, sess: v1.Session) -> None:
-        """Start the training iterator (the arrays are copied into the pipeline once)."""
-        sess.run(self._train_iterator.initializer, self._feed("train", self.train_split))
+    def initialize(self, sess: v1.Session, start_step: int = 0) -> None:
+        """Start the training iterator (the arrays are copied into the graph once).
+
+        In-memory arrays continue their batch order from ``start_step`` (the global step of a
+        resumed run); a file source starts a fresh shuffle.
+        """
+        if self._array_source is None:
+            sess.run(self._train_iterator.initializer, self._feed("train", self.train_split))
+            return
+        images, labels, images_in, labels_in, start, fit = self._array_source
+        data = self.train_split.images
+        if fit is not None:
+            data = np.concatenate([sess.run(fit[1], {fit[0]: data[i:i + 1024]}) for i in range(0, len(data), 1024)])
+        sess.run([images.initializer, labels.initializer, self._train_iterator.initializer],
+                 {images_in: data, labels_in: self.train_split.labels, start: start_step})
 
     def eval_batches(self, sess: v1.Session, split: Split, keep: bool = False
                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -225,7 +225,8 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
                 inputs.pixel_mean.load(mean, sess)
         else:
             log.info("resumed from %s", restored)
-        pipeline.initialize(sess)
+        step = int(sess.run(g.global_step))
+        pipeline.initialize(sess, step)  # a resumed run continues the order of its batches
 
         # 4. finalize: the loop below can only run what is already in the graph -------------
         graph.finalize()
@@ -233,7 +234,6 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
         # 5. loop --------------------------------------------------------------------------
         if config.log.graph and restored is None:
             train_writer.add_graph(graph)
-        step = int(sess.run(g.global_step))
         for w in (train_writer, val_writer):
             start_session_log(w, step)
         train_scalars, val_scalars = ScalarWriter(train_writer), ScalarWriter(val_writer)

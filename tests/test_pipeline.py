@@ -1,0 +1,125 @@
+"""The training source for in-memory arrays: index batches from tf.data, gathered in the step."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import synthetic_dataset, tiny_config
+from graphcnn.config import DataConfig
+from graphcnn.data.pipeline import InputPipeline
+from graphcnn.data.sources import Split
+
+v1 = tf.compat.v1
+
+
+def _numbered(n: int, size: int = 12) -> Split:
+    """Image i is filled with the value i (n <= 256), so a batch names the images it holds."""
+    images = np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None, None], (n, size, size, 1)).copy()
+    return Split(labels=np.arange(n, dtype=np.int64) % 3, images=images)
+
+
+def _batches(split: Split, batch: int, steps: int, start: int = 0, seed: int = 0, augment_fn=None,
+             data: DataConfig = DataConfig()) -> list[np.ndarray]:
+    """The image numbers of ``steps`` training batches from ``start``, and checks labels travel along."""
+    cfg = tiny_config()
+    with tf.Graph().as_default() as graph:
+        pipeline = InputPipeline(data, cfg.model, split, batch, ("fc",), seed=seed, augment_fn=augment_fn)
+        inputs = pipeline.build()
+        with v1.Session() as sess:
+            pipeline.initialize(sess, start)
+            graph.finalize()
+            out = []
+            for _ in range(steps):
+                images, labels = sess.run([inputs.images, inputs.labels], {inputs.is_training: True})
+                assert images.dtype == np.float32 and images.shape == (min(batch, len(split)), 12, 12, 1)
+                numbers = np.round(images[:, 0, 0, 0] * 255).astype(np.int64)
+                np.testing.assert_array_equal(labels, split.labels[numbers])
+                out.append(numbers)
+    return out
+
+
+def _variable_shape(graph: tf.Graph, name: str) -> list[int]:
+    op = graph.get_operation_by_name(name)
+    assert op.type == "VarHandleOp"
+    return tf.TensorShape(op.get_attr("shape")).as_list()
+
+
+def test_each_epoch_is_a_new_permutation_of_full_batches():
+    split = _numbered(50)
+    batches = _batches(split, 16, 9)  # 50 // 16 = 3 batches per epoch: 3 epochs
+    epochs = [np.concatenate(batches[i:i + 3]) for i in (0, 3, 6)]
+    for e in epochs:
+        assert len(set(e.tolist())) == 48  # no image twice within an epoch; 2 of 50 left out
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+    again = _batches(split, 16, 9)
+    np.testing.assert_array_equal(np.concatenate(batches), np.concatenate(again))  # a pure function of the seed
+    other = _batches(split, 16, 3, seed=1)
+    assert not np.array_equal(np.concatenate(other), epochs[0])
+
+
+def test_a_resumed_stream_continues_where_the_step_is():
+    split = _numbered(50)
+    full = _batches(split, 16, 8)
+    np.testing.assert_array_equal(np.concatenate(_batches(split, 16, 4, start=4)), np.concatenate(full[4:]))
+
+
+def test_a_split_smaller_than_the_batch_is_one_batch_per_epoch():
+    batches = _batches(_numbered(5), 16, 2)
+    assert [sorted(b.tolist()) for b in batches] == [list(range(5))] * 2
+
+
+def test_arrays_are_resized_once_and_kept_out_of_checkpoints_and_graph():
+    ds = synthetic_dataset(size=10)  # 10x10 arrays, 12x12 model
+    cfg = tiny_config()
+    with tf.Graph().as_default() as graph:
+        pipeline = InputPipeline(cfg.data, cfg.model, ds.train, 8, ("fc",), seed=0)
+        inputs = pipeline.build()
+        assert _variable_shape(graph, "input/train_pipeline/images") == [len(ds.train), 12, 12, 1]
+        names = {v.op.name for v in v1.global_variables() + v1.local_variables()}
+        assert "input/train_pipeline/images" not in names and "input/train_pipeline/labels" not in names
+        # the data enters at initialization: no constant in the graph holds it
+        assert max(len(n.attr["value"].tensor.tensor_content) for n in graph.as_graph_def().node) < 1000
+        with v1.Session() as sess:
+            pipeline.initialize(sess)
+            images = sess.run(inputs.images, {inputs.is_training: True})
+            expected = pipeline.eval_batches(sess, Split(labels=ds.train.labels, images=ds.train.images))
+            all_eval = np.concatenate([x for x, _ in expected])
+        # each training image is one of the split's images, preprocessed as evaluation does it
+        for x in images:
+            assert np.min(np.abs(all_eval - x).reshape(len(all_eval), -1).max(axis=1)) < 1e-6
+
+
+def test_no_resize_cache_resizes_in_each_step():
+    ds = synthetic_dataset(size=10)
+    cfg = tiny_config()
+    with tf.Graph().as_default() as graph:
+        pipeline = InputPipeline(dataclasses.replace(cfg.data, cache="none"), cfg.model, ds.train, 8, ("fc",), seed=0)
+        inputs = pipeline.build()
+        assert _variable_shape(graph, "input/train_pipeline/images") == [len(ds.train), 10, 10, 1]
+        with v1.Session() as sess:
+            pipeline.initialize(sess)
+            assert sess.run(inputs.images, {inputs.is_training: True}).shape == (8, 12, 12, 1)
+
+
+def test_augmentation_is_keyed_on_the_batch_number():
+    """augment_fn gets (seed, global batch number): the same batch gets the same draws after a resume."""
+    def number(images, seed):  # every pixel becomes the batch number the pipeline hands over
+        return tf.zeros_like(images) + tf.cast(seed[1], tf.float32) + 1000.0 * tf.cast(seed[0], tf.float32)
+
+    cfg = tiny_config()
+    with tf.Graph().as_default():
+        pipeline = InputPipeline(cfg.data, cfg.model, _numbered(50), 16, ("fc",), seed=7, augment_fn=number)
+        inputs = pipeline.build()
+        with v1.Session() as sess:
+            pipeline.initialize(sess, 5)
+            seen = [float(sess.run(inputs.images, {inputs.is_training: True})[0, 0, 0, 0]) for _ in range(2)]
+    assert seen == [7005.0, 7006.0]
+
+
+def test_an_empty_training_split_is_a_clear_error():
+    cfg = tiny_config()
+    empty = Split(labels=np.zeros(0, np.int64), images=np.zeros((0, 12, 12, 1), np.uint8))
+    with tf.Graph().as_default(), pytest.raises(ValueError, match="training split is empty"):
+        InputPipeline(cfg.data, cfg.model, empty, 8, ("fc",), seed=0).build()
