@@ -64,21 +64,24 @@ def _benchmark_module():
 def test_logging_cost_in_run_counts_only_due_steps_against_their_neighbours():
     bench = _benchmark_module()
     # 100 steps of 50 ms on a machine that slows down halfway (drift), 7 epochs of 14 steps
-    # whose epoch-end intervals take 0.5 s; summaries due every 10 steps cost 5 ms, at 50 30 ms
+    # whose epoch-end intervals take 0.5 s; summaries due every 10 steps cost 5 ms, those due
+    # every 50 another 25 ms; a 40 ms load spike lands on the scalar step 70
     steps = []
     for s in range(2, 101):
         dt = 0.050 if s < 45 else 0.060
         if s % 10 == 0:
-            dt += 0.030 if s == 50 else 0.005
+            dt += 0.005 + (0.025 if s % 50 == 0 else 0.0) + (0.040 if s == 70 else 0.0)
         if bench.after_epoch_end(s, 14):
             dt += 0.5
         steps.append((s, dt))
     cost = bench.logging_cost_in_run(steps, [10, 50], warmup=5, steps_per_epoch=14)
     assert cost["logging_steps"] == 10 and cost["timed_steps"] == 95 - 7  # epoch ends: 15, 29, ..., 99
-    extra = 9 * 0.005 + 0.030
+    extra = 10 * 0.005 + 2 * 0.025
     total = sum(dt for s, dt in steps if s > 5 and not bench.after_epoch_end(s, 14))
-    assert abs(cost["logging_share"] - extra / total) < 1e-9  # drift cancelled: neighbours on both sides
-    assert cost["largest_ms"][0] == (30.0, 50)
+    # drift cancelled (neighbours on both sides), the spike left out (the median of the 8 scalar-only steps)
+    assert abs(cost["logging_share"] - extra / total) < 1e-9
+    assert abs(cost["raw_share"] - (extra + 0.040) / total) < 1e-9
+    assert cost["largest_ms"][0] == (45.0, 70)
     # the steady rate leaves the epoch ends out, the other figure keeps them
     steady, with_ends, n = bench._steady_rate(steps, 5, 14, 128)
     assert n == 95 and with_ends < steady

@@ -16,7 +16,7 @@ from graphcnn.data.sources import Split
 from graphcnn.tensorboard_cli import read_images, read_scalars, tensorboard_command
 from graphcnn.train import sweep
 from graphcnn.train.run_dir import RunDir
-from graphcnn.train.tb_views import pr_curve_summary
+from graphcnn.train.tb_views import pr_curve_counts, pr_curve_summary
 from graphcnn.train.trainer import train
 from graphcnn.viz import bitmap
 
@@ -221,13 +221,31 @@ def test_sweep_grid_and_cli(tmp_path, monkeypatch, capsys):
 
 
 def test_pr_curve_counts_binary_case():
-    labels = np.array([True, True, False, False])
+    labels = np.array([0, 0, 1, 1])  # class 0's scores: 0.9, 0.4 (positives), 0.6, 0.1 (negatives)
     scores = np.array([0.9, 0.4, 0.6, 0.1])
-    data = tf.make_ndarray(pr_curve_summary("pr", labels, scores, num_thresholds=11).value[0].tensor)
-    tp, fp, tn, fn, precision, recall = data
+    data = pr_curve_counts(labels, np.stack([scores, 1 - scores], axis=1), num_thresholds=11)
+    assert data.shape == (2, 6, 11) and data.dtype == np.float32
+    summary = pr_curve_summary("pr", data[0])
+    assert summary.value[0].metadata.plugin_data.plugin_name == "pr_curves"
+    tp, fp, tn, fn, precision, recall = tf.make_ndarray(summary.value[0].tensor)
     assert (tp[0], fp[0], tn[0], fn[0]) == (2, 2, 0, 0)
     assert (tp[5], fp[5]) == (1, 1) and precision[5] == pytest.approx(0.5) and recall[5] == pytest.approx(0.5)
     assert (tp[10], fp[10]) == (0, 0)
+
+
+def test_pr_curve_counts_match_one_class_at_a_time():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 200)
+    probabilities = rng.dirichlet(np.ones(4), 200)
+    data = pr_curve_counts(labels, probabilities, num_thresholds=21)
+    for c in range(4):
+        buckets = np.clip(np.floor(probabilities[:, c] * 20), 0, 20)
+        tp = [(buckets[labels == c] >= i).sum() for i in range(21)]
+        fp = [(buckets[labels != c] >= i).sum() for i in range(21)]
+        np.testing.assert_array_equal(data[c, 0], tp)
+        np.testing.assert_array_equal(data[c, 1], fp)
+        np.testing.assert_array_equal(data[c, 2] + data[c, 1], (labels != c).sum())
+        np.testing.assert_array_equal(data[c, 3] + data[c, 0], (labels == c).sum())
 
 
 def test_bitmap_drawing():

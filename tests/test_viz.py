@@ -248,3 +248,19 @@ def test_write_gif_rgb_approximate(tmp_path):
     assert decoded.shape == (4, 20, 30, 3)
     error = np.abs(decoded.astype(int) - np.stack(frames).astype(int))
     assert error.max() <= 26  # half a step of the 6-level red/blue axis
+
+
+def test_draw_text_places_each_glyph_one_column_apart_and_clips():
+    from graphcnn.viz import bitmap
+
+    canvas = np.zeros((10, 20), np.uint8)
+    bitmap.draw_text(canvas, "1a", 2, 1, 255)  # lower case drawn as upper; 'a' -> 'A'
+    expected = np.zeros((10, 20), bool)
+    expected[1:8, 2:7] = bitmap._MASKS["1"]
+    expected[1:8, 8:13] = bitmap._MASKS["A"]
+    np.testing.assert_array_equal(canvas == 255, expected)
+    clipped = np.zeros((5, 4, 3), np.uint8)  # off the top-left corner, scaled
+    bitmap.draw_text(clipped, "~", -3, -4, (1, 2, 3), scale=2)  # unknown -> '?'
+    big = np.kron(bitmap._MASKS["?"], np.ones((2, 2), bool))
+    np.testing.assert_array_equal(clipped[..., 0] == 1, big[4:9, 3:7])
+    assert bitmap.text_width("1a") == 11
