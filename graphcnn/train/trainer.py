@@ -255,6 +255,7 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
         feed = {inputs.is_training: True}
         feed.update({inputs.keep_rates[g_]: tcfg.keep_rates.get(g_, 1.0) for g_ in network.keep_groups})
         base_fetches = {"train": g.train_op, "loss": g.loss, "accuracy": g.accuracy, "lr": g.learning_rate}
+        plain_step = sess.make_callable(list(base_fetches.values()), list(feed))
 
         def validate(step: int) -> EvalResult | None:
             result = evaluate_split(sess, g, pipeline, dataset.validation, repeated=True)
@@ -304,7 +305,10 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
                     metadata = v1.RunMetadata() if trace else None
                     options = v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE) if trace else None
                     try:
-                        results = sess.run(fetches, feed, options=options, run_metadata=metadata)
+                        if trace or len(fetches) > len(base_fetches):
+                            results = sess.run(fetches, feed, options=options, run_metadata=metadata)
+                        else:  # most steps: the prepared callable skips sess.run's per-call fetch parsing
+                            results = dict(zip(base_fetches, plain_step(*feed.values())))
                     except tf.errors.InvalidArgumentError as err:
                         if "NaN or Inf" in err.message:
                             raise FloatingPointError(
