@@ -99,8 +99,9 @@ class DataConfig:
     seed: int = 0
     mean_subtraction: bool = False  # subtract the per-pixel mean of the training split
     strict: bool = False  # bad files are an error instead of a warning
-    cache: str = "auto"  # auto | memory | none: cache decoded images in the tf.data pipeline
-    shuffle_buffer: int = 10000
+    # auto | memory | none: keep decoded (files) or resized (arrays) images in memory, auto = under 2 GiB
+    cache: str = "auto"
+    shuffle_buffer: int = 10000  # file sources; in-memory arrays get a full permutation each epoch
     num_parallel_calls: int = 0  # 0: tf.data.AUTOTUNE
     augment: AugmentConfig = AugmentConfig()
 

@@ -212,7 +212,8 @@ class InputPipeline:
 
         ds = tf.data.Dataset.range(start // per_epoch, tf.int64.max).flat_map(epoch_batches)
         ds = ds.skip(start % per_epoch).prefetch(2)
-        # fixed small buffers: autotuning's own measurements were more threads on a busy CPU
+        # one thread, no autotuning: the iterator only hands out indices, and more threads would
+        # compete with the step's compute threads
         options = tf.data.Options()
         options.autotune.enabled = False
         options.threading.private_threadpool_size = 1
