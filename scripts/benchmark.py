@@ -24,6 +24,9 @@ Paths (``--paths``; default: all):
 * ``paired``       (a), (c), (b) (TF defaults, oneDNN on, mixed_bfloat16 policy) and (a) at float32 precision:
                    one process each, taking turns in blocks of 10 steps: per-cycle ratios that the
                    drift between processes cannot blur
+* ``inprocess``    (a) and (c) in one process, taking turns in blocks of 5 steps: the trainer's clock hands
+                   over to a (c) session between its blocks, so both share the thread pools, the
+                   caches and the load of the moment, with no process switch between them
 * ``ingraph``      (c) the same graph, one batch held in a variable where the trainer has its pipeline, its
                    input placeholders fed as the trainer feeds them, ``sess.run(train_op)`` only
 * ``keras``        (b) the same net as a Keras 3 ``model.fit``, TF defaults (oneDNN variable unset)
@@ -363,6 +366,42 @@ def worker_ingraph(opts: dict) -> dict:
             "train_mflop_per_image": mflop, "onednn_env": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
 
 
+def worker_inprocess(opts: dict) -> dict:
+    """``inprocess``: graphcnn's trainer and (c) in one process, in turns of ``block`` steps."""
+    from graphcnn.config import DataConfig
+    from graphcnn.data.sources import load_dataset
+    from graphcnn.train.run_dir import RunDir
+    from graphcnn.train.trainer import train
+
+    warmup, block, cycles = opts["warmup"], opts["block"], opts["cycles"]
+    step, close, _, _ = _ingraph_session({}, 10 ** 6)
+    for _ in range(warmup):
+        step()
+    dataset = load_dataset(DataConfig(), 1)
+    steps_per_epoch = max(1, len(dataset.train) // BATCH)
+    a_rates: list[float] = []
+    c_rates: list[float] = []
+
+    def between(at: int) -> None:  # after each block of the trainer: time it, then run a block of (c)
+        if at <= warmup:
+            return
+        kept = [dt for s, dt in clock.steps if at - block < s <= at and not after_epoch_end(s, steps_per_epoch)]
+        if len(kept) < block:  # the block held an epoch end: left out, like the paired blocks
+            return
+        t = time.perf_counter()
+        for _ in range(block):
+            step()
+        c_rates.append(block * BATCH / (time.perf_counter() - t))
+        a_rates.append(block * BATCH / sum(kept))
+
+    clock = StepClock(between, every=block, first=warmup)
+    config = _digits_config(BATCH, warmup + block * cycles, False)
+    train(config, RunDir.create(opts["workdir"], opts["name"], prefix="bench"), dataset=dataset, progress=False)
+    close()
+    return {"a_rates": a_rates, "c_rates": c_rates, "block": block, "images_per_second": statistics.median(a_rates),
+            "onednn_env": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
+
+
 def _keras_model(policy: str = "float32"):
     """(b)'s network as a compiled Keras 3 model, and its input: the digits at 28x28x1, shuffled, batch 128.
 
@@ -598,7 +637,7 @@ def worker_accuracy(opts: dict) -> dict:
 
 WORKERS = {"graphcnn": worker_graphcnn, "ingraph": worker_ingraph, "keras": worker_keras, "turns": worker_turns,
            "predict_batch": worker_predict_batch, "make_jpegs": worker_make_jpegs, "decode": worker_decode,
-           "accuracy": worker_accuracy}
+           "accuracy": worker_accuracy, "inprocess": worker_inprocess}
 
 
 def worker_main(name: str, opts: dict) -> None:
@@ -778,6 +817,11 @@ class Plan:
         return lambda: run_turns(dict(sizes, workdir=str(self.workdir), name=self._name("paired"),
                                       graphcnn_runtime=True))
 
+    def inprocess(self):
+        sizes = dict(warmup=10, block=3, cycles=4) if self.args.quick else dict(warmup=10, block=5, cycles=120)
+        return lambda: run_worker("inprocess", dict(sizes, workdir=str(self.workdir), name=self._name("inprocess"),
+                                                    graphcnn_runtime=True), _env(None))
+
     def predict_cold(self):
         def go():
             if self.last_run is None:
@@ -833,6 +877,8 @@ class Plan:
             m.append(("nolog", self.graphcnn("nolog", log_off=True)))
         if "paired" in paths:
             m.append(("paired", self.paired()))
+        if "inprocess" in paths:
+            m.append(("inprocess", self.inprocess()))
         if "sweep" in paths:
             m += [
                 ("onednn_off", self.graphcnn("onednn_off", onednn="0", matmul=True)),
@@ -852,8 +898,8 @@ class Plan:
         return m, once
 
 
-ALL_PATHS = ("graphcnn", "ingraph", "keras", "keras_onednn", "nolog", "paired", "sweep", "predict", "decode",
-             "accuracy")
+ALL_PATHS = ("graphcnn", "ingraph", "keras", "keras_onednn", "nolog", "paired", "inprocess", "sweep", "predict",
+             "decode", "accuracy")
 QUICK_PATHS = ("graphcnn", "ingraph")
 
 
@@ -1011,6 +1057,26 @@ def report(results: dict[str, list[dict]], meta: dict, accuracy: dict) -> tuple[
             lines.append(f"| {label} | {_fmt(statistics.median(rates[key]))} | {med:.3f}x | {q[0]:.3f}-{q[2]:.3f} "
                          f"| {f'>= {target}x' if target is not None else 'recorded'} | {verdict} |")
         lines.append("")
+    ip = results.get("inprocess") or []
+    if ip:
+        ratios = [a / c for r in ip for a, c in zip(r["a_rates"], r["c_rates"])]
+        q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+        med = statistics.median(ratios)
+        verdicts["vs in-graph limit >= 0.95x (in one process)"] = ok = med >= 0.95
+        per_round = ", ".join(f"{statistics.median([a / c for a, c in zip(r['a_rates'], r['c_rates'])]):.3f}"
+                              for r in ip)
+        lines += ["### In one process: the trainer and (c) take turns", "",
+                  f"graphcnn's trainer (defaults, logging on) hands over to a (c) session after each block of "
+                  f"{ip[0]['block']} steps, {len(ratios)} pairs of blocks over {len(ip)} round(s) (blocks holding "
+                  "an epoch end left out). Both share the thread pools, the caches and the load of the moment, "
+                  "and no process switch separates them.", "",
+                  "| path | images/s, median of blocks | (a) / (c), median of pairs | quartiles | per round | target "
+                  "| verdict |", "|---|---:|---:|---|---|---|---|",
+                  f"| (a) graphcnn trainer, defaults | {_fmt(statistics.median(a for r in ip for a in r['a_rates']))} "
+                  "| | | | | |",
+                  f"| (c) in-graph limit | {_fmt(statistics.median(c for r in ip for c in r['c_rates']))} | "
+                  f"{med:.3f}x | {q[0]:.3f}-{q[2]:.3f} | {per_round} | >= 0.95x | {'met' if ok else '**missed**'} |",
+                  ""]
     sweep = [("onednn_off", "TF_ENABLE_ONEDNN_OPTS=0"),
              ("threads_2_1", "intra_op=2, inter_op=1 (ConfigProto)"),
              ("threads_1_2", "intra_op=1, inter_op=2 (ConfigProto; once, after the rounds)"),

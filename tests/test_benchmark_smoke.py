@@ -52,6 +52,20 @@ def test_benchmark_paired_turns_report(tmp_path):
         assert float(rate.replace(",", "")) > 0 and float(ratio) > 0
 
 
+def test_benchmark_inprocess_turns_report(tmp_path):
+    """The trainer and (c) take turns inside one process; every pair of blocks gives a ratio."""
+    out = tmp_path / "BENCHMARKS.md"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--paths", "inprocess", "--out", str(out)],
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "### In one process: the trainer and (c) take turns" in text
+    assert re.search(r"after each block of 3 steps, [1-4] pairs of blocks over 1 round", text)
+    row = next(line for line in text.splitlines() if line.startswith("| (c) in-graph limit"))
+    rate, ratio = re.match(r"\| [^|]+ \| ([\d,]+) \| ([\d.]+)x \|", row).groups()
+    assert float(rate.replace(",", "")) > 0 and float(ratio) > 0
+
+
 def _benchmark_module():
     import importlib.util
 
