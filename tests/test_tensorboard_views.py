@@ -84,7 +84,8 @@ def test_train_run_has_gradients_activations_sparsity_feature_maps_and_trace(vie
     # feature maps: the 4 probe images side by side, upscaled to >= 96 px high
     png = dict(read_images(run.train_logs, "feature_maps/conv1_1")["feature_maps/conv1_1"])[5]
     image = tf.io.decode_png(png).numpy()
-    assert image.shape[0] >= 96 and image.shape[1] == 4 * image.shape[1] // 4 and image.shape[2] == 1
+    # conv1_1 has 4 filters: a square 2x2 grid per probe image, 4 grids in one row
+    assert image.shape[0] >= 96 and image.shape[1] == 4 * image.shape[0] and image.shape[2] == 1
     probe = np.load(run.root / "probe.npz")
     assert len(probe["indices"]) == 4 and probe["preprocessed"].shape == (4, 12, 12, 1)
     assert len(set(probe["labels"].tolist())) == 3  # one per class first

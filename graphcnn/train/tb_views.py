@@ -103,7 +103,9 @@ def build_view_ops(config: Config, g, probe_count: int) -> ViewOps:
                 with tf.name_scope(f"feature_maps_{name}"):
                     grid = activation_grid(tf.cast(tensor, tf.float32))  # [B, H, W, 1]
                     _, h, w, c = grid.shape.as_list()
-                    side_by_side = tf.reshape(tf.transpose(grid, [1, 0, 2, 3]), [1, h, probe_count * w, c])
+                    # the probe images left to right; concat, not a uint8 transpose (which oneDNN
+                    # logs an error for on every run, then leaves to Eigen)
+                    side_by_side = tf.concat(tf.unstack(grid, num=probe_count), axis=1)[tf.newaxis]
                     factor = min(4, max(1, math.ceil(FEATURE_MAP_MIN_HEIGHT / h)))
                     image = _upscale(side_by_side, factor)
                     feature_maps[f"feature_maps/{name}"] = PngImage(
