@@ -114,8 +114,8 @@ def fashion() -> Config:
 
     Batch norm before each ReLU, dropout on fc1, horizontal flips, Adam with a cosine decay
     over 12 epochs and label smoothing: about 93.4% test accuracy, in 3.3 minutes on 2 AMX CPU
-    cores (mixed_bfloat16) and about 10 on 2 AVX2 cores (float32) (BENCHMARKS.md). Reads /usr/share/datasets/fashion-mnist (``apt-get install
-    dataset-fashion-mnist``) by default.
+    cores (mixed_bfloat16) and about 10 on 2 AVX2 cores (float32) (BENCHMARKS.md). Reads
+    /usr/share/datasets/fashion-mnist (``apt-get install dataset-fashion-mnist``) by default.
     """
     config = _preset("fashion", 28, 1, [
         conv(32, batch_norm=True), pool(),

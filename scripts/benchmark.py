@@ -146,6 +146,10 @@ class StepClock:
 
         trainer_module.tqdm = ClockedBar
 
+    def block(self, end: int, size: int, steps_per_epoch: int) -> list[float]:
+        """Durations of the ``size`` steps up to ``end``, less those that hold an epoch end."""
+        return [dt for s, dt in self.steps if end - size < s <= end and not after_epoch_end(s, steps_per_epoch)]
+
     def _tick(self) -> None:
         now = time.perf_counter()
         self._count += 1
@@ -385,8 +389,8 @@ def worker_inprocess(opts: dict) -> dict:
     def between(at: int) -> None:  # after each block of the trainer: time it, then run a block of (c)
         if at <= warmup:
             return
-        kept = [dt for s, dt in clock.steps if at - block < s <= at and not after_epoch_end(s, steps_per_epoch)]
-        if len(kept) < block:  # the block held an epoch end: left out, like the paired blocks
+        kept = clock.block(at, block, steps_per_epoch)
+        if len(kept) < block:  # the block held an epoch end: its pair is left out
             return
         t = time.perf_counter()
         for _ in range(block):
@@ -487,8 +491,7 @@ def worker_turns(opts: dict) -> dict:
 
         def between(step: int) -> None:
             if step > warmup:  # the block that just ended: its steps, less epoch-end intervals
-                kept = [dt for s, dt in clock.steps if step - block < s <= step
-                        and not after_epoch_end(s, steps_per_epoch)]
+                kept = clock.block(step, block, steps_per_epoch)
                 turns.report(sum(kept), len(kept) * BATCH)
             else:
                 turns.ready()

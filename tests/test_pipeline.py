@@ -7,7 +7,6 @@ import pytest
 import tensorflow as tf
 
 from conftest import synthetic_dataset, tiny_config
-from graphcnn.config import DataConfig
 from graphcnn.data.pipeline import InputPipeline
 from graphcnn.data.sources import Split
 
@@ -20,12 +19,11 @@ def _numbered(n: int, size: int = 12) -> Split:
     return Split(labels=np.arange(n, dtype=np.int64) % 3, images=images)
 
 
-def _batches(split: Split, batch: int, steps: int, start: int = 0, seed: int = 0, augment_fn=None,
-             data: DataConfig = DataConfig()) -> list[np.ndarray]:
+def _batches(split: Split, batch: int, steps: int, start: int = 0, seed: int = 0) -> list[np.ndarray]:
     """The image numbers of ``steps`` training batches from ``start``, and checks labels travel along."""
     cfg = tiny_config()
     with tf.Graph().as_default() as graph:
-        pipeline = InputPipeline(data, cfg.model, split, batch, ("fc",), seed=seed, augment_fn=augment_fn)
+        pipeline = InputPipeline(cfg.data, cfg.model, split, batch, ("fc",), seed=seed)
         inputs = pipeline.build()
         with v1.Session() as sess:
             pipeline.initialize(sess, start)

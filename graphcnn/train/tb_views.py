@@ -135,7 +135,7 @@ def pr_curve_counts(labels: np.ndarray, probabilities: np.ndarray, num_threshold
     ``labels`` int [N], ``probabilities`` float [N, K] -> float32 [K, 6, num_thresholds]: rows
     tp, fp, tn, fn, precision, recall, where threshold i counts the scores >= i / (T - 1).
     """
-    n, k = probabilities.shape
+    k = probabilities.shape[1]
     buckets = np.clip(np.floor(np.asarray(probabilities, np.float64) * (num_thresholds - 1)), 0,
                       num_thresholds - 1).astype(np.int64)
     flat = buckets + np.arange(k) * num_thresholds  # [N, K]: class c's bucket, offset by c * T
