@@ -1,30 +1,47 @@
-"""``graphcnn report <run>``: the run's curves as PNG files, without TensorBoard.
+"""``graphcnn report <run>``: the run's curves and its last confusion matrix as PNG figures,
+drawn with matplotlib, without TensorBoard.
 
 Writes into ``<run>/report/``:
 
-* ``loss.png`` and ``accuracy.png``: training vs validation. Validation points come from
-  ``metrics.jsonl`` (one per evaluation); training points are the ``train/`` scalars of the
-  event files averaged over each evaluation interval (so both lines are per-epoch figures;
-  ``--raw`` plots every logged training value instead);
+* ``loss.png`` and ``accuracy.png``: training and validation in one chart. Validation points
+  come from ``metrics.jsonl`` (one per evaluation; from the ``validation/`` events when it has
+  none); training points are the ``train/`` scalars of the event files averaged over each
+  evaluation interval (so both lines are per-evaluation figures; ``raw=True`` plots every
+  logged training value instead);
 * ``learning_rate.png`` when the run logged it;
-* ``confusion_matrix.png``: the last validation confusion matrix, when the run wrote one.
+* ``confusion_matrix.png`` and ``per_class.png`` (precision and recall of every class) from the
+  ``confusion`` counts of the last validation record of ``metrics.jsonl`` with one, class
+  names from ``checkpoints/preprocessing.json``. Runs whose records have no ``confusion``: the
+  last ``confusion_matrix`` image of the ``validation/`` events, as logged, and no per-class chart.
 
-Plots are drawn with numpy (graphcnn.viz.bitmap) and written with viz.animation.write_png.
+Figures are ``matplotlib.figure.Figure`` objects rendered by the Agg canvas: no pyplot, so no
+global state and no display is touched.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-from graphcnn.tensorboard_cli import read_images, read_scalars
-from graphcnn.train.run_dir import RunDir
-from graphcnn.viz import bitmap
-from graphcnn.viz.animation import write_png
+from graphcnn.run_dir import RunDir
+from graphcnn.tensorboard.events import read_images, read_scalars
+
+DPI = 100
+TRAIN_COLOR, VALIDATION_COLOR = "tab:orange", "tab:blue"  # TensorBoard's colours of the two runs
+Series = tuple[str, np.ndarray, np.ndarray]  # (legend label, steps, values)
+
+
+# ------------------------------------------------------------------------------ data
 
 
 def _interval_means(points: list[tuple[int, float]], edges: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of the ``(step, value)`` points in each interval (previous edge, edge], at the edge."""
     steps = np.array([s for s, _ in points], np.int64)
     values = np.array([v for _, v in points], np.float64)
     xs, ys, lo = [], [], 0
@@ -37,49 +54,192 @@ def _interval_means(points: list[tuple[int, float]], edges: list[int]) -> tuple[
     return np.array(xs), np.array(ys)
 
 
-def write_report(run_path: str | Path, raw: bool = False) -> list[Path]:
-    run = RunDir.open(run_path)
-    out = run.root / "report"
-    out.mkdir(exist_ok=True)
-    train = read_scalars(run.train_logs) if run.train_logs.is_dir() else {}
-    records = [r for r in run.read_metrics() if r.get("split") == "validation"]
+def _points(points: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([s for s, _ in points], np.int64), np.array([v for _, v in points], np.float64)
+
+
+def _last_confusion(records: list[dict[str, Any]]) -> tuple[int, np.ndarray] | None:
+    """(step, int [K, K] counts, rows true) of the last validation record carrying ``confusion``."""
+    for record in reversed(records):
+        if record.get("confusion"):
+            return int(record.get("step", 0)), np.asarray(record["confusion"], np.int64)
+    return None
+
+
+def _class_names(run: RunDir, k: int) -> list[str]:
+    """The run's class names (checkpoints/, else best/ preprocessing.json), or 0..K-1."""
+    for directory in (run.checkpoints, run.best):
+        path = directory / "preprocessing.json"
+        if path.is_file():
+            names = json.loads(path.read_text()).get("class_names") or []
+            if len(names) == k:
+                return [str(n) for n in names]
+    return [str(i) for i in range(k)]
+
+
+def precision_recall(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class precision (of the predictions of a class, the fraction right) and recall (of the
+    images of a class, the fraction found) of an int [K, K] confusion matrix (rows true): float [K]
+    each, 0 where a class was never predicted / never present."""
+    matrix = np.asarray(matrix, np.float64)
+    hits = np.diag(matrix)
+    predicted, present = matrix.sum(axis=0), matrix.sum(axis=1)
+    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
+    recall = np.divide(hits, present, out=np.zeros_like(hits), where=present > 0)
+    return precision, recall
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _save(figure: Figure, path: Path) -> None:
+    FigureCanvasAgg(figure)  # attaches itself to the figure: render with Agg, whatever the backend
+    figure.savefig(path, dpi=DPI)
+
+
+def _class_ticks(axis, names: Sequence[str], which: str) -> None:
+    """Full class names as tick labels; long column names slanted so they never overlap."""
+    ticks = range(len(names))
+    if which == "y":
+        axis.set_yticks(ticks, names)
+        return
+    slanted = max(len(n) for n in names) * len(names) > 60
+    if slanted:
+        axis.set_xticks(ticks, names, rotation=45, ha="right", rotation_mode="anchor")
+    else:
+        axis.set_xticks(ticks, names)
+
+
+def line_figure(series: Sequence[Series], title: str, ylabel: str) -> Figure:
+    """Curves over steps in one chart: the x axis ``step`` from 0, a legend, a grid."""
+    figure = Figure(figsize=(8, 5), layout="constrained")
+    axis = figure.add_subplot()
+    colors = [TRAIN_COLOR, VALIDATION_COLOR]
+    last = 0
+    for i, (label, steps, values) in enumerate(series):
+        sparse = len(steps) <= 60  # validation: one point per evaluation, worth marking
+        axis.plot(steps, values, label=label, color=colors[i % 2], marker="o" if sparse else None,
+                  markersize=4, linewidth=1.8)
+        last = max(last, int(np.max(steps)) if len(steps) else 0)
+    axis.set_xlim(0, max(last, 1) * 1.02)
+    axis.set_xlabel("step")
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.grid(True, alpha=0.3)
+    axis.legend()
+    return figure
+
+
+def confusion_figure(matrix: np.ndarray, names: Sequence[str], step: int) -> Figure:
+    """int [K, K] counts (rows true) as an image: Blues by the fraction of the true class, every
+    count written in its cell (white on dark cells) when K <= 40, full class names on both axes."""
+    k = len(names)
+    side = min(20.0, max(5.0, 0.55 * k + 2.5))
+    figure = Figure(figsize=(side + 1.2, side), layout="constrained")
+    axis = figure.add_subplot()
+    totals = np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fraction = matrix / totals
+    shown = axis.imshow(fraction, cmap="Blues", vmin=0.0, vmax=1.0)
+    # colorbar at its default size: fraction=/pad= break constrained layout's room for the row names
+    figure.colorbar(shown, ax=axis, label="fraction of the true class")
+    if k <= 40:
+        size = 11 if k <= 12 else 8 if k <= 25 else 6
+        for i in range(k):
+            for j in range(k):
+                axis.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=size,
+                          color="white" if fraction[i, j] > 0.5 else "black")
+    _class_ticks(axis, names, "x")
+    _class_ticks(axis, names, "y")
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(f"confusion matrix (validation, step {step})")
+    return figure
+
+
+def per_class_figure(matrix: np.ndarray, names: Sequence[str], step: int) -> Figure:
+    """Precision and recall of every class as grouped bars (values written when K <= 12)."""
+    k = len(names)
+    precision, recall = precision_recall(matrix)
+    figure = Figure(figsize=(min(24.0, max(6.0, 0.7 * k + 2.0)), 5), layout="constrained")
+    axis = figure.add_subplot()
+    x = np.arange(k)
+    width = 0.4
+    bars = [axis.bar(x - width / 2, precision, width, label="precision", color="tab:blue"),
+            axis.bar(x + width / 2, recall, width, label="recall", color="tab:orange")]
+    if k <= 12:
+        for group in bars:
+            axis.bar_label(group, fmt="%.2f", fontsize=8, padding=2)
+    _class_ticks(axis, names, "x")
+    axis.set_ylim(0, 1.25)  # room above 1.0 for the values and the legend
+    axis.set_yticks(np.linspace(0.0, 1.0, 6))
+    axis.set_xlabel("class")
+    axis.set_ylabel("precision / recall")
+    axis.set_title(f"per-class precision and recall (validation, step {step})")
+    axis.grid(True, axis="y", alpha=0.3)
+    axis.legend(loc="upper center", ncols=2)  # in the band above 1.0: never over a bar
+    return figure
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def _validation_by_step(run: RunDir, records: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
+    """{step: {metric: value}} of the validations: metrics.jsonl, else the validation/ events."""
     by_step = {r["step"]: r for r in records}  # a resumed run re-evaluates no step twice, but be safe
-    val_steps = sorted(by_step)
-    if not val_steps and run.validation_logs.is_dir():
-        val = read_scalars(run.validation_logs)
-        by_step = {s: {"loss": v} for s, v in val.get("loss", [])}
-        for s, v in val.get("accuracy", []):
-            by_step.setdefault(s, {})["accuracy"] = v
-        val_steps = sorted(by_step)
-    written = []
+    if by_step or not run.validation_logs.is_dir():
+        return by_step
+    scalars = read_scalars(run.validation_logs)
     for metric in ("loss", "accuracy"):
-        series = []
+        for step, value in scalars.get(metric, []):
+            by_step.setdefault(step, {})[metric] = value
+    return by_step
+
+
+def write_report(run_path: str | Path, raw: bool = False) -> list[Path]:
+    """Write the figures of the run at ``run_path`` into ``<run>/report/`` (see the module
+    docstring) and return their paths. Raises RunDirError for a folder that is not a run and
+    ValueError for a run with nothing logged yet."""
+    run = RunDir.open(run_path)
+    out = run.report
+    out.mkdir(exist_ok=True)
+    train = read_scalars(run.train_logs)
+    records = [r for r in run.read_metrics() if r.get("split") == "validation"]
+    by_step = _validation_by_step(run, records)
+    val_steps = sorted(by_step)
+    written: list[Path] = []
+
+    def save(figure: Figure, name: str) -> None:
+        path = out / name
+        _save(figure, path)
+        written.append(path)
+
+    for metric in ("loss", "accuracy"):
+        series: list[Series] = []
         points = train.get(metric, [])
         if points:
             if raw or not val_steps:
-                series.append(("train", np.array([s for s, _ in points]), np.array([v for _, v in points])))
+                series.append(("train", *_points(points)))
             else:
-                xs, ys = _interval_means(points, val_steps)
-                series.append(("train (mean per evaluation interval)", xs, ys))
-        vs = [s for s in val_steps if metric in by_step[s]]
-        if vs:
-            series.append(("validation", np.array(vs), np.array([by_step[s][metric] for s in vs])))
-        if not series:
-            continue
-        path = out / f"{metric}.png"
-        write_png(path, bitmap.line_plot(series, title=metric))
-        written.append(path)
+                series.append(("train (mean per evaluation interval)", *_interval_means(points, val_steps)))
+        steps = [s for s in val_steps if metric in by_step[s]]
+        if steps:
+            series.append(("validation", np.array(steps), np.array([by_step[s][metric] for s in steps], np.float64)))
+        if series:
+            save(line_figure(series, f"{metric}: train and validation", metric), f"{metric}.png")
     if train.get("learning_rate"):
-        lr = train["learning_rate"]
-        path = out / "learning_rate.png"
-        write_png(path, bitmap.line_plot([("train", np.array([s for s, _ in lr]), np.array([v for _, v in lr]))],
-                                         title="learning rate"))
-        written.append(path)
-    if run.validation_logs.is_dir():
-        confusion = read_images(run.validation_logs, "confusion_matrix").get("confusion_matrix")
-        if confusion:
+        save(line_figure([("train", *_points(train["learning_rate"]))], "learning rate", "learning rate"),
+             "learning_rate.png")
+    confusion = _last_confusion(records)
+    if confusion is not None:
+        step, matrix = confusion
+        names = _class_names(run, len(matrix))
+        save(confusion_figure(matrix, names, step), "confusion_matrix.png")
+        save(per_class_figure(matrix, names, step), "per_class.png")
+    else:
+        logged = read_images(run.validation_logs, "confusion_matrix").get("confusion_matrix")
+        if logged:
             path = out / "confusion_matrix.png"
-            path.write_bytes(confusion[-1][1])
+            path.write_bytes(logged[-1][1])
             written.append(path)
     if not written:
         raise ValueError(f"{run.root} has no metrics yet (metrics.jsonl and train/ events are empty)")

@@ -1,15 +1,24 @@
-"""Tests for graphcnn.viz: tiling ops (graph mode) and PNG/APNG/GIF writers."""
+"""Tests for graphcnn.viz (tiling ops in graph mode; images drawn and encoded with Pillow) and the
+files made from event files: graphcnn.tensorboard.events, graphcnn.tensorboard.filters, graphcnn.report."""
 
 from __future__ import annotations
 
-import struct
-import zlib
+import io
+import json
+import logging
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
-from graphcnn.viz import animation, grids
+from graphcnn.report import precision_recall, write_report
+from graphcnn.tensorboard import events
+from graphcnn.tensorboard.filters import export_filters
+from graphcnn.viz import grids
+from graphcnn.viz import images as viz_images
 
 tf1 = tf.compat.v1
 
@@ -144,123 +153,388 @@ def test_grids_feed_summary_image(sess):
     assert proto.value[0].image.height == 11
 
 
-# ------------------------------------------------------------------------------- PNG
+# ---------------------------------------------------------------------- PNG files
 
 
-def _decode_png(path) -> np.ndarray:
-    return tf.io.decode_png(tf.io.read_file(str(path))).numpy()
+def _open(data_or_path) -> Image.Image:
+    return Image.open(io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path)
 
 
-@pytest.mark.parametrize("shape", [(7, 5), (7, 5, 1), (7, 5, 3)])
-def test_write_png_round_trip(tmp_path, shape):
+@pytest.mark.parametrize("shape", [(7, 5), (7, 5, 1), (7, 5, 2), (7, 5, 3), (7, 5, 4)])
+def test_png_round_trip_every_channel_count(tmp_path, shape):
     image = _rng().integers(0, 256, shape, dtype=np.uint8)
-    path = tmp_path / "x.png"
-    animation.write_png(path, image)
-    decoded = _decode_png(path)
-    np.testing.assert_array_equal(decoded, image.reshape(7, 5, -1))
+    expected = image.reshape(7, 5) if image.ndim == 2 or shape[2] == 1 else image
+    decoded = np.asarray(_open(viz_images.png_bytes(image)))
+    np.testing.assert_array_equal(decoded, expected)
+    viz_images.write_png(tmp_path / "x.png", image)
+    np.testing.assert_array_equal(np.asarray(_open(tmp_path / "x.png")), expected)
+    fast = viz_images.png_bytes(image, compress_level=1)  # what the validation views use
+    np.testing.assert_array_equal(np.asarray(_open(fast)), expected)
 
 
-def test_write_png_rejects_float(tmp_path):
-    with pytest.raises(TypeError):
-        animation.write_png(tmp_path / "x.png", np.zeros((2, 2), np.float32))
+@pytest.mark.parametrize("bad", [np.zeros((2, 2), np.float32), np.zeros((2, 2), np.int64),
+                                 np.zeros((2, 2, 5), np.uint8), np.zeros((0, 3), np.uint8)])
+def test_png_rejects_what_it_cannot_encode(tmp_path, bad):
+    with pytest.raises(ValueError):
+        viz_images.png_bytes(bad)
+    with pytest.raises(ValueError):
+        viz_images.write_png(tmp_path / "x.png", bad)
 
 
-def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    chunks, pos = [], 8
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos: pos + 4])
-        kind, body = data[pos + 4: pos + 8], data[pos + 8: pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length: pos + 12 + length])
-        assert crc == zlib.crc32(kind + body), kind
-        chunks.append((kind, body))
-        pos += 12 + length
-    return chunks
+def test_to_rgb_and_normalize_images():
+    grey = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    for image in (grey, grey[..., None], np.stack([grey, np.full_like(grey, 9)], axis=2)):
+        rgb = viz_images.to_rgb(image)
+        assert rgb.shape == (2, 3, 3) and (rgb == grey[..., None]).all()
+    rgba = _rng().integers(0, 256, (2, 3, 4), dtype=np.uint8)
+    np.testing.assert_array_equal(viz_images.to_rgb(rgba), rgba[..., :3])
+    x = np.stack([np.linspace(-1, 1, 8).reshape(2, 2, 2), np.full((2, 2, 2), 3.0)])  # [2, 2, 2, 2]
+    out = viz_images.normalize_images(x)
+    assert out.dtype == np.uint8 and out.shape == x.shape
+    assert out[0].min() == 0 and out[0].max() == 255 and (out[1] == 0).all()  # per image; constant -> 0
 
 
-def test_write_apng_structure(tmp_path):
-    frames = [_rng().integers(0, 256, (6, 4, 3), dtype=np.uint8) for _ in range(3)]
-    path = tmp_path / "x.png"
-    animation.write_apng(path, frames, delay_ms=150, loop=2)
-    np.testing.assert_array_equal(_decode_png(path), frames[0])
-
-    chunks = _png_chunks(path.read_bytes())
-    kinds = [k for k, _ in chunks]
-    assert kinds == [b"IHDR", b"acTL", b"fcTL", b"IDAT", b"fcTL", b"fdAT", b"fcTL",
-                     b"fdAT", b"IEND"]
-    assert struct.unpack(">II", chunks[1][1]) == (3, 2)
-    seqs = [struct.unpack(">I", body[:4])[0] for k, body in chunks if k in (b"fcTL", b"fdAT")]
-    assert seqs == list(range(5))
-    fctl = struct.unpack(">IIIIIHHBB", chunks[2][1])
-    assert fctl[1:3] == (4, 6) and fctl[5:7] == (150, 1000)
-    # fdAT payload is an ordinary zlib scanline stream
-    raw = zlib.decompress(chunks[-2][1][4:])
-    rows = np.frombuffer(raw, np.uint8).reshape(6, 1 + 4 * 3)
-    np.testing.assert_array_equal(rows[:, 1:].reshape(6, 4, 3), frames[2])
+# --------------------------------------------------------------------- animations
 
 
-def test_write_apng_pads_mismatched_frames(tmp_path):
-    frames = [np.full((2, 3), 9, np.uint8), np.full((4, 2, 3), 200, np.uint8)]
-    path = tmp_path / "x.png"
-    animation.write_apng(path, frames)
-    first = _decode_png(path)
-    assert first.shape == (4, 3, 3)
-    assert (first[:2, :3] == 9).all() and (first[2:] == 0).all()
+def _frames_of(path) -> list[tuple[np.ndarray, int]]:
+    """(RGB pixels, duration ms) of every frame of an animated PNG or GIF, as Pillow plays it."""
+    out = []
+    with Image.open(path) as image:
+        for i in range(getattr(image, "n_frames", 1)):
+            image.seek(i)
+            out.append((np.asarray(image.convert("RGB")), image.info.get("duration")))
+    return out
 
 
-# ------------------------------------------------------------------------------- GIF
-
-
-def _decode_gif(path) -> np.ndarray:
-    return tf.io.decode_gif(tf.io.read_file(str(path))).numpy()
-
-
-def test_write_gif_gray_round_trip_exact(tmp_path):
+def test_write_animation_apng(tmp_path):
     rng = _rng()
-    # noise over 80x90 forces many 12-bit codes and table-full clear codes;
-    # a constant frame produces long runs; a tiny frame the edge cases
-    frames = [rng.integers(0, 256, (80, 90), dtype=np.uint8),
-              np.full((80, 90), 77, np.uint8),
-              (rng.integers(0, 3, (80, 90, 1)) * 100).astype(np.uint8)]
-    path = tmp_path / "x.gif"
-    animation.write_gif(path, frames, delay_ms=100, loop=0)
-    data = path.read_bytes()
-    assert data[:6] == b"GIF89a" and b"NETSCAPE2.0" in data and data[-1:] == b"\x3b"
-    decoded = _decode_gif(path)
-    assert decoded.shape == (3, 80, 90, 3)
-    for got, want in zip(decoded, frames):
-        for c in range(3):
-            np.testing.assert_array_equal(got[..., c], want.reshape(80, 90))
+    frames = [rng.integers(0, 256, (6, 4, 3), dtype=np.uint8) for _ in range(3)]
+    path = tmp_path / "x.png"
+    viz_images.write_animation(path, frames, delay_ms=150, loop=2)
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.is_animated and image.n_frames == 3
+        assert image.size == (4, 6) and image.info.get("loop") == 2
+    decoded = _frames_of(path)
+    assert [d for _, d in decoded] == [150] * 3
+    for (pixels, _), frame in zip(decoded, frames):
+        np.testing.assert_array_equal(pixels, frame)  # PNG is lossless
 
 
-def test_write_gif_single_pixel(tmp_path):
-    path = tmp_path / "x.gif"
-    animation.write_gif(path, [np.array([[5]], np.uint8)])
-    assert _decode_gif(path)[0, 0, 0, 0] == 5
-
-
-def test_write_gif_rgb_approximate(tmp_path):
+def test_write_animation_gif_grey_exact_and_rgb_close(tmp_path):
     rng = _rng()
-    frames = [rng.integers(0, 256, (20, 30, 3), dtype=np.uint8) for _ in range(4)]
-    path = tmp_path / "x.gif"
-    animation.write_gif(path, frames)
-    decoded = _decode_gif(path)
-    assert decoded.shape == (4, 20, 30, 3)
-    error = np.abs(decoded.astype(int) - np.stack(frames).astype(int))
-    assert error.max() <= 26  # half a step of the 6-level red/blue axis
+    grey = [rng.integers(0, 256, (20, 30), dtype=np.uint8) for _ in range(3)]
+    path = tmp_path / "grey.gif"
+    viz_images.write_animation(path, grey, delay_ms=100, loop=0)
+    assert path.read_bytes()[:6] == b"GIF89a"
+    decoded = _frames_of(path)
+    assert len(decoded) == 3 and [d for _, d in decoded] == [100] * 3
+    for (pixels, _), frame in zip(decoded, grey):
+        np.testing.assert_array_equal(pixels[..., 0], frame)
+    with Image.open(path) as image:
+        assert image.size == (30, 20) and image.info.get("loop") == 0
+    # smooth RGB frames (what the filter frames are) survive the 256-colour palette closely
+    ramp = np.linspace(0, 255, 30, dtype=np.uint8)
+    rgb = [np.stack(np.broadcast_arrays(ramp[None, :], ramp[::-1, None][:20], np.uint8(40 * i)), axis=2)
+           for i in range(4)]
+    viz_images.write_animation(tmp_path / "rgb.gif", rgb)
+    decoded = _frames_of(tmp_path / "rgb.gif")
+    assert len(decoded) == 4
+    assert max(np.abs(p.astype(int) - f.astype(int)).max() for (p, _), f in zip(decoded, rgb)) <= 24
 
 
-def test_draw_text_places_each_glyph_one_column_apart_and_clips():
-    from graphcnn.viz import bitmap
+@pytest.mark.parametrize("suffix", ["png", "gif"])
+def test_write_animation_pads_mixed_sizes_and_modes(tmp_path, suffix):
+    frames = [np.full((2, 3), 90, np.uint8), np.full((4, 2, 3), 200, np.uint8)]
+    path = tmp_path / f"x.{suffix}"
+    viz_images.write_animation(path, frames)
+    decoded = _frames_of(path)
+    assert len(decoded) == 2 and all(p.shape == (4, 3, 3) for p, _ in decoded)
+    first, second = decoded[0][0], decoded[1][0]
+    assert (first[:2, :3] == 90).all() and (first[2:] == 0).all()  # padded black, bottom/right
+    assert (second[:, :2] == 200).all()
 
-    canvas = np.zeros((10, 20), np.uint8)
-    bitmap.draw_text(canvas, "1a", 2, 1, 255)  # lower case drawn as upper; 'a' -> 'A'
-    expected = np.zeros((10, 20), bool)
-    expected[1:8, 2:7] = bitmap._MASKS["1"]
-    expected[1:8, 8:13] = bitmap._MASKS["A"]
-    np.testing.assert_array_equal(canvas == 255, expected)
-    clipped = np.zeros((5, 4, 3), np.uint8)  # off the top-left corner, scaled
-    bitmap.draw_text(clipped, "~", -3, -4, (1, 2, 3), scale=2)  # unknown -> '?'
-    big = np.kron(bitmap._MASKS["?"], np.ones((2, 2), bool))
-    np.testing.assert_array_equal(clipped[..., 0] == 1, big[4:9, 3:7])
-    assert bitmap.text_width("1a") == 11
+
+def test_write_animation_rejects_other_suffixes_and_no_frames(tmp_path):
+    with pytest.raises(ValueError):
+        viz_images.write_animation(tmp_path / "x.webp", [np.zeros((2, 2), np.uint8)])
+    with pytest.raises(ValueError):
+        viz_images.write_animation(tmp_path / "x.png", [])
+
+
+# ----------------------------------------------------------------- drawn with text
+
+
+def _label_font():
+    return viz_images.font(viz_images.LABEL_SIZE)
+
+
+def _ink_columns(image: np.ndarray, rows: slice) -> np.ndarray:
+    """Indices of the columns with dark pixels (text) in ``rows`` of an RGB image."""
+    return np.flatnonzero((image[rows].min(axis=2) < 128).any(axis=0))
+
+
+@pytest.mark.parametrize("names", [["covid_negative", "covid_positive"],
+                                   [f"class_name{i:02d}" for i in range(10)]])
+def test_confusion_image_has_room_for_every_full_name(names):
+    k = len(names)
+    matrix = np.diag(np.full(k, 40)) + 3
+    image = viz_images.confusion_image(matrix, names)
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    f = _label_font()
+    longest = max(viz_images.text_width(n, f) for n in names)
+    # row labels left of the matrix, column labels (upright or turned) below it: every full name
+    # needs its measured length of room on both sides of the matrix
+    assert image.shape[1] >= longest + k * 16 and image.shape[0] >= longest + k * 16
+    # labels are the outermost ink (row names on the left, column names and "predicted" below,
+    # "true" at the far left): none of it may touch an edge, or it was cut
+    dark = image.min(axis=2) < 128
+    rows, cols = np.flatnonzero(dark.any(axis=1)), np.flatnonzero(dark.any(axis=0))
+    assert rows.min() >= 2 and cols.min() >= 2
+    assert rows.max() <= image.shape[0] - 3 and cols.max() <= image.shape[1] - 3
+    # the Blues map: the diagonal is dark, the off-diagonal light
+    assert image.min() < 60
+
+
+def test_confusion_image_matches_the_names_it_was_given():
+    short = viz_images.confusion_image(np.array([[5, 1], [0, 7]]), ["cat", "dog"])
+    long = viz_images.confusion_image(np.array([[5, 1], [0, 7]]), ["covid_negative", "covid_positive"])
+    # a longer name makes the image wider by (about) the measured difference, so nothing is cut
+    f = _label_font()
+    grown = viz_images.text_width("covid_negative", f) - viz_images.text_width("dog", f)
+    assert long.shape[1] - short.shape[1] >= grown - 2
+    default = viz_images.confusion_image(np.eye(3, dtype=int), [])
+    assert default.shape[2] == 3
+    with pytest.raises(ValueError):
+        viz_images.confusion_image(np.eye(3, dtype=int), ["a", "b"])
+
+
+def test_confusion_image_is_cheap():
+    names = [f"class_name{i:02d}" for i in range(10)]
+    matrix = _rng().integers(0, 500, (10, 10))
+    viz_images.confusion_image(matrix, names)  # fonts and the colour map load once
+    start = time.perf_counter()
+    for _ in range(10):
+        viz_images.confusion_image(matrix, names)
+    per_call = (time.perf_counter() - start) / 10
+    assert per_call < 0.1  # ~10 ms on a laptop core; generous for a shared CI machine
+
+
+def test_labelled_grid_shape_and_captions_fit():
+    tiles = _rng().integers(0, 256, (5, 8, 8, 1), dtype=np.uint8)
+    grid = viz_images.labelled_grid(tiles, ["1>2"] * 5)
+    assert grid.dtype == np.uint8 and grid.shape[2] == 3
+    # 3 columns x 2 rows of 64 px tiles (8 px upscaled 8x) plus captions and padding
+    assert 3 * 64 < grid.shape[1] < 3 * 64 + 40 and grid.shape[0] > 2 * 64
+    assert (np.abs(grid.astype(int) - viz_images.CAPTION).sum(axis=2) < 60).any()  # red captions
+    long = ["covid_negative>covid_positive"] * 4
+    wide = viz_images.labelled_grid(_rng().integers(0, 256, (4, 28, 28, 3), dtype=np.uint8), long)
+    f = viz_images.font(10)  # the smallest caption font: its width of each line is the least room needed
+    need = max(viz_images.text_width(t, f) for t in ("covid_negative >", "covid_positive"))
+    assert wide.shape[1] >= 2 * need
+    assert viz_images.labelled_grid(np.zeros((0, 8, 8, 1), np.uint8), []).shape[2] == 3
+    with pytest.raises(ValueError):
+        viz_images.labelled_grid(tiles, ["a"])
+
+
+def test_caption_image_upscales_to_min_side_and_labels():
+    kernel = _rng().integers(0, 256, (13, 9), dtype=np.uint8)
+    out = viz_images.caption_image(kernel, "conv1_1  step 1200")
+    assert out.dtype == np.uint8 and out.shape[2] == 3
+    assert out.shape[0] - 13 * 20 > 0 and out.shape[1] == 9 * 20  # factor ceil(256 / 13) = 20
+    body = out[-13 * 20:]
+    np.testing.assert_array_equal(body[::20, ::20, 0], kernel)  # nearest neighbour: 20x20 blocks
+    strip = out[:-13 * 20]
+    assert (strip.min(axis=2) < 100).any()  # the caption's ink
+    wide = viz_images.caption_image(np.zeros((300, 400, 3), np.uint8), "x", min_side=256)
+    assert wide.shape[1] == 400  # already large enough: not upscaled
+
+
+# ----------------------------------------------------------------------- events
+
+
+def _write_events(directory: Path, summaries: list[tuple[int, tf1.Summary]], start: int | None = None) -> Path:
+    """One event file with ``summaries`` at their steps (a SessionLog.START first when ``start``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with tf.Graph().as_default():  # FileWriter refuses eager mode
+        writer = tf1.summary.FileWriter(str(directory))
+        if start is not None:
+            writer.add_session_log(tf1.SessionLog(status=tf1.SessionLog.START), start)
+        for step, summary in summaries:
+            writer.add_summary(summary, step)
+        writer.close()
+    return max(directory.glob("events.out.tfevents.*"))
+
+
+def _scalar(tag: str, value: float) -> tf1.Summary:
+    return tf1.Summary(value=[tf1.Summary.Value(tag=tag, simple_value=value)])
+
+
+def _image(tag: str, image: np.ndarray) -> tf1.Summary:
+    h, w = image.shape[:2]
+    c = 1 if image.ndim == 2 else image.shape[2]
+    img = tf1.Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=viz_images.png_bytes(image))
+    return tf1.Summary(value=[tf1.Summary.Value(tag=tag, image=img)])
+
+
+def test_read_scalars_and_images(tmp_path):
+    picture = _rng().integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    _write_events(tmp_path, [(1, _scalar("loss", 2.0)), (2, _scalar("loss", 1.5)), (2, _scalar("loss", 1.25)),
+                             (3, _scalar("accuracy", 0.5)), (3, _image("filters/conv1_1", picture)),
+                             (4, _image("misclassified", picture[..., 0]))])
+    scalars = events.read_scalars(tmp_path)
+    assert scalars == {"loss": [(1, 2.0), (2, 1.25)], "accuracy": [(3, 0.5)]}  # last write per step
+    images = events.read_images(tmp_path, "filters/")
+    assert list(images) == ["filters/conv1_1"] and [s for s, _ in images["filters/conv1_1"]] == [3]
+    np.testing.assert_array_equal(np.asarray(_open(images["filters/conv1_1"][0][1])), picture)
+    assert set(events.read_images(tmp_path)) == {"filters/conv1_1", "misclassified"}
+    assert events.read_scalars(tmp_path / "missing") == {} and events.read_images(tmp_path / "missing") == {}
+
+
+def test_read_scalars_of_the_scalars_plugin_tensors(tmp_path):
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default():
+        for step, value in ((0, 1.0), (5, 0.25)):
+            tf.summary.scalar("loss", value, step=step)
+    writer.close()
+    assert events.read_scalars(tmp_path) == {"loss": [(0, 1.0), (5, 0.25)]}
+
+
+def test_read_after_a_restart_drops_what_the_crashed_run_wrote_past_it(tmp_path):
+    _write_events(tmp_path, [(s, _scalar("loss", float(s))) for s in (1, 2, 3, 4)], start=0)
+    time.sleep(1.1)  # event file names carry the second: the resumed run's file sorts after
+    _write_events(tmp_path, [(s, _scalar("loss", 10.0 + s)) for s in (3, 4)], start=2)
+    # TensorBoard's rule: a START at step 2 removes the earlier events at steps >= 2
+    assert events.read_scalars(tmp_path)["loss"] == [(1, 1.0), (3, 13.0), (4, 14.0)]
+
+
+def test_read_a_file_whose_last_record_was_cut(tmp_path, caplog):
+    path = _write_events(tmp_path, [(s, _scalar("loss", float(s))) for s in range(1, 6)])
+    path.write_bytes(path.read_bytes()[:-3])  # a SIGKILL mid-write
+    with caplog.at_level(logging.WARNING, logger="graphcnn.tensorboard"):
+        scalars = events.read_scalars(tmp_path)
+    assert scalars == {"loss": [(s, float(s)) for s in range(1, 5)]}
+    assert "incomplete record" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="graphcnn.tensorboard"):
+        events.read_scalars(tmp_path / "..")  # no event files here: nothing to warn about
+    assert "incomplete record" not in caplog.text
+
+
+# ---------------------------------------------------------------------- filters
+
+
+def test_export_filters_frames_are_upscaled_and_labelled(tmp_path, capsys):
+    rng = _rng()
+    snapshots = [rng.integers(0, 256, (13, 13), dtype=np.uint8) for _ in range(2)]
+    _write_events(tmp_path / "train", [(1, _image("filters/conv1_1", snapshots[0])),
+                                       (30, _image("filters/conv1_1", snapshots[1])),
+                                       (30, _scalar("loss", 1.0))])
+    written = export_filters(tmp_path, gif=True, delay_ms=120)
+    out = tmp_path / "filters"
+    assert written == [out / "conv1_1.png", out / "conv1_1.gif"]
+    frames = sorted((out / "conv1_1").glob("step-*.png"))
+    assert [p.name for p in frames] == ["step-0000001.png", "step-0000030.png"]
+    for path, snapshot in zip(frames, snapshots):
+        frame = np.asarray(_open(path).convert("RGB"))
+        assert max(frame.shape[:2]) >= 256
+        body = frame[-13 * 20:]  # 13 px upscaled 20x under the caption strip
+        np.testing.assert_array_equal(body[::20, ::20, 0], snapshot)
+        assert (frame[:-13 * 20].min(axis=2) < 100).any()  # "conv1_1  step N" in the strip
+    first, second = (np.asarray(_open(p).convert("RGB")) for p in frames)
+    assert (first[:-13 * 20] != second[:-13 * 20]).any()  # the captions differ: step 1 vs step 30
+    animation = _frames_of(out / "conv1_1.png")
+    assert len(animation) == 2 and [d for _, d in animation] == [120, 120]
+    np.testing.assert_array_equal(animation[1][0], second)
+    with Image.open(out / "conv1_1.gif") as gif:
+        assert gif.n_frames == 2 and gif.size == first.shape[1::-1]
+    assert "filters/conv1_1: 2 frames (steps 1..30)" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="nope"):
+        export_filters(tmp_path, layer="nope")
+
+
+# ----------------------------------------------------------------------- report
+
+
+def _report_run(root: Path, with_confusion: bool = True) -> Path:
+    """A hand-made run folder: config.json, metrics.jsonl, preprocessing.json and train/ events."""
+    names = ["covid_negative", "covid_positive", "pneumonia_viral"]
+    root.mkdir()
+    (root / "config.json").write_text("{}")
+    (root / "checkpoints").mkdir()
+    (root / "checkpoints" / "preprocessing.json").write_text(json.dumps({"class_names": names}))
+    records = []
+    for i, step in enumerate((10, 20, 30)):
+        record = {"split": "validation", "step": step, "loss": 1.0 / (i + 1), "accuracy": 0.5 + 0.1 * i}
+        if with_confusion:
+            record["confusion"] = [[8 + i, 2 - i, 0], [1, 9, 0], [0, 3, 7]]
+        records.append(record)
+    records.append({"split": "test", "step": 30, "accuracy": 0.7})
+    (root / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    scalars = []
+    for step in range(1, 31):
+        scalars += [(step, _scalar("loss", 2.0 / step)), (step, _scalar("accuracy", 0.4 + step / 100)),
+                    (step, _scalar("learning_rate", 0.01 * 0.95 ** step))]
+    _write_events(root / "train", scalars)
+    return root
+
+
+def test_write_report_draws_every_figure(tmp_path):
+    run = _report_run(tmp_path / "run")
+    written = write_report(run)
+    report = run / "report"
+    assert [p.name for p in written] == ["loss.png", "accuracy.png", "learning_rate.png", "confusion_matrix.png",
+                                         "per_class.png"]
+    for path in written:
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size[0] >= 400 and image.size[1] >= 300, path.name
+    assert {p.name for p in report.iterdir()} == {p.name for p in written}
+    with Image.open(report / "loss.png") as image:
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    orange, blue = np.array([255, 127, 14]), np.array([31, 119, 180])  # tab:orange train, tab:blue validation
+    assert (np.abs(pixels - orange).sum(axis=2) < 30).sum() > 100
+    assert (np.abs(pixels - blue).sum(axis=2) < 30).sum() > 100
+    assert write_report(run, raw=True)[0] == report / "loss.png"
+
+
+def test_write_report_falls_back_to_the_logged_confusion_image(tmp_path):
+    run = _report_run(tmp_path / "run", with_confusion=False)
+    logged = viz_images.confusion_image(np.eye(3, dtype=int), ["a", "b", "c"])
+    _write_events(run / "validation", [(20, _image("confusion_matrix", logged[..., 0])),
+                                       (30, _image("confusion_matrix", logged))])
+    written = write_report(run)
+    assert [p.name for p in written] == ["loss.png", "accuracy.png", "learning_rate.png", "confusion_matrix.png"]
+    np.testing.assert_array_equal(np.asarray(_open(run / "report" / "confusion_matrix.png")), logged)
+    assert not (run / "report" / "per_class.png").exists()
+
+
+def test_write_report_of_an_empty_run_fails(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="no metrics"):
+        write_report(tmp_path)
+
+
+def test_precision_recall():
+    precision, recall = precision_recall(np.array([[8, 2, 0], [1, 9, 0], [0, 0, 0]]))
+    np.testing.assert_allclose(precision, [8 / 9, 9 / 11, 0.0])
+    np.testing.assert_allclose(recall, [0.8, 0.9, 0.0])
+
+
+@pytest.mark.parametrize("names", [["covid_negative", "covid_positive"], [f"class_name{i:02d}" for i in range(10)]])
+def test_report_confusion_figure_keeps_every_label_inside(names):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from graphcnn.report import confusion_figure, per_class_figure
+
+    matrix = np.diag(np.full(len(names), 30)) + 2
+    for figure in (confusion_figure(matrix, names, 100), per_class_figure(matrix, names, 100)):
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        width, height = canvas.get_width_height()
+        axis = figure.axes[0]
+        labels = axis.get_xticklabels() + axis.get_yticklabels() + [axis.xaxis.label, axis.yaxis.label, axis.title]
+        assert [t.get_text() for t in axis.get_xticklabels()] == names  # full names, never shortened
+        for text in labels:
+            box = text.get_window_extent(renderer)
+            assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, text.get_text()

@@ -1,0 +1,1 @@
+"""TensorBoard: graph-side summary ops, summary writing, validation views, event reading, the launcher."""
