@@ -99,6 +99,8 @@ class DataConfig:
     seed: int = 0
     mean_subtraction: bool = False  # subtract the per-pixel mean of the training split
     strict: bool = False  # bad files are an error instead of a warning
+    # the pickle source runs code from the files it unpickles: it needs this too (auto never unpickles)
+    trust_pickle: bool = False
     # auto | memory | none: keep decoded (files) or resized (arrays) images in memory, auto = under 2 GiB
     cache: str = "auto"
     shuffle_buffer: int = 10000  # file sources; in-memory arrays get a full permutation each epoch
@@ -154,6 +156,9 @@ class TrainConfig:
     # compute precision of the training graph (variables and checkpoints are float32 either way):
     # auto = mixed_bfloat16 on CPUs with AMX-BF16 (about 2x there, same accuracy: BENCHMARKS.md), else float32
     precision: str = "auto"  # auto | float32 | mixed_bfloat16
+    # devices of one process, one tower each: "auto" (every visible GPU, else one CPU), a count
+    # ("2": that many GPUs, else that many logical CPUs) or a list ("/gpu:0,/gpu:1")
+    devices: str = "auto"
     # fine-tuning (tf-slim style)
     init_from: str = ""  # checkpoint (file prefix, directory or run directory) to start from
     exclude_scopes: tuple[str, ...] = ()  # variables under these scopes are not restored
@@ -170,7 +175,7 @@ class LogConfig:
     filters_every: int = 100  # conv kernels as image grids
     max_filter_images: int = 4  # only the first N conv layers get filter images
     graph: bool = True
-    # TensorBoard views (graphcnn/train/tb_views.py)
+    # TensorBoard views (written by train/view_hooks.py)
     custom_scalars: bool = True  # layout: train + validation loss in one chart, accuracy in another
     gradients_every: int = 200  # histograms gradients/<variable>
     activations_every: int = 200  # histograms activations/<layer> and scalars sparsity/<layer>
@@ -179,6 +184,7 @@ class LogConfig:
     eval_images: bool = True  # each validation: confusion matrix (image + text), worst misclassified
     max_misclassified: int = 16
     pr_curves: bool = True  # each validation: pr_curves/<class>
+    gradcam: bool = True  # each validation: Grad-CAM of the probe images and the most confident mistakes
     trace_every: int = 500  # one traced step (compute time/memory in the graph view)
     hparams: bool = True  # hyperparameters + final metrics for the HParams dashboard
     projector_images: int = 500  # penultimate features of N validation images at the end
@@ -353,6 +359,10 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
                 parts = parts[:-1]
                 break
             obj = field_value
+        else:
+            string_field = dataclasses.is_dataclass(obj) and typing.get_type_hints(type(obj)).get(parts[-1]) is str
+            if string_field and not isinstance(value, str):
+                value = text.split("=", 1)[1].strip()  # what was typed: train.devices=2 is "2"
         for part in reversed(parts):
             value = {part: value}
         config = merge(config, value)
@@ -372,28 +382,54 @@ def load(preset_config: Config, file: str | Path | None = None, overrides: list[
     return validate(apply_overrides(config, list(overrides)))
 
 
-_CHOICES = {
-    "data.source": ("auto", "digits", "folder", "idx", "npz", "pickle"),
-    "data.cache": ("auto", "memory", "none"),
-    "model.initializer": ("truncated_normal", "glorot", "he"),
-    "train.optimizer": ("adam", "sgd", "momentum", "rmsprop"),
-    "train.schedule.name": ("constant", "step", "exponential", "cosine"),
-    "train.early_stopping.monitor": ("accuracy", "loss"),
-    "train.precision": ("auto", "float32", "mixed_bfloat16"),
-    "data.augment.fill_mode": ("nearest", "constant", "reflect", "wrap"),
-}
-LAYER_TYPES = ("conv", "pool", "dense", "dropout", "batch_norm", "flatten", "global_avg_pool")
-ACTIVATIONS = ("relu", "elu", "leaky_relu", "tanh", "sigmoid", "linear")
+def _choices() -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
+    """The valid values of each choice key: (config key -> values, layer field -> values).
+
+    Most come from the registries that implement them, so a new optimizer, layer type ...
+    is valid as soon as it is registered. They are imported here, not at module top: config
+    is the bottom layer, which every graphcnn module (those registries' included) imports,
+    and they pull in TensorFlow, which a bare config import must not.
+    """
+    from graphcnn.data.augment import FILL_MODES
+    from graphcnn.data.sources import SOURCES
+    from graphcnn.model.layers import ACTIVATIONS, INITIALIZERS, POOLS
+    from graphcnn.model.network import LAYERS
+    from graphcnn.model.optimizers import OPTIMIZERS
+    from graphcnn.model.precision import PRECISIONS
+    from graphcnn.model.schedules import SCHEDULES
+
+    config_choices = {
+        "data.source": ("auto", *SOURCES),  # auto: detected from data.path
+        "data.cache": ("auto", "memory", "none"),
+        "model.initializer": tuple(INITIALIZERS),
+        "train.optimizer": tuple(OPTIMIZERS),
+        "train.schedule.name": tuple(SCHEDULES),
+        "train.early_stopping.monitor": ("accuracy", "loss"),
+        "train.precision": ("auto", *PRECISIONS),  # auto: picked for this machine
+        "data.augment.fill_mode": tuple(FILL_MODES),
+    }
+    layer_choices = {
+        "type": tuple(LAYERS),
+        "activation": tuple(ACTIVATIONS),
+        "pool": tuple(POOLS),
+        "padding": ("SAME", "VALID"),
+    }
+    return config_choices, layer_choices
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: '{value}' is not one of {', '.join(choices)}")
 
 
 def validate(config: Config) -> Config:
     """Check choices and ranges that types alone cannot; return ``config`` unchanged."""
-    for key, choices in _CHOICES.items():
+    config_choices, layer_choices = _choices()
+    for key, choices in config_choices.items():
         value: Any = config
         for part in key.split("."):
             value = getattr(value, part)
-        if value not in choices:
-            raise ConfigError(f"{key}: '{value}' is not one of {', '.join(choices)}")
+        _check_choice(key, value, choices)
     m, t, d = config.model, config.train, config.data
     if m.channels not in (1, 3):
         raise ConfigError(f"model.channels: must be 1 or 3, got {m.channels}")
@@ -403,23 +439,24 @@ def validate(config: Config) -> Config:
         raise ConfigError("model.layers: the network has no layers")
     for i, layer in enumerate(m.layers):
         where = f"model.layers[{i}]"
-        if layer.type not in LAYER_TYPES:
-            raise ConfigError(f"{where}.type: '{layer.type}' is not one of {', '.join(LAYER_TYPES)}")
+        _check_choice(f"{where}.type", layer.type, layer_choices["type"])
         if layer.type == "conv" and layer.filters < 1:
             raise ConfigError(f"{where}.filters: a conv layer needs filters >= 1")
         if layer.type == "dense" and layer.units < 1:
             raise ConfigError(f"{where}.units: a dense layer needs units >= 1")
-        if layer.type in ("conv", "dense") and layer.activation not in ACTIVATIONS:
-            raise ConfigError(f"{where}.activation: '{layer.activation}' is not one of {', '.join(ACTIVATIONS)}")
-        if layer.type == "pool" and layer.pool not in ("max", "avg"):
-            raise ConfigError(f"{where}.pool: '{layer.pool}' is not one of max, avg")
-        if layer.padding not in ("SAME", "VALID"):
-            raise ConfigError(f"{where}.padding: '{layer.padding}' is not one of SAME, VALID")
+        if layer.type in ("conv", "dense"):
+            _check_choice(f"{where}.activation", layer.activation, layer_choices["activation"])
+        if layer.type == "pool":
+            _check_choice(f"{where}.pool", layer.pool, layer_choices["pool"])
+        _check_choice(f"{where}.padding", layer.padding, layer_choices["padding"])
     for group, rate in t.keep_rates.items():
         if not 0.0 < rate <= 1.0:
             raise ConfigError(f"train.keep_rates.{group}: keep rate must be in (0, 1], got {rate}")
     if t.batch_size < 1 or t.epochs < 0 or t.learning_rate <= 0:
         raise ConfigError("train.batch_size, train.epochs and train.learning_rate must be positive")
+    if t.devices != "auto" and not (t.devices.isdigit() and int(t.devices) >= 1) and not all(
+            d.strip().startswith("/") for d in t.devices.split(",")):
+        raise ConfigError(f"train.devices: '{t.devices}' is not auto, a count or a list like /gpu:0,/gpu:1")
     if not 0.0 <= d.validation_fraction < 1.0 or not 0.0 <= d.test_fraction < 1.0:
         raise ConfigError("data.validation_fraction and data.test_fraction must be in [0, 1)")
     return config
@@ -440,7 +477,8 @@ def keep_groups(model: ModelConfig) -> tuple[str, ...]:
 
 
 __all__ = [
-    "AugmentConfig", "Config", "ConfigError", "DataConfig", "EarlyStoppingConfig", "LayerConfig", "LogConfig", "ModelConfig",
+    "AugmentConfig", "Config", "ConfigError", "DataConfig", "EarlyStoppingConfig", "LayerConfig", "LogConfig",
+    "ModelConfig",
     "ScheduleConfig", "TrainConfig", "apply_overrides", "from_dict", "from_json_file", "keep_groups", "load",
     "merge", "parse_override", "read_file", "to_dict", "validate",
 ]

@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from graphcnn.config import AugmentConfig, Config, ConfigError, DataConfig, LayerConfig, ModelConfig, ScheduleConfig, TrainConfig
+from graphcnn.config import (
+    AugmentConfig, Config, ConfigError, DataConfig, LayerConfig, ModelConfig, ScheduleConfig, TrainConfig,
+)
 
 
 def conv(filters: int, kernel_size: int = 3, **kw) -> LayerConfig:

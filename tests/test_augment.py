@@ -9,12 +9,15 @@ import pytest
 import tensorflow as tf
 
 from graphcnn.config import AugmentConfig
-from graphcnn.data.augment import augment_batch
+from graphcnn.data.augment import FILL_MODES, augment_batch
+from graphcnn.registry import UnknownChoiceError
 
 B = 48  # copies of the input image, each with its own random parameters
 
 
-def run_augment(images: np.ndarray, cfg: AugmentConfig, seed=0, runs: int = 1, dynamic_batch: bool = False) -> list[np.ndarray]:
+def run_augment(
+    images: np.ndarray, cfg: AugmentConfig, seed=0, runs: int = 1, dynamic_batch: bool = False
+) -> list[np.ndarray]:
     """Augment ``images`` in a fresh graph; one result per ``Session.run``."""
     with tf.Graph().as_default():
         shape = (None,) + images.shape[1:] if dynamic_batch else images.shape
@@ -216,7 +219,8 @@ def test_enabling_an_option_keeps_other_draws():
     with tf.Graph().as_default():
         seed = tf.constant([3, 4], tf.int64)
         flip = augment_batch(tf.constant(images), AugmentConfig(horizontal_flip=True), seed)
-        both = augment_batch(tf.constant(images), AugmentConfig(horizontal_flip=True, brightness_range=(2.0, 2.0)), seed)
+        both = augment_batch(tf.constant(images),
+                             AugmentConfig(horizontal_flip=True, brightness_range=(2.0, 2.0)), seed)
         with tf.compat.v1.Session() as sess:
             flip, both = sess.run([flip, both])
     np.testing.assert_allclose(both, np.clip(flip * 2.0, 0, 1), atol=1e-6)
@@ -238,3 +242,10 @@ def test_in_tf_data_pipeline_new_draw_per_batch():
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
     assert not np.allclose(first[0], first[1])
+
+
+def test_unknown_fill_mode_lists_the_registered_ones():
+    images = point_image(8, 3, 3)
+    with pytest.raises(UnknownChoiceError, match=f"unknown fill mode 'mirror'; choices: {', '.join(FILL_MODES)}$"):
+        run_augment(images, AugmentConfig(rotation_range=10.0, fill_mode="mirror"))
+    assert tuple(FILL_MODES) == ("nearest", "constant", "reflect", "wrap")

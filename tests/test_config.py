@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -44,3 +45,89 @@ def test_every_preset_is_valid_and_unknown_preset_lists_choices():
         assert C.validate(get_preset(name)).preset == name
     with pytest.raises(C.ConfigError, match="choices: digits"):
         get_preset("nope")
+
+
+# ---------------------------------------------------------------------------
+# registries: config choices come from them
+
+
+def test_lookup_returns_the_entry_or_lists_the_choices():
+    from graphcnn.registry import UnknownChoiceError, lookup
+
+    registry = {"a": 1, "b": 2}
+    assert lookup(registry, "b", "thing") == 2
+    with pytest.raises(UnknownChoiceError, match=r"^unknown thing 'c'; choices: a, b$") as info:
+        lookup(registry, "c", "thing")
+    assert isinstance(info.value, ValueError)
+    assert (info.value.what, info.value.name, info.value.choices) == ("thing", "c", ("a", "b"))
+    with pytest.raises(UnknownChoiceError, match=r"choices: auto, a, b$"):
+        lookup(registry, "auto", "thing", also=("auto",))  # listed, but the caller resolves it
+
+
+def _registry(key: str):
+    """The registry behind config ``key``, and the names accepted besides its keys."""
+    from graphcnn.data.augment import FILL_MODES
+    from graphcnn.data.sources import SOURCES
+    from graphcnn.model.layers import INITIALIZERS
+    from graphcnn.model.optimizers import OPTIMIZERS
+    from graphcnn.model.precision import PRECISIONS
+    from graphcnn.model.schedules import SCHEDULES
+
+    return {
+        "train.optimizer": (OPTIMIZERS, ()),
+        "train.schedule.name": (SCHEDULES, ()),
+        "train.precision": (PRECISIONS, ("auto",)),
+        "data.source": (SOURCES, ("auto",)),
+        "data.augment.fill_mode": (FILL_MODES, ()),
+        "model.initializer": (INITIALIZERS, ()),
+    }[key]
+
+
+@pytest.mark.parametrize("key", ["train.optimizer", "train.schedule.name", "train.precision", "data.source",
+                                 "data.augment.fill_mode", "model.initializer"])
+def test_config_choices_are_the_registry_keys(key):
+    registry, extra = _registry(key)
+    choices = (*extra, *registry)
+    for name in choices:
+        C.load(get_preset("digits"), None, [f"{key}={name}"])
+    with pytest.raises(C.ConfigError, match=f"^{key}: 'nope' is not one of {', '.join(choices)}$"):
+        C.load(get_preset("digits"), None, [f"{key}=nope"])
+
+
+def _with_layer(index: int, **changes) -> C.Config:
+    """The digits preset with ``changes`` made to its layer ``index``."""
+    config = get_preset("digits")
+    layers = list(config.model.layers)
+    layers[index] = dataclasses.replace(layers[index], **changes)
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, layers=tuple(layers)))
+
+
+def test_layer_type_activation_and_pool_choices_are_the_registry_keys():
+    from graphcnn.model.layers import ACTIVATIONS, POOLS
+    from graphcnn.model.network import LAYERS
+
+    conv = next(i for i, layer in enumerate(get_preset("digits").model.layers) if layer.type == "conv")
+    pool = next(i for i, layer in enumerate(get_preset("digits").model.layers) if layer.type == "pool")
+    for name in ACTIVATIONS:
+        C.validate(_with_layer(conv, activation=name))
+    for name in POOLS:
+        C.validate(_with_layer(pool, pool=name))
+    with pytest.raises(C.ConfigError,
+                       match=rf"^model.layers\[{conv}\].type: 'conv3d' is not one of {', '.join(LAYERS)}$"):
+        C.validate(_with_layer(conv, type="conv3d"))
+    with pytest.raises(C.ConfigError,
+                       match=rf"^model.layers\[{conv}\].activation: 'gelu' is not one of {', '.join(ACTIVATIONS)}$"):
+        C.validate(_with_layer(conv, activation="gelu"))
+    with pytest.raises(C.ConfigError, match=rf"^model.layers\[{pool}\].pool: 'min' is not one of max, avg$"):
+        C.validate(_with_layer(pool, pool="min"))
+
+
+def test_registering_an_optimizer_makes_it_a_valid_config_value(monkeypatch):
+    import tensorflow as tf
+
+    from graphcnn.model.optimizers import OPTIMIZERS, get_optimizer
+
+    monkeypatch.setitem(OPTIMIZERS, "adagrad", lambda lr, cfg: tf.compat.v1.train.AdagradOptimizer(lr))
+    config = C.load(get_preset("digits"), None, ["train.optimizer=adagrad"])
+    with tf.Graph().as_default():
+        assert isinstance(get_optimizer(config.train, 0.1), tf.compat.v1.train.AdagradOptimizer)

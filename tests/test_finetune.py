@@ -1,4 +1,4 @@
-"""Tests for graphcnn.train.finetune."""
+"""Tests for graphcnn.train.finetune and graphcnn.model.scopes."""
 
 from __future__ import annotations
 
@@ -9,12 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from graphcnn.train.checkpoints import resolve_checkpoint
-
-from graphcnn.train.finetune import (
-    build_init_from_checkpoint, filter_variables, scope_matches, trainable_variables,
-    training_state_names,
-)
+from graphcnn.checkpoints import resolve_checkpoint
+from graphcnn.model.scopes import filter_variables, scope_matches, trainable_variables
+from graphcnn.train.finetune import build_init_from_checkpoint, training_state_names
 
 
 def make_variables(classes: int, extra: bool = False, training: bool = False):
@@ -81,7 +78,8 @@ def test_mismatched_shape_error_names_each_variable_and_both_shapes(saved):
     with tf.Graph().as_default():
         make_variables(3)
         with pytest.raises(ValueError) as err:
-            build_init_from_checkpoint(prefix, tf.compat.v1.global_variables(), exclude_scopes=(), skip_mismatched=False)
+            build_init_from_checkpoint(prefix, tf.compat.v1.global_variables(), exclude_scopes=(),
+                                       skip_mismatched=False)
     message = str(err.value)
     assert "logits/weights: graph [8, 3], checkpoint [8, 10]" in message
     assert "logits/biases: graph [3], checkpoint [10]" in message
@@ -97,7 +95,8 @@ def test_exclude_scopes_restores_conv1_exactly_and_keeps_logits_init(saved):
     assert result.missing_in_checkpoint == ["conv2/weights"]
     assert result.mismatched == []
     assert set(result.training_state) == {
-        "global_step", "train/learning_rate_scale", "train_1/beta1_power", "train_1/beta2_power",  # as graph.py names them
+        # as graph.py names them
+        "global_step", "train/learning_rate_scale", "train_1/beta1_power", "train_1/beta2_power",
         *(f"{v}/Adam{s}" for v in ("conv1/weights", "conv1/biases", "logits/weights", "logits/biases", "conv2/weights")
           for s in ("", "_1")),
     }

@@ -181,5 +181,43 @@ def test_activation_before_a_max_pool_runs_after_it_with_the_same_values_and_gra
     relu = LayerConfig(type="conv", filters=4)
     assert _activation_commutes_with(relu, LayerConfig(type="pool"))
     assert not _activation_commutes_with(relu, LayerConfig(type="pool", pool="avg"))
-    assert not _activation_commutes_with(LayerConfig(type="conv", filters=4, activation="tanh"), LayerConfig(type="pool"))
+    tanh = LayerConfig(type="conv", filters=4, activation="tanh")
+    assert not _activation_commutes_with(tanh, LayerConfig(type="pool"))
     assert not _activation_commutes_with(relu, LayerConfig(type="dropout"))
+
+
+def test_registry_getters_list_the_choices():
+    from graphcnn.config import TrainConfig
+    from graphcnn.model import layers as L
+    from graphcnn.model.optimizers import get_optimizer
+    from graphcnn.registry import UnknownChoiceError
+
+    assert L.get_activation("linear") is None and L.get_activation("elu") is tf.nn.elu
+    with pytest.raises(UnknownChoiceError, match="unknown activation 'gelu'; choices: relu, elu, leaky_relu, tanh, "
+                                                 "sigmoid, linear$"):
+        L.get_activation("gelu")
+    with pytest.raises(UnknownChoiceError,
+                       match="unknown initializer 'orthogonal'; choices: truncated_normal, glorot, he$"):
+        L.get_initializer("orthogonal")
+    with tf.Graph().as_default():
+        with pytest.raises(UnknownChoiceError, match="unknown pool 'min'; choices: max, avg$"):
+            L.pool2d(tf.zeros([1, 4, 4, 1]), "pool1", kind="min")
+        with pytest.raises(UnknownChoiceError,
+                           match="unknown optimizer 'adamw'; choices: adam, sgd, momentum, rmsprop$"):
+            get_optimizer(TrainConfig(optimizer="adamw"), 0.1)
+
+
+def test_unknown_layer_type_lists_the_registered_types():
+    import dataclasses
+
+    from conftest import tiny_config
+    from graphcnn.model.network import LAYERS
+    from graphcnn.registry import UnknownChoiceError
+
+    model = tiny_config().model
+    model = dataclasses.replace(model, layers=(dataclasses.replace(model.layers[0], type="conv3d"),))
+    assert tuple(LAYERS) == ("conv", "pool", "dense", "dropout", "batch_norm", "flatten", "global_avg_pool")
+    with tf.Graph().as_default():
+        net = Network(model, 3)  # a library caller that skipped config.validate
+        with pytest.raises(UnknownChoiceError, match=f"unknown layer type 'conv3d'; choices: {', '.join(LAYERS)}$"):
+            net(v1.placeholder(tf.float32, [None, 12, 12, 1]), tf.constant(False), {})

@@ -11,10 +11,11 @@ from graphcnn import config as C
 from graphcnn.data.pipeline import InputPipeline
 from graphcnn.model.graph import build_graph, network_for
 from graphcnn.model.network import Network
-from graphcnn.model.precision import cpu_flags, resolve_precision
+from graphcnn.model.precision import PRECISIONS, cpu_flags, resolve_precision
 from graphcnn.predict import Predictor
 from graphcnn.presets import get_preset
-from graphcnn.train.run_dir import RunDir
+from graphcnn.registry import UnknownChoiceError
+from graphcnn.run_dir import RunDir
 from graphcnn.train.trainer import train
 
 v1 = tf.compat.v1
@@ -29,6 +30,12 @@ def test_auto_picks_bfloat16_only_with_amx_onednn_and_no_gpu():
     assert resolve_precision("float32", amx, gpu=False, onednn=True) == "float32"
     assert resolve_precision("mixed_bfloat16", frozenset(), gpu=True, onednn=False) == "mixed_bfloat16"
     with pytest.raises(ValueError, match="choices: auto, float32, mixed_bfloat16"):
+        resolve_precision("float16")
+
+
+def test_unknown_precision_lists_auto_and_the_registered_ones():
+    with pytest.raises(UnknownChoiceError,
+                       match=f"^unknown precision 'float16'; choices: auto, {', '.join(PRECISIONS)}$"):
         resolve_precision("float16")
 
 

@@ -1,4 +1,4 @@
-"""Tests for graphcnn.train.schedules."""
+"""Tests for graphcnn.model.schedules and graphcnn.train.early_stopping.PlateauReducer."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from graphcnn.config import ScheduleConfig
-from graphcnn.train.schedules import PlateauReducer, learning_rate, learning_rate_value
+from graphcnn.model.schedules import SCHEDULES, learning_rate, learning_rate_value
+from graphcnn.train.early_stopping import PlateauReducer
 
 BASE = 0.1
 
@@ -76,7 +77,8 @@ def test_warmup_composes_with_schedule():
     assert np_rate(cfg, 4) == pytest.approx(BASE)
     assert np_rate(cfg, 10) == pytest.approx(BASE * 0.5)
     cfg = ScheduleConfig(name="cosine", warmup_steps=10, decay_steps=100)
-    assert np_rate(cfg, 4) == pytest.approx(learning_rate_value(4, BASE, ScheduleConfig(name="cosine", decay_steps=100), 0) * 0.5)
+    no_warmup = learning_rate_value(4, BASE, ScheduleConfig(name="cosine", decay_steps=100), 0)
+    assert np_rate(cfg, 4) == pytest.approx(no_warmup * 0.5)
 
 
 def test_invalid_configs():
@@ -86,17 +88,28 @@ def test_invalid_configs():
         np_rate(ScheduleConfig(name="linear"), 0)
 
 
-@pytest.mark.parametrize(
-    "cfg,total",
-    [
-        (ScheduleConfig(name="constant", warmup_steps=5), 0),
-        (ScheduleConfig(name="step", decay_steps=7, decay_rate=0.3), 0),
-        (ScheduleConfig(name="exponential", decay_steps=13, decay_rate=0.5, warmup_steps=3), 0),
-        (ScheduleConfig(name="cosine", decay_steps=50, min_learning_rate=0.001, warmup_steps=10), 0),
-        (ScheduleConfig(name="cosine", decay_steps=0), 60),
-    ],
-    ids=["constant", "step", "exponential", "cosine", "cosine-total"],
-)
+def test_unknown_schedule_lists_the_registered_ones():
+    expected = f"train.schedule.name: 'linear' is not one of {', '.join(SCHEDULES)}$"
+    with pytest.raises(ValueError, match=expected):
+        np_rate(ScheduleConfig(name="linear"), 0)
+    with tf.Graph().as_default(), pytest.raises(ValueError, match=expected):
+        learning_rate(tf.constant(0), BASE, ScheduleConfig(name="linear"), 0)
+
+
+TWIN_CASES = [
+    (ScheduleConfig(name="constant", warmup_steps=5), 0),
+    (ScheduleConfig(name="step", decay_steps=7, decay_rate=0.3), 0),
+    (ScheduleConfig(name="exponential", decay_steps=13, decay_rate=0.5, warmup_steps=3), 0),
+    (ScheduleConfig(name="cosine", decay_steps=50, min_learning_rate=0.001, warmup_steps=10), 0),
+    (ScheduleConfig(name="cosine", decay_steps=0), 60),
+]
+
+
+def test_every_registered_schedule_has_a_twin_case():
+    assert {cfg.name for cfg, _ in TWIN_CASES} == set(SCHEDULES)
+
+
+@pytest.mark.parametrize("cfg,total", TWIN_CASES, ids=["constant", "step", "exponential", "cosine", "cosine-total"])
 def test_tf_matches_numpy(cfg, total):
     steps = list(range(0, 70)) + [99, 100, 1000, 123457]
     expected = np.array([np_rate(cfg, s, total) for s in steps])
@@ -105,7 +118,8 @@ def test_tf_matches_numpy(cfg, total):
 
 def test_tf_accepts_int32_global_step():
     with tf.Graph().as_default():
-        rate = learning_rate(tf.constant(10, tf.int32), BASE, ScheduleConfig(name="step", decay_steps=10, decay_rate=0.5), 0)
+        rate = learning_rate(tf.constant(10, tf.int32), BASE,
+                             ScheduleConfig(name="step", decay_steps=10, decay_rate=0.5), 0)
         with tf.compat.v1.Session() as sess:
             assert sess.run(rate) == pytest.approx(BASE * 0.5)
 

@@ -30,10 +30,12 @@ import math
 import tensorflow as tf
 
 from graphcnn.config import AugmentConfig
+from graphcnn.registry import lookup
 
-__all__ = ["augment_batch"]
+__all__ = ["FILL_MODES", "augment_batch"]
 
-_FILL_MODES = {"nearest": "NEAREST", "constant": "CONSTANT", "reflect": "REFLECT", "wrap": "WRAP"}
+# AugmentConfig.fill_mode -> the fill_mode of ImageProjectiveTransformV3
+FILL_MODES = {"nearest": "NEAREST", "constant": "CONSTANT", "reflect": "REFLECT", "wrap": "WRAP"}
 
 # Constants folded into the seed pair, one per random quantity: fixed, so that each draw
 # does not depend on which other options are enabled.
@@ -81,8 +83,7 @@ def augment_batch(images: tf.Tensor, cfg: AugmentConfig, seed: int | tf.Tensor) 
     """
     if not cfg.enabled:
         return images
-    if cfg.fill_mode not in _FILL_MODES:
-        raise ValueError(f"augment.fill_mode: '{cfg.fill_mode}' is not one of {', '.join(_FILL_MODES)}")
+    fill_mode = lookup(FILL_MODES, cfg.fill_mode, "fill mode")
     if cfg.brightness_range and (len(cfg.brightness_range) != 2 or cfg.brightness_range[0] > cfg.brightness_range[1]):
         raise ValueError(f"augment.brightness_range: expected (low, high) with low <= high, got {cfg.brightness_range}")
 
@@ -107,7 +108,7 @@ def augment_batch(images: tf.Tensor, cfg: AugmentConfig, seed: int | tf.Tensor) 
                 output_shape=tf.shape(images)[1:3],
                 fill_value=tf.constant(cfg.cval, tf.float32),
                 interpolation="BILINEAR",
-                fill_mode=_FILL_MODES[cfg.fill_mode],
+                fill_mode=fill_mode,
             )
         if cfg.brightness_range:
             low, high = cfg.brightness_range
@@ -155,20 +156,24 @@ def _geometric_transform(cfg: AugmentConfig, images: tf.Tensor, uniform) -> tf.T
         cos, sin = tf.cos(theta), tf.sin(theta)
         factors.append(matrix(cos, sin, zeros, -sin, cos, zeros))
     if cfg.width_shift_range or cfg.height_shift_range:
-        tx = uniform(_KEY_SHIFT_X, -cfg.width_shift_range, cfg.width_shift_range) * width if cfg.width_shift_range else zeros
-        ty = uniform(_KEY_SHIFT_Y, -cfg.height_shift_range, cfg.height_shift_range) * height if cfg.height_shift_range else zeros
+        tx = (uniform(_KEY_SHIFT_X, -cfg.width_shift_range, cfg.width_shift_range) * width
+              if cfg.width_shift_range else zeros)
+        ty = (uniform(_KEY_SHIFT_Y, -cfg.height_shift_range, cfg.height_shift_range) * height
+              if cfg.height_shift_range else zeros)
         factors.append(matrix(ones, zeros, tx, zeros, ones, ty))
     if cfg.shear_range:
         shear = uniform(_KEY_SHEAR, -cfg.shear_range, cfg.shear_range) * (math.pi / 180.0)
         factors.append(matrix(tf.cos(shear), zeros, zeros, -tf.sin(shear), ones, zeros))
     if cfg.zoom_range:
         low, high = 1.0 - cfg.zoom_range, 1.0 + cfg.zoom_range
-        factors.append(matrix(uniform(_KEY_ZOOM_X, low, high), zeros, zeros, zeros, uniform(_KEY_ZOOM_Y, low, high), zeros))
+        factors.append(matrix(uniform(_KEY_ZOOM_X, low, high), zeros, zeros,
+                              zeros, uniform(_KEY_ZOOM_Y, low, high), zeros))
     if cfg.horizontal_flip or cfg.vertical_flip:
         def sign(key: int, on: bool) -> tf.Tensor:
             return tf.where(uniform(key, 0.0, 1.0) < 0.5, -ones, ones) if on else ones
 
-        factors.append(matrix(sign(_KEY_HFLIP, cfg.horizontal_flip), zeros, zeros, zeros, sign(_KEY_VFLIP, cfg.vertical_flip), zeros))
+        factors.append(matrix(sign(_KEY_HFLIP, cfg.horizontal_flip), zeros, zeros,
+                              zeros, sign(_KEY_VFLIP, cfg.vertical_flip), zeros))
     if not factors:
         return None
 

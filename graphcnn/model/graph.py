@@ -12,14 +12,19 @@ Names a plain TensorFlow script can rely on (the checkpoint contract, see README
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import contextlib
+from typing import NamedTuple, Sequence
 
 import tensorflow as tf
 
 from graphcnn.config import Config, ModelConfig, TrainConfig
 from graphcnn.data.pipeline import InputHandles
+from graphcnn.model import schedules
+from graphcnn.model.devices import parameter_device, place
 from graphcnn.model.network import Network, NetworkOutput
+from graphcnn.model.optimizers import get_optimizer
 from graphcnn.model.precision import PRECISIONS, resolve_precision
+from graphcnn.model.scopes import trainable_variables
 
 v1 = tf.compat.v1
 
@@ -43,9 +48,11 @@ class GraphHandles(NamedTuple):
     train_op: tf.Operation
 
 
-def inference(network: Network, inputs: InputHandles) -> tuple[NetworkOutput, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Connect the network to ``input/images``; name its outputs under ``output/``."""
-    out = network(inputs.images, inputs.is_training, inputs.keep_rates)
+def inference(network: Network, inputs: InputHandles, step: tf.Tensor | None = None
+              ) -> tuple[NetworkOutput, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Connect the network to ``input/images``; name its outputs under ``output/``.
+    ``step``: what keys the dropout masks (the global step when training)."""
+    out = network(inputs.images, inputs.is_training, inputs.keep_rates, step)
     return (out, *_outputs(out.logits))
 
 
@@ -86,7 +93,8 @@ def loss(logits: tf.Tensor, labels: tf.Tensor, weight_decay: tf.Tensor, label_sm
         if label_smoothing > 0:
             onehot = tf.one_hot(labels, tf.shape(logits)[1])
             per_example = tf.nn.softmax_cross_entropy_with_logits(
-                labels=v1.stop_gradient(onehot * (1 - label_smoothing) + label_smoothing / tf.cast(tf.shape(logits)[1], tf.float32)),
+                labels=v1.stop_gradient(
+                    onehot * (1 - label_smoothing) + label_smoothing / tf.cast(tf.shape(logits)[1], tf.float32)),
                 logits=logits)
         else:
             per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
@@ -104,47 +112,33 @@ def evaluation(classes: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
     return accuracy, correct
 
 
-OPTIMIZERS = {
-    "adam": lambda lr, cfg: v1.train.AdamOptimizer(lr),
-    "sgd": lambda lr, cfg: v1.train.GradientDescentOptimizer(lr),
-    "momentum": lambda lr, cfg: v1.train.MomentumOptimizer(lr, cfg.momentum),
-    "rmsprop": lambda lr, cfg: v1.train.RMSPropOptimizer(lr, momentum=cfg.momentum),
-}
-
-
-def get_optimizer(cfg: TrainConfig, learning_rate: tf.Tensor) -> v1.train.Optimizer:
-    """The optimizer ``cfg.optimizer``; the error lists the choices."""
-    try:
-        make = OPTIMIZERS[cfg.optimizer]
-    except KeyError:
-        raise ValueError(f"unknown optimizer '{cfg.optimizer}'; choices: {', '.join(OPTIMIZERS)}") from None
-    return make(learning_rate, cfg)
-
-
-def training(total_loss: tf.Tensor, cfg: TrainConfig, total_steps: int, moving_updates, var_list):
+def training(tower_losses: Sequence[tuple[tf.Tensor, str | None]], cfg: TrainConfig, total_steps: int,
+             moving_updates, var_list, param_device: str | None = None):
     """The ``train`` scope: global step, learning rate, gradients, clipping, the train op.
 
-    With ``cfg.check_numerics`` the loss and the gradients' global norm pass check_numerics
-    ops the update depends on, so a NaN/Inf raises before any weight is updated.
+    ``tower_losses``: (total loss, device) per tower (one, device None, without towers); each
+    tower's gradients are computed on its device and averaged on ``param_device``, where the
+    variables live. With ``cfg.check_numerics`` the loss and the gradients' global norm pass
+    check_numerics ops the update depends on, so a NaN/Inf raises before any weight is updated.
     """
-    from graphcnn.train.schedules import learning_rate as schedule
-
     global_step = v1.train.get_or_create_global_step()
     with v1.variable_scope("train"):  # one scope for variables and ops: no "train_1" in the graph view
         scale = v1.get_variable("learning_rate_scale", [], initializer=v1.ones_initializer(), trainable=False)
-        lr = tf.multiply(schedule(global_step, cfg.learning_rate, cfg.schedule, total_steps), scale,
+        lr = tf.multiply(schedules.learning_rate(global_step, cfg.learning_rate, cfg.schedule, total_steps), scale,
                          name="learning_rate")
-        if cfg.check_numerics:
-            total_loss = tf.debugging.check_numerics(total_loss, "loss is NaN or Inf")
         optimizer = get_optimizer(cfg, lr)
-        # GATE_NONE: no per-op tuple of gradients. Its control edges (BiasAddGrad -> Conv2DBackpropFilter)
-        # stop oneDNN from fusing the bias gradient into the filter gradient, the kernel Keras gets;
-        # unfused, the bfloat16 bias gradients took ~5 ms of a ~23 ms digits step (BENCHMARKS.md,
-        # sweep row "gate_op"). The updates below still wait for every gradient, so no update
-        # races a gradient's read.
-        gradients = optimizer.compute_gradients(total_loss, var_list=var_list,
-                                                gate_gradients=v1.train.Optimizer.GATE_NONE)
-        gradients = [(g, v) for g, v in gradients if g is not None]
+        per_tower = []
+        for i, (total_loss, device) in enumerate(tower_losses):
+            if cfg.check_numerics:
+                total_loss = tf.debugging.check_numerics(total_loss, "loss is NaN or Inf")
+            # GATE_NONE: no per-op tuple of gradients. Its control edges (BiasAddGrad -> Conv2DBackpropFilter)
+            # stop oneDNN from fusing the bias gradient into the filter gradient, the kernel Keras gets
+            # (BENCHMARKS.md, "Why it is fast"). The updates below still wait for every gradient, so no
+            # update races a gradient's read.
+            with _tower_scope(i, device, len(tower_losses)):
+                per_tower.append([(g, v) for g, v in optimizer.compute_gradients(
+                    total_loss, var_list=var_list, gate_gradients=v1.train.Optimizer.GATE_NONE) if g is not None])
+        gradients = per_tower[0] if len(per_tower) == 1 else _average(per_tower, param_device)
         grads, variables = [g for g, _ in gradients], [v for _, v in gradients]
         checks = list(grads)  # tensors as control inputs: wait for them, copy nothing
         if cfg.check_numerics:
@@ -161,6 +155,24 @@ def training(total_loss: tf.Tensor, cfg: TrainConfig, total_steps: int, moving_u
     return global_step, lr, scale, gradients, train_op
 
 
+def _tower_scope(index: int, device: str | None, count: int):
+    """Tower ``index``'s name scope and device; nothing when there is one tower."""
+    if count == 1:
+        return contextlib.nullcontext()
+    scope = contextlib.ExitStack()
+    scope.enter_context(tf.device(device))
+    scope.enter_context(tf.name_scope(f"tower_{index}"))
+    return scope
+
+
+def _average(per_tower: list[list[tuple[tf.Tensor, tf.Variable]]], device: str | None):
+    """The mean of each variable's gradients over the towers (equal slices of the batch: the
+    gradient of the whole batch's mean loss), computed on ``device``."""
+    with tf.device(device), tf.name_scope("average_gradients"):
+        return [(tf.add_n([tower[i][0] for tower in per_tower]) / len(per_tower), var)
+                for i, (_, var) in enumerate(per_tower[0])]
+
+
 def network_for(config: Config, num_classes: int, precision: str | None = None) -> Network:
     """The training network of ``config``: its weight decay, seed and compute precision.
 
@@ -172,15 +184,62 @@ def network_for(config: Config, num_classes: int, precision: str | None = None) 
 
 
 def build_graph(config: Config, inputs: InputHandles, num_classes: int, total_steps: int,
-                network: Network | None = None) -> GraphHandles:
-    """Chain inference, loss, evaluation and training on ``inputs`` in the default graph."""
-    from graphcnn.train.finetune import trainable_variables
+                network: Network | None = None, devices: Sequence[str] = ()) -> GraphHandles:
+    """Chain inference, loss, evaluation and training on ``inputs`` in the default graph.
 
+    ``devices``: with two or more, one tower per device (see :func:`towers`); else the one graph.
+    """
     network = network or network_for(config, num_classes)
-    net, logits, probabilities, classes = inference(network, inputs)
+    # dropout masks keyed on the global step: a resumed run draws what the uninterrupted one would
+    global_step = v1.train.get_or_create_global_step()
+    var_list = lambda: trainable_variables(v1.trainable_variables(), config.train.trainable_scopes)  # noqa: E731
+    if len(devices) > 1:
+        return towers(config, inputs, num_classes, total_steps, network, list(devices), global_step, var_list)
+    net, logits, probabilities, classes = inference(network, inputs, global_step)
     cross_entropy, total = loss(logits, inputs.labels, net.weight_decay, config.train.label_smoothing)
     accuracy, correct = evaluation(classes, inputs.labels)
-    var_list = trainable_variables(v1.trainable_variables(), config.train.trainable_scopes)
-    global_step, lr, scale, gradients, train_op = training(total, config.train, total_steps, net.updates, var_list)
+    global_step, lr, scale, gradients, train_op = training([(total, None)], config.train, total_steps, net.updates,
+                                                           var_list())
     return GraphHandles(inputs, net, logits, probabilities, classes, cross_entropy, total, accuracy, correct,
                         global_step, lr, scale, gradients, train_op)
+
+
+def towers(config: Config, inputs: InputHandles, num_classes: int, total_steps: int, network: Network,
+           devices: list[str], global_step: tf.Variable, var_list) -> GraphHandles:
+    """In-graph replication: the training batch split into one slice per device.
+
+    Tower ``i`` (scope ``tower_<i>``) connects the network to slice ``i`` on ``devices[i]``,
+    sharing the variables, which keep their names and live on one device
+    (:func:`graphcnn.model.devices.parameter_device`); the gradients are averaged there and
+    applied once. Batch norm normalizes each slice by its own statistics, and its moving
+    averages are updated from tower 0 (as TensorFlow's multi-GPU cifar10 and tensorpack do).
+    The train step's loss and accuracy are the means over the towers. ``output/*``,
+    ``cross_entropy`` and ``accuracy`` (what evaluation and prediction fetch) come from one
+    more connection on the whole input, which only evaluation runs.
+    """
+    n, cfg = len(devices), config.train
+    if cfg.batch_size % n:
+        raise ValueError(f"train.batch_size {cfg.batch_size} does not split evenly over {n} devices "
+                         f"({', '.join(devices)}); make it a multiple of {n}")
+    param_device = parameter_device(devices)
+    images, labels = tf.split(inputs.images, n, name="split_images"), tf.split(inputs.labels, n, name="split_labels")
+    tower_losses, accuracies, first = [], [], None
+    for i, device in enumerate(devices):
+        with tf.name_scope(f"tower_{i}"), v1.device(place(device, param_device)):
+            # each tower its own dropout masks: the key is (step, tower), one tower's is the step's
+            out = network(images[i], inputs.is_training, inputs.keep_rates,
+                          tf.cast(global_step, tf.int64) * n + i)
+            _, total = loss(out.logits, labels[i], out.weight_decay, cfg.label_smoothing)
+            accuracies.append(evaluation(tf.argmax(out.logits, axis=1), labels[i])[0])
+            tower_losses.append((total, device))
+            first = first or out
+    with tf.name_scope("towers"):
+        mean_loss = tf.reduce_mean(tf.stack([t for t, _ in tower_losses]), name="loss")
+        mean_accuracy = tf.reduce_mean(tf.stack(accuracies), name="accuracy")
+    global_step, lr, scale, gradients, train_op = training(tower_losses, cfg, total_steps, first.updates, var_list(),
+                                                           param_device)
+    net, logits, probabilities, classes = inference(network, inputs)  # the whole input, for evaluation
+    cross_entropy, _ = loss(logits, inputs.labels, net.weight_decay, cfg.label_smoothing)
+    _, correct = evaluation(classes, inputs.labels)
+    return GraphHandles(inputs, net, logits, probabilities, classes, cross_entropy, mean_loss, mean_accuracy,
+                        correct, global_step, lr, scale, gradients, train_op)

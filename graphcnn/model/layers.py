@@ -12,8 +12,11 @@ from typing import Callable, NamedTuple
 
 import tensorflow as tf
 
+from graphcnn.registry import lookup
+
 v1 = tf.compat.v1
 
+# name -> activation function; None for linear (no op added)
 ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor] | None] = {
     "relu": tf.nn.relu,
     "elu": tf.nn.elu,
@@ -23,26 +26,25 @@ ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor] | None] = {
     "linear": None,
 }
 
+# name -> stddev -> a new initializer; only truncated_normal reads the stddev
+INITIALIZERS: dict[str, Callable[[float], tf.keras.initializers.Initializer]] = {
+    "truncated_normal": lambda stddev: v1.truncated_normal_initializer(stddev=stddev),
+    "glorot": lambda stddev: v1.glorot_uniform_initializer(),
+    "he": lambda stddev: v1.variance_scaling_initializer(scale=2.0, mode="fan_in", distribution="truncated_normal"),
+}
+
+# LayerConfig.pool -> the pooling op
+POOLS: dict[str, Callable[..., tf.Tensor]] = {"max": tf.nn.max_pool2d, "avg": tf.nn.avg_pool2d}
+
 
 def get_activation(name: str) -> Callable[[tf.Tensor], tf.Tensor] | None:
-    """The activation function called ``name`` (None for ``linear``)."""
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown activation '{name}'; choices: {', '.join(ACTIVATIONS)}") from None
+    """The activation function called ``name`` (None for ``linear``); the error lists the choices."""
+    return lookup(ACTIVATIONS, name, "activation")
 
 
 def get_initializer(name: str, stddev: float = 0.1) -> tf.keras.initializers.Initializer:
     """Weight initializer by name: ``truncated_normal`` (stddev), ``glorot`` or ``he``."""
-    initializers = {
-        "truncated_normal": lambda: v1.truncated_normal_initializer(stddev=stddev),
-        "glorot": lambda: v1.glorot_uniform_initializer(),
-        "he": lambda: v1.variance_scaling_initializer(scale=2.0, mode="fan_in", distribution="truncated_normal"),
-    }
-    try:
-        return initializers[name]()
-    except KeyError:
-        raise ValueError(f"unknown initializer '{name}'; choices: {', '.join(initializers)}") from None
+    return lookup(INITIALIZERS, name, "initializer")(stddev)
 
 
 class LayerOutput(NamedTuple):
@@ -156,30 +158,39 @@ def dense(
 ) -> LayerOutput:
     """Fully connected: x float32 [B, N] -> [B, units]; ``<name>/weights`` [N, units], ``<name>/biases``."""
     if len(x.shape) != 2:
-        raise ValueError(f"{name}: dense needs a flat [batch, features] input, got shape {x.shape}; add a flatten layer")
+        raise ValueError(f"{name}: dense needs a flat [batch, features] input, got shape {x.shape}; "
+                         "add a flatten layer")
     with v1.variable_scope(name):
         w = v1.get_variable("weights", [int(x.shape[-1]), units], initializer=initializer)
         y = tf.matmul(x, tf.cast(w, x.dtype))
         return _finish(y, w, activation, is_training, use_batch_norm, bn_decay)
 
 
-def pool2d(x: tf.Tensor, name: str, *, kind: str = "max", size: int = 2, strides: int = 0, padding: str = "SAME") -> tf.Tensor:
+def pool2d(
+    x: tf.Tensor, name: str, *, kind: str = "max", size: int = 2, strides: int = 0, padding: str = "SAME"
+) -> tf.Tensor:
     """Max or average pooling, window ``size``, stride ``strides`` (0: same as size)."""
-    op = {"max": tf.nn.max_pool2d, "avg": tf.nn.avg_pool2d}[kind]
+    op = lookup(POOLS, kind, "pool")
     with tf.name_scope(name):
         return op(x, ksize=size, strides=strides or size, padding=padding)
 
 
-def dropout(x: tf.Tensor, keep_rate: tf.Tensor, name: str, seed: int | None = None) -> tf.Tensor:
+def dropout(x: tf.Tensor, keep_rate: tf.Tensor, name: str, seed: int, step: tf.Tensor | None = None) -> tf.Tensor:
     """Inverted dropout keeping each unit with probability ``keep_rate`` (a scalar tensor).
 
-    With keep rate 1.0 (the placeholder default) this is the identity, so evaluation and
-    prediction need no feed.
+    The mask is a stateless draw keyed on (``seed``, ``step``), the global step before the
+    update: the same step draws the same mask, so a resumed run continues exactly as the
+    uninterrupted one would have (a stateful generator's position is not in the checkpoint).
+    ``step`` None: 0. With keep rate 1.0 (the placeholder default) this is the identity, so
+    evaluation and prediction need no feed.
     """
     with tf.name_scope(name):
+        key = tf.stack([tf.constant(seed, tf.int64),
+                        tf.zeros([], tf.int64) if step is None else tf.cast(step, tf.int64)])
         # the random draw in float32 (the casts are no ops for a float32 x): bfloat16 random
         # numbers run on a slow generic kernel (+0.5 ms a step on the digits net)
-        return tf.cast(tf.nn.dropout(tf.cast(x, tf.float32), rate=1.0 - keep_rate, seed=seed), x.dtype)
+        kept = tf.nn.experimental.stateless_dropout(tf.cast(x, tf.float32), rate=1.0 - keep_rate, seed=key)
+        return tf.cast(kept, x.dtype)
 
 
 def flatten(x: tf.Tensor, name: str = "flatten") -> tf.Tensor:

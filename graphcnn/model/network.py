@@ -8,18 +8,21 @@ Layer names are the checkpoint contract: convolutions are ``conv<block>_<i>`` wh
 ends at each pool (``conv1_1``, ``conv1_2``, ``pool1``, ``conv2_1`` ...), dense layers
 ``fc1``, ``fc2`` ..., dropouts ``dropout1`` ..., and the classifier is always ``logits``.
 Variables are ``<layer>/weights``, ``<layer>/biases`` and ``<layer>/bn/{gamma,beta,
-moving_mean,moving_variance}``.
+moving_mean,moving_variance}``. :data:`LAYERS` maps each ``LayerConfig.type`` to the function
+that connects such a layer.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, NamedTuple
+import zlib
+from typing import Callable, Mapping, NamedTuple
 
 import tensorflow as tf
 
 from graphcnn.config import LayerConfig, ModelConfig, keep_groups
 from graphcnn.model import layers as L
+from graphcnn.registry import lookup
 
 v1 = tf.compat.v1
 
@@ -33,6 +36,14 @@ class NetworkOutput(NamedTuple):
     penultimate: tf.Tensor  # float32 [B, F]: the features the logits layer sees
     weight_decay: tf.Tensor  # float32 scalar: sum of decay * l2_loss(weights) (0 when off)
     kernels: dict[str, tf.Variable]  # layer name -> its weights variable (conv and dense)
+
+
+class LayerContext(NamedTuple):
+    """What every layer of one connection may read besides its input."""
+
+    is_training: tf.Tensor  # bool scalar: batch statistics in batch norm
+    keep_rates: Mapping[str, tf.Tensor]  # dropout group -> keep-rate scalar
+    step: tf.Tensor | None  # int scalar keying the dropout masks (None: 0)
 
 
 def resolve_layer_names(layers: tuple[LayerConfig, ...]) -> tuple[LayerConfig, ...]:
@@ -96,7 +107,8 @@ class Network:
         self._connections = 0
 
     def __call__(
-        self, images: tf.Tensor, is_training: tf.Tensor, keep_rates: Mapping[str, tf.Tensor]
+        self, images: tf.Tensor, is_training: tf.Tensor, keep_rates: Mapping[str, tf.Tensor],
+        step: tf.Tensor | None = None,
     ) -> NetworkOutput:
         """Connect the network.
 
@@ -104,10 +116,13 @@ class Network:
           images: float32 [B, H, W, C], preprocessed, H/W/C as in the model config.
           is_training: bool scalar tensor; selects batch statistics in batch norm.
           keep_rates: keep-rate scalar tensor per dropout group (``self.keep_groups``).
+          step: int scalar tensor keying the dropout masks (the global step in training);
+            None: 0.
         """
         missing = [g for g in self.keep_groups if g not in keep_rates]
         if missing:
             raise ValueError(f"no keep-rate input for dropout group(s) {missing}")
+        context = LayerContext(is_training, keep_rates, step)
         reuse = True if self._connections else None  # later connections share, never create
         self._connections += 1
         end_points: dict[str, tf.Tensor] = {}
@@ -125,12 +140,11 @@ class Network:
                     # gradient run on the pooled tensor, a quarter of the size: +3.5% training
                     # throughput at bfloat16 on the digits net, no change at float32 (BENCHMARKS.md)
                     deferred = L.get_activation(layer.activation)
-                    out = self._connect_layer(dataclasses.replace(layer, activation="linear"), net, is_training,
-                                              keep_rates)
+                    out = self._connect_layer(dataclasses.replace(layer, activation="linear"), net, context)
                     net = out.output
                     end_points[layer.name] = _in_scope_of(net, deferred)  # computed only when fetched
                 else:
-                    out = self._connect_layer(layer, net, is_training, keep_rates)
+                    out = self._connect_layer(layer, net, context)
                     net = out.output
                     if deferred is not None:
                         net, deferred = _in_scope_of(net, deferred), None
@@ -143,7 +157,7 @@ class Network:
                 net = L.flatten(net)  # a net that ends on a conv/pool feeds the logits flattened
             penultimate = tf.cast(net, tf.float32)
             logits, _, logits_weights = L.dense(
-                net, self.num_classes, "logits", activation="linear", initializer=self._initializer("")
+                net, self.num_classes, "logits", activation="linear", initializer=self.initializer("")
             )
             logits = tf.cast(logits, tf.float32)  # softmax, loss and metrics in float32
             end_points["logits"] = logits
@@ -154,38 +168,77 @@ class Network:
             weight_decay = tf.add_n(terms) if terms else tf.constant(0.0)
         return NetworkOutput(logits, end_points, tuple(updates), penultimate, weight_decay, kernels)
 
-    def _initializer(self, name: str):
+    def initializer(self, name: str) -> tf.keras.initializers.Initializer:
+        """The initializer called ``name``, or the model's default when ``name`` is empty."""
         return L.get_initializer(name or self.model.initializer, self.model.init_stddev)
 
     def _decay(self, layer: LayerConfig) -> float:
         return layer.weight_decay if layer.weight_decay >= 0 else self.weight_decay
 
-    def _connect_layer(self, layer: LayerConfig, net: tf.Tensor, is_training, keep_rates) -> L.LayerOutput:
-        if layer.type == "conv":
-            return L.conv2d(
-                net, layer.filters, layer.kernel_size, layer.name, strides=layer.strides or 1,
-                padding=layer.padding, activation=layer.activation,
-                initializer=self._initializer(layer.initializer),
-                is_training=is_training, use_batch_norm=layer.batch_norm, bn_decay=self.model.batch_norm_decay,
-            )
-        if layer.type == "dense":
-            if len(net.shape) != 2:
-                net = L.flatten(net, f"{layer.name}_flatten")
-            return L.dense(
-                net, layer.units, layer.name, activation=layer.activation,
-                initializer=self._initializer(layer.initializer),
-                is_training=is_training, use_batch_norm=layer.batch_norm, bn_decay=self.model.batch_norm_decay,
-            )
-        if layer.type == "pool":
-            return L.LayerOutput(L.pool2d(net, layer.name, kind=layer.pool, size=layer.pool_size,
-                                          strides=layer.strides, padding=layer.padding))
-        if layer.type == "dropout":
-            return L.LayerOutput(L.dropout(net, keep_rates[layer.keep_group], layer.name, seed=self.seed))
-        if layer.type == "batch_norm":
-            with v1.variable_scope(layer.name):
-                return L.batch_norm(net, is_training, decay=self.model.batch_norm_decay, name="bn")
-        if layer.type == "flatten":
-            return L.LayerOutput(L.flatten(net, layer.name))
-        if layer.type == "global_avg_pool":
-            return L.LayerOutput(L.global_avg_pool(net, layer.name))
-        raise ValueError(f"unknown layer type '{layer.type}'")  # config.validate catches this first
+    def _connect_layer(self, layer: LayerConfig, net: tf.Tensor, context: LayerContext) -> L.LayerOutput:
+        connect = lookup(LAYERS, layer.type, "layer type")  # config.validate reports it first, naming the key
+        return connect(self, layer, net, context)
+
+
+# ---------------------------------------------------------------------------
+# one function per LayerConfig.type
+
+# (network, layer, input, context) -> the layer's output
+ConnectLayer = Callable[[Network, LayerConfig, tf.Tensor, LayerContext], L.LayerOutput]
+
+
+def _conv(network: Network, layer: LayerConfig, net: tf.Tensor, context: LayerContext) -> L.LayerOutput:
+    return L.conv2d(
+        net, layer.filters, layer.kernel_size, layer.name, strides=layer.strides or 1,
+        padding=layer.padding, activation=layer.activation,
+        initializer=network.initializer(layer.initializer),
+        is_training=context.is_training, use_batch_norm=layer.batch_norm, bn_decay=network.model.batch_norm_decay,
+    )
+
+
+def _dense(network: Network, layer: LayerConfig, net: tf.Tensor, context: LayerContext) -> L.LayerOutput:
+    if len(net.shape) != 2:
+        net = L.flatten(net, f"{layer.name}_flatten")
+    return L.dense(
+        net, layer.units, layer.name, activation=layer.activation,
+        initializer=network.initializer(layer.initializer),
+        is_training=context.is_training, use_batch_norm=layer.batch_norm, bn_decay=network.model.batch_norm_decay,
+    )
+
+
+def _pool(network: Network, layer: LayerConfig, net: tf.Tensor, context: LayerContext) -> L.LayerOutput:
+    return L.LayerOutput(L.pool2d(net, layer.name, kind=layer.pool, size=layer.pool_size,
+                                  strides=layer.strides, padding=layer.padding))
+
+
+def _dropout(network: Network, layer: LayerConfig, net: tf.Tensor, context: LayerContext) -> L.LayerOutput:
+    # each dropout layer its own random stream: the network's seed and the layer's name
+    seed = zlib.crc32(f"{network.seed or 0}/{layer.name}".encode())
+    return L.LayerOutput(L.dropout(net, context.keep_rates[layer.keep_group], layer.name, seed, context.step))
+
+
+def _batch_norm(network: Network, layer: LayerConfig, net: tf.Tensor, context: LayerContext) -> L.LayerOutput:
+    # the layer's own scope around the "bn" one: variables <layer>/bn/gamma, as a conv's batch norm has them
+    with v1.variable_scope(layer.name):
+        return L.batch_norm(net, context.is_training, decay=network.model.batch_norm_decay, name="bn")
+
+
+def _flatten(network: Network, layer: LayerConfig, net: tf.Tensor, context: LayerContext) -> L.LayerOutput:
+    return L.LayerOutput(L.flatten(net, layer.name))
+
+
+def _global_avg_pool(network: Network, layer: LayerConfig, net: tf.Tensor, context: LayerContext
+                     ) -> L.LayerOutput:
+    return L.LayerOutput(L.global_avg_pool(net, layer.name))
+
+
+# LayerConfig.type -> the function that connects such a layer; the keys are the valid types
+LAYERS: dict[str, ConnectLayer] = {
+    "conv": _conv,
+    "pool": _pool,
+    "dense": _dense,
+    "dropout": _dropout,
+    "batch_norm": _batch_norm,
+    "flatten": _flatten,
+    "global_avg_pool": _global_avg_pool,
+}

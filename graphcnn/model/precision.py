@@ -16,6 +16,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from graphcnn.registry import lookup
+
+# train.precision -> compute dtype; "auto" is not a key: resolve_precision picks one of these
 PRECISIONS = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16}
 
 
@@ -38,8 +41,7 @@ def resolve_precision(name: str, flags: frozenset[str] | None = None, gpu: bool 
     on: without them bfloat16 runs on slow generic kernels) default to this process's.
     """
     if name != "auto":
-        if name not in PRECISIONS:
-            raise ValueError(f"unknown precision '{name}'; choices: auto, {', '.join(PRECISIONS)}")
+        lookup(PRECISIONS, name, "precision", also=("auto",))  # raises, listing the choices
         return name
     flags = cpu_flags() if flags is None else flags
     gpu = bool(tf.config.list_physical_devices("GPU")) if gpu is None else gpu
