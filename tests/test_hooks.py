@@ -1,14 +1,16 @@
-"""Hooks: what rides along with the train step, what runs on its own, and what gets written."""
+"""Hooks: what rides along with the train step, what runs on its own, what gets written, and
+that train() takes a user's SessionRunHook."""
 
 import dataclasses
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from conftest import tiny_config
+from graphcnn.tensorboard.ops import encode_png, histogram_summary
 from graphcnn.train.hooks import PeriodicImageHook, PeriodicSummaryHook, due
-from graphcnn.train.run_dir import RunDir
-from graphcnn.train.summaries import encode_png, histogram_summary
+from graphcnn.run_dir import RunDir
 from graphcnn.train.trainer import train
 
 v1 = tf.compat.v1
@@ -24,80 +26,112 @@ class RecordingWriter:
         self.written.append((step, summary))
 
 
+class FakeClock:
+    def __init__(self):
+        self.step = 0
+
+
+def run_steps(sess, hooks, clock, op, steps):
+    """Drive ``hooks`` through ``steps`` runs of ``op`` as MonitoredSession does."""
+    for _ in range(steps):
+        context = v1.train.SessionRunContext(original_args=v1.train.SessionRunArgs(op), session=sess)
+        requests = [hook.before_run(context) for hook in hooks]
+        fetches = [r.fetches if r is not None else [] for r in requests]
+        results = sess.run([op, fetches])[1]
+        clock.step += 1
+        for hook, result in zip(hooks, results):
+            hook.after_run(context, v1.train.SessionRunValues(result, None, None))
+
+
 def test_due_every_n_and_at_step_one():
     assert [s for s in range(1, 11) if due(s, 4)] == [1, 4, 8]
     assert [s for s in range(1, 11) if due(s, 4, first=False)] == [4, 8]
     assert not any(due(s, 0) for s in range(1, 11))
 
 
-def test_summary_hook_rides_along_without_session_and_runs_alone_with_one():
+def test_summary_hook_rides_along_or_runs_alone_after_the_step():
     with tf.Graph().as_default():
         w = tf.Variable([1.0, 2.0, 3.0], name="w")
         op = histogram_summary("w", w)
+        update = w.assign_add([1.0, 1.0, 1.0])
         with v1.Session() as sess:
             sess.run(w.initializer)
-            along = PeriodicSummaryHook("h", op, 2, RecordingWriter())
-            assert along.fetches(2) == {"h": op} and along.fetches(3) == {}
-            along.after_step(2, sess.run(along.fetches(2)))
-            along.after_step(3, {})
-            assert [s for s, _ in along.writer.written] == [2]
-
-            alone = PeriodicSummaryHook("h", op, 2, RecordingWriter(), sess)
-            assert all(alone.fetches(s) == {} for s in range(1, 5))  # never in the train step's fetches
-            sess.run(w.assign([5.0, 5.0, 5.0]))  # "the step's update"
-            for step in range(1, 5):
-                alone.after_step(step, {})
+            clock = FakeClock()
+            along = PeriodicSummaryHook(clock, op, 2, RecordingWriter())
+            alone = PeriodicSummaryHook(clock, op, 2, RecordingWriter(), alone=True)
+            context = v1.train.SessionRunContext(None, sess)
+            assert along.before_run(context).fetches is op  # step 1 is due
+            assert alone.before_run(context) is None  # never in the train step's fetches
+            run_steps(sess, [along, alone], clock, update, 4)
+            assert [s for s, _ in along.writer.written] == [1, 2, 4]
             assert [s for s, _ in alone.writer.written] == [1, 2, 4]
-            value = alone.writer.written[-1][1].value[0]
-            buckets = tf.make_ndarray(value.tensor)  # (left, right, count) rows
-            assert value.tag == "w" and value.metadata.plugin_data.plugin_name == "histograms"
-            assert buckets[:, 0].min() <= 5.0 <= buckets[:, 1].max() and buckets[:, 2].sum() == 3  # after the update
+            ridden = tf.make_ndarray(along.writer.written[-1][1].value[0].tensor)  # (left, right, count)
+            after = tf.make_ndarray(alone.writer.written[-1][1].value[0].tensor)
+            # along: read in the same run as the update; alone: after it, so it sees w = [5, 6, 7]
+            assert after[:, 0].min() == pytest.approx(5.0) and after[:, 2].sum() == 3
+            assert ridden[:, 2].sum() == 3
 
 
-def test_image_hook_writes_exact_tags_alone_or_along():
+def test_image_hook_writes_exact_tags_with_its_feed():
     with tf.Graph().as_default():
-        image = encode_png(tf.zeros([1, 4, 6, 1], tf.uint8))
+        x = v1.placeholder_with_default(tf.zeros([1, 4, 6, 1], tf.uint8), [1, 4, 6, 1])
+        image = encode_png(x)
         with v1.Session() as sess:
-            for session in (None, sess):
-                hook = PeriodicImageHook({"filters/conv1": image}, 3, RecordingWriter(), session)
-                fetched = hook.fetches(3)
-                assert (fetched == {}) == (session is not None)
-                hook.after_step(3, sess.run(fetched) if fetched else {})
-                hook.after_step(4, {})
-                [(step, summary)] = hook.writer.written
-                value = summary.value[0]
-                assert (step, value.tag, value.image.height, value.image.width) == (3, "filters/conv1", 4, 6)
-                assert value.image.encoded_image_string.startswith(b"\x89PNG")
+            clock = FakeClock()
+            hook = PeriodicImageHook(clock, {"filters/conv1": image}, 3, RecordingWriter(),
+                                     feed={x: np.full([1, 4, 6, 1], 9, np.uint8)})
+            run_steps(sess, [hook], clock, tf.no_op(), 4)
+            assert [s for s, _ in hook.writer.written] == [1, 3]
+            value = hook.writer.written[0][1].value[0]
+            assert (value.tag, value.image.height, value.image.width) == ("filters/conv1", 4, 6)
+    assert tf.io.decode_png(value.image.encoded_image_string).numpy().max() == 9  # the feed was used
 
 
-def test_train_step_runs_with_two_fetch_sets_only(tmp_path, dataset, monkeypatch):
+class StepTimes(v1.train.SessionRunHook):
+    """A hook as a user (or the benchmark) writes one: the global step seen after each run."""
+
+    def __init__(self):
+        self.steps = []
+        self.ended = None
+
+    def begin(self):
+        self.global_step = v1.train.get_global_step()
+
+    def before_run(self, run_context):
+        return v1.train.SessionRunArgs(self.global_step)
+
+    def after_run(self, run_context, run_values):
+        self.steps.append(int(run_values.results))
+
+    def end(self, session):
+        self.ended = int(session.run(self.global_step))
+
+
+def test_train_step_runs_with_few_fetch_sets_and_takes_extra_hooks(tmp_path, dataset, monkeypatch):
     """Each new set of fetches beside the train op costs a new executor for the whole training
     graph (0.2-0.35 s on 2 cores), so weight summaries must not add sets of their own."""
-    seen: set[frozenset] = set()
+    seen: set[int] = set()
     original = v1.Session.run
 
     def run(self, fetches, *args, **kwargs):
-        if isinstance(fetches, dict) and "train" in fetches:
-            seen.add(frozenset(fetches))
+        # MonitoredSession's step: the caller's and hooks' fetches
+        if isinstance(fetches, dict) and "caller" in fetches:
+            seen.add(len(tf.nest.flatten(list(fetches.values()))))
         return original(self, fetches, *args, **kwargs)
 
-    callables = []  # plain steps (no hook fetches) run through one prepared callable
-    original_callable = v1.Session.make_callable
-
-    def make_callable(self, fetches, *args, **kwargs):
-        callables.append(len(fetches))
-        return original_callable(self, fetches, *args, **kwargs)
-
     monkeypatch.setattr(v1.Session, "run", run)
-    monkeypatch.setattr(v1.Session, "make_callable", make_callable)
     config = tiny_config(epochs=3)
     config = dataclasses.replace(config, log=dataclasses.replace(
         config.log, histograms_every=2, filters_every=3, gradients_every=4, activations_every=4, trace_every=0))
     run = RunDir.create(tmp_path, "hooks")
-    result = train(config, run, dataset=dataset, progress=False)
-    assert result.global_step == 3 * (len(dataset.train) // 8) > 8
-    base = frozenset({"train", "loss", "accuracy", "lr"})
-    assert seen == {base | {"view_gradients", "view_activations"}} and callables == [len(base)]
+    times = StepTimes()
+    result = train(config, run, dataset=dataset, progress=False, hooks=[times])
+    steps = 3 * (len(dataset.train) // 8)
+    assert result.global_step == steps > 8
+    # the train op, the clock's loss/accuracy/learning rate, the extra hook's global step: and
+    # the gradient and activation summaries on their steps (4, 8, ... and step 1)
+    assert len(seen) == 2 and max(seen) - min(seen) == 2
+    assert len(times.steps) == steps and times.ended == steps
     tags = set()
     for path in run.train_logs.glob("events.*"):
         for event in tf.compat.v1.train.summary_iterator(str(path)):

@@ -13,7 +13,7 @@ from conftest import synthetic_dataset, tiny_config
 from graphcnn import cli
 from graphcnn.config import EarlyStoppingConfig
 from graphcnn.predict import Predictor
-from graphcnn.train.run_dir import RunDir, RunDirError
+from graphcnn.run_dir import RunDir, RunDirError
 from graphcnn.train.trainer import train
 
 v1 = tf.compat.v1
@@ -63,7 +63,8 @@ def test_tensorboard_tags_are_exact(trained):
         t for t, v in train_tags.items() if v[0][1] == "histo"}
     assert [s for s, _ in train_tags["filters/conv1_1"]] == [1, 3, 6, 9, 12, 15, 18, 21, 24, 27]
     views = ("gradients", "activations", "sparsity", "feature_maps", "confusion_matrix", "confusion_matrix_text",
-             "misclassified", "misclassified_text", "pr_curves")  # graphcnn/train/tb_views.py, tested there
+             "misclassified", "misclassified_text", "pr_curves", "gradcam",  # train/view_hooks.py, tested there
+             "custom_scalars__config__", "_hparams_")  # the one-off records (tensorboard/writing.py), tested there
     assert {t for t in train_tags if t.split("/")[0] not in views} == {
         "loss", "accuracy", "learning_rate", "images_per_second", "filters/conv1_1", "filters/conv2_1",
         "conv1_1/weights", "conv1_1/biases", "conv2_1/weights", "conv2_1/bn/gamma", "conv2_1/bn/beta",
@@ -80,18 +81,23 @@ def test_restore_gives_identical_predictions_and_plain_tf_snippet(trained):
         probs = p.probabilities_for(p.preprocess_arrays(test.images))
     np.testing.assert_allclose(probs, result.test.probabilities, rtol=1e-5, atol=1e-6)
 
-    # the README's restore-and-predict snippet, without graphcnn
-    prefix = tf.train.latest_checkpoint(str(run.checkpoints))
-    prep = json.loads((run.checkpoints / "preprocessing.json").read_text())
-    images = tf.image.resize(test.images.astype(np.float32), [prep["input_height"], prep["input_width"]]).numpy() / 255.0
-    for meta in (str(run.checkpoints / "inference.meta"), prefix + ".meta"):
-        with tf.Graph().as_default(), v1.Session() as sess:
-            saver = v1.train.import_meta_graph(meta, clear_devices=True)
-            saver.restore(sess, prefix)
-            plain = sess.run("output/probabilities:0", {"input/images:0": images})
-            classes = sess.run("output/classes:0", {"input/images:0": images})
-        np.testing.assert_allclose(plain, probs, rtol=1e-4, atol=1e-5)
-        assert prep["class_names"][classes[0]] == "c0"
+    # the README's restore-and-predict snippet, without graphcnn: best/ (what predict uses) and
+    # checkpoints/ (what --latest uses)
+    for directory, prefer_best in ((run.best, True), (run.checkpoints, False)):
+        with Predictor(run.root, prefer_best=prefer_best) as p:
+            expected = p.probabilities_for(p.preprocess_arrays(test.images))
+        prefix = tf.train.latest_checkpoint(str(directory))
+        prep = json.loads((directory / "preprocessing.json").read_text())
+        size = [prep["input_height"], prep["input_width"]]
+        images = tf.image.resize(test.images.astype(np.float32), size).numpy() / 255.0
+        for meta in (str(directory / "inference.meta"), prefix + ".meta"):
+            with tf.Graph().as_default(), v1.Session() as sess:
+                saver = v1.train.import_meta_graph(meta, clear_devices=True)
+                saver.restore(sess, prefix)
+                plain = sess.run("output/probabilities:0", {"input/images:0": images})
+                classes = sess.run("output/classes:0", {"input/images:0": images})
+            np.testing.assert_allclose(plain, expected, rtol=1e-4, atol=1e-5)
+            assert prep["class_names"][classes[0]] == "c0"
 
 
 def test_inference_graph_is_lean_and_predicts_as_the_training_graph(trained, tmp_path):
@@ -139,7 +145,8 @@ def test_predict_files_names_bad_files_and_keeps_the_rest(trained, tmp_path):
     assert [pr.class_name for pr in predictions] == ["c0", "c1", "c2"]
     assert [f for f, _ in errors] == [str(bad), str(missing)]
     # the decoder's own words, not TensorFlow's "Graph execution error:" wrapper
-    assert errors[0][1].startswith("Unknown image file format") and errors[1][1] == f"{missing}; No such file or directory"
+    assert (errors[0][1].startswith("Unknown image file format")
+            and errors[1][1] == f"{missing}; No such file or directory")
 
 
 def test_predict_cli_json_text_csv(trained, capsys):
@@ -189,7 +196,8 @@ def test_resume_continues_global_step_and_keeps_retention(trained, tmp_path):
     longer.save(run.config)
     result = train(longer, run, resume=True, progress=False, dataset=synthetic_dataset())
     assert result.global_step == 36
-    assert sorted(p.name for p in run.checkpoints.glob("model.ckpt-*.meta")) == ["model.ckpt-27.meta", "model.ckpt-36.meta"]
+    metas = sorted(p.name for p in run.checkpoints.glob("model.ckpt-*.meta"))
+    assert metas == ["model.ckpt-27.meta", "model.ckpt-36.meta"]
     assert not list(run.checkpoints.glob("*tempstate*"))
     val_steps = [s for s, _ in events(run.validation_logs)["accuracy"]]
     assert val_steps == [9, 18, 27, 36]
@@ -198,7 +206,7 @@ def test_resume_continues_global_step_and_keeps_retention(trained, tmp_path):
         for e in v1.train.summary_iterator(str(f)):
             if e.HasField("session_log") and e.session_log.status == v1.SessionLog.START:
                 starts.append(e.step)
-    assert starts == [0, 18]
+    assert starts == [1, 19]  # the first step each session trains: what step 18 wrote stays
 
 
 def test_evaluate_cli_on_another_dataset(trained, tmp_path, capsys):

@@ -10,7 +10,7 @@ import tensorflow as tf
 from conftest import synthetic_dataset, tiny_config
 from graphcnn.config import EarlyStoppingConfig, ScheduleConfig
 from graphcnn.predict import Predictor
-from graphcnn.train.run_dir import RunDir
+from graphcnn.run_dir import RunDir
 from graphcnn.train.trainer import train
 
 v1 = tf.compat.v1
@@ -48,6 +48,12 @@ def test_nan_loss_stops_before_the_update_and_leaves_finite_weights(tmp_path):
         assert np.all(np.isfinite(value)), name
 
 
+def test_nan_loss_without_the_guard_still_stops_and_says_nan(tmp_path):
+    cfg = tiny_config(epochs=5, optimizer="sgd", learning_rate=1e15, check_numerics=False)
+    with pytest.raises(FloatingPointError, match="the loss is NaN.*check_numerics is off"):
+        train(cfg, RunDir.create(tmp_path, "nan"), progress=False, dataset=synthetic_dataset())
+
+
 def test_resume_keeps_learning_rate_schedule_and_scale(tmp_path):
     schedule = ScheduleConfig(name="exponential", decay_steps=9, decay_rate=0.5)
     cfg = tiny_config(epochs=1, schedule=schedule)
@@ -78,7 +84,8 @@ def test_fine_tune_excluded_and_frozen_scopes(tmp_path):
     with pytest.raises(ValueError, match=r"logits/weights: graph \[16, 4\], checkpoint \[16, 3\]"):
         train(bad, RunDir.create(tmp_path, "bad"), progress=False, dataset=four)
 
-    cfg = tiny_config(epochs=1, init_from=str(base.root), exclude_scopes=("logits",), trainable_scopes=("fc1", "logits"))
+    cfg = tiny_config(epochs=1, init_from=str(base.root), exclude_scopes=("logits",),
+                      trainable_scopes=("fc1", "logits"))
     tuned = RunDir.create(tmp_path, "tuned")
     train(cfg, tuned, progress=False, dataset=four)
     tuned_values = checkpoint_values(tf.train.latest_checkpoint(str(tuned.checkpoints)))

@@ -1,26 +1,40 @@
-"""Training hooks: extra fetches ride along with the training step's ``sess.run``.
+"""Training hooks: every side effect of the training loop is a ``SessionRunHook``.
 
-As in tensorpack, a hook that needs the training step's own tensors (gradients, activations
-of the batch) does not call ``sess.run`` itself: before a step it names the tensors it wants
-(``fetches``), and after the step it receives their values (``after_step``). The loop merges
-every hook's fetches into the one train call.
+The loop (graphcnn/train/trainer.py: ``fit``) only runs the train op in a
+``tf.compat.v1.train.MonitoredSession``; TensorFlow calls each hook around every step, in
+list order: ``before_run`` may add fetches (or run options) to the step's own ``sess.run``,
+``after_run`` receives their values, ``end`` runs once when training stops normally.
 
-Summaries that read only variables (weight histograms, filter images) are the exception: given
-a ``sess`` they run on their own after the step. Each new set of fetches next to the train op
-makes TensorFlow prune and optimize the whole training graph again for a new executor
-(0.2-0.35 s here, the first time the set occurs), while a run of the summary ops alone builds
+A hook that needs the training step's own tensors (gradients, activations of the batch)
+adds them to the step's fetches. Summaries that read only variables (weight histograms,
+filter images) run on their own after the step instead: each new set of fetches next to the
+train op makes TensorFlow prune and optimize the whole training graph again for a new
+executor (0.2-0.35 s the first time a set occurs), while a run of the summary ops alone builds
 a small one, and they read the same weights either way.
+
+Every hook here that needs the step number reads it from the :class:`StepClock`, which must
+come first in the list.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import contextlib
+import logging
+import signal
+import time
+from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence
 
+import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
-from graphcnn.train.summaries import PngImage, png_summary
+from graphcnn.checkpoints import CheckpointManager
+from graphcnn.tensorboard.ops import PngImage
+from graphcnn.tensorboard.writing import ScalarWriter, png_summary, start_session_log
 
 v1 = tf.compat.v1
+SessionRunArgs = v1.train.SessionRunArgs
+log = logging.getLogger("graphcnn.train")
 
 
 def due(step: int, every: int, first: bool = True) -> bool:
@@ -28,71 +42,303 @@ def due(step: int, every: int, first: bool = True) -> bool:
     return every > 0 and (step % every == 0 or (first and step == 1))
 
 
-class Hook:
-    """Base hook: fetch nothing, do nothing."""
+class StepClock(v1.train.SessionRunHook):
+    """The global step, and the step's own values (loss, accuracy, learning rate).
 
-    def fetches(self, step: int) -> Mapping[str, Any]:
-        """Tensors/ops to run with training step ``step`` (the global step after the update)."""
-        return {}
-
-    def after_step(self, step: int, results: Mapping[str, Any]) -> None:
-        """Receive the values of this hook's fetches for ``step``."""
-
-    def after_validation(self, step: int, result: Any) -> None:
-        """A validation pass at ``step`` produced ``result`` (a trainer ``EvalResult``)."""
-
-    def end(self, step: int) -> None:
-        """Training has stopped at ``step``."""
-
-
-class PeriodicSummaryHook(Hook):
-    """Every ``every`` steps, evaluate a merged summary op and write it to ``writer``.
-
-    Without ``sess`` the op rides along with the train step (it needs the step's tensors);
-    with ``sess`` it is run on its own after the step (it reads only variables).
+    ``step`` is the global step after the last update: read once from the session, then
+    counted, so no hook pays for a read of the global step.
     """
 
-    def __init__(self, key: str, op: tf.Tensor | None, every: int, writer: v1.summary.FileWriter,
-                 sess: v1.Session | None = None):
-        self.key, self.op, self.every, self.writer, self.sess = key, op, every, writer, sess
+    def __init__(self, global_step: tf.Variable, values: Mapping[str, tf.Tensor]):
+        self._global_step = global_step
+        self._fetches = dict(values)
+        self.step = 0
+        self.values: Mapping[str, Any] = {}
 
-    def fetches(self, step: int) -> Mapping[str, Any]:
-        if self.op is None or self.sess is not None or not due(step, self.every):
-            return {}
-        return {self.key: self.op}
+    def after_create_session(self, session, coord) -> None:
+        self.step = int(session.run(self._global_step))
 
-    def after_step(self, step: int, results: Mapping[str, Any]) -> None:
-        if self.sess is not None and self.op is not None and due(step, self.every):
-            self.writer.add_summary(self.sess.run(self.op), step)
-        elif self.key in results:
-            self.writer.add_summary(results[self.key], step)
+    def before_run(self, run_context) -> SessionRunArgs:
+        return SessionRunArgs(self._fetches)
+
+    def after_run(self, run_context, run_values) -> None:
+        self.step += 1
+        self.values = run_values.results
 
 
-class PeriodicImageHook(Hook):
-    """Every ``every`` steps, evaluate in-graph PNGs and write each under its exact tag.
+class EventsHook(v1.train.SessionRunHook):
+    """Opens the event files of a (re)started session: the graph once, and ``SessionLog.START``
+    at the first step this session trains (the restored step + 1). TensorBoard then drops what
+    a killed run wrote past its checkpoint, and keeps what was written at the checkpoint's step
+    (its loaders purge the steps from the START's on)."""
 
-    ``tf.summary.image`` would append ``/image`` to the tag; writing the Summary proto
-    ourselves keeps ``filters/conv1_1`` as named. ``sess`` as in ``PeriodicSummaryHook``.
+    def __init__(self, clock: StepClock, writers: Sequence[v1.summary.FileWriter], graph: tf.Graph | None):
+        self.clock, self.writers, self.graph = clock, list(writers), graph
+
+    def after_create_session(self, session, coord) -> None:
+        if self.graph is not None and self.clock.step == 0:
+            self.writers[0].add_graph(self.graph)
+        for writer in self.writers:
+            start_session_log(writer, self.clock.step + 1)
+
+
+class ScalarsHook(v1.train.SessionRunHook):
+    """Every ``every`` steps: ``loss``, ``accuracy``, ``learning_rate`` and
+    ``images_per_second`` (over the steps since the last write) to ``train/``."""
+
+    def __init__(self, clock: StepClock, writer: ScalarWriter, every: int, batch_size: int):
+        self.clock, self.writer, self.every, self.batch_size = clock, writer, every, batch_size
+        self.speed = 0.0
+        self.speeds: list[float] = []  # images/s per window, for the run's summary figure
+        self._images, self._start = 0, time.perf_counter()
+
+    def after_create_session(self, session, coord) -> None:
+        self._images, self._start = 0, time.perf_counter()
+
+    def after_run(self, run_context, run_values) -> None:
+        self._images += self.batch_size
+        step = self.clock.step
+        if not due(step, self.every, first=False):
+            return
+        now = time.perf_counter()
+        self.speed = self._images / max(now - self._start, 1e-9)
+        self.speeds.append(self.speed)
+        self._images, self._start = 0, now
+        values = self.clock.values
+        self.writer.write(step, {"loss": values["loss"], "accuracy": values["accuracy"],
+                                 "learning_rate": values["learning_rate"], "images_per_second": self.speed})
+
+    @property
+    def images_per_second(self) -> float:
+        """The median window: the first one includes graph warm-up, so it is left out."""
+        speeds = self.speeds[1:] if len(self.speeds) > 1 else self.speeds
+        return float(np.median(speeds)) if speeds else float("nan")
+
+
+class ProgressBarHook(v1.train.SessionRunHook):
+    """A tqdm bar over the steps, with the step's loss and accuracy and the images/s."""
+
+    def __init__(self, clock: StepClock, total_steps: int, description: str, scalars: ScalarsHook | None = None):
+        self.clock, self.total_steps, self.description, self.scalars = clock, total_steps, description, scalars
+        self.bar: tqdm | None = None
+
+    def after_create_session(self, session, coord) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=self.total_steps, initial=self.clock.step, unit="step", dynamic_ncols=True,
+                            desc=self.description)
+
+    def after_run(self, run_context, run_values) -> None:
+        values = self.clock.values
+        postfix = {"loss": f"{values['loss']:.3f}", "acc": f"{values['accuracy']:.3f}"}
+        if self.scalars is not None:
+            postfix["img_s"] = f"{self.scalars.speed:.0f}"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(1)
+
+    def end(self, session) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class StopSignals:
+    """Ctrl-C / SIGTERM while training: finish the current step, save, flush, stop cleanly.
+
+    A context manager (handlers are restored on exit) that :class:`StopOnSignalHook` reads. A
+    second signal stops at once (``KeyboardInterrupt``), except during a checkpoint save
+    (:meth:`saving`): that one is finished first, so no checkpoint is left half written.
     """
 
-    def __init__(self, images: Mapping[str, PngImage], every: int, writer: v1.summary.FileWriter,
-                 sess: v1.Session | None = None):
-        self.images, self.every, self.writer, self.sess = dict(images), every, writer, sess
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous: dict[int, Any] = {}
+        self._saving = False
+        self._again = False
 
-    def _wanted(self, step: int) -> dict[str, tf.Tensor]:
-        if not self.images or not due(step, self.every):
-            return {}
-        return {f"image:{tag}": image.png for tag, image in self.images.items()}
+    def __enter__(self) -> "StopSignals":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no signal handling
+                pass
+        return self
 
-    def fetches(self, step: int) -> Mapping[str, Any]:
-        return {} if self.sess is not None else self._wanted(step)
+    def _handle(self, signum, frame) -> None:
+        if not self.raised:
+            self.raised = True
+            log.warning("received %s: stopping after this step and saving a checkpoint",
+                        signal.Signals(signum).name)
+        elif self._saving:
+            self._again = True
+            log.warning("received %s again: stopping as soon as the checkpoint is written",
+                        signal.Signals(signum).name)
+        else:
+            raise KeyboardInterrupt
 
-    def after_step(self, step: int, results: Mapping[str, Any]) -> None:
-        if self.sess is not None:
-            wanted = self._wanted(step)
-            results = self.sess.run(wanted) if wanted else {}
+    @contextlib.contextmanager
+    def saving(self) -> Iterator[None]:
+        """Around a checkpoint save: a second signal waits for it to finish."""
+        self._saving = True
+        try:
+            yield
+        finally:
+            self._saving = False
+        if self._again:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class StopOnSignalHook(v1.train.SessionRunHook):
+    def __init__(self, signals: StopSignals):
+        self.signals = signals
+
+    def after_run(self, run_context, run_values) -> None:
+        if self.signals.raised:
+            run_context.request_stop()
+
+
+class CheckpointHook(v1.train.SessionRunHook):
+    """The latest checkpoints: at each epoch end, every ``every_steps`` steps, and when training
+    stops. The event files are flushed with each save, so TensorBoard is as current as the
+    checkpoint. ``guard``: a context around each save (:meth:`StopSignals.saving`)."""
+
+    def __init__(self, clock: StepClock, checkpoints: CheckpointManager, steps_per_epoch: int, every_steps: int,
+                 writers: Sequence[v1.summary.FileWriter],
+                 guard: Callable[[], ContextManager] = contextlib.nullcontext):
+        self.clock, self.checkpoints, self.writers, self.guard = clock, checkpoints, list(writers), guard
+        self.steps_per_epoch, self.every_steps = steps_per_epoch, every_steps
+        self._saved = -1
+        self._disk_use_logged = False
+
+    def after_create_session(self, session, coord) -> None:
+        self._saved = self.clock.step  # what was restored is on disk already
+
+    def after_run(self, run_context, run_values) -> None:
+        step = self.clock.step
+        if step % self.steps_per_epoch == 0 or due(step, self.every_steps, first=False):
+            self.save(run_context.session)
+
+    def end(self, session) -> None:
+        self.save(session)
+
+    def save(self, session) -> None:
+        if self._saved == self.clock.step:
+            return
+        with self.guard():
+            self.checkpoints.save(session, self.clock.step)
+        if not self._disk_use_logged:  # once the first checkpoint's size is known
+            log.info("%s", self.checkpoints.describe_disk_use())
+            self._disk_use_logged = True
+        self._saved = self.clock.step
+        for writer in self.writers:
+            writer.flush()
+
+
+class TraceHook(v1.train.SessionRunHook):
+    """Every ``every`` steps, trace the real train step and attach it to the graph of ``train/``
+    as run metadata ``step<N>`` (TensorBoard then colours nodes by compute time and memory).
+
+    When training stops at a step with no trace, the forward and backward pass of one more batch
+    (``final_fetches`` with ``feed``; the update is not applied) is traced, so a short run shows
+    one too.
+    """
+
+    def __init__(self, clock: StepClock, writer: v1.summary.FileWriter, every: int,
+                 final_fetches: Any = None, feed: Mapping | None = None):
+        self.clock, self.writer, self.every = clock, writer, every
+        self.final_fetches, self.feed = final_fetches, dict(feed or {})
+        self._tracing = False
+        self._last = -1
+
+    def before_run(self, run_context) -> SessionRunArgs | None:
+        self._tracing = due(self.clock.step + 1, self.every, first=False)
+        if self._tracing:
+            return SessionRunArgs(None, options=_FULL_TRACE)
+        return None
+
+    def after_run(self, run_context, run_values) -> None:
+        if self._tracing:
+            self._write(run_values.run_metadata)
+
+    def end(self, session) -> None:
+        if self.final_fetches is not None and self._last != self.clock.step and self.clock.step > 0:
+            metadata = v1.RunMetadata()
+            session.run(self.final_fetches, self.feed, options=_FULL_TRACE, run_metadata=metadata)
+            self._write(metadata)
+
+    def _write(self, metadata: v1.RunMetadata) -> None:
+        self._last = self.clock.step
+        self.writer.add_run_metadata(metadata, f"step{self._last}", self._last)
+
+
+_FULL_TRACE = v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE)
+
+
+class PeriodicSummaryHook(v1.train.SessionRunHook):
+    """Every ``every`` steps (and at step 1, and the last step), evaluate a merged summary op
+    and write it.
+
+    ``alone=False``: the op rides along with the train step (it needs the step's tensors:
+    gradients, activations); at the last step it runs on its own with ``feed`` (the training
+    feed: one more batch, no update). ``alone=True``: it runs on its own after the step (it
+    reads only variables).
+    """
+
+    def __init__(self, clock: StepClock, op: tf.Tensor, every: int, writer: v1.summary.FileWriter,
+                 alone: bool = False, feed: Mapping | None = None):
+        self.clock, self.op, self.every, self.writer, self.alone = clock, op, every, writer, alone
+        self.feed = dict(feed or {})
+        self._last = -1
+
+    def before_run(self, run_context) -> SessionRunArgs | None:
+        if not self.alone and due(self.clock.step + 1, self.every):
+            return SessionRunArgs(self.op)
+        return None
+
+    def after_run(self, run_context, run_values) -> None:
+        if due(self.clock.step, self.every):
+            self._write(run_context.session.run(self.op) if self.alone else run_values.results)
+
+    def end(self, session) -> None:
+        if self.every > 0 and self._last != self.clock.step and self.clock.step > 0:
+            self._write(session.run(self.op, self.feed))
+
+    def _write(self, summary) -> None:
+        self._last = self.clock.step
+        self.writer.add_summary(summary, self._last)
+
+
+class PeriodicImageHook(v1.train.SessionRunHook):
+    """Every ``every`` steps (and at step 1, and the last step), run in-graph PNGs on their own
+    after the step and write each under its exact tag (``tf.summary.image`` would append
+    ``/image``).
+
+    ``feed``: e.g. a fixed probe batch for ``input/images`` (feature maps); none for the
+    filters, which read only the weights.
+    """
+
+    def __init__(self, clock: StepClock, images: Mapping[str, PngImage], every: int,
+                 writer: v1.summary.FileWriter, feed: Mapping | None = None):
+        self.clock, self.images, self.every, self.writer = clock, dict(images), every, writer
+        self.feed = dict(feed or {})
+        self._last = -1
+
+    def after_run(self, run_context, run_values) -> None:
+        if due(self.clock.step, self.every):
+            self._write(run_context.session)
+
+    def end(self, session) -> None:
+        if self.every > 0 and self._last != self.clock.step and self.clock.step > 0:
+            self._write(session)
+
+    def _write(self, session) -> None:
+        step = self._last = self.clock.step
+        encoded = session.run({tag: image.png for tag, image in self.images.items()}, self.feed)
         for tag, image in self.images.items():
-            key = f"image:{tag}"
-            if key in results:
-                self.writer.add_summary(png_summary(tag, results[key], image.height, image.width, image.channels),
-                                        step)
+            self.writer.add_summary(png_summary(tag, encoded[tag], image.height, image.width, image.channels), step)

@@ -1,0 +1,238 @@
+"""Validation and what depends on it: one pass over a split, the hook that runs it at epoch
+ends, and the listeners that act on its result (early stopping, the best checkpoint, the
+plateau learning-rate factor, the metrics log).
+
+:class:`ValidationHook` evaluates, writes the ``validation/`` scalars, then hands the result
+to each listener in order, as ``after_validation(session, step, result)``. A listener that
+must stop training (early stopping) is also a hook of its own: it asks for the stop in its
+``after_run``, which TensorFlow calls after the validation hook's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Callable, ContextManager, Protocol, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from graphcnn.checkpoints import CheckpointManager
+from graphcnn.data.pipeline import InputPipeline
+from graphcnn.data.sources import Split
+from graphcnn.model.graph import GraphHandles
+from graphcnn.run_dir import RunDir
+from graphcnn.tensorboard.writing import ScalarWriter
+from graphcnn.train.early_stopping import EarlyStopping, PlateauReducer
+from graphcnn.train.hooks import StepClock, due
+
+v1 = tf.compat.v1
+log = logging.getLogger("graphcnn.train")
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Metrics of one pass over a split."""
+
+    loss: float
+    accuracy: float
+    count: int
+    labels: np.ndarray  # int64 [N]
+    predictions: np.ndarray  # int64 [N]
+    probabilities: np.ndarray  # float32 [N, K]
+
+    def confusion(self, num_classes: int) -> np.ndarray:
+        """int64 [K, K]: rows are true classes, columns predicted classes."""
+        matrix = np.zeros((num_classes, num_classes), np.int64)
+        np.add.at(matrix, (self.labels, self.predictions), 1)
+        return matrix
+
+
+def evaluate_split(sess: v1.Session, g: GraphHandles, pipeline: InputPipeline, split: Split,
+                   repeated: bool = False) -> EvalResult | None:
+    """Run the network over ``split`` (no dropout, batch-norm moving averages).
+
+    ``repeated``: the split is evaluated again later (validation), so its preprocessed
+    images may be kept between calls.
+    """
+    if len(split) == 0:
+        return None
+    losses, labels, preds, probs = [], [], [], []
+    for images, batch_labels in pipeline.eval_batches(sess, split, keep=repeated):
+        ce, p, c = sess.run([g.cross_entropy, g.probabilities, g.classes],
+                            {g.inputs.images: images, g.inputs.labels: batch_labels})
+        losses.append(ce * len(batch_labels))
+        labels.append(batch_labels)
+        preds.append(c)
+        probs.append(p)
+    labels_all, preds_all = np.concatenate(labels), np.concatenate(preds)
+    return EvalResult(
+        loss=float(np.sum(losses) / len(labels_all)),
+        accuracy=float(np.mean(labels_all == preds_all)),
+        count=len(labels_all),
+        labels=labels_all,
+        predictions=preds_all,
+        probabilities=np.concatenate(probs),
+    )
+
+
+class ValidationListener(Protocol):
+    def after_validation(self, session: v1.Session, step: int, result: EvalResult) -> None: ...
+
+
+class ValidationHook(v1.train.SessionRunHook):
+    """Validate at each epoch end, every ``every_steps`` steps, and when training ends (unless
+    the last step was just validated, or training was interrupted); then tell each listener,
+    in order."""
+
+    def __init__(self, clock: StepClock, evaluate: Callable[[v1.Session], EvalResult | None], steps_per_epoch: int,
+                 every_steps: int, writer: v1.summary.FileWriter, listeners: Sequence[ValidationListener] = (),
+                 interrupted: Callable[[], bool] = lambda: False):
+        self.clock, self.evaluate, self.writer, self.interrupted = clock, evaluate, writer, interrupted
+        self.steps_per_epoch, self.every_steps = steps_per_epoch, every_steps
+        self.scalars = ScalarWriter(writer)
+        self.listeners = list(listeners)
+        self.last: EvalResult | None = None
+        self._last_step = -1
+
+    def after_run(self, run_context, run_values) -> None:
+        step = self.clock.step
+        if step % self.steps_per_epoch == 0 or due(step, self.every_steps, first=False):
+            self.validate(run_context.session)
+
+    def end(self, session) -> None:
+        # not after an interruption: a mid-epoch validation would move early stopping and best/
+        if self._last_step != self.clock.step and not self.interrupted():
+            self.validate(session)
+
+    def validate(self, session: v1.Session) -> None:
+        step = self._last_step = self.clock.step
+        result = self.evaluate(session)
+        if result is None:
+            return
+        self.last = result
+        self.scalars.write(step, {"loss": result.loss, "accuracy": result.accuracy})
+        for listener in self.listeners:
+            listener.after_validation(session, step, result)
+        self.writer.flush()
+        log.info("step %d (epoch %.2f): validation accuracy %.4f, loss %.4f", step, step / self.steps_per_epoch,
+                 result.accuracy, result.loss)
+
+
+def monitored(result: EvalResult, monitor: str) -> float:
+    """The value of the early-stopping metric ("accuracy" or "loss") in ``result``."""
+    return result.accuracy if monitor == "accuracy" else result.loss
+
+
+class EarlyStoppingHook(v1.train.SessionRunHook):
+    """Tracks the monitored metric (a listener) and stops training when it has stopped
+    improving (a hook: the stop is asked for in ``after_run``)."""
+
+    def __init__(self, early: EarlyStopping):
+        self.early = early
+        self.stopped = False
+
+    def after_validation(self, session, step: int, result: EvalResult) -> None:
+        self.early.update(step, monitored(result, self.early.cfg.monitor))
+
+    def after_run(self, run_context, run_values) -> None:
+        if self.early.should_stop and not self.stopped:
+            self.stopped = True
+            cfg = self.early.cfg
+            log.info("early stopping: validation %s has not improved for %d evaluations (best %.4f at step %d)",
+                     cfg.monitor, cfg.patience, self.early.best, self.early.best_step)
+            run_context.request_stop()
+
+
+class BestCheckpoint:
+    """Saves ``best/`` when the evaluation just recorded is early stopping's new best (improved
+    by more than ``min_delta``): the weights restored at the end are the ones it refers to.
+
+    A tie (the monitored metric equal to the best's) moves ``best/`` to the later step when its
+    validation loss is lower (monitoring accuracy) or no higher (monitoring loss): on a small
+    validation set accuracy ties often, and the earlier step is then usually the less trained.
+    Ties do not reset early stopping's patience.
+    """
+
+    def __init__(self, checkpoints: CheckpointManager, early: EarlyStopping, run: RunDir,
+                 guard: Callable[[], ContextManager] = contextlib.nullcontext):
+        self.checkpoints, self.early, self.run, self.guard = checkpoints, early, run, guard
+        self.best_loss: float | None = None  # validation loss at the best step
+
+    def after_validation(self, session, step: int, result: EvalResult) -> None:
+        if self.best_loss is None and self.checkpoints.best_step is not None:  # resumed: from the metrics log
+            self.best_loss = next((r["loss"] for r in self.run.read_metrics()
+                                   if r.get("split") == "validation" and r["step"] == self.checkpoints.best_step), None)
+        metric = monitored(result, self.early.cfg.monitor)
+        improved = self.early.best_step == step
+        tie = (not improved and metric == self.checkpoints.best_metric and self.best_loss is not None
+               and result.loss <= self.best_loss and (result.loss < self.best_loss or self.early.cfg.monitor == "loss"))
+        if (improved or tie) and self.checkpoints.best_step != step:
+            with self.guard():
+                self.checkpoints.save_best(session, step, self.early.cfg.monitor, metric)
+        if self.checkpoints.best_step == step:
+            self.best_loss = result.loss
+
+
+class PlateauListener:
+    """Reduce-on-plateau: scales the learning rate (the ``train/learning_rate_scale`` variable)."""
+
+    def __init__(self, plateau: PlateauReducer, scale: tf.Variable, monitor: str):
+        self.plateau, self.scale, self.monitor = plateau, scale, monitor
+
+    def after_validation(self, session, step: int, result: EvalResult) -> None:
+        current = float(session.run(self.scale))
+        new = self.plateau.update(monitored(result, self.monitor), current)
+        if new != current:
+            self.scale.load(new, session)
+            cfg = self.plateau.cfg
+            log.info("validation %s has not improved for %d evaluations: learning rate x%g", self.monitor,
+                     cfg.plateau_patience, cfg.plateau_factor)
+
+
+class MetricsLog(v1.train.SessionRunHook):
+    """One ``metrics.jsonl`` line per validation (with its confusion matrix, for ``graphcnn
+    report``), and the early-stopping and plateau state that ``--resume`` reads back.
+
+    ``train_state.json`` keeps the state after each of the last few validations, each with its
+    step: a run killed between a validation and the checkpoint of that step resumes from an
+    earlier checkpoint, and must continue from the state of that step, not the later one, or it
+    would replay the validation against the wrong history (a learning rate halved twice, say).
+    For the same reason the metrics lines past the restored step are dropped on resume: the
+    run writes them again.
+    """
+
+    KEEP_STATES = 16  # more than the checkpoints a run keeps by default, so one matches
+
+    def __init__(self, run: RunDir, steps_per_epoch: int, num_classes: int, early: EarlyStopping,
+                 plateau: PlateauReducer, checkpoints: CheckpointManager, clock: StepClock):
+        self.run, self.steps_per_epoch, self.num_classes = run, steps_per_epoch, num_classes
+        self.early, self.plateau, self.checkpoints, self.clock = early, plateau, checkpoints, clock
+        self._states: list[dict] = []
+
+    def after_create_session(self, session, coord) -> None:
+        """A resumed run: the state of the restored step, and no metrics from past it."""
+        step = self.clock.step
+        state = self.run.read_state() or {}
+        # a run of before the history: one state, no step (it fits any restored step)
+        usable = [s for s in state.get("states", [state] if state else []) if s.get("step", step) <= step]
+        self._states = usable[-self.KEEP_STATES:]
+        if usable:
+            self.early.load_state_dict(usable[-1]["early_stopping"])
+            self.plateau.load_state_dict(usable[-1]["plateau"])
+        dropped = self.run.drop_metrics_after(step)
+        if dropped:
+            log.info("resumed at step %d: %d metrics records past it (or of an earlier final test) dropped",
+                     step, dropped)
+
+    def after_validation(self, session, step: int, result: EvalResult) -> None:
+        self.run.append_metrics({"step": step, "epoch": step / self.steps_per_epoch, "split": "validation",
+                                 "loss": result.loss, "accuracy": result.accuracy,
+                                 "best": self.checkpoints.best_step == step,
+                                 "confusion": result.confusion(self.num_classes).tolist()})
+        self._states = [s for s in self._states if s.get("step", -1) < step]
+        self._states.append({"step": step, "early_stopping": self.early.state_dict(),
+                             "plateau": self.plateau.state_dict()})
+        self._states = self._states[-self.KEEP_STATES:]
+        self.run.write_state({"states": self._states})

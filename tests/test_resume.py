@@ -1,0 +1,204 @@
+"""Resuming after a kill: the run continues from the state of the step it restored, and a
+stop neither adds a validation nor leaves a checkpoint half written."""
+
+import dataclasses
+import json
+import signal
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import synthetic_dataset, tiny_config
+from graphcnn.config import ScheduleConfig
+from graphcnn.run_dir import RunDir
+from graphcnn.train.hooks import StopSignals
+from graphcnn.train.trainer import train
+
+
+def weights(directory):
+    reader = tf.train.load_checkpoint(str(directory))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def validations(run):
+    return [(r["step"], r["loss"], r["accuracy"]) for r in run.read_metrics() if r["split"] == "validation"]
+
+
+def plateau_config(epochs):
+    # dropout off: the resumed run is bit-identical to the uninterrupted one; the plateau halves
+    # the learning rate after every validation that does not improve (patience 1)
+    return tiny_config(epochs=epochs, keep_rates={"conv": 1.0, "fc": 1.0},
+                       schedule=ScheduleConfig(plateau_factor=0.5, plateau_patience=1))
+
+
+def test_kill_between_validation_and_checkpoint_replays_no_validation(tmp_path):
+    whole = RunDir.create(tmp_path, "whole")
+    train(plateau_config(4), whole, progress=False, dataset=synthetic_dataset())
+
+    killed = RunDir.create(tmp_path, "killed")
+    train(plateau_config(2), killed, progress=False, dataset=synthetic_dataset())
+    # the kill: validation 18 (metrics, train_state) was written, its checkpoint was not
+    for f in killed.checkpoints.glob("model.ckpt-18.*"):
+        f.unlink()
+    state = json.loads(killed.train_state.read_text())
+    assert [s["step"] for s in state["states"]] == [9, 18]
+    plateau_config(4).save(killed.config)
+    result = train(plateau_config(4), killed, resume=True, progress=False, dataset=synthetic_dataset())
+
+    assert result.global_step == 36
+    assert [s for s, _, _ in validations(killed)] == [9, 18, 27, 36]  # no step twice, none skipped
+    assert validations(killed) == validations(whole)
+    assert [r["step"] for r in killed.read_metrics() if r["split"] == "test"] == [36]
+    final_whole, final_killed = weights(whole.checkpoints), weights(killed.checkpoints)
+    assert final_whole.keys() == final_killed.keys()
+    for name in final_whole:  # the learning-rate scale included: the plateau history was not replayed
+        np.testing.assert_array_equal(final_whole[name], final_killed[name], err_msg=name)
+
+
+def test_resume_reads_the_state_file_runs_wrote_before(tmp_path):
+    """train_state.json of earlier runs: one state, no step."""
+    run = RunDir.create(tmp_path, "old")
+    train(plateau_config(1), run, progress=False, dataset=synthetic_dataset())
+    state = json.loads(run.train_state.read_text())["states"][-1]
+    run.train_state.write_text(json.dumps({"early_stopping": state["early_stopping"], "plateau": state["plateau"]}))
+    plateau_config(2).save(run.config)
+    assert train(plateau_config(2), run, resume=True, progress=False, dataset=synthetic_dataset()).global_step == 18
+
+
+def test_an_unreadable_state_file_is_named_and_the_run_resumes(tmp_path, caplog):
+    run = RunDir.create(tmp_path, "empty_state")
+    train(plateau_config(1), run, progress=False, dataset=synthetic_dataset())
+    run.train_state.write_text("")
+    plateau_config(2).save(run.config)
+    result = train(plateau_config(2), run, resume=True, progress=False, dataset=synthetic_dataset())
+    assert result.global_step == 18
+    assert any("train_state.json" in r.getMessage() and "cannot read" in r.getMessage() for r in caplog.records)
+
+
+def test_a_second_signal_waits_for_the_save_then_stops():
+    signals = StopSignals()
+    signals._handle(signal.SIGINT, None)
+    assert signals.raised
+    saved = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals.saving():
+            signals._handle(signal.SIGINT, None)  # the second Ctrl-C: no exception inside the save
+            saved.append(True)
+    assert saved == [True]
+    with pytest.raises(KeyboardInterrupt):  # outside a save it stops at once
+        signals._handle(signal.SIGINT, None)
+
+
+def test_stop_adds_no_mid_epoch_validation(tmp_path):
+    import os
+    import threading
+
+    cfg = dataclasses.replace(tiny_config(epochs=100000))
+    run = RunDir.create(tmp_path, "stopped")
+    default = signal.getsignal(signal.SIGTERM)
+    done = threading.Event()
+
+    def send_sigterm_mid_epoch():
+        while not done.wait(0.05):
+            records = run.read_metrics() if run.metrics.exists() else []
+            if signal.getsignal(signal.SIGTERM) is not default and len(records) >= 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    sender = threading.Thread(target=send_sigterm_mid_epoch, daemon=True)
+    sender.start()
+    try:
+        result = train(cfg, run, progress=False, dataset=synthetic_dataset())
+    finally:
+        done.set()
+        sender.join(5)
+    assert result.interrupted
+    assert all(step % 9 == 0 for step, _, _ in validations(run))
+
+
+def test_resume_is_bit_exact_with_dropout_and_augmentation(tmp_path):
+    from graphcnn.config import AugmentConfig
+
+    def config(epochs):
+        cfg = tiny_config(epochs=epochs)  # dropout on: keep rates 0.9 and 0.5
+        return dataclasses.replace(cfg, data=dataclasses.replace(
+            cfg.data, augment=AugmentConfig(horizontal_flip=True, rotation_range=10, zoom_range=0.1)))
+
+    whole = RunDir.create(tmp_path, "whole")
+    train(config(4), whole, progress=False, dataset=synthetic_dataset())
+    stopped = RunDir.create(tmp_path, "stopped")
+    train(config(1), stopped, progress=False, dataset=synthetic_dataset())
+    for epochs in (3, 4):  # two restarts
+        config(epochs).save(stopped.config)
+        train(config(epochs), stopped, resume=True, progress=False, dataset=synthetic_dataset())
+    final_whole, final_stopped = weights(whole.checkpoints), weights(stopped.checkpoints)
+    for name in final_whole:
+        np.testing.assert_array_equal(final_whole[name], final_stopped[name], err_msg=name)
+    assert validations(stopped) == validations(whole)
+
+
+class FakeCheckpoints:
+    def __init__(self):
+        self.best_step = self.best_metric = None
+
+    def save_best(self, session, step, monitor, value):
+        self.best_step, self.best_metric = step, value
+
+
+def test_a_tie_in_accuracy_goes_to_the_lower_validation_loss(tmp_path):
+    from graphcnn.config import EarlyStoppingConfig
+    from graphcnn.train.early_stopping import EarlyStopping
+    from graphcnn.train.validation import BestCheckpoint, EarlyStoppingHook, EvalResult
+
+    def result(accuracy, loss):
+        return EvalResult(loss, accuracy, 1, np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones((1, 1)))
+
+    for monitor, history, best in (
+            ("accuracy", [(0.90, 0.5), (0.95, 0.4), (0.95, 0.3), (0.95, 0.35), (0.94, 0.1)], 3),
+            ("loss", [(0.90, 0.5), (0.95, 0.4), (0.96, 0.4), (0.97, 0.45)], 3)):
+        early = EarlyStopping(EarlyStoppingConfig(monitor=monitor, patience=10))
+        checkpoints = FakeCheckpoints()
+        listeners = [EarlyStoppingHook(early), BestCheckpoint(checkpoints, early, RunDir(tmp_path))]
+        for step, (accuracy, loss) in enumerate(history, 1):
+            for listener in listeners:
+                listener.after_validation(None, step, result(accuracy, loss))
+        assert checkpoints.best_step == best, monitor
+        assert early.best_step == 2 and early.wait == len(history) - 2  # ties do not reset patience
+
+
+def test_both_loaders_keep_what_was_written_at_the_restored_step(tmp_path):
+    """SessionLog.START purges the steps from its own on (TensorBoard's Python loader, and
+    EventAccumulator): it must not purge the evaluation written at the checkpoint's step."""
+    from graphcnn.tensorboard.events import read_images, read_scalars
+
+    run = RunDir.create(tmp_path, "resumed")
+    train(tiny_config(epochs=1), run, progress=False, dataset=synthetic_dataset())
+    tiny_config(epochs=2).save(run.config)
+    train(tiny_config(epochs=2), run, resume=True, progress=False, dataset=synthetic_dataset())
+    scalars = read_scalars(run.validation_logs)
+    assert [s for s, _ in scalars["accuracy"]] == [9, 18]
+    assert [s for s, _ in scalars["test_accuracy"]] == [9, 18]
+    assert [s for s, _ in read_images(run.validation_logs, "confusion_matrix")["confusion_matrix"]] == [9, 18]
+
+
+def test_every_periodic_view_has_a_snapshot_at_the_last_step(tmp_path):
+    from graphcnn.tensorboard.events import read_images
+
+    cfg = tiny_config(epochs=2)  # 18 steps; every view's period is longer
+    cfg = dataclasses.replace(cfg, log=dataclasses.replace(
+        cfg.log, histograms_every=50, filters_every=50, gradients_every=50, activations_every=50,
+        feature_maps_every=50, trace_every=50))
+    run = RunDir.create(tmp_path, "short")
+    train(cfg, run, progress=False, dataset=synthetic_dataset())
+    steps: dict[str, set[int]] = {}
+    for f in run.train_logs.glob("events.out.tfevents.*"):
+        for e in tf.compat.v1.train.summary_iterator(str(f)):
+            for v in e.summary.value:
+                steps.setdefault(v.tag.split("/")[0], set()).add(e.step)
+            if e.HasField("tagged_run_metadata"):
+                steps.setdefault("trace", set()).add(e.step)
+    for view in ("conv1_1", "filters", "gradients", "activations", "feature_maps"):
+        assert steps[view] == {1, 18}, view
+    assert steps["trace"] == {18}
+    assert [s for s, _ in read_images(run.train_logs, "feature_maps/")["feature_maps/conv1_1"]] == [1, 18]
