@@ -48,7 +48,16 @@ def run_name(point: list[tuple[str, str]]) -> str:
 
 
 def train_sweep(args: argparse.Namespace, resolve_config: Callable[[argparse.Namespace], object]) -> int:
-    from graphcnn.train.run_dir import RunDir, RunDirError
+    """Train every grid point as its own run; returns the exit code (130 if interrupted).
+
+    Every config is resolved before anything trains; each run's data is loaded before its
+    directory is made, each run holds its lock, and a run that fails before its first
+    checkpoint is removed again (:meth:`RunDir.starting`); so is the parent folder if that
+    leaves it empty.
+    """
+    from graphcnn.atomic import write_text_atomic
+    from graphcnn.data.sources import load_dataset
+    from graphcnn.run_dir import RunDir, RunDirError, check_run_name
     from graphcnn.train.trainer import train
 
     if args.resume:
@@ -59,20 +68,40 @@ def train_sweep(args: argparse.Namespace, resolve_config: Callable[[argparse.Nam
         point_args = copy.copy(args)
         point_args.overrides = list(args.overrides) + [f"{k}={v}" for k, v in point]
         configs.append(resolve_config(point_args))
-    parent = Path(args.logdir) / (args.name or f"sweep-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    name = check_run_name(args.name) if args.name else f"sweep-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    parent = Path(args.logdir) / name
+    exists = RunDirError(f"{parent} already exists; choose another --name")
     if parent.exists():
-        raise RunDirError(f"{parent} already exists; choose another --name")
-    parent.mkdir(parents=True)
+        raise exists
+    parent.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        parent.mkdir()
+    except FileExistsError:
+        raise exists from None
     print(f"sweep: {len(points)} runs under {parent}")
     summary = []
-    for i, (point, config) in enumerate(zip(points, configs)):
-        run = RunDir.create(parent, run_name(point))
-        print(f"[{i + 1}/{len(points)}] {run.root.name}")
-        result = train(config, run, progress=not args.no_progress)
-        summary.append({"run": run.root.name, "set": dict(point), "global_step": result.global_step,
-                        "validation_accuracy": result.validation.accuracy if result.validation else None,
-                        "test_accuracy": result.test.accuracy if result.test else None})
-        (parent / "sweep.json").write_text(json.dumps(summary, indent=2) + "\n")
+    loaded = None  # (data config, channels), dataset: consecutive points with the same data share it
+    try:
+        for i, (point, config) in enumerate(zip(points, configs)):
+            key = (config.data, config.model.channels)
+            if loaded is None or loaded[0] != key:
+                loaded = key, load_dataset(config.data, config.model.channels)
+            with RunDir.starting(parent, run_name(point)) as run, run.lock():
+                print(f"[{i + 1}/{len(points)}] {run.root.name}")
+                result = train(config, run, progress=not args.no_progress, dataset=loaded[1])
+            summary.append({"run": run.root.name, "set": dict(point), "global_step": result.global_step,
+                            "validation_accuracy": result.validation.accuracy if result.validation else None,
+                            "test_accuracy": result.test.accuracy if result.test else None})
+            write_text_atomic(parent / "sweep.json", json.dumps(summary, indent=2) + "\n")
+            if result.interrupted:
+                print(f"sweep interrupted in {run.root.name} at step {result.global_step}; "
+                      f"{len(points) - i - 1} run(s) not started")
+                return 130  # graphcnn.cli.EXIT_INTERRUPTED
+    finally:
+        try:
+            parent.rmdir()  # only if empty: the first run failed before its first checkpoint
+        except OSError:
+            pass
     width = max(len(s["run"]) for s in summary)
     for s in summary:
         val, test = s["validation_accuracy"], s["test_accuracy"]

@@ -1,0 +1,573 @@
+"""What a kill, a full disk, a second trainer or bad input leaves behind: atomic state files,
+the best checkpoint kept until its successor is complete, a model-only best/, fallback from a
+damaged checkpoint, run names and failed starts, the run lock, opt-in pickles, exit codes."""
+
+import errno
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import synthetic_dataset, tiny_config
+from graphcnn import cli
+from graphcnn import checkpoints as ckpt
+from graphcnn.atomic import append_line, write_text_atomic
+from graphcnn.checkpoints import (CheckpointError, CheckpointManager, best_candidates, checkpoints_on_disk,
+                                  resolve_checkpoint)
+from graphcnn.predict import Predictor
+from graphcnn.run_dir import RunDir, RunDirError
+from graphcnn.train.trainer import train
+
+v1 = tf.compat.v1
+
+
+# ---------------------------------------------------------------------------
+# atomic state files
+
+
+def test_atomic_write_replaces_whole_and_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "state.json"
+    write_text_atomic(target, "old\n")
+    write_text_atomic(target, "new\n")
+    assert target.read_text() == "new\n" and os.listdir(tmp_path) == ["state.json"]
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError) as info:
+        write_text_atomic(target, "newer\n")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)  # the file, not the temp
+    assert target.read_text() == "new\n" and os.listdir(tmp_path) == ["state.json"]  # no leftover
+
+
+def test_append_line_after_a_torn_line_keeps_the_new_line_whole(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b'{"step": 1}\n{"step": 2, "spl')  # killed in the middle of a write
+    append_line(path, '{"step": 3}')
+    assert path.read_text().splitlines() == ['{"step": 1}', '{"step": 2, "spl', '{"step": 3}']
+
+
+def test_read_metrics_skips_a_torn_line_and_keeps_the_last_of_a_repeated_step(tmp_path, caplog):
+    run = RunDir.create(tmp_path, "m")
+    for step, acc in ((9, 0.1), (18, 0.2), (27, 0.3)):
+        run.append_metrics({"step": step, "split": "validation", "accuracy": acc})
+    run.append_metrics({"step": 27, "split": "test", "accuracy": 0.9})
+    with run.metrics.open("a") as f:
+        f.write('{"step": 36, "split": "valid')  # the kill
+    with caplog.at_level(logging.WARNING, logger="graphcnn"):
+        records = run.read_metrics()
+    assert [(r["split"], r["step"]) for r in records] == [("validation", 9), ("validation", 18),
+                                                          ("validation", 27), ("test", 27)]
+    assert "metrics.jsonl line 5 is incomplete" in caplog.text
+    # resumed from step 18: 27 is evaluated again; the later record wins, in the later place
+    run.append_metrics({"step": 27, "split": "validation", "accuracy": 0.35})
+    records = run.read_metrics()
+    assert [(r["split"], r["step"], r["accuracy"]) for r in records] == [
+        ("validation", 9, 0.1), ("validation", 18, 0.2), ("test", 27, 0.9), ("validation", 27, 0.35)]
+
+
+def test_state_files_are_written_whole(tmp_path):
+    run = RunDir.create(tmp_path, "s")
+    cfg = tiny_config()
+    run.write_config(cfg)
+    assert run.config.read_text() == json.dumps(cfg.to_dict(), indent=2) + "\n"  # what Config.save writes
+    run.write_state({"early_stopping": {"best": 1.0}})
+    run.write_results({"test_accuracy": 0.5})
+    assert run.read_state() == {"early_stopping": {"best": 1.0}}
+    assert json.loads(run.results.read_text()) == {"test_accuracy": 0.5}
+    assert not list(run.root.glob(".*.tmp"))
+    run.train_state.write_text('{"early_st')  # torn by an older graphcnn
+    assert run.read_state() is None
+
+
+# ---------------------------------------------------------------------------
+# checkpoints on a small graph: best/ kept until its successor is complete, fallback
+
+
+def _graph_with_adam():
+    """conv1/weights, logits/{weights,biases}, global step, train/learning_rate_scale, Adam slots."""
+    with v1.variable_scope("conv1"):
+        v1.get_variable("weights", [3, 3, 1, 8])
+    with v1.variable_scope("logits"):
+        v1.get_variable("weights", [8, 10])
+        v1.get_variable("biases", [10])
+    step = v1.train.get_or_create_global_step()
+    with v1.variable_scope("train"):
+        scale = v1.get_variable("learning_rate_scale", [], initializer=v1.ones_initializer(), trainable=False)
+        loss = tf.add_n([tf.reduce_sum(tf.square(v)) for v in v1.trainable_variables()])
+        train_op = v1.train.AdamOptimizer(0.1 * scale).minimize(loss, global_step=step)
+    model = [v for v in v1.global_variables() if v.op.name in ("conv1/weights", "logits/weights", "logits/biases")]
+    setters = [(v, v1.placeholder(tf.float32, v.shape)) for v in model]
+    assign = tf.group(*[v.assign(p) for v, p in setters])
+    return train_op, setters, assign
+
+
+class SmallRun:
+    """A CheckpointManager over the small graph; ``set(sess, k)`` gives every model weight the value k."""
+
+    def __init__(self, root: Path, keep: int = 5):
+        self.root = root
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            self.train_op, self.setters, self.assign = _graph_with_adam()
+            self.manager = self.new_manager(keep)
+            self.init = v1.global_variables_initializer()
+
+    def new_manager(self, keep: int = 5) -> CheckpointManager:
+        with self.graph.as_default():
+            return CheckpointManager(self.root / "checkpoints", self.root / "best", keep)
+
+    def session(self) -> v1.Session:
+        sess = v1.Session(graph=self.graph)
+        sess.run(self.init)
+        return sess
+
+    def set(self, sess, k: float) -> None:
+        sess.run(self.assign, {p: np.full(v.shape, k, np.float32) for v, p in self.setters})
+
+    def value(self, sess) -> float:
+        return float(sess.run(self.setters[0][0])[0, 0, 0, 0])
+
+
+@pytest.fixture
+def small(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "best").mkdir()
+    return SmallRun(tmp_path)
+
+
+def _best_record(small) -> int:
+    return json.loads((small.root / "best" / "best.json").read_text())["step"]
+
+
+def _assert_best_json_names_a_complete_checkpoint(small) -> None:
+    step = _best_record(small)
+    assert small.root / "best" / f"model.ckpt-{step}" in checkpoints_on_disk(small.root / "best")
+    assert best_candidates(small.root / "best")[0].name == f"model.ckpt-{step}"
+    with small.session() as sess:  # and it restores, to the weights of that step
+        assert small.new_manager().restore_best(sess).name == f"model.ckpt-{step}"
+        assert small.value(sess) == step
+
+
+def test_best_keeps_the_model_variables_only_and_inference_names_restore_from_it(small):
+    with small.session() as sess:
+        small.set(sess, 1.0)
+        small.manager.save(sess, 1)
+        small.manager.save_best(sess, 1, "accuracy", 0.5)
+    best = tf.train.load_checkpoint(str(small.root / "best" / "model.ckpt-1"))
+    assert set(best.get_variable_to_shape_map()) == {"conv1/weights", "logits/weights", "logits/biases", "global_step"}
+    full = tf.train.load_checkpoint(str(small.root / "checkpoints" / "model.ckpt-1"))
+    assert "train/conv1/weights/Adam" in full.get_variable_to_shape_map()
+
+    def data_size(d):
+        return next((small.root / d).glob("model.ckpt-1.data-*")).stat().st_size
+
+    assert data_size("best") < 0.4 * data_size("checkpoints")  # Adam: weights + 2 slots each
+    line = small.manager.describe_disk_use()
+    assert line.startswith("checkpoint ") and "(best " in line and "keeping 5 latest + best: ~" in line
+
+
+def test_kill_while_saving_the_new_best_keeps_the_previous_one(small, monkeypatch):
+    with small.session() as sess:
+        small.set(sess, 1.0)
+        small.manager.save_best(sess, 1, "accuracy", 0.5)
+        small.set(sess, 2.0)
+
+        def killed(*args, **kwargs):  # the meta graph is written, the index and data are not
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(small.manager.best_saver, "save", killed)
+        with pytest.raises(KeyboardInterrupt):
+            small.manager.save_best(sess, 2, "accuracy", 0.6)
+    assert _best_record(small) == 1 and small.manager.best_step == 1
+    _assert_best_json_names_a_complete_checkpoint(small)
+    monkeypatch.undo()
+    with small.session() as sess:  # the next best cleans the leftover .meta up
+        small.set(sess, 3.0)
+        small.manager.save_best(sess, 3, "accuracy", 0.7)
+    assert sorted(p.name for p in (small.root / "best").glob("model.ckpt-*")) == [
+        "model.ckpt-3.data-00000-of-00001", "model.ckpt-3.index", "model.ckpt-3.meta"]
+
+
+def test_kill_before_best_json_is_replaced_keeps_both_and_best_json_decides(small, monkeypatch):
+    with small.session() as sess:
+        small.set(sess, 1.0)
+        small.manager.save_best(sess, 1, "accuracy", 0.5)
+        small.set(sess, 2.0)
+
+        def killed(path, text):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(ckpt, "write_text_atomic", killed)
+        with pytest.raises(KeyboardInterrupt):
+            small.manager.save_best(sess, 2, "accuracy", 0.6)
+    assert [p.name for p in checkpoints_on_disk(small.root / "best")] == ["model.ckpt-1", "model.ckpt-2"]
+    assert _best_record(small) == 1
+    _assert_best_json_names_a_complete_checkpoint(small)
+    assert resolve_checkpoint(small.root).name == "model.ckpt-1"  # the recorded best, not the newest file
+
+
+def test_kill_before_the_old_best_is_deleted(small, monkeypatch):
+    with small.session() as sess:
+        small.set(sess, 1.0)
+        small.manager.save_best(sess, 1, "accuracy", 0.5)
+        small.set(sess, 2.0)
+
+        def killed(self, keep):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(CheckpointManager, "_delete_older_best", killed)
+        with pytest.raises(KeyboardInterrupt):
+            small.manager.save_best(sess, 2, "accuracy", 0.6)
+    assert _best_record(small) == 2
+    _assert_best_json_names_a_complete_checkpoint(small)
+
+
+def _truncate_data(prefix: Path) -> Path:
+    data = next(prefix.parent.glob(prefix.name + ".data-*"))
+    with open(data, "r+b") as f:
+        f.truncate(data.stat().st_size // 2)
+    return data
+
+
+def test_restore_latest_falls_back_from_a_damaged_checkpoint(small, caplog):
+    with small.session() as sess:
+        for step in (1, 2, 3):
+            small.set(sess, float(step))
+            small.manager.save(sess, step)
+    ckpts = small.root / "checkpoints"
+    data = _truncate_data(ckpts / "model.ckpt-3")
+    with small.session() as sess, caplog.at_level(logging.WARNING, logger="graphcnn"):
+        assert small.new_manager().restore_latest(sess).name == "model.ckpt-2"
+        assert small.value(sess) == 2.0
+    assert f"checkpoint {ckpts / 'model.ckpt-3'} cannot be restored" in caplog.text
+    assert data.exists()  # nothing of the run is deleted: the next save of step 3 replaces it
+    (ckpts / "model.ckpt-2.index").write_bytes(b"not an index")
+    with small.session() as sess:
+        assert small.new_manager().restore_latest(sess).name == "model.ckpt-1"
+    (ckpts / "model.ckpt-1.index").write_bytes(b"")
+    with small.session() as sess, pytest.raises(CheckpointError, match="model.ckpt-1"):
+        small.new_manager().restore_latest(sess)
+
+
+def test_resolve_checkpoint_skips_a_truncated_best(small, caplog):
+    with small.session() as sess:
+        small.set(sess, 1.0)
+        small.manager.save(sess, 1)
+        small.manager.save_best(sess, 1, "accuracy", 0.5)
+    _truncate_data(small.root / "best" / "model.ckpt-1")
+    with caplog.at_level(logging.WARNING, logger="graphcnn"):
+        assert resolve_checkpoint(small.root) == small.root / "checkpoints" / "model.ckpt-1"
+    assert str(small.root / "best" / "model.ckpt-1") in caplog.text and "truncated" in caplog.text
+
+
+# ---------------------------------------------------------------------------
+# a real (tiny) run: best/ serves predict, evaluate and --init-from; fallbacks
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    cfg = tiny_config(epochs=2, precision="float32")
+    run = RunDir.create(tmp_path_factory.mktemp("logs"), "tiny")
+    result = train(cfg, run, progress=False, dataset=synthetic_dataset())
+    return cfg, run, result
+
+
+def test_best_of_an_adam_run_is_a_third_and_predicts(trained, tmp_path):
+    cfg, run, result = trained
+    best = checkpoints_on_disk(run.best)[-1]
+    latest = checkpoints_on_disk(run.checkpoints)[-1]
+
+    def data_size(prefix):
+        return next(prefix.parent.glob(prefix.name + ".data-*")).stat().st_size
+
+    assert data_size(best) < 0.4 * data_size(latest)
+    assert json.loads((run.best / "best.json").read_text())["step"] == int(best.name.rsplit("-", 1)[1])
+    test = synthetic_dataset().test
+    with Predictor(run.root) as p:
+        assert p.checkpoint == best and p.meta_graph.name == "inference.meta"
+        probs = p.probabilities_for(p.preprocess_arrays(test.images))
+    np.testing.assert_allclose(probs, result.test.probabilities, rtol=1e-5, atol=1e-6)  # final eval used best
+    with tf.Graph().as_default(), v1.Session() as sess:  # the best checkpoint's own .meta restores too
+        v1.train.import_meta_graph(str(best) + ".meta", clear_devices=True).restore(sess, str(best))
+
+
+def _copy_run(run: RunDir, to: Path) -> RunDir:
+    import shutil
+
+    shutil.copytree(run.root, to)
+    return RunDir(to)
+
+
+def test_damaged_best_falls_back_for_predict_evaluate_and_init_from(trained, tmp_path, caplog, capsys):
+    cfg, run, result = trained
+    run = _copy_run(run, tmp_path / "copy")
+    best = checkpoints_on_disk(run.best)[-1]
+    _truncate_data(best)
+    with caplog.at_level(logging.WARNING, logger="graphcnn"), Predictor(run.root) as p:
+        assert p.checkpoint.parent == run.checkpoints
+    assert f"checkpoint {best} cannot be restored" in caplog.text
+    examples = sorted(run.examples.iterdir())
+    assert cli.main(["predict", str(run.root), str(examples[0])]) == 0
+    test = synthetic_dataset().test
+    data = tmp_path / "test.npz"
+    np.savez(data, images=test.images, labels=test.labels, class_names=np.array(["c0", "c1", "c2"]))
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run.root), "--data", str(data), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 12
+
+    from graphcnn.train.finetune import build_init_from_checkpoint
+
+    with tf.Graph().as_default():
+        v1.get_variable("conv1_1/weights", [3, 3, 1, 4])
+        init = build_init_from_checkpoint(str(run.root), v1.global_variables())
+    assert Path(init.checkpoint_path).parent == run.checkpoints
+
+
+def test_resume_falls_back_from_a_truncated_latest_checkpoint(trained, tmp_path, caplog):
+    cfg, run, result = trained
+    run = _copy_run(run, tmp_path / "copy")
+    newest = checkpoints_on_disk(run.checkpoints)[-1]
+    _truncate_data(newest)
+    with caplog.at_level(logging.WARNING, logger="graphcnn"):
+        resumed = train(cfg, run, resume=True, progress=False, dataset=synthetic_dataset())
+    assert f"checkpoint {newest} cannot be restored" in caplog.text
+    assert resumed.global_step == result.global_step  # redone from the previous checkpoint, saved again
+    assert newest in checkpoints_on_disk(run.checkpoints)
+    tf.train.load_checkpoint(str(newest)).get_tensor("global_step")  # replaced by a whole one
+
+
+# ---------------------------------------------------------------------------
+# run names, failed starts, the lock
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "/abs/run", "   ", "../escape"])
+def test_run_name_is_one_path_component(tmp_path, name):
+    with pytest.raises(RunDirError) as info:
+        RunDir.create(tmp_path / "logs", name)
+    assert repr(name) in str(info.value)
+    assert not (tmp_path / "logs").exists() and sorted(os.listdir(tmp_path)) == []
+
+
+def test_a_failed_start_removes_only_the_directory_it_created(tmp_path):
+    with pytest.raises(RuntimeError):
+        with RunDir.starting(tmp_path, "failed") as run:
+            (run.root / "config.json").write_text("{}")
+            raise RuntimeError("graph build failed")
+    assert not (tmp_path / "failed").exists()
+
+    with pytest.raises(RuntimeError):
+        with RunDir.starting(tmp_path, "nan") as run:
+            (run.checkpoints / "model.ckpt-1.index").write_bytes(b"")
+            raise RuntimeError("NaN after the first checkpoint")
+    assert (tmp_path / "nan" / "checkpoints" / "model.ckpt-1.index").exists()
+
+    (tmp_path / "existing").mkdir()
+    (tmp_path / "existing" / "keep.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="already exists"):
+        with RunDir.starting(tmp_path, "existing"):
+            pass
+    assert (tmp_path / "existing" / "keep.txt").read_text() == "mine"
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path, caplog):
+    import socket
+
+    run = RunDir.create(tmp_path, "locked")
+    with run.lock():
+        holder = json.loads(run.lock_file.read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+        with pytest.raises(RunDirError, match=rf"in use by pid {os.getpid()} on this host"):
+            with run.lock():
+                pass
+    assert not run.lock_file.exists()
+
+    run.lock_file.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "x"}))
+    with pytest.raises(RunDirError, match=rf"in use by pid {os.getpid()}"):
+        with run.lock():
+            pass
+    run.lock_file.write_text(json.dumps({"pid": 4242, "host": "elsewhere.example", "started": "x"}))
+    with pytest.raises(RunDirError, match="in use by pid 4242 on host elsewhere.example"):
+        with run.lock():
+            pass
+
+    dead = _dead_pid()
+    run.lock_file.write_text(json.dumps({"pid": dead, "host": socket.gethostname(), "started": "x"}))
+    with caplog.at_level(logging.WARNING, logger="graphcnn"), run.lock():
+        assert json.loads(run.lock_file.read_text())["pid"] == os.getpid()
+    assert f"pid {dead}" in caplog.text and "not running any more" in caplog.text
+    assert not run.lock_file.exists()
+
+    run.lock_file.write_text("")  # created, its holder not yet done writing: held
+    with pytest.raises(RunDirError, match="another trainer is starting"):
+        with run.lock():
+            pass
+    os.utime(run.lock_file, (0, 0))  # the same, long ago: a crash between create and write
+    with run.lock():
+        assert json.loads(run.lock_file.read_text())["pid"] == os.getpid()
+
+
+# ---------------------------------------------------------------------------
+# the command line: exit codes and one-line errors
+
+
+@pytest.fixture
+def cli_setup(tmp_path):
+    """A tiny config file and an .npz of the synthetic data: a CLI run of a few seconds."""
+    ds = synthetic_dataset()
+    data = tmp_path / "data.npz"
+    np.savez(data, x_train=ds.train.images, y_train=ds.train.labels, x_test=ds.test.images, y_test=ds.test.labels)
+    config = tiny_config(precision="float32").to_dict()
+    config.pop("preset")
+    config_file = tmp_path / "tiny.json"
+    config_file.write_text(json.dumps(config))
+    logs = tmp_path / "logs"
+    return ["--config", str(config_file), "--data", str(data), "--logdir", str(logs), "--no-progress"], logs
+
+
+def _error_lines(err: str) -> list[str]:
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith("graphcnn: error:")]
+
+
+def test_exit_0_finished(cli_setup, capsys):
+    args, logs = cli_setup
+    assert cli.main(["train", *args, "--name", "ok", "--set", "train.max_steps=3"]) == 0
+    assert (logs / "ok" / "results.json").exists() and not (logs / "ok" / ".lock").exists()
+    assert cli.main(["train", "--resume", str(logs / "ok"), "--no-progress"]) == 0  # takes and frees the lock
+    assert not (logs / "ok" / ".lock").exists()
+    assert _error_lines(capsys.readouterr().err) == []
+
+
+def test_sweep_exit_codes_and_a_failed_sweep_leaves_nothing(cli_setup, tmp_path, capsys):
+    args, logs = cli_setup
+    sweep = ["--sweep", "train.learning_rate=0.01,0.02", "--set", "train.max_steps=2"]
+    assert cli.main(["train", *args, "--name", "grid", *sweep]) == 0
+    assert sorted(p.name for p in (logs / "grid").iterdir()) == ["learning_rate=0.01", "learning_rate=0.02",
+                                                                "sweep.json"]
+    assert cli.main(["train", *args, "--name", "badgrid", "--data", str(tmp_path / "missing"), *sweep]) == 2
+    assert len(_error_lines(capsys.readouterr().err)) == 1 and not (logs / "badgrid").exists()
+    assert cli.main(["train", *args, "--name", "..", *sweep]) == 2
+
+
+@pytest.mark.parametrize("data", ["missing", "/dev/null", "X.pickle"])
+def test_exit_2_bad_data_leaves_no_run_directory(cli_setup, tmp_path, capsys, data):
+    args, logs = cli_setup
+    if data == "X.pickle":
+        for name in ("X.pickle", "y.pickle"):
+            (tmp_path / name).write_bytes(b"\x80\x04N.")
+        data = str(tmp_path)
+    elif data == "missing":
+        data = str(tmp_path / "missing")
+    assert cli.main(["train", *args, "--data", data, "--name", "bad"]) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and data in lines[0]
+    assert not (logs / "bad").exists()
+
+
+@pytest.mark.parametrize("source", ["npz", "idx", "folder", "pickle"])
+def test_dev_null_is_a_one_line_error_naming_it_for_every_source(cli_setup, capsys, source):
+    args, logs = cli_setup
+    argv = ["train", *args, "--data", "/dev/null", "--set", f'data.source="{source}"', "--name", "null"]
+    if source == "pickle":
+        argv += ["--set", "data.trust_pickle=true"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    lines = _error_lines(err)
+    assert len(lines) == 1 and "/dev/null" in lines[0] and len(err.strip().splitlines()) == 1, err
+    assert not (logs / "null").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--name", "../escape"], "--name '../escape'"),
+    (["--set", "train.nonsense=1"], "unknown key 'train.nonsense'"),
+])
+def test_exit_2_bad_name_or_config(cli_setup, capsys, argv, expected):
+    args, logs = cli_setup
+    assert cli.main(["train", *args, *argv]) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and expected in lines[0]
+    assert not logs.exists() or os.listdir(logs) == []
+
+
+def test_exit_3_nan_keeps_the_run_with_its_checkpoint(cli_setup, capsys):
+    args, logs = cli_setup
+    argv = ["train", *args, "--name", "nan", "--set", 'train.optimizer="sgd"', "--set", "train.learning_rate=1e15"]
+    assert cli.main(argv) == 3
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "NaN or Inf" in lines[0]
+    assert checkpoints_on_disk(logs / "nan" / "checkpoints") and not (logs / "nan" / ".lock").exists()
+
+
+def test_exit_1_disk_full_is_one_line_naming_the_file_and_the_start_is_undone(cli_setup, capsys, monkeypatch):
+    args, logs = cli_setup
+
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(ckpt, "write_bytes_atomic", disk_full)  # inference.meta, before the first checkpoint
+    assert cli.main(["train", *args, "--name", "full"]) == 1
+    lines = _error_lines(capsys.readouterr().err)
+    assert lines == [f"graphcnn: error: cannot write {logs / 'full' / 'checkpoints' / 'inference.meta'}: "
+                     f"{os.strerror(errno.ENOSPC)}"]
+    assert not (logs / "full").exists()
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_prints_the_traceback_instead(cli_setup, capsys, where):
+    args, logs = cli_setup
+    argv = ["train", *args, "--set", "train.nonsense=1"]
+    argv = ["--debug", *argv] if where == "before" else [*argv, "--debug"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "ConfigError" in err and "graphcnn: error:" not in err
+
+
+def test_exit_2_when_another_trainer_holds_the_run(cli_setup, capsys):
+    args, logs = cli_setup
+    assert cli.main(["train", *args, "--name", "held", "--set", "train.max_steps=2"]) == 0
+    run = RunDir.open(logs / "held")
+    with run.lock():  # this process plays the other trainer
+        assert cli.main(["train", "--resume", str(run.root), "--no-progress"]) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and f"in use by pid {os.getpid()}" in lines[0]
+
+
+def test_exit_130_interrupted_with_a_checkpoint(cli_setup, capsys):
+    args, logs = cli_setup
+    default = signal.getsignal(signal.SIGTERM)
+    done = threading.Event()
+    metrics = logs / "stopped" / "metrics.jsonl"
+
+    def send_sigterm_once_training():  # only once the trainer's handler is installed, or pytest dies
+        while not done.wait(0.2):
+            if signal.getsignal(signal.SIGTERM) is not default and metrics.exists():
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    sender = threading.Thread(target=send_sigterm_once_training, daemon=True)
+    sender.start()
+    try:
+        code = cli.main(["train", *args, "--name", "stopped", "--set", "train.epochs=100000"])
+    finally:
+        done.set()
+        sender.join(5)
+    assert code == 130
+    out = capsys.readouterr().out
+    assert "graphcnn train --resume" in out and checkpoints_on_disk(logs / "stopped" / "checkpoints")
+    assert not (logs / "stopped" / ".lock").exists()
