@@ -3,32 +3,63 @@
 Each subcommand parses its arguments, resolves a :class:`~graphcnn.config.Config` or a run
 directory, and calls the library. TensorFlow is imported only after
 :func:`graphcnn.runtime.configure` has set its environment.
+
+Exit codes (:func:`main`): 0 done; 1 an unexpected error (a full disk, a read-only folder,
+a TensorFlow error); 2 bad input or config (the message names the key, file or folder);
+3 training stopped on a NaN/Inf loss (its last good checkpoint is kept); 130 interrupted
+(Ctrl-C or SIGTERM: a checkpoint was saved; ``--resume`` continues). An error is one
+``graphcnn: error: ...`` line on stderr (a message that lists files or variables continues
+on indented lines); ``--debug`` prints the traceback instead.
+
+Output: graphcnn's own lines only. TensorFlow's start-up banner, its INFO/WARNING log and
+image decoders' messages are kept off stderr (:mod:`graphcnn.runtime`); ``--verbose``
+shows them.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import json
+import logging
+import os
 import sys
+import time
+import traceback
 
 from graphcnn import runtime
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NAN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 DEFAULT_LOGDIR = "logs"
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
+def _add_config_args(p: argparse.ArgumentParser, data: bool = True, finetune: bool = True) -> None:
     p.add_argument("--preset", default=None, help="named architecture (see `graphcnn presets`); default: digits")
     p.add_argument("--config", default=None, help="TOML or JSON file with config sections (may name a preset)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set train.epochs=3 (repeatable; unknown keys are errors)")
-    p.add_argument("--data", default=None, help="dataset path (shortcut for --set data.path=PATH)")
-    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
-                   help="start from the weights of a checkpoint, checkpoint folder or run directory")
-    p.add_argument("--exclude-scopes", default=None, metavar="S1,S2",
-                   help="with --init-from: scopes not restored (e.g. logits when the classes differ)")
-    p.add_argument("--trainable-scopes", default=None, metavar="S1,S2",
-                   help="train only variables under these scopes (e.g. fc1,logits); the rest stay frozen")
+    if data:
+        p.add_argument("--data", default=None, help="dataset path (shortcut for --set data.path=PATH)")
+    if finetune:
+        p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                       help="start from the weights of a checkpoint, checkpoint folder or run directory")
+        p.add_argument("--exclude-scopes", default=None, metavar="S1,S2",
+                       help="with --init-from: scopes not restored (e.g. logits when the classes differ)")
+        p.add_argument("--trainable-scopes", default=None, metavar="S1,S2",
+                       help="train only variables under these scopes (e.g. fc1,logits); the rest stay frozen")
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``graphcnn train`` (also the tutorial scripts' options)."""
+    _add_config_args(p)
+    p.add_argument("--logdir", default=DEFAULT_LOGDIR, help="root folder of run directories (default: logs)")
+    p.add_argument("--name", default="", help="run directory name (default: <preset>-<timestamp>)")
+    p.add_argument("--resume", default=None, metavar="RUN", help="continue the run in this directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                   help="train the grid of these --set values as separate runs under one parent folder (repeatable)")
 
 
 def resolve_config(args: argparse.Namespace):
@@ -40,53 +71,99 @@ def resolve_config(args: argparse.Namespace):
     if args.config and preset is None:
         preset = C.read_file(args.config).get("preset")
     overrides = list(args.overrides)
-    if args.data is not None:
+    if getattr(args, "data", None) is not None:
         overrides.append(f"data.path={json.dumps(args.data)}")
-    if args.init_from is not None:
+    if getattr(args, "init_from", None) is not None:
         overrides.append(f"train.init_from={json.dumps(args.init_from)}")
     for flag, key in (("exclude_scopes", "train.exclude_scopes"), ("trainable_scopes", "train.trainable_scopes")):
-        value = getattr(args, flag)
+        value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={json.dumps([s.strip() for s in value.split(',') if s.strip()])}")
     config = C.load(get_preset(preset or DEFAULT_PRESET), args.config, overrides)
     return config
 
 
+_DEBUG_HELP = "on an error, print the traceback instead of the one-line message"
+_VERBOSE_HELP = ("also show TensorFlow's own output (its start-up banner, INFO/WARNING log, image decoder "
+                 "messages), which graphcnn hides")
+_PREDICT_FORMATS = """output formats (stdout): text, one line per readable file; json, a list with one object per file
+(file, class, probability, top_k, error: null, or the reason the file cannot be read, with
+class null); csv, a header row then one row per file (file, class, probability, topN_class,
+topN_probability..., error: empty, or the reason, with the other columns empty). Unreadable
+files are also named on stderr, and make the exit code 1."""
+_EVALUATE_FORMATS = """images: without --data, the run's own data, split exactly as training split it
+(--split test by default); with --data, another dataset: all of it by default, or --split
+train|validation|test of it, split as training would split it with the run's
+data.validation_fraction, data.test_fraction and data.seed (a source with its own test set,
+e.g. training_set/ + test_set/ folders, keeps it). The text output says which images were
+used. The dataset's class names must be among the model's (checked before any image is
+decoded); a folder with a single class is fine.
+
+formats: text (accuracy with its 95% interval, per-class precision/recall/f1/support, the
+confusion matrix); json (the same); csv: the header class,precision,recall,f1,support, one
+row per class of the model, then a row "accuracy" with the accuracy in the f1 column and the
+image count as support (the layout of scikit-learn's classification report)."""
+_DATA_DESCRIPTION = """Read a dataset exactly as training would, without training: the source detected, the
+classes with their image counts (imbalance flagged), image sizes and modes (for image
+files, from the scan that decodes each one), every bad or converted file with its reason,
+and the split sizes (small splits flagged). Writes OUT/samples.png (a row of samples per
+class, as the model sees them: resized and converted to its input) and OUT/data_report.txt
+(the report printed here). Exit code 0 when the data can train, 2 when it cannot (the
+report lists every problem)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphcnn", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    parser.add_argument("--verbose", action="store_true", help=_VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a network; writes logs/<run>/ (TensorBoard, checkpoints)")
-    _add_config_args(t)
-    t.add_argument("--logdir", default=DEFAULT_LOGDIR, help="root folder of run directories (default: logs)")
-    t.add_argument("--name", default="", help="run directory name (default: <preset>-<timestamp>)")
-    t.add_argument("--resume", default=None, metavar="RUN", help="continue the run in this directory")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
-                   help="train the grid of these --set values as separate runs under one parent folder (repeatable)")
+    add_train_arguments(t)
 
-    p = sub.add_parser("predict", help="classify image files with a trained run or checkpoint")
+    p = sub.add_parser("predict", help="classify image files with a trained run or checkpoint",
+                       epilog=_PREDICT_FORMATS, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="run directory, checkpoint folder or checkpoint prefix")
     p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=int, default=3, help="classes listed per file, most probable first (default: 3)")
     p.add_argument("--format", choices=("text", "json", "csv"), default="text")
     p.add_argument("--latest", action="store_true", help="use the latest checkpoint instead of the best")
+    p.add_argument("--stats", action="store_true",
+                   help="print on stderr: images/s, and the time spent waiting for decoding vs in the "
+                        "forward pass")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
 
-    e = sub.add_parser("evaluate", help="accuracy, per-class precision/recall, confusion matrix")
+    e = sub.add_parser("evaluate", help="accuracy, per-class precision/recall, confusion matrix",
+                       epilog=_EVALUATE_FORMATS, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("run", help="run directory (or checkpoint)")
     e.add_argument("--data", default="", help="another dataset to evaluate on (any source graphcnn reads)")
-    e.add_argument("--split", choices=("train", "validation", "test", "all"), default="test")
-    e.add_argument("--format", choices=("text", "json"), default="text")
+    e.add_argument("--split", choices=("train", "validation", "test", "all"), default=None,
+                   help="which images: default test, or all with --data (see below)")
+    e.add_argument("--format", choices=("text", "json", "csv"), default="text")
     e.add_argument("--latest", action="store_true", help="use the latest checkpoint instead of the best")
 
     pr = sub.add_parser("presets", help="list the named architectures")
     pr.add_argument("--show", metavar="NAME", help="print one preset's full config as JSON")
 
-    a = sub.add_parser("augment-preview", help="write a PNG grid of augmented training samples")
-    _add_config_args(a)
+    d = sub.add_parser("data", help="check a dataset as training would read it: report + sample grid, no training",
+                       description=_DATA_DESCRIPTION)
+    d.add_argument("path", nargs="?", default=None,
+                   help="dataset path (as --data of graphcnn train; default: the config's data.path, "
+                        "else the embedded digits)")
+    _add_config_args(d, data=False, finetune=False)
+    d.add_argument("--out", default="data_check", help="folder for samples.png and data_report.txt "
+                                                      "(default: ./data_check)")
+    d.add_argument("--per-class", type=int, default=8, help="samples per class in samples.png (default: 8)")
+
+    a = sub.add_parser("augment-preview", help="write a PNG grid of augmented training samples",
+                       description="Write a PNG grid: each row a training image (the column labelled "
+                                   "'original', as preprocessed) followed by random augmentations of it "
+                                   "(labelled 'augmented'), drawn as the training pipeline draws them.")
+    _add_config_args(a, finetune=False)
     a.add_argument("--out", default="augment_preview.png", help="output PNG (default: augment_preview.png)")
-    a.add_argument("--rows", type=int, default=6, help="training images, one per row")
-    a.add_argument("--cols", type=int, default=8, help="columns: the original, then its augmentations")
+    a.add_argument("--rows", type=int, default=6, help="training images, one per row (default: 6)")
+    a.add_argument("--cols", type=int, default=8,
+                   help="columns: the original, then its augmentations (default: 8)")
 
     c = sub.add_parser("config", help="print the resolved config (preset + file + --set) as JSON")
     _add_config_args(c)
@@ -105,75 +182,202 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="training vs validation loss/accuracy plots as PNG in <run>/report/")
     rp.add_argument("run", help="run directory")
     rp.add_argument("--raw", action="store_true", help="every logged training value, not interval means")
+
+    x = sub.add_parser("explain", help="Grad-CAM: a PNG per image of what made the network predict its class")
+    x.add_argument("run", help="run directory, checkpoint folder or checkpoint prefix")
+    x.add_argument("images", nargs="+", help="image files or folders")
+    x.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for the PNGs, one per image: <image>_<class>_<probability>.png")
+    x.add_argument("--class", dest="class_name", default=None, metavar="NAME",
+                   help="explain this class instead of each image's predicted one")
+    x.add_argument("--layer", default=None, metavar="LAYER", help="conv layer to explain at (default: the last)")
+    x.add_argument("--latest", action="store_true", help="use the latest checkpoint instead of the best")
+
+    ex = sub.add_parser("export", help="write a SavedModel (TF Serving, tf.saved_model.load) or a TFLite file")
+    ex.add_argument("run", help="run directory, checkpoint folder or checkpoint prefix "
+                                "(--format tflite: also a SavedModel folder)")
+    ex.add_argument("--format", choices=("saved_model", "tflite"), default="saved_model")
+    ex.add_argument("--out", required=True, metavar="PATH",
+                    help="saved_model: a new or empty folder (TF Serving reads models/<name>/<version>/); "
+                         "tflite: a .tflite file, or a folder for model.tflite")
+    ex.add_argument("--latest", action="store_true", help="use the latest checkpoint instead of the best")
+    for command in sub.choices.values():  # also after the subcommand; SUPPRESS keeps a leading one
+        add_global_arguments(command, suppress=True)
     return parser
 
 
+def add_global_arguments(p: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """``--debug`` and ``--verbose`` (on a subcommand: ``suppress``, so that one given before
+    the subcommand is kept)."""
+    default = argparse.SUPPRESS if suppress else False
+    p.add_argument("--debug", action="store_true", default=default, help=_DEBUG_HELP)
+    p.add_argument("--verbose", action="store_true", default=default, help=_VERBOSE_HELP)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train a new run (or ``--resume`` one), holding the run's lock throughout.
+
+    A new run's directory is made only once the config is resolved and the data loaded, so
+    bad input leaves no folder; if training then fails before its first checkpoint the
+    directory is removed again (:meth:`RunDir.starting`).
+    """
     from graphcnn import config as C
-    from graphcnn.train.run_dir import RunDir
+    from graphcnn.data.sources import load_dataset
+    from graphcnn.run_dir import RunDir, check_run_name
 
     if getattr(args, "sweep", None):
         from graphcnn.train.sweep import train_sweep
 
         return train_sweep(args, resolve_config)
+    from graphcnn.train.trainer import train
+
     if args.resume:
         run = RunDir.open(args.resume)
         config = C.from_json_file(run.config)
         if args.overrides or args.config or args.preset or args.data or args.init_from:
             print("graphcnn: --resume continues with the run's saved config.json; "
                   "other config options are ignored", file=sys.stderr)
+        with run.lock():
+            print(f"run directory: {run.root}")
+            result = train(config, run, resume=True, progress=not args.no_progress)
     else:
         config = resolve_config(args)
-        run = RunDir.create(args.logdir, args.name, prefix=config.preset)
-    from graphcnn.train.trainer import train
-
-    print(f"run directory: {run.root}")
-    result = train(config, run, resume=bool(args.resume), progress=not args.no_progress)
+        if args.name:
+            check_run_name(args.name)  # before the data is loaded: a bad name fails at once
+        dataset = load_dataset(config.data, config.model.channels)
+        with RunDir.starting(args.logdir, args.name, prefix=config.preset) as run, run.lock():
+            print(f"run directory: {run.root}")
+            result = train(config, run, progress=not args.no_progress, dataset=dataset)
     if result.test is not None:
         print(f"test accuracy: {result.test.accuracy:.4f} ({result.test.count} images)")
     if result.interrupted:
         print(f"interrupted at step {result.global_step}; continue with: graphcnn train --resume {run.root}")
     print(f"best checkpoint: {run.best} (step {result.best_step}); latest: {run.checkpoints}")
     print(f"TensorBoard: graphcnn tensorboard {run.root}   (then open http://127.0.0.1:6006)")
-    return 0
+    return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (not the one at setup:
+    a redirected or captured stderr still gets the log)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
+def configure_logging() -> None:
+    """``graphcnn: <message>`` on stderr for the library's INFO and above (as the trainer
+    sets it up), for every command and from the start: data warnings are logged before
+    training begins, and predict's checkpoint fallbacks are warnings too."""
+    root = logging.getLogger("graphcnn")
+    if not root.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("graphcnn: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from graphcnn.data import scan
     from graphcnn.predict import Predictor, collect_image_files
 
     files = collect_image_files(args.images)
     if not files:
         print("graphcnn: no image files found in " + ", ".join(args.images), file=sys.stderr)
         return 2
+    start = time.perf_counter()
     with Predictor(args.checkpoint, prefer_best=not args.latest) as predictor:
-        predictions, errors = predictor.predict_files(files, top_k=args.top_k)
+        restored = time.perf_counter()
+        result = predictor.run_files(files, top_k=args.top_k, batch_size=max(1, args.batch_size),
+                                     split_timing=args.stats)
+        p = predictor.preprocessing
+    done = time.perf_counter()
+    log = logging.getLogger("graphcnn.predict")
+    for message in scan.conversion_warnings(result.images, p.channels):  # as training reports them
+        log.warning(message)
+    resized = scan.resize_summary(result.images, p.input_height, p.input_width)
+    if resized:
+        log.info(resized)
+    k = max(1, min(args.top_k, len(predictor.class_names)))  # the top-k a prediction holds
     if args.format == "json":
-        print(json.dumps([{"file": p.file, "class": p.class_name, "probability": p.probability,
-                           "top_k": [{"class": c, "probability": q} for c, q in p.top_k]} for p in predictions]
-                         + [{"file": f, "error": e} for f, e in errors], indent=2))
+        print(json.dumps([
+            {"file": f, "class": pr.class_name if pr else None, "probability": pr.probability if pr else None,
+             "top_k": [{"class": c, "probability": q} for c, q in pr.top_k] if pr else [], "error": err}
+            for f, pr, err in result.rows], indent=2))
     elif args.format == "csv":
         w = csv.writer(sys.stdout)
         w.writerow(["file", "class", "probability"]
-                   + [f"top{i + 1}_{k}" for i in range(min(args.top_k, len(predictor.class_names)))
-                      for k in ("class", "probability")])
-        for p in predictions:
-            w.writerow([p.file, p.class_name, f"{p.probability:.6f}"]
-                       + [x for c, q in p.top_k for x in (c, f"{q:.6f}")])
+                   + [f"top{i + 1}_{key}" for i in range(k) for key in ("class", "probability")] + ["error"])
+        for f, pr, err in result.rows:
+            if pr is None:
+                w.writerow([f, "", ""] + [""] * (2 * k) + [err])
+            else:
+                top = [x for c, q in pr.top_k for x in (c, f"{q:.6f}")]
+                w.writerow([f, pr.class_name, f"{pr.probability:.6f}"] + top + [""] * (2 * k - len(top)) + [""])
     else:
-        for p in predictions:
-            top = ", ".join(f"{c} {q:.3f}" for c, q in p.top_k)
-            print(f"{p.file}: {p.class_name} ({p.probability:.3f})   top-{len(p.top_k)}: {top}")
-    for f, e in errors:
+        for f, pr, err in result.rows:
+            if pr is not None:
+                top = ", ".join(f"{c} {q:.3f}" for c, q in pr.top_k)
+                print(f"{f}: {pr.class_name} ({pr.probability:.3f})   top-{len(pr.top_k)}: {top}")
+    sys.stdout.flush()
+    for f, e in result.errors:
         print(f"graphcnn: cannot read {f}: {e}", file=sys.stderr)
-    return 1 if errors else 0
+    if args.stats:
+        n, work = len(result.predictions), done - restored
+        other = max(0.0, work - result.decode_seconds - result.predict_seconds)
+        print(f"graphcnn: {n} image(s) in {work:.2f} s: {n / max(work, 1e-9):.1f} images/s (decode wait "
+              f"{result.decode_seconds:.2f} s, forward pass {result.predict_seconds:.2f} s, other {other:.2f} s; "
+              f"decoding runs in parallel, overlapping the forward pass); model restore {restored - start:.2f} s, "
+              "not counted", file=sys.stderr)
+    return 1 if result.errors else 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from graphcnn.evaluate import evaluate_run
 
     metrics = evaluate_run(args.run, args.data, args.split, prefer_best=not args.latest)
-    print(json.dumps(metrics.to_dict(), indent=2) if args.format == "json" else metrics.to_text())
+    if args.format == "json":
+        print(json.dumps(metrics.to_dict(), indent=2))
+    elif args.format == "csv":
+        sys.stdout.write(metrics.to_csv())
+    else:
+        print(metrics.to_text())
     return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """``graphcnn data``: the data report and sample grid; exit 2 (after writing the report)
+    when the data cannot train."""
+    from pathlib import Path
+
+    from graphcnn.atomic import write_text_atomic
+    from graphcnn.data.check import check_data, report_text, sample_grid
+    from graphcnn.data.sources import DataError
+    from graphcnn.viz.images import write_png
+
+    if args.path is not None:
+        args.data = args.path
+    config = resolve_config(args)
+    out = Path(args.out)
+    check = check_data(config)
+    out.mkdir(parents=True, exist_ok=True)
+    samples = out / "samples.png"
+    if check.dataset is not None:
+        write_png(samples, sample_grid(check.dataset, config, args.per_class))
+    elif samples.exists():
+        samples.unlink()  # an old grid would pass for this data's
+    write_text_atomic(out / "data_report.txt", report_text(check))
+    print(report_text(check, every_file=False), end="")
+    written = f"{samples} and {out / 'data_report.txt'}" if check.dataset is not None else str(out / "data_report.txt")
+    print(f"wrote {written}")
+    if check.error is not None:
+        raise DataError(f"{check.error.summary}; every problem is listed in {out / 'data_report.txt'}")
+    return EXIT_OK
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
@@ -188,18 +392,21 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_augment_preview(args: argparse.Namespace) -> int:
-    from graphcnn.data.preview import augmentation_preview
+    from graphcnn.data.preview import augmentation_preview, preview_image
     from graphcnn.data.sources import load_dataset
-    from graphcnn.viz.animation import write_png
+    from graphcnn.viz.images import write_png
 
     config = resolve_config(args)
     if not config.data.augment.enabled:
         print("graphcnn: augmentation is off in this config; set e.g. --set data.augment.rotation_range=15",
               file=sys.stderr)
         return 2
+    if args.cols < 2 or args.rows < 1:
+        raise ValueError("--rows must be at least 1 and --cols at least 2 (the original and one augmentation)")
     dataset = load_dataset(config.data, config.model.channels)
-    write_png(args.out, augmentation_preview(config, dataset.train, args.rows, args.cols, config.data.seed))
-    print(f"wrote {args.out}: each row is a training image followed by {args.cols - 1} augmentations")
+    tiles = augmentation_preview(config, dataset.train, args.rows, args.cols, config.data.seed)
+    write_png(args.out, preview_image(tiles, args.cols))
+    print(f"wrote {args.out}: each row is a training image (original) followed by {args.cols - 1} augmentations")
     return 0
 
 
@@ -209,13 +416,13 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_tensorboard(args: argparse.Namespace) -> int:
-    from graphcnn.tensorboard_cli import run_tensorboard
+    from graphcnn.tensorboard.launcher import run_tensorboard
 
     return run_tensorboard(args.logdir, args.port, args.host)
 
 
 def cmd_filters(args: argparse.Namespace) -> int:
-    from graphcnn.tensorboard_cli import export_filters
+    from graphcnn.tensorboard.filters import export_filters
 
     export_filters(args.run, args.layer, args.gif, args.delay_ms)
     return 0
@@ -229,28 +436,133 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from graphcnn.explain import Explainer
+    from graphcnn.predict import collect_image_files
+
+    files = collect_image_files(args.images)
+    if not files:
+        print("graphcnn: error: no image files found in " + ", ".join(args.images), file=sys.stderr)
+        return 2
+    with Explainer(args.run, layer=args.layer, prefer_best=not args.latest) as explainer:
+        written, errors = explainer.explain_files(files, args.out, args.class_name)
+        print(f"grad-cam at {explainer.layer} of {explainer.checkpoint}", file=sys.stderr)
+    for path in written:
+        print(path)
+    for f, e in errors:
+        print(f"graphcnn: cannot read {f}: {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import time
+
+    from graphcnn.export import (BYTES_INPUT, BYTES_SIGNATURE, UINT8_INPUT, UINT8_SIGNATURE, export_saved_model,
+                                 export_tflite)
+
+    start = time.perf_counter()
+    if args.format == "saved_model":
+        path = export_saved_model(args.run, args.out, prefer_best=not args.latest)
+        print(f"wrote {path} ({time.perf_counter() - start:.1f} s): signatures {BYTES_SIGNATURE} "
+              f"({BYTES_INPUT}: encoded image files) and {UINT8_SIGNATURE} ({UINT8_INPUT}: uint8 [N, H, W, C]); "
+              f"see: saved_model_cli show --dir {path} --all")
+    else:
+        path = export_tflite(args.run, args.out, prefer_best=not args.latest)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s): "
+              f"signature {UINT8_SIGNATURE}, input {UINT8_INPUT} uint8 [N, H, W, C] of the model's input size")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "presets": cmd_presets,
-            "config": cmd_config, "augment-preview": cmd_augment_preview, "tensorboard": cmd_tensorboard,
-            "filters": cmd_filters, "report": cmd_report}
+            "data": cmd_data, "config": cmd_config, "augment-preview": cmd_augment_preview,
+            "tensorboard": cmd_tensorboard, "filters": cmd_filters, "report": cmd_report, "explain": cmd_explain,
+            "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
-    runtime.configure()
-    args = build_parser().parse_args(argv)
-    import tensorflow as tf
+    """Run one command; return its exit code (see the module docstring).
 
-    tf.get_logger().setLevel("ERROR")  # TF1-API deprecation notices are not for our users
+    Every error becomes one ``graphcnn: error: ...`` line on stderr and an exit code, or,
+    with ``--debug``, its traceback and the same code.
+    """
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command ``args.command`` of parsed arguments (:func:`main`, the tutorial scripts)."""
+    verbose = getattr(args, "verbose", False)
+    runtime.configure(verbose=verbose)  # before TensorFlow is imported; quiets its Python loggers
+    configure_logging()
+    with runtime.native_stderr_filter(enabled=not verbose):
+        try:
+            if args.command != "tensorboard":  # TensorBoard runs in a child process: no TensorFlow import here
+                import tensorflow  # noqa: F401  (here: its import prints the banner the filter drops)
+
+            return COMMANDS[args.command](args)
+        except BrokenPipeError:  # whoever read stdout stopped (`graphcnn predict ... | head`): nothing to add
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            except (OSError, ValueError, AttributeError):
+                pass
+            return EXIT_ERROR
+        except (Exception, KeyboardInterrupt) as err:
+            code, message = describe_error(err)
+            if getattr(args, "debug", False):
+                traceback.print_exc()
+            else:
+                print(f"graphcnn: error: {message}", file=sys.stderr)
+            return code
+
+
+def describe_error(err: BaseException) -> tuple[int, str]:
+    """The exit code for ``err`` and its message for the one ``graphcnn: error:`` line."""
+    tf = sys.modules.get("tensorflow")  # imported by every command but `graphcnn tensorboard`
+
+    from graphcnn.checkpoints import CheckpointError, one_line
     from graphcnn.config import ConfigError
-    from graphcnn.train.run_dir import RunDirError
+    from graphcnn.data.sources import DataError
+    from graphcnn.run_dir import RunDirError
 
-    try:
-        return COMMANDS[args.command](args)
-    except (ConfigError, RunDirError, FileNotFoundError) as err:
-        print(f"graphcnn: error: {err}", file=sys.stderr)
-        return 2
-    except ValueError as err:  # DataError and other bad-input errors carry their own message
-        print(f"graphcnn: error: {err}", file=sys.stderr)
-        return 2
+    if isinstance(err, KeyboardInterrupt):  # before training's own handler is installed, or after
+        return EXIT_INTERRUPTED, "interrupted"
+    if isinstance(err, FloatingPointError):  # the trainer's NaN/Inf stop; its message says what to change
+        return EXIT_NAN, _indent(str(err))
+    if isinstance(err, FileNotFoundError):
+        return EXIT_BAD_INPUT, _os_error_text(err, "")
+    if isinstance(err, (ConfigError, RunDirError, DataError, CheckpointError, ValueError)):
+        return EXIT_BAD_INPUT, _indent(str(err))
+    if isinstance(err, OSError):
+        return EXIT_ERROR, _os_error_text(err, "cannot write ")
+    if tf is not None and isinstance(err, tf.errors.OpError):  # a TensorFlow failure (a checkpoint save on a full disk, say)
+        return EXIT_ERROR, one_line(err)
+    text = " ".join(str(err).split())
+    return EXIT_ERROR, f"{type(err).__name__}: {text} (run with --debug for the traceback)" if text else (
+        f"{type(err).__name__} (run with --debug for the traceback)")
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _os_error_text(err: OSError, write_prefix: str) -> str:
+    """``cannot write <path>: <strerror>`` for a write that failed (disk full, read-only or
+    forbidden folder), ``<path>: <strerror>`` otherwise; the path is the file graphcnn
+    wanted, not a temporary one."""
+    path = err.filename2 if err.filename2 is not None else err.filename
+    if path is None or err.strerror is None:
+        return " ".join(str(err).split())
+    writing = err.errno in _WRITE_ERRNOS
+    if err.errno in (errno.EACCES, errno.EPERM):
+        # forbidden: a write, unless the path exists and cannot be read
+        writing = not os.path.exists(path) or os.access(path, os.R_OK)
+    prefix = write_prefix if writing else ("cannot read " if err.errno in (errno.EACCES, errno.EPERM) else "")
+    return f"{prefix}{os.fsdecode(path)}: {err.strerror}"
+
+
+def _indent(message: str) -> str:
+    """A message whose first line is the error; further lines (a listing of files or
+    variables) are indented under it."""
+    first, *rest = message.strip().splitlines() or [""]
+    return "\n".join([first] + ["  " + line if not line.startswith("  ") else line for line in rest])
 
 
 if __name__ == "__main__":

@@ -1,16 +1,27 @@
-"""Evaluate a restored model on any dataset source: accuracy, per-class metrics, confusion."""
+"""Evaluate a restored model on any dataset source: accuracy, per-class metrics, confusion.
+
+Which images: a split of the run's own data, split exactly as training split it, or
+another dataset (``data_path``): all of it, or one split of it made as training would make
+it, with the run's ``data.validation_fraction`` / ``data.test_fraction`` / ``data.seed``
+(a source with its own test set, such as ``training_set/`` + ``test_set/`` folders, keeps
+it). Its class names must be among the model's; they are checked before any image is
+decoded. A single class is fine (the accuracy on it is its recall).
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from graphcnn.config import DataConfig, from_json_file
-from graphcnn.data.sources import Split, load_dataset
+from graphcnn.data.sources import Dataset, Split, accuracy_margin, load_dataset
 from graphcnn.predict import Predictor
-from graphcnn.train.run_dir import RunDir
+
+SPLITS = ("train", "validation", "test", "all")
 
 
 @dataclass(frozen=True)
@@ -18,13 +29,15 @@ class Metrics:
     class_names: tuple[str, ...]
     confusion: np.ndarray  # int64 [K, K], rows true class, columns predicted
     count: int
+    images: str = ""  # which images were evaluated, e.g. "all 200 images of folder /data/x"
 
     @classmethod
-    def from_predictions(cls, labels: np.ndarray, predictions: np.ndarray, class_names: tuple[str, ...]) -> "Metrics":
+    def from_predictions(cls, labels: np.ndarray, predictions: np.ndarray, class_names: tuple[str, ...],
+                         images: str = "") -> "Metrics":
         k = len(class_names)
         confusion = np.zeros((k, k), np.int64)
         np.add.at(confusion, (labels.astype(np.int64), predictions.astype(np.int64)), 1)
-        return cls(class_names, confusion, int(len(labels)))
+        return cls(class_names, confusion, int(len(labels)), images)
 
     @property
     def accuracy(self) -> float:
@@ -47,6 +60,7 @@ class Metrics:
 
     def to_dict(self) -> dict:
         return {
+            **({"images": self.images} if self.images else {}),
             "count": self.count,
             "accuracy": self.accuracy,
             "per_class": {
@@ -60,7 +74,9 @@ class Metrics:
     def to_text(self) -> str:
         names = self.class_names
         width = max(8, *(len(n) for n in names))
-        lines = [f"accuracy {self.accuracy:.4f} on {self.count} images", "",
+        margin = f" (95% interval: up to +/-{accuracy_margin(self.count):.1f} points)" if self.count else ""
+        lines = ([f"images: {self.images}"] if self.images else []) + [
+                 f"accuracy {self.accuracy:.4f} on {self.count} images{margin}", "",
                  f"{'class':<{width}}  precision  recall     f1  support"]
         for name, p, r, f, s in zip(names, self.precision, self.recall, self.f1, self.confusion.sum(axis=1)):
             lines.append(f"{name:<{width}}  {p:9.4f}  {r:6.4f}  {f:5.4f}  {s:7d}")
@@ -70,6 +86,20 @@ class Metrics:
         for name, row in zip(names, self.confusion):
             lines.append(f"{name:<{width}}" + "".join(f"{v:>{cell}}" for v in row))
         return "\n".join(lines)
+
+
+    def to_csv(self) -> str:
+        """``class,precision,recall,f1,support``: a row per class of the model, then a row
+        ``accuracy`` with the accuracy in the f1 column and the image count as its support
+        (the layout of scikit-learn's classification report)."""
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(["class", "precision", "recall", "f1", "support"])
+        for name, p, r, f, s in zip(self.class_names, self.precision, self.recall, self.f1,
+                                    self.confusion.sum(axis=1)):
+            w.writerow([name, f"{p:.6f}", f"{r:.6f}", f"{f:.6f}", int(s)])
+        w.writerow(["accuracy", "", "", f"{self.accuracy:.6f}", self.count])
+        return out.getvalue()
 
 
 def predict_split(predictor: Predictor, split: Split) -> np.ndarray:
@@ -85,28 +115,34 @@ def predict_split(predictor: Predictor, split: Split) -> np.ndarray:
     return np.array([index[p.class_name] for p in predictions], np.int64)
 
 
-def evaluate_run(run_or_checkpoint: str | Path, data_path: str = "", split: str = "test",
+def evaluate_run(run_or_checkpoint: str | Path, data_path: str = "", split: str | None = None,
                  prefer_best: bool = True) -> Metrics:
-    """Evaluate a run's checkpoint on its own data's ``split``, or on another dataset.
+    """Evaluate a run's checkpoint on its own data's ``split`` (default ``test``), or on
+    another dataset (``data_path``, any source graphcnn reads; default split ``all``).
 
-    With ``data_path`` (any source graphcnn reads) ``split`` may be ``all``; its class
-    names must be among the model's classes.
+    A damaged best checkpoint falls back to the run's latest ones, with a warning naming it
+    (:class:`~graphcnn.predict.Predictor`). :attr:`Metrics.images` says which images were used.
     """
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     with Predictor(run_or_checkpoint, prefer_best) as predictor:
-        run_root = Path(run_or_checkpoint)
+        run_data = _run_data_config(Path(run_or_checkpoint))
         if data_path:
-            data_cfg = DataConfig(path=data_path, validation_fraction=0.0, test_fraction=0.0)
-            if split == "test":
-                split = "all"
+            split = split or "all"
+            data_cfg = replace(run_data or DataConfig(), source="auto", path=data_path, test_path="",
+                               trust_pickle=False)
+            if split == "all":  # nothing is split off: even a handful of images can be evaluated
+                data_cfg = replace(data_cfg, validation_fraction=0.0, test_fraction=0.0)
+        elif run_data is None:
+            raise ValueError(f"{run_or_checkpoint}: no run directory (config.json) around this checkpoint, so no "
+                             "data to evaluate on; give one with --data")
         else:
-            data_cfg = from_json_file(RunDir.open(run_root).config).data
-        dataset = load_dataset(replace(data_cfg, strict=False), predictor.preprocessing.channels)
+            split = split or "test"
+            data_cfg = run_data
+        dataset = load_dataset(replace(data_cfg, strict=False), predictor.preprocessing.channels,
+                               model_classes=predictor.class_names)
         parts = [dataset.train, dataset.validation, dataset.test] if split == "all" else [getattr(dataset, split)]
         model_index = {n: i for i, n in enumerate(predictor.class_names)}
-        unknown = [n for n in dataset.class_names if n not in model_index]
-        if unknown:
-            raise ValueError(f"classes {unknown} of {data_path or 'the data'} are not classes of the model "
-                             f"({', '.join(predictor.class_names)})")
         remap = np.array([model_index[n] for n in dataset.class_names], np.int64)
         labels, preds = [], []
         for part in parts:
@@ -115,4 +151,27 @@ def evaluate_run(run_or_checkpoint: str | Path, data_path: str = "", split: str 
                 preds.append(predict_split(predictor, part))
         if not labels:
             raise ValueError(f"the {split} split of {data_path or 'the data'} is empty")
-        return Metrics.from_predictions(np.concatenate(labels), np.concatenate(preds), predictor.class_names)
+        images = _which_images(dataset, data_cfg, split, sum(len(p) for p in parts))
+        return Metrics.from_predictions(np.concatenate(labels), np.concatenate(preds), predictor.class_names,
+                                        images=images)
+
+
+def _run_data_config(path: Path) -> DataConfig | None:
+    """The data config of the run that ``path`` (a run, its checkpoint folder or a checkpoint
+    prefix in it) belongs to, or None when there is no run around it."""
+    for folder in (path, path.parent, path.parent.parent):
+        if (folder / "config.json").is_file():
+            return from_json_file(folder / "config.json").data
+    return None
+
+
+def _which_images(dataset: Dataset, cfg: DataConfig, split: str, count: int) -> str:
+    total = len(dataset.train) + len(dataset.validation) + len(dataset.test)
+    if split == "all":
+        return f"all {count} images of {dataset.name}"
+    if split == "test" and dataset.own_test_split:
+        how = "its own test set"
+    else:
+        how = (f"split as training splits it: data.validation_fraction={cfg.validation_fraction:g}, "
+               f"data.test_fraction={cfg.test_fraction:g}, data.seed={cfg.seed}")
+    return f"the {split} split of {dataset.name}: {count} of {total} images ({how})"

@@ -8,21 +8,30 @@ and wires file decoding into ``input/images`` with ``input_map``, so a single fi
 from path to probabilities in one ``Session.run``: both matter for a cold start
 (BENCHMARKS.md). Preprocessing parameters come from ``preprocessing.json`` next to the
 checkpoint. The same names are what a plain TensorFlow script uses (README).
+
+Several files go through a ``tf.data`` pipeline in the same graph: read and decode in a
+parallel ``map`` (in input order), batched and prefetched, so decoding the next batch
+overlaps the forward pass of this one. Each file is decoded as training decodes it
+(:func:`~graphcnn.data.pipeline.decode_file`: the same pixels), and what it natively was
+(size, channels, bit depth, frames) comes with it at no extra decode, for the conversion
+report (:func:`graphcnn.data.scan.conversion_warnings`, as training reports them).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 
-from graphcnn.data.pipeline import Preprocessing, decode_file, preprocess
-from graphcnn.data.scan import clean_message
-from graphcnn.train.checkpoints import INFERENCE_META, resolve_checkpoint
+from graphcnn.data import scan
+from graphcnn.data.pipeline import Preprocessing, fit_images, preprocess
+from graphcnn.checkpoints import INFERENCE_META, RESTORE_ERRORS, checkpoint_candidates, try_candidates
 
 v1 = tf.compat.v1
 log = logging.getLogger("graphcnn.predict")
@@ -35,6 +44,58 @@ class Prediction:
     class_name: str
     probability: float
     top_k: tuple[tuple[str, float], ...]  # (class name, probability), most probable first
+
+
+@dataclass
+class FileResults:
+    """What :meth:`Predictor.run_files` found, file by file in input order.
+
+    ``rows``: (file, prediction, None) or (file, None, why it cannot be read);
+    ``images``: the native size and mode of every readable file (for conversion reports);
+    ``decode_seconds``: time spent waiting for decoded batches (decoding not hidden behind
+    the forward pass); ``predict_seconds``: time in the network's forward pass.
+    """
+
+    rows: list[tuple[str, Prediction | None, str | None]] = field(default_factory=list)
+    images: dict[str, scan.ImageInfo] = field(default_factory=dict)
+    decode_seconds: float = 0.0
+    predict_seconds: float = 0.0
+
+    @property
+    def predictions(self) -> list[Prediction]:
+        return [p for _, p, _ in self.rows if p is not None]
+
+    @property
+    def errors(self) -> list[tuple[str, str]]:
+        return [(f, e) for f, _, e in self.rows if e is not None]
+
+
+def decode_with_info(data: tf.Tensor, height: int, width: int, channels: int) -> tuple[tf.Tensor, ...]:
+    """One file's bytes -> (uint8 [height, width, channels] exactly as
+    :func:`~graphcnn.data.pipeline.decode_file` makes it, and :func:`graphcnn.data.scan.probe`'s
+    native [frames, h, w, c], header bytes and last byte).
+
+    Each file is decoded once: a JPEG straight to the model's channels (its native size and
+    channels come from its header); another format at its native channels, and a second time
+    by the decoder's own conversion only when those differ from the model's, as training
+    converts them.
+    """
+    def as_training_decodes() -> tf.Tensor:
+        return tf.io.decode_image(data, channels=channels, expand_animations=False)
+
+    def jpeg():
+        head = tf.strings.substr(data, 0, scan.HEADER_BYTES)
+        shape4 = tf.concat([[1], tf.io.extract_jpeg_shape(data)], axis=0)
+        return as_training_decodes(), shape4, head, tf.strings.substr(data, tf.strings.length(data) - 1, 1)
+
+    def other():
+        native, shape4, head, tail = scan.probe(data)
+        image = tf.cond(tf.equal(shape4[3], channels), lambda: native[0], as_training_decodes)
+        return image, shape4, head, tail
+
+    image, shape4, head, tail = tf.cond(tf.io.is_jpeg(data), jpeg, other)
+    image.set_shape([None, None, channels])
+    return fit_images(image, height, width, channels), shape4, head, tail
 
 
 def collect_image_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -53,11 +114,24 @@ def collect_image_files(paths: Iterable[str | Path]) -> list[Path]:
 class Predictor:
     """A model restored from a checkpoint prefix, a checkpoint folder or a run directory.
 
-    For a run directory the best checkpoint (by validation accuracy) is used, else the latest.
+    For a run directory the best checkpoint (by the validation metric) is used, else the
+    latest. A checkpoint that cannot be restored (damaged files) is skipped with a warning
+    naming it, for the next candidate (:func:`~graphcnn.checkpoints.checkpoint_candidates`:
+    a run's other best, then its latest checkpoints newest first); a checkpoint prefix named
+    directly has no fallback.
     """
 
     def __init__(self, checkpoint: str | Path, prefer_best: bool = True):
-        self.checkpoint = resolve_checkpoint(checkpoint, prefer_best)
+        candidates = checkpoint_candidates(checkpoint, prefer_best)
+        if len(candidates) == 1:  # named directly (or the only one): its own error is the clearest
+            self._load(candidates[0])
+        else:
+            try_candidates(candidates, self._load, f"no checkpoint at {checkpoint} can be restored",
+                           (*RESTORE_ERRORS, OSError, DecodeError))
+
+    def _load(self, checkpoint: Path) -> None:
+        """Import ``checkpoint``'s meta graph and restore it; on failure nothing stays open."""
+        self.checkpoint = checkpoint
         self.preprocessing, mean = Preprocessing.load(self.checkpoint.parent)
         p = self.preprocessing
         size = (p.input_height, p.input_width, p.channels)
@@ -67,18 +141,37 @@ class Predictor:
         with self.graph.as_default():
             with tf.name_scope("predict_input"):
                 self._path = v1.placeholder(tf.string, [], name="path")
-                self._decoded = preprocess(decode_file(self._path, *size)[None], *size, mean)
-                # float32 [N, H, W, C]: defaults to the decoded file, or feed preprocessed images;
+                single, *self._single_info = decode_with_info(tf.io.read_file(self._path), *size)
+                self._single = single
+                # uint8 [N, H, W, C] at the model's size: defaults to the decoded file, or feed a decoded batch
+                self._fit = v1.placeholder_with_default(single[None], [None, *size], name="fit_images")
+                self._decoded = preprocess(self._fit, *size, mean)
+                # float32 [N, H, W, C]: defaults to the above, or feed preprocessed images;
                 # the batch dimension stays None, as the imported graph expects
                 self.images = v1.placeholder_with_default(self._decoded, [None, *size], name="images")
                 self._raw = v1.placeholder(tf.uint8, [None, None, None, None], name="raw_images")
                 self._raw_1 = preprocess(tf.ensure_shape(self._raw, [None, None, None, 1]), *size, mean)
                 self._raw_3 = preprocess(tf.ensure_shape(self._raw, [None, None, None, 3]), *size, mean)
+                # many files: decoded in a parallel map (input order kept), the failures left out
+                self._paths = v1.placeholder(tf.string, [None], name="paths")
+                self._batch_size = v1.placeholder(tf.int64, [], name="batch_size")
+                files = (tf.data.Dataset.from_tensor_slices((tf.range(tf.size(self._paths)), self._paths))
+                         .map(lambda i, p: (i, *decode_with_info(tf.io.read_file(p), *size)),
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                         .ignore_errors()
+                         .batch(self._batch_size)
+                         .prefetch(1))
+                iterator = v1.data.make_initializable_iterator(files)
+                self._files_init, self._next_files = iterator.initializer, iterator.get_next()
             saver = v1.train.import_meta_graph(str(self.meta_graph), clear_devices=True,
                                                input_map={"input/images:0": self.images})
             self.probabilities = self.graph.get_tensor_by_name("output/probabilities:0")
             self.sess = v1.Session(graph=self.graph)
-            saver.restore(self.sess, str(self.checkpoint))
+            try:
+                saver.restore(self.sess, str(self.checkpoint))
+            except BaseException:
+                self.sess.close()
+                raise
         self.graph.finalize()
 
     @property
@@ -110,23 +203,55 @@ class Predictor:
     def predict_files(self, files: Sequence[str | Path], top_k: int = 3, batch_size: int = 64
                       ) -> tuple[list[Prediction], list[tuple[str, str]]]:
         """Predictions for image files, and (file, error) for each file that could not be read."""
-        predictions: list[Prediction] = []
-        errors: list[tuple[str, str]] = []
+        result = self.run_files(files, top_k, batch_size)
+        return result.predictions, result.errors
+
+    def run_files(self, files: Sequence[str | Path], top_k: int = 3, batch_size: int = 64,
+                  split_timing: bool = False) -> FileResults:
+        """Predict image files: decoded in parallel and batched (one file: decoded and predicted
+        in one ``Session.run``, unless ``split_timing`` asks for the decode time on its own)."""
         names = [str(f) for f in files]
-        # one file, the usual CLI call: decode and forward in one run (one graph pruning, not two)
-        single = len(names) == 1
-        for i in range(0, len(names), batch_size):
-            good, rows = [], []
-            for f in names[i:i + batch_size]:
-                try:
-                    rows.append(self.sess.run(self.probabilities if single else self._decoded, {self._path: f}))
-                    good.append(f)
-                except tf.errors.OpError as err:
-                    errors.append((f, clean_message(err.message)))
-            if rows:
-                probs = rows[0] if single else self.probabilities_for(np.concatenate(rows))
-                predictions.extend(self._to_predictions(good, probs, top_k))
-        return predictions, errors
+        result = FileResults()
+        if len(names) == 1 and not split_timing:  # the usual CLI call: one graph pruning, not two
+            start = time.perf_counter()
+            try:
+                probs, *info = self.sess.run([self.probabilities, *self._single_info], {self._path: names[0]})
+            except tf.errors.OpError as err:
+                result.rows.append((names[0], None, scan.describe_failure(names[0], err.message)))
+            else:
+                result.images[names[0]] = scan.image_info(*info)
+                result.rows.append((names[0], self._to_predictions(names, probs, top_k)[0], None))
+            result.predict_seconds = time.perf_counter() - start
+            return result
+        found: dict[int, Prediction] = {}
+        if names:
+            self.sess.run(self._files_init, {self._paths: names, self._batch_size: batch_size})
+        while names:
+            start = time.perf_counter()
+            try:
+                index, images, shapes, heads, tails = self.sess.run(self._next_files)
+            except tf.errors.OutOfRangeError:
+                break
+            middle = time.perf_counter()
+            probs = self.sess.run(self.probabilities, {self._fit: images})
+            result.decode_seconds += middle - start
+            result.predict_seconds += time.perf_counter() - middle
+            batch = [names[i] for i in index]
+            for i, prediction in zip(index, self._to_predictions(batch, probs, top_k)):
+                found[int(i)] = prediction
+            for f, shape, head, tail in zip(batch, shapes, heads, tails):
+                result.images[f] = scan.image_info(shape, head, tail)
+        for i, f in enumerate(names):
+            result.rows.append((f, found[i], None) if i in found else (f, None, self._why_unreadable(f)))
+        return result
+
+    def _why_unreadable(self, path: str) -> str:
+        """The decoder's own words for a file the pipeline left out (decoded again, alone)."""
+        try:
+            self.sess.run(self._single, {self._path: path})
+        except tf.errors.OpError as err:
+            return scan.describe_failure(path, err.message)
+        return "could not be read while predicting (it reads now: changed meanwhile?)"
 
     def _to_predictions(self, files: list[str], probs: np.ndarray, top_k: int) -> list[Prediction]:
         names = self.class_names

@@ -1,32 +1,193 @@
-"""Process-wide TensorFlow settings that must be made before TensorFlow is imported.
+"""Process-wide TensorFlow settings that must be made before TensorFlow is imported, and
+what keeps TensorFlow's own output off a user's screen.
 
 TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS`` once, at import. On CPUs without AVX-512 VNNI /
 AMX it leaves the oneDNN kernels off, which halves conv-net training speed on such machines
-(see BENCHMARKS.md). graphcnn turns them on unless the user has set the variable, and
-quiets TensorFlow's C++ start-up chatter unless ``TF_CPP_MIN_LOG_LEVEL`` is set.
+(see BENCHMARKS.md). graphcnn turns them on unless the user has set the variable.
+
+What TensorFlow 2.21 prints, and what hides it (measured on this version):
+
+* ``TF_CPP_MIN_LOG_LEVEL`` filters TensorFlow's C++ log: 1 hides INFO lines (``I0000 ...
+  cpu_feature_guard.cc ...``), 2 also WARNING lines (``W0000 ... local_rendezvous.cc``),
+  3 also ERROR lines (``E0000 ... jpeg_mem.cc:331] Premature end of JPEG data``, written
+  when a truncated JPEG fails to decode). graphcnn sets 2 unless the user set it: errors
+  still show.
+* No level hides the oneDNN banner (``WARNING: All log messages before
+  absl::InitializeLog() ...`` then ``I0000 ... port.cc:153] oneDNN custom operations are
+  on ...``, printed twice during ``import tensorflow`` through absl, which ignores
+  ``TF_CPP_MIN_LOG_LEVEL``), nor libjpeg's own messages (``Corrupt JPEG data: premature end
+  of data segment`` for a damaged JPEG that still decodes, ``Unsupported JPEG process: ...``
+  before a failed decode, ``Improper call to JPEG library in state 201`` ...): libjpeg
+  writes them to file descriptor 2 itself. :func:`native_stderr_filter` drops those lines
+  (the command line counts them in one last line); graphcnn names unreadable files itself.
+* TensorFlow's Python logger (deprecation notices such as ``remove_checkpoint is
+  deprecated``) and absl's Python logger: set to ERROR by :func:`configure`.
+
+``graphcnn --verbose`` keeps all of it (and sets ``TF_CPP_MIN_LOG_LEVEL=0`` unless the user
+set it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import subprocess
 import sys
+from collections.abc import Iterator
 
 DEFAULTS = {
     "TF_ENABLE_ONEDNN_OPTS": "1",
     "TF_CPP_MIN_LOG_LEVEL": "2",
 }
+VERBOSE_DEFAULTS = {**DEFAULTS, "TF_CPP_MIN_LOG_LEVEL": "0"}
 
 
-def configure(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Apply graphcnn's defaults to ``environ`` (``os.environ``) where the user set nothing.
+def configure(environ: dict[str, str] | None = None, verbose: bool = False) -> dict[str, str]:
+    """Apply graphcnn's defaults to ``environ`` (``os.environ``) where the user set nothing,
+    and quiet TensorFlow's and absl's Python loggers (ERROR) unless ``verbose``.
 
     Returns the variables it set. Has no effect on a TensorFlow already imported (a
     warning says so when a setting would have changed).
     """
     environ = os.environ if environ is None else environ
-    applied = {k: v for k, v in DEFAULTS.items() if k not in environ}
+    defaults = VERBOSE_DEFAULTS if verbose else DEFAULTS
+    applied = {k: v for k, v in defaults.items() if k not in environ}
     if applied and "tensorflow" in sys.modules and environ is os.environ and "TF_ENABLE_ONEDNN_OPTS" in applied:
         print("graphcnn: TensorFlow was imported before graphcnn.runtime.configure(); "
               "oneDNN stays as TensorFlow chose", file=sys.stderr)
     environ.update(applied)
+    # the level of the logger tf.get_logger() returns; TensorFlow adds a handler, never a level
+    logging.getLogger("tensorflow").setLevel(logging.WARNING if verbose else logging.ERROR)
+    try:
+        from absl import logging as absl_logging  # light: no TensorFlow import
+
+        absl_logging.set_verbosity(absl_logging.WARNING if verbose else absl_logging.ERROR)
+    except ImportError:  # absl comes with TensorFlow; without it there is nothing to quiet
+        pass
     return applied
+
+
+# --------------------------------------------------------------------------- the stderr filter
+
+# Lines of file descriptor 2 that native code writes and a user has no use for; everything
+# else passes. Run in a child process (below), so it is source text.
+_FILTER_SOURCE = r'''
+import re, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C stops graphcnn, which then closes the pipe
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+LOG = re.compile(rb"^(?:([IWEF])\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w./+-]+:\d+\] "  # absl's format
+                 rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: ([IWEF]) )")  # TensorFlow's own (tsl)
+ABSL_PREAMBLE = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+DECODERS = re.compile(rb"[\s/](jpeg_mem|jpeg_handle|png_io|gif_io|decode_image_op)\.cc:\d+\] ")
+# libjpeg-turbo's error and warning texts (jerror.h), up to their first printf field
+LIBJPEG = re.compile(
+    rb"^(ALIGN_TYPE is wrong|Application transferred too|Arithmetic table 0x|Backing store not supported|Bogus "
+    rb"|Buffer passed to JPEG library|CCIR601 sampling|Cannot quantize|Cannot transcode|Component index"
+    rb"|Corrupt JPEG data|DCT coefficient out of range|Didn't expect more than one scan|Empty JPEG image"
+    rb"|Empty input file|Failed to create temporary file|Fractional sampling|Huffman code size table|Huffman table 0x"
+    rb"|IDCT output block size|Image too wide for this implementation|Improper call to JPEG library"
+    rb"|Inconsistent progression sequence|Input file read error|Insufficient memory \(case|Invalid JPEG file structure"
+    rb"|Invalid SOS parameters|Invalid color quantization|Invalid component ID|Invalid crop request"
+    rb"|Invalid memory pool code|Invalid progressive parameters|Invalid scan script|JPEG datastream contains no image"
+    rb"|JPEG parameter struct mismatch|MAX_ALLOC_CHUNK is wrong|Maximum supported image dimension"
+    rb"|Missing Huffman code table entry|Not a JPEG file|Premature end of (JPEG|input) file|Quantization table 0x"
+    rb"|(Read|Write) (from|to) [EX]MS failed|(Read|Seek|Write) failed on temporary file|Requested feature"
+    rb"|Sampling factors too large|Scan script does not transmit|Sorry, arithmetic coding|Suspension not allowed here"
+    rb"|Too many color components|Unknown Adobe color transform|Unsupported (JPEG|color conversion|marker type)"
+    rb"|Virtual array controller|Warning: unknown JFIF|Wrong JPEG library version)")
+SEVERITY = {b"I": 0, b"W": 1, b"E": 2, b"F": 3}
+level = int(sys.argv[1])  # TF_CPP_MIN_LOG_LEVEL, applied to absl's lines too (TensorFlow does not)
+hidden = 0
+dropped = False  # the last line was dropped: an indented line after it continues its message
+out = sys.stdout.buffer
+for line in sys.stdin.buffer:
+    if dropped and line[:1] in (b" ", b"\t"):
+        continue
+    dropped = True
+    if level >= 1 and line.rstrip(b"\r\n") == ABSL_PREAMBLE:
+        continue
+    log = LOG.match(line)
+    severity = SEVERITY[log.group(1) or log.group(2)] if log else None
+    if severity is not None and severity < level:
+        continue
+    if level >= 2 and ((severity == 2 and DECODERS.search(line)) or (log is None and LIBJPEG.match(line))):
+        hidden += 1
+        continue
+    dropped = False
+    out.write(line)
+    out.flush()
+if hidden:
+    out.write(b"graphcnn: %d image decoder message(s) hidden (about damaged JPEG data; --verbose shows them)\n"
+              % hidden)
+    out.flush()
+'''
+
+
+@contextlib.contextmanager
+def native_stderr_filter(enabled: bool = True) -> Iterator[None]:
+    """While active, what native code (TensorFlow's C++ log, absl, libjpeg) writes to file
+    descriptor 2 goes through a filter that applies ``TF_CPP_MIN_LOG_LEVEL`` (default 2)
+    to absl's lines too (the oneDNN banner is an absl INFO line) and, at level 2 or more,
+    drops image-decoder messages (libjpeg's, and the decoders' ERROR lines about files that
+    graphcnn names itself); everything else passes, and a last line counts the decoder
+    messages hidden.
+
+    The filter is a small child process reading a pipe that replaces descriptor 2, so a line
+    written just before a crash still arrives. ``sys.stderr``, when it is descriptor 2, is
+    switched to a copy of the original descriptor: Python output (graphcnn's own lines, the
+    progress bar, tracebacks) does not go through the filter and keeps its order. Does
+    nothing when ``enabled`` is false, or where descriptor 2 cannot be redirected.
+    """
+    if not enabled or os.name != "posix":
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    old_stderr = sys.stderr
+    child = None
+    try:
+        try:
+            level = _log_level()
+            child = subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER_SOURCE, str(level)],
+                                     stdin=subprocess.PIPE,
+                                     stdout=saved, stderr=subprocess.DEVNULL, close_fds=True)
+        except OSError:
+            yield
+            return
+        try:
+            if _is_fd2(old_stderr):
+                sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=old_stderr.encoding,
+                                       errors=old_stderr.errors)
+            os.dup2(child.stdin.fileno(), 2)
+        finally:
+            child.stdin.close()  # descriptor 2 is now the pipe's only writer here
+        yield
+    finally:
+        if child is not None:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)  # closes the pipe: the filter reads to its end, then exits
+            if sys.stderr is not old_stderr:
+                sys.stderr = old_stderr  # the copy stays open: handlers made meanwhile may hold it
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=5)  # a child process of graphcnn may still hold the pipe
+        os.close(saved)
+
+
+def _log_level() -> int:
+    try:
+        return min(3, max(0, int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", DEFAULTS["TF_CPP_MIN_LOG_LEVEL"]))))
+    except ValueError:
+        return int(DEFAULTS["TF_CPP_MIN_LOG_LEVEL"])
+
+
+def _is_fd2(stream) -> bool:
+    try:
+        return stream is not None and stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # pytest's captured streams have no descriptor
+        return False

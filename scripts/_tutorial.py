@@ -1,45 +1,45 @@
-"""Shared plumbing for the tutorial scripts: arguments, config resolution, train, report.
+"""Shared plumbing for the tutorial scripts: each is ``graphcnn train`` with its preset and
+the options its tutorial used.
 
-Each tutorial script states its preset and the options its tutorial used; this module
-turns that into a run. Without a data directory a script runs on the embedded digits,
-shrunk where needed so that the demonstration ends in about a minute on 2 CPU cores.
+A script takes every option of ``graphcnn train`` (``--set``, ``--name``, ``--logdir``,
+``--no-progress``, ``--resume``, ``--config``, ``--init-from``, ``--verbose``, ``--debug``,
+...) plus a positional DATA_DIR; its own options come first, so a ``--set`` of yours wins.
+Without a data directory it runs on the embedded digits, shrunk where needed so that the
+demonstration ends in about a minute on 2 CPU cores.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 
-from graphcnn import runtime
-
-runtime.configure()  # before TensorFlow is imported
-
-from graphcnn import config as C  # noqa: E402
-from graphcnn.presets import get_preset  # noqa: E402
-from graphcnn.train.run_dir import RunDir  # noqa: E402
-from graphcnn.train.trainer import train  # noqa: E402
+from graphcnn import cli
 
 
 def run_tutorial(description: str, preset: str, options: list[str], demo_options: list[str]) -> int:
-    """Parse ``[DATA_DIR] [--logdir D] [--set k=v ...]``, train, print the test accuracy."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("data_dir", nargs="?", default="", help="dataset folder (default: the embedded digits)")
-    parser.add_argument("--logdir", default="logs")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    """Parse ``[DATA_DIR] [graphcnn train options]`` and train ``preset`` with ``options``
+    (``KEY=VALUE`` as for ``--set``), plus ``demo_options`` on the embedded digits."""
+    parser = argparse.ArgumentParser(
+        description=description, epilog=f"The same as: graphcnn train --preset {preset} "
+        + " ".join(f"--set {o}" for o in options) + " --data DATA_DIR [options]")
+    parser.add_argument("data_dir", nargs="?", default="", metavar="DATA_DIR",
+                        help="dataset folder (default: the embedded digits, a short demonstration)")
+    cli.add_train_arguments(parser)
+    cli.add_global_arguments(parser)
     args = parser.parse_args()
 
-    overrides = list(options)
-    if args.data_dir:
-        overrides.append(f"data.path={json.dumps(args.data_dir)}")
-    else:
-        shrunk = f" ({', '.join(demo_options)})" if demo_options else ""
-        print(f"no data directory given: demonstrating {preset} on the embedded digits{shrunk}")
-        overrides += demo_options
-    config = C.load(get_preset(preset), None, overrides + args.overrides)
-    run = RunDir.create(args.logdir, prefix=preset)
-    print(f"run directory: {run.root}")
-    result = train(config, run)
-    if result.test is not None:
-        print(f"test accuracy: {result.test.accuracy:.4f} on {result.test.count} images")
-    print(f"predict with: graphcnn predict {run.root} <images>   TensorBoard: tensorboard --logdir {run.root}")
-    return 0
+    args.command = "train"
+    args.data = args.data_dir or args.data
+    if not args.resume:  # a resumed run continues with its own saved config
+        args.preset = args.preset or preset
+        script_options = list(options)
+        if not args.data:
+            shrunk = f" ({', '.join(demo_options)})" if demo_options else ""
+            print(f"no data directory given: demonstrating {preset} on the embedded digits{shrunk}")
+            script_options += demo_options
+        args.overrides = script_options + args.overrides  # yours come last: they win
+    return cli.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit("run one of the tutorial scripts, e.g. python scripts/digits_tutorial.py")

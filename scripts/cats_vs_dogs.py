@@ -2,11 +2,12 @@
 """Cats vs dogs from folders: training_set/{cats,dogs}/ and test_set/{cats,dogs}/, 150x150 RGB.
 
     python scripts/cats_vs_dogs.py ~/data/cats_and_dogs
+    python scripts/cats_vs_dogs.py ~/data/cats_and_dogs --preset cats_dogs_small --name small
 
 As in the Keras tutorial it follows: ImageDataGenerator-style augmentation
 (shear 0.2 -> about 11 degrees, zoom 0.2, horizontal flips, shifts 0.2), rescale 1/255,
-early stopping with patience 3. Use --set preset-size options or another preset
-(cats_dogs_small, cats_dogs_4block) through graphcnn train --preset.
+early stopping with patience 3. Every option of ``graphcnn train`` works here too
+(``--help`` lists them), e.g. another preset (cats_dogs_small, cats_dogs_4block) with --preset.
 """
 
 import sys

@@ -2,10 +2,13 @@
 """The 2-class CT-scan classifier: folders covid_negative/ and covid_positive/, 100x100 gray.
 
     python scripts/ct_scan_classifier.py ~/data/ct_scans    # one subfolder per class
+    python scripts/ct_scan_classifier.py ~/data/ct_scans --set train.epochs=30 --name ct
 
 As in its tutorial: conv16-pool-conv32-pool-fc1024 with dropout, light augmentation
 (scans are not mirror-symmetric in content, so only small shifts, rotation and zoom), and
 early stopping with patience 3.
+
+Every option of ``graphcnn train`` works here too (``--help`` lists them).
 """
 
 import sys

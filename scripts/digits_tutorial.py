@@ -3,6 +3,9 @@
 
     python scripts/digits_tutorial.py                 # the embedded digits
     python scripts/digits_tutorial.py /usr/share/datasets/fashion-mnist
+    python scripts/digits_tutorial.py --set train.epochs=3 --name quick --no-progress
+
+Every option of ``graphcnn train`` works here too (``--help`` lists them).
 """
 
 import sys

@@ -2,10 +2,13 @@
 """The dog-breed VGG: conv32-conv32-pool-conv64-conv64-pool-fc512 on 224x224 RGB, two keep-rates.
 
     python scripts/dog_breeds_vgg.py ~/data/dog_breeds      # one subfolder per breed
+    python scripts/dog_breeds_vgg.py ~/data/dog_breeds --set train.batch_size=16 --no-progress
 
 Dropout after each conv block (keep rate ``train.keep_rates.conv``, the tutorial's
 keepRate1 = 0.75) and after fc1 (``train.keep_rates.fc``, keepRate2 = 0.5), horizontal
 flips and small shifts, early stopping with patience 3.
+
+Every option of ``graphcnn train`` works here too (``--help`` lists them).
 """
 
 import sys

@@ -28,9 +28,9 @@ import numpy as np  # noqa: E402
 from graphcnn import config as C  # noqa: E402
 from graphcnn.data.sources import load_digits  # noqa: E402
 from graphcnn.presets import get_preset  # noqa: E402
-from graphcnn.train.run_dir import RunDir  # noqa: E402
+from graphcnn.run_dir import RunDir  # noqa: E402
 from graphcnn.train.trainer import train  # noqa: E402
-from graphcnn.viz.animation import write_png  # noqa: E402
+from graphcnn.viz.images import write_png  # noqa: E402
 
 
 def small_two_class_folder(root: Path, per_class: int, seed: int = 0) -> Path:

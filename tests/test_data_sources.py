@@ -18,7 +18,8 @@ import tensorflow as tf  # noqa: E402
 from graphcnn.config import DataConfig  # noqa: E402
 from graphcnn.data import scan  # noqa: E402
 from graphcnn.data.sources import (  # noqa: E402
-    DIGITS_PNG, DataError, Dataset, Split, detect_source, load_dataset, load_digits, read_idx, stratified_split,
+    DIGITS_PNG, SOURCES, DataError, Dataset, Split, detect_source, load_dataset, load_digits, read_idx,
+    stratified_split,
 )
 
 RNG = np.random.default_rng(0)
@@ -171,7 +172,8 @@ def test_folder_single_tree_split_by_fractions(tmp_path):
     assert len(set(all_paths(ds))) == 20 and all(os.path.isfile(p) for p in all_paths(ds))
     for split in (ds.train, ds.validation, ds.test):  # label matches the class folder
         assert all(Path(p).parent.name == ds.class_names[y] for p, y in zip(split.paths, split.labels))
-    assert ds.warnings == ()
+    assert ds.source == "folder" and ds.scan is not None and len(ds.scan.images) == 20
+    assert len(ds.warnings) == 1 and ds.warnings[0].startswith("small splits: validation 4 images, test 4 images")
     assert load_dataset(config, channels=1).test.paths == ds.test.paths
 
 
@@ -271,6 +273,41 @@ def test_single_class_is_an_error(tmp_path):
         load_dataset(cfg(tmp_path / "one.npz"), channels=1)
 
 
+def test_model_classes_allow_one_class_and_check_names_before_decoding(tmp_path, monkeypatch):
+    make_tree(tmp_path / "one", {"b": 3})
+    ds = load_dataset(cfg(tmp_path / "one", validation_fraction=0.0, test_fraction=0.0), 1, model_classes=("a", "b"))
+    assert ds.class_names == ("b",) and len(ds.train) == 3
+    assert not any("small splits" in w for w in ds.warnings)  # an evaluation states its own margin
+    make_tree(tmp_path / "zoo", {"a": 2, "gnu": 2})
+    monkeypatch.setattr(scan, "scan_images", lambda *a, **k: pytest.fail("decoded before the names were checked"))
+    with pytest.raises(DataError, match=r"class gnu is not among the model's classes \(a, b\); the model's classes "
+                                        r"not in this data: b"):
+        load_dataset(cfg(tmp_path / "zoo"), 1, model_classes=("a", "b"))
+    path = _write_npz(tmp_path / "x.npz", images=np.zeros((4, 5, 5), np.uint8), labels=np.array(["a", "c"] * 2))
+    with pytest.raises(DataError, match="class c is not among the model's classes"):
+        load_dataset(cfg(path), 1, model_classes=("a", "b"))
+
+
+def test_folder_problems_are_collected_into_one_error(tmp_path, caplog):
+    make_tree(tmp_path, {"a": 3, "b": 3})
+    (tmp_path / "c").mkdir()
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.png").write_bytes(b"")
+    (tmp_path / "b" / "notes.txt").write_text("x")
+    with caplog.at_level(logging.WARNING, "graphcnn.data"), pytest.raises(DataError) as info:
+        load_dataset(cfg(tmp_path, strict=True), channels=1)
+    err = info.value
+    assert len(err.errors) == 3  # the empty folder, the strict bad file, the folder with no readable file
+    assert "class folder" in err.errors[0] and "c has no image files" in err.errors[0]
+    assert "1 image file(s) cannot be decoded (data.strict=true)" in err.errors[1]
+    assert "none of its 1 image file(s) can be decoded" in err.errors[2]
+    assert len(err.warnings) == 1 and "notes.txt" in err.warnings[0]
+    assert err.summary == f"{tmp_path}: 3 problems stop training, 1 warning"
+    assert str(err).splitlines()[0] == f"{err.summary} (`graphcnn data {tmp_path}` writes this report to a file):"
+    assert err.class_counts == {"a": 3, "b": 3, "c": 0, "d": 0} and set(err.scan.bad) == {str(tmp_path / "d" / "x.png")}
+    assert not caplog.records  # a failed load reports its warnings in the error, not twice
+
+
 def test_scan_in_graph_mode_and_truncation_fails_decode(tmp_path):
     good = write_png(tmp_path / "good.png", image(c=3))
     png = _encode(tf.io.encode_png, image(16, 16, 3))
@@ -368,7 +405,12 @@ def test_npz_keras_layout(tmp_path):
     ds = load_dataset(cfg(path, validation_fraction=0.1), channels=1)
     assert ds.name == f"npz {path}" and ds.class_names == ("0", "1")
     assert (len(ds.train), len(ds.validation), len(ds.test)) == (18, 2, 6)
-    assert ds.test.images.shape == (6, 7, 7, 1) and ds.warnings == ()
+    assert ds.test.images.shape == (6, 7, 7, 1)
+    # the test set is the file's own: only the validation fraction can be changed
+    assert ds.warnings == ("small splits: validation 2 images, test 6 images: an accuracy measured on so few images "
+                           "is uncertain by up to +/-69 / +/-40 points (95% interval); within +/-5 points needs at "
+                           "least 385 images per split. For a sharper measure use more images, or larger splits: "
+                           "--set data.validation_fraction=... (now 0.1)",)
 
 
 def test_npz_float_one_hot_and_class_names(tmp_path, caplog):
@@ -409,21 +451,53 @@ def _pickle(path: Path, obj) -> None:
     path.write_bytes(pickle.dumps(obj))
 
 
-def test_pickle_pair(tmp_path):
+def test_pickle_pair(tmp_path, caplog):
     _pickle(tmp_path / "X.pickle", RNG.integers(0, 256, (10, 6, 6, 1), dtype=np.uint8))
     _pickle(tmp_path / "y.pickle", [0, 1] * 5)
-    assert detect_source(str(tmp_path)) == "pickle"
-    assert detect_source(str(tmp_path / "X.pickle")) == "pickle"
-    ds = load_dataset(cfg(tmp_path / "X.pickle", validation_fraction=0.2, test_fraction=0.2), 1)
+    trusted = dict(source="pickle", trust_pickle=True, validation_fraction=0.2, test_fraction=0.2)
+    with caplog.at_level(logging.WARNING, logger="graphcnn.data"):
+        ds = load_dataset(cfg(tmp_path / "X.pickle", **trusted), 1)
     assert ds.class_names == ("0", "1") and ds.train.images.shape == (6, 6, 6, 1)
     assert (len(ds.validation), len(ds.test)) == (2, 2)
+    assert "unpickling" in caplog.text and "X.pickle" in caplog.text  # loading pickles is always logged
+
+
+class _Boom:
+    """Unpickling this runs code: what auto-detection must never do."""
+
+    def __reduce__(self):
+        return (os.system, ("touch unpickled-by-auto",))
+
+
+@pytest.mark.parametrize("path", ["folder", "X.pickle"])
+def test_auto_never_unpickles_and_says_how_to_opt_in(tmp_path, monkeypatch, path):
+    monkeypatch.chdir(tmp_path)
+    _pickle(tmp_path / "X.pickle", _Boom())
+    _pickle(tmp_path / "y.pickle", [0, 1])
+    target = tmp_path if path == "folder" else tmp_path / path
+    for check in (lambda: detect_source(str(target)), lambda: load_dataset(cfg(target), 1)):
+        with pytest.raises(DataError) as info:
+            check()
+        message = str(info.value)
+        assert str(target) in message and 'data.source = "pickle"' in message and "data.trust_pickle = true" in message
+    assert not (tmp_path / "unpickled-by-auto").exists()
+
+
+def test_pickle_source_needs_trust_pickle(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _pickle(tmp_path / "X.pickle", _Boom())
+    _pickle(tmp_path / "y.pickle", [0, 1])
+    with pytest.raises(DataError, match=r"data\.trust_pickle = true"):
+        load_dataset(cfg(tmp_path, source="pickle"), 1)
+    assert not (tmp_path / "unpickled-by-auto").exists()
+    assert DataConfig().trust_pickle is False
 
 
 def test_pickle_count_mismatch_names_both_files(tmp_path):
     _pickle(tmp_path / "X.pickle", np.zeros((5, 4, 4), np.uint8))
     _pickle(tmp_path / "y.pickle", [0, 1, 0])
     with pytest.raises(DataError) as info:
-        load_dataset(cfg(tmp_path), 1)
+        load_dataset(cfg(tmp_path, source="pickle", trust_pickle=True), 1)
     message = str(info.value)
     assert f"5 images in {tmp_path / 'X.pickle'}" in message and f"3 labels in {tmp_path / 'y.pickle'}" in message
 
@@ -449,3 +523,10 @@ def test_split_requires_exactly_one_of_images_paths():
     with pytest.raises(ValueError):
         Split(np.zeros(2, np.int64))
     assert len(Split(np.array([0, 1]), paths=("a", "b"))) == 2
+
+
+def test_unknown_source_is_a_data_error_listing_the_registered_ones():
+    assert tuple(SOURCES) == ("digits", "folder", "idx", "npz", "pickle")
+    with pytest.raises(DataError, match=r"^data.source: unknown source 'hdf5'; choices: auto, digits, folder, idx, "
+                                        r"npz, pickle$"):
+        load_dataset(DataConfig(source="hdf5", path="/nowhere"), channels=1)

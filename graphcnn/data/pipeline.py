@@ -25,6 +25,7 @@ the training split.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from graphcnn.atomic import write_bytes_atomic, write_text_atomic
 from graphcnn.config import AugmentConfig, DataConfig, ModelConfig
 from graphcnn.data.sources import Split
 
@@ -59,9 +61,13 @@ class Preprocessing:
         data = asdict(self)
         data["class_names"] = list(self.class_names)
         data["scale"] = "pixels / 255.0"
-        (directory / PREPROCESSING_FILE).write_text(json.dumps(data, indent=2) + "\n")
-        if self.mean_subtraction:
-            np.save(directory / MEAN_FILE, mean.astype(np.float32))
+        # atomic (graphcnn.atomic): a kill while writing leaves the previous file, never a
+        # half-written one that would make the checkpoints beside it unusable
+        if self.mean_subtraction:  # the mean first: preprocessing.json says it is needed
+            buffer = io.BytesIO()
+            np.save(buffer, mean.astype(np.float32))
+            write_bytes_atomic(directory / MEAN_FILE, buffer.getvalue())
+        write_text_atomic(directory / PREPROCESSING_FILE, json.dumps(data, indent=2) + "\n")
 
     @classmethod
     def load(cls, directory: str | Path) -> tuple["Preprocessing", np.ndarray | None]:

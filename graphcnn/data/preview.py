@@ -1,10 +1,15 @@
-"""What the model is fed: a grid of augmented training samples.
+"""What the model is fed: augmented training samples, for ``graphcnn augment-preview``.
 
-Row ``i`` shows one training image (first column, as preprocessed, unaugmented) followed by
-``cols - 1`` random augmentations of it, exactly as the training pipeline draws them.
+Row ``i`` shows one training image (first column, as preprocessed, unaugmented, headed
+``original``) followed by ``cols - 1`` random augmentations of it (headed ``augmented``),
+exactly as the training pipeline draws them; :func:`preview_image` lays the tiles out, each
+at least :data:`MIN_TILE` px, the column headers drawn by
+:func:`graphcnn.viz.images.caption_image`.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import tensorflow as tf
@@ -13,9 +18,10 @@ from graphcnn.config import Config
 from graphcnn.data.augment import augment_batch
 from graphcnn.data.pipeline import decode_file, preprocess
 from graphcnn.data.sources import Split
-from graphcnn.viz.grids import image_grid
 
 v1 = tf.compat.v1
+MIN_TILE = 96  # px: the long side of every tile in the preview
+GAP = 4  # px of white between tiles; the original column stands 4 * GAP apart
 
 
 def _sample_indices(split: Split, rows: int) -> list[int]:
@@ -30,7 +36,8 @@ def _sample_indices(split: Split, rows: int) -> list[int]:
 
 
 def augmentation_preview(config: Config, split: Split, rows: int = 4, cols: int = 8, seed: int = 0) -> np.ndarray:
-    """uint8 [H, W, C]: ``rows`` training images, each with ``cols - 1`` augmented versions."""
+    """uint8 [R * cols, H, W, C], row by row: ``R = min(rows, len(split))`` training images at
+    the model's input size, each followed by ``cols - 1`` augmented versions of it."""
     h, w, c = config.model.input_height, config.model.input_width, config.model.channels
     indices = _sample_indices(split, rows)
     with tf.Graph().as_default(), v1.Session() as sess:
@@ -42,6 +49,27 @@ def augmentation_preview(config: Config, split: Split, rows: int = 4, cols: int 
         repeated = tf.repeat(images, cols - 1, axis=0)
         augmented = tf.reshape(augment_batch(repeated, config.data.augment, tf.constant([seed, 0], tf.int64)),
                                [len(indices), cols - 1, h, w, c])
-        rows_of_tiles = tf.concat([images[:, None], augmented], axis=1)
-        grid = image_grid(tf.reshape(rows_of_tiles, [-1, h, w, c]), len(indices), cols)
-        return sess.run(grid)[0]
+        tiles = tf.reshape(tf.concat([images[:, None], augmented], axis=1), [-1, h, w, c])
+        return sess.run(tf.cast(tf.round(tf.clip_by_value(tiles, 0.0, 1.0) * 255.0), tf.uint8))
+
+
+def preview_image(tiles: np.ndarray, cols: int) -> np.ndarray:
+    """uint8 [H, W, 3]: ``tiles`` (uint8 [rows * cols, h, w, C], row by row, as
+    :func:`augmentation_preview` returns them) in a grid whose first column is headed
+    ``original`` and the others ``augmented``; tiles upscaled (nearest neighbour) to at least
+    MIN_TILE px."""
+    from graphcnn.viz.images import caption_image, to_rgb, upscale
+
+    n, h, w = tiles.shape[:3]
+    rows = n // cols
+    factor = max(1, math.ceil(MIN_TILE / max(h, w)))
+    columns = []
+    for j in range(cols):
+        stacked = [np.pad(to_rgb(upscale(tiles[r * cols + j], factor)), [(0, GAP), (0, 0), (0, 0)],
+                          constant_values=255) for r in range(rows)]
+        header = "original" if j == 0 else "augmented"
+        columns.append(caption_image(np.concatenate(stacked, axis=0), header, min_side=1))
+    height = max(c.shape[0] for c in columns)
+    padded = [np.pad(c, [(0, height - c.shape[0]), (GAP, GAP * (4 if j == 0 else 0)), (0, 0)], constant_values=255)
+              for j, c in enumerate(columns)]
+    return np.concatenate(padded, axis=1)

@@ -21,7 +21,7 @@ import os
 from collections.abc import Sequence
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_HEADER_BYTES = 32  # enough for the PNG signature and the IHDR chunk
+HEADER_BYTES = _HEADER_BYTES = 32  # enough for the PNG signature and the IHDR chunk
 _BATCH = 256
 
 
@@ -60,16 +60,25 @@ def scan_images(paths: Sequence[str], num_parallel_calls: int = 0) -> ScanResult
     return ScanResult(images, _error_texts(failed))
 
 
-def _probe(path):
-    """tf.data map function: path -> (path, [frames, height, width, channels], head, tail)."""
+def probe(data):
+    """Graph ops for one file's bytes ``data``: (the native image uint8 [frames, h, w, c],
+    [frames, height, width, channels], header bytes, last byte); :func:`image_info` makes
+    an :class:`ImageInfo` of the last three. Fails as the decoder fails."""
     import tensorflow as tf
 
-    data = tf.io.read_file(path)
     image = tf.io.decode_image(data, channels=0, expand_animations=True)
     shape = tf.shape(image)
     shape4 = tf.concat([tf.ones([4 - tf.size(shape)], tf.int32), shape], axis=0)
     head = tf.strings.substr(data, 0, _HEADER_BYTES)
     tail = tf.strings.substr(data, tf.strings.length(data) - 1, 1)
+    return tf.reshape(image, shape4), shape4, head, tail
+
+
+def _probe(path):
+    """tf.data map function: path -> (path, [frames, height, width, channels], head, tail)."""
+    import tensorflow as tf
+
+    _, shape4, head, tail = probe(tf.io.read_file(path))
     return path, shape4, head, tail
 
 
@@ -95,15 +104,19 @@ def _decode_all(paths: list[str], num_parallel_calls: int) -> dict[str, ImageInf
                 except tf.errors.OutOfRangeError:
                     break
                 for path, shape, head, tail in zip(*batch):
-                    found[os.fsdecode(path)] = _info(shape, head, tail)
+                    found[os.fsdecode(path)] = image_info(shape, head, tail)
     return found
 
 
-def _info(shape, head: bytes, tail: bytes) -> ImageInfo:
+def image_info(shape, head: bytes, tail: bytes) -> ImageInfo:
+    """An :class:`ImageInfo` from what :func:`probe` returns for one file (numpy values)."""
     frames, height, width, channels = (int(v) for v in shape)
     bit_depth = png_bit_depth(head) or 8
     gif_truncated = head.startswith(b"GIF8") and tail != b"\x3b"
     return ImageInfo(height, width, channels, frames, bit_depth, gif_truncated)
+
+
+_info = image_info
 
 
 def _error_texts(paths: list[str]) -> dict[str, str]:
@@ -121,6 +134,17 @@ def _error_texts(paths: list[str]) -> dict[str, str]:
             for path in paths:
                 errors[path] = _describe_failure(session, decode, path_in, path)
     return errors
+
+
+def describe_failure(path: str, decoder_message: str) -> str:
+    """Why ``path`` cannot be decoded, from the decoder's error text: an empty file and a
+    PNG/JPEG without its end marker are named as such; otherwise the decoder's words."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file (0 bytes)"
+    except OSError:
+        pass  # the decoder's message says it (e.g. "No such file or directory")
+    return _truncation_hint(path) + clean_message(decoder_message)
 
 
 def _describe_failure(session, decode, path_in, path: str) -> str:
@@ -207,6 +231,37 @@ def conversion_warnings(images: dict[str, ImageInfo], channels: int, examples: i
             f"{len(color)} {native} image(s) will be converted to {target} (model.channels={channels}): {shown}"
         )
     return warnings
+
+
+MODE_NAMES = {1: "gray", 2: "gray+alpha", 3: "RGB", 4: "RGBA"}
+
+
+def mode_name(info: ImageInfo) -> str:
+    """``gray``, ``RGBA 16-bit``, ``RGB animated (12 frames)``, ...: what a file holds."""
+    name = MODE_NAMES.get(info.channels, f"{info.channels} channels")
+    if info.bit_depth == 16:
+        name += " 16-bit"
+    if info.frames > 1:
+        name += f" animated ({info.frames} frames)"
+    return name
+
+
+def resize_summary(images: dict[str, ImageInfo], height: int, width: int, examples: int = 5) -> str:
+    """One line on the images whose size is not ``height`` x ``width``: they are resized to it
+    (empty when none). Sizes are width x height, the most common first; a file is named for
+    each size shown, the largest downscaling factor is given."""
+    other = [(p, i) for p, i in images.items() if (i.height, i.width) != (height, width)]
+    if not other:
+        return ""
+    by_size: dict[tuple[int, int], list[str]] = {}
+    for p, i in sorted(other):
+        by_size.setdefault((i.width, i.height), []).append(p)
+    common = sorted(by_size.items(), key=lambda kv: -len(kv[1]))
+    shown = ", ".join(f"{w}x{h} ({len(ps)}, e.g. {ps[0]})" for (w, h), ps in common[:examples])
+    more = f", {len(common) - examples} more sizes" if len(common) > examples else ""
+    factor = max(max(i.height / height, i.width / width) for _, i in other)
+    scale = f"; downscaled up to {factor:.0f}x" if factor >= 2 else ""
+    return (f"{len(other)} image(s) resized to the model's {width}x{height} input: {shown}{more}{scale}")
 
 
 def png_bit_depth(header: bytes) -> int:

@@ -1,6 +1,7 @@
 """Data sources: load a labelled image set and split it into train / validation / test.
 
-Sources (``DataConfig.source``; ``auto`` infers one from ``DataConfig.path``):
+Sources (``DataConfig.source``, the keys of :data:`SOURCES`; ``auto`` infers one from
+``DataConfig.path``):
 
 * ``digits``: the embedded ``digits.png`` (5,000 MNIST digits, 20x20, 500 per class).
 * ``folder``: one subfolder per class; one tree split by fractions, a tree with
@@ -9,12 +10,19 @@ Sources (``DataConfig.source``; ``auto`` infers one from ``DataConfig.path``):
 * ``idx``: MNIST-format IDX files (``train-*``, ``t10k-*``/``test-*``; raw or ``.gz``).
 * ``npz``: ``x_train, y_train[, x_test, y_test]`` (Keras' mnist.npz) or ``images, labels`` /
   ``X, y``; optional ``class_names``.
-* ``pickle``: the ``X.pickle`` / ``y.pickle`` pair. Unpickling runs code from the file: only
-  load pickles you trust.
+* ``pickle``: the ``X.pickle`` / ``y.pickle`` pair. Unpickling runs code from the file, so
+  it is opt-in: ``data.source = "pickle"`` *and* ``data.trust_pickle = true``; ``auto``
+  never unpickles (a folder of pickles is an error that says so).
 
 Nothing is dropped silently: bad input is a :class:`DataError`, or (bad image files without
 ``strict``) a warning that names every affected file. Every warning is logged on the
-``graphcnn.data`` logger and kept in :attr:`Dataset.warnings`.
+``graphcnn.data`` logger (once the load has finished) and kept in :attr:`Dataset.warnings`.
+The folder source finds every problem in one pass: the folder walk and the scan of every
+file run to the end, and one :class:`DataError` lists all the problems that stop training
+together with the warnings (:attr:`DataError.errors`, :attr:`DataError.warnings`).
+
+Validation and test splits too small to measure accuracy to within +-5 points are warned
+about (:data:`MIN_EVALUATION_IMAGES`).
 """
 
 from __future__ import annotations
@@ -23,16 +31,18 @@ import dataclasses
 import functools
 import gzip
 import logging
+import math
 import os
 import pickle
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from graphcnn.config import DataConfig
 from graphcnn.data import scan
+from graphcnn.registry import UnknownChoiceError, lookup
 
 log = logging.getLogger("graphcnn.data")
 
@@ -44,10 +54,36 @@ FASHION_MNIST_CLASSES = (
 )
 _IDX_IMAGES_MAGIC = 0x00000803
 _IDX_LABELS_MAGIC = 0x00000801
+# A split of n images measures an accuracy p with a 95% interval of half-width 1.96*sqrt(p(1-p)/n),
+# at most 1.96*sqrt(0.25/n) (p = 0.5): within 5 points from n >= 385. Smaller validation and
+# test splits are warned about.
+MIN_EVALUATION_IMAGES = 385
+
+
+def accuracy_margin(n: int) -> float:
+    """The largest 95% interval half-width, in accuracy points, of an accuracy measured on ``n`` images."""
+    return 100 * 1.96 * math.sqrt(0.25 / n) if n > 0 else 100.0
 
 
 class DataError(ValueError):
-    """The data cannot be used as configured. The message names the file, folder or key."""
+    """The data cannot be used as configured. The message names the file, folder or key.
+
+    A folder with several problems raises one DataError for all of them: ``errors`` (each
+    would stop training on its own) and ``warnings`` (what else the load found) are then
+    also kept as lists, ``summary`` is the message's first line, and ``scan`` (a
+    :class:`~graphcnn.data.scan.ScanResult`, when the scan ran) and ``class_counts``
+    (class folder -> readable image files) describe what was found.
+    """
+
+    def __init__(self, message: str, errors: Sequence[str] = (), warnings: Sequence[str] = (),
+                 summary: str = "", scan: "scan.ScanResult | None" = None,
+                 class_counts: Mapping[str, int] | None = None):
+        super().__init__(message)
+        self.errors = tuple(errors) or (message,)
+        self.warnings = tuple(warnings)
+        self.summary = summary or (message.splitlines() or [""])[0]
+        self.scan = scan
+        self.class_counts = dict(class_counts or {})
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -92,6 +128,10 @@ class Dataset:
     name: human description, e.g. ``"digits (embedded, 5000 images)"`` or ``"folder /data/ct"``.
     class_names: one name per class; labels index into it.
     warnings: every warning emitted while loading; each names the affected files.
+    source: the source that read it (``folder``, ``npz``, ...), set by :func:`load_dataset`.
+    own_test_split: the test split is the source's own test set (``test_set/``, ``t10k-*``,
+    ``x_test``), not split off by ``data.test_fraction``.
+    scan: file sources: what the scan found (every file's native size and mode, the bad files).
     """
 
     name: str
@@ -100,6 +140,9 @@ class Dataset:
     validation: Split
     test: Split
     warnings: tuple[str, ...] = ()
+    source: str = ""
+    scan: scan.ScanResult | None = dataclasses.field(default=None, compare=False, repr=False)
+    own_test_split: bool = False  # the test split is the source's own test set, not data.test_fraction's
 
     @property
     def num_classes(self) -> int:
@@ -107,38 +150,118 @@ class Dataset:
 
 
 class _Warnings(list):
-    """Collects warnings and logs each one as it is added."""
+    """What a loader is told, and the warnings it collects (logged by :func:`load_dataset`
+    once the load is over: a failed load reports them in its DataError instead).
+
+    ``model_classes``: when a trained model's data is loaded (``graphcnn evaluate``), its
+    class names; a source checks its own class names against them before decoding anything,
+    and a single class is allowed. ``None`` for training.
+    """
+
+    def __init__(self, model_classes: Sequence[str] | None = None):
+        super().__init__()
+        self.model_classes = tuple(model_classes) if model_classes is not None else None
+        self.own_test_split = False  # set by a loader whose source has its own test set (not data.test_fraction)
 
     def warn(self, message: str) -> None:
-        log.warning(message)
         self.append(message)
+
+    def log_all(self) -> None:
+        for message in self:
+            log.warning(message)
 
 
 # ---------------------------------------------------------------------------
 # entry point
 
 
-def load_dataset(cfg: DataConfig, channels: int) -> Dataset:
+def load_dataset(cfg: DataConfig, channels: int, *, model_classes: Sequence[str] | None = None,
+                 log_warnings: bool = True) -> Dataset:
     """Load and split the data described by ``cfg``.
 
     ``channels`` (1 or 3) is what the model wants; images are not converted here, but
     conversions the pipeline will make (RGB <-> grayscale, alpha dropped, ...) are reported.
     Raises :class:`DataError` for anything that makes the data unusable.
+
+    ``model_classes`` (evaluating a trained model): its class names. Every class of the data
+    must be one of them (checked before any image is decoded), a single class is fine, and
+    small splits are not warned about (the evaluation states its own margin).
+    ``log_warnings=False``: the warnings are only kept in :attr:`Dataset.warnings` (a
+    report that prints them itself).
     """
     source = cfg.source if cfg.source != "auto" else detect_source(cfg.path)
+    try:
+        load = lookup(SOURCES, source, "source", also=("auto",))
+    except UnknownChoiceError as err:
+        raise DataError(f"data.source: {err}") from None  # bad input here is always a DataError
     if cfg.test_path and source != "folder":
         raise DataError(f"data.test_path is only used by the folder source (data.source resolved to '{source}')")
     if source != "digits" and not cfg.path:
         raise DataError(f"data.path: the {source} source needs a path")
-    loaders = {"digits": _load_digits_source, "folder": _load_folder, "idx": _load_idx, "npz": _load_npz,
-               "pickle": _load_pickle}
-    if source not in loaders:
-        raise DataError(f"data.source: '{source}' is not one of auto, {', '.join(loaders)}")
-    return loaders[source](cfg, channels, _Warnings())
+    warnings = _Warnings(model_classes)
+    try:
+        dataset = load(cfg, channels, warnings)
+    except DataError as err:
+        if warnings and not err.warnings:  # what was found before the error belongs to the report
+            raise _collected(cfg.path, list(err.errors), list(warnings)) from None
+        raise
+    if model_classes is None:
+        _warn_small_splits(dataset, cfg, warnings)
+    if log_warnings:
+        warnings.log_all()
+    return dataclasses.replace(dataset, warnings=tuple(warnings), source=source,
+                               own_test_split=warnings.own_test_split)
+
+
+def _collected(path: str, errors: list[str], warnings: list[str], **details) -> DataError:
+    """One DataError for every problem found: ``errors`` stop training, ``warnings`` are the rest."""
+    if len(errors) == 1 and not warnings:
+        return DataError(errors[0], errors, warnings, **details)
+    where = path or "the data"
+    what = f"{len(errors)} problem{'s' if len(errors) > 1 else ''} stop{'' if len(errors) > 1 else 's'} training"
+    summary = f"{where}: {what}" + (f", {len(warnings)} warning{'s' if len(warnings) > 1 else ''}"
+                                    if warnings else "")
+    hint = f" (`graphcnn data {path}` writes this report to a file)" if path else ""
+    lines = [summary + hint + ":"]
+    for prefix, items in (("", errors), ("warning: ", warnings)):
+        for item in items:
+            first, *rest = item.splitlines()
+            lines.append(f"  {prefix}{first}")
+            lines.extend(f"  {line}" if line.startswith("  ") else f"    {line}" for line in rest)
+    return DataError("\n".join(lines), errors, warnings, summary=summary, **details)
+
+
+def _warn_small_splits(ds: Dataset, cfg: DataConfig, warnings: _Warnings) -> None:
+    """One warning naming the validation / test splits under MIN_EVALUATION_IMAGES images."""
+    small = [(name, len(split)) for name, split in (("validation", ds.validation), ("test", ds.test))
+             if 0 < len(split) < MIN_EVALUATION_IMAGES]
+    if not small:
+        return
+    sizes = ", ".join(f"{name} {n} image{'s' if n != 1 else ''}" for name, n in small)
+    margins = list(dict.fromkeys(f"+/-{accuracy_margin(n):.0f}" for _, n in small))  # validation's, test's
+    changes = [f"--set data.{name}_fraction=... (now {getattr(cfg, f'{name}_fraction'):g})"
+               for name, _ in small if name == "validation" or not warnings.own_test_split]
+    how = "more images" + (", or larger splits: " + ", ".join(changes) if changes else " in the test set")
+    warnings.warn(
+        f"small splits: {sizes}: an accuracy measured on so few images is uncertain by up to "
+        f"{' / '.join(margins)} points (95% interval); within +/-5 points needs at least "
+        f"{MIN_EVALUATION_IMAGES} images per split. For a sharper measure use {how}"
+    )
+
+
+# auto never unpickles: loading a pickle runs code from it, which must be asked for
+_PICKLE_OPT_IN = (
+    "data.path: {path} holds pickles (X.pickle / y.pickle); unpickling runs code from those files, so "
+    'data.source = "auto" does not load them. If you trust them, set data.source = "pickle" and '
+    "data.trust_pickle = true (--set data.source=pickle --set data.trust_pickle=true)"
+)
 
 
 def detect_source(path: str) -> str:
-    """The source ``auto`` resolves to for ``path`` (see the module docstring)."""
+    """The source ``auto`` resolves to for ``path`` (see the module docstring).
+
+    Never ``pickle``: pickles are an error here that says how to opt in.
+    """
     if not path:
         return "digits"
     p = Path(path)
@@ -148,13 +271,19 @@ def detect_source(path: str) -> str:
         if p.suffix.lower() == ".npz":
             return "npz"
         if p.name.lower() in ("x.pickle", "y.pickle"):
-            return "pickle"
+            raise DataError(_PICKLE_OPT_IN.format(path=path))
         if _idx_kind(p.name):
             return "idx"
-        raise DataError(f"data.path: cannot tell the source of file {path}: expected a .npz file or X.pickle")
-    names = {child.name.lower(): child for child in p.iterdir()}
+        raise DataError(f"data.path: cannot tell the source of file {path}: expected a .npz file, an IDX file "
+                        "or a folder")
+    if not p.is_dir():  # /dev/null, a FIFO, a socket: no data source reads these
+        raise DataError(f"data.path: {path} is neither a file nor a folder")
+    try:
+        names = {child.name.lower(): child for child in p.iterdir()}
+    except OSError as err:
+        raise DataError(f"data.path: cannot list folder {path} ({err.strerror})") from None
     if "x.pickle" in names and "y.pickle" in names:
-        return "pickle"
+        raise DataError(_PICKLE_OPT_IN.format(path=path))
     if any(_idx_kind(name) for name in names):
         return "idx"
     if any(child.is_dir() and not child.name.startswith(".") for child in names.values()):
@@ -228,6 +357,21 @@ def _allocate(counts: np.ndarray, fraction: float, capacity: np.ndarray) -> np.n
     return take
 
 
+def _check_model_classes(class_names: Sequence[str], warnings: _Warnings, where: str) -> None:
+    """When loading for a trained model: every class of the data must be one of its classes."""
+    known = warnings.model_classes
+    if known is None:
+        return
+    unknown = [n for n in class_names if n not in known]
+    if unknown:
+        missing = [n for n in known if n not in class_names]
+        raise DataError(
+            f"{where}: class{'es' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+            f"{'are' if len(unknown) > 1 else 'is'} not among the model's classes ({', '.join(known)})"
+            + (f"; the model's classes not in this data: {', '.join(missing)}" if missing else "")
+        )
+
+
 def _check_train_classes(labels: np.ndarray, class_names: Sequence[str], where: str) -> None:
     counts = np.bincount(labels, minlength=len(class_names))
     missing = [class_names[c] for c in range(len(class_names)) if counts[c] == 0]
@@ -240,8 +384,10 @@ def _array_dataset(
     warnings: _Warnings, test: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Dataset:
     """Split an in-memory pool (validation, and test unless ``test`` is given)."""
-    if len(class_names) < 2:
+    _check_model_classes(class_names, warnings, name)
+    if len(class_names) < 2 and warnings.model_classes is None:
         raise DataError(f"{name}: only one class ({', '.join(class_names)}); a classifier needs at least two")
+    warnings.own_test_split = test is not None
     _check_train_classes(labels, class_names, name)
     train_i, val_i, test_i = stratified_split(
         labels, len(class_names), cfg.validation_fraction, 0.0 if test is not None else cfg.test_fraction, cfg.seed
@@ -493,9 +639,18 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 def _load_pickle(cfg: DataConfig, channels: int, warnings: _Warnings) -> Dataset:
     path = Path(cfg.path)
+    if not cfg.trust_pickle:
+        raise DataError(
+            f"data.source = \"pickle\": unpickling {path} runs code from it; if you trust the files, also set "
+            "data.trust_pickle = true (--set data.trust_pickle=true)"
+        )
     folder = path.parent if path.is_file() else path
     names = {child.name.lower(): child for child in folder.iterdir()} if folder.is_dir() else {}
     x_path, y_path = names.get("x.pickle", folder / "X.pickle"), names.get("y.pickle", folder / "y.pickle")
+    for needed in (x_path, y_path):
+        if not needed.is_file():
+            raise DataError(f"{needed}: file not found (the pickle source needs X.pickle and y.pickle)")
+    log.warning("unpickling %s and %s (data.trust_pickle = true): this runs any code they contain", x_path, y_path)
     x = _read_pickle(x_path)
     y = _read_pickle(y_path)
     try:
@@ -610,6 +765,8 @@ def _load_idx(cfg: DataConfig, channels: int, warnings: _Warnings) -> Dataset:
     folder = Path(cfg.path)
     if folder.is_file():
         folder = folder.parent
+    if not folder.is_dir():
+        raise DataError(f"data.path: {cfg.path} is not an IDX file or a folder of them")
     files = _find_idx_files(folder, warnings)
     pools = []
     for role in ("train", "test"):
@@ -636,6 +793,7 @@ def _load_idx(cfg: DataConfig, channels: int, warnings: _Warnings) -> Dataset:
 
 
 def _load_folder(cfg: DataConfig, channels: int, warnings: _Warnings) -> Dataset:
+    """Walk the class folders and scan every file, collecting every problem before raising."""
     root = Path(cfg.path)
     if not root.is_dir():
         raise DataError(f"data.path: {root} is not a folder")
@@ -643,32 +801,42 @@ def _load_folder(cfg: DataConfig, channels: int, warnings: _Warnings) -> Dataset
     train_classes = _class_folders(train_root, warnings)
     class_names = tuple(sorted(train_classes))
     test_classes = _class_folders(test_root, warnings) if test_root else None
+    _check_model_classes(sorted({*train_classes, *(test_classes or {})}), warnings, str(root))  # before decoding
+    warnings.own_test_split = test_root is not None
+    errors: list[str] = []
     if test_classes is not None and set(test_classes) != set(train_classes):
         only_train = sorted(set(train_classes) - set(test_classes))
         only_test = sorted(set(test_classes) - set(train_classes))
-        raise DataError(
+        errors.append(
             f"class folders differ between {train_root} and {test_root}: only in the training tree: "
             f"{', '.join(only_train) or '-'}; only in the test tree: {', '.join(only_test) or '-'}"
         )
-    if len(class_names) < 2:
-        raise DataError(
+    if len(class_names) < 2 and warnings.model_classes is None:
+        errors.append(
             f"{train_root}: only one class folder ({', '.join(class_names)}); a classifier needs at least two"
         )
-    train_files = {c: _image_files(train_classes[c], warnings) for c in class_names}
-    test_files = {c: _image_files(test_classes[c], warnings) for c in class_names} if test_classes else {}
-    _check_disjoint(train_files, test_files)
+    train_files = {c: _image_files(train_classes[c], warnings, errors) for c in class_names}
+    test_files = {c: _image_files(folder, warnings, errors) for c, folder in (test_classes or {}).items()}
+    _check_disjoint(train_files, test_files, errors)
     all_files = [p for files in (*train_files.values(), *test_files.values()) for p in files]
     result = scan.scan_images(all_files, cfg.num_parallel_calls)
-    _report_bad_files(result.bad, cfg.strict, warnings)
+    _report_bad_files(result.bad, cfg.strict, warnings, errors)
     for message in scan.conversion_warnings(result.images, channels):
         warnings.warn(message)
-    train_files = _drop_bad(train_files, train_classes, result.bad)
-    test_files = _drop_bad(test_files, test_classes or {}, result.bad)
+    train_files = _drop_bad(train_files, train_classes, result.bad, errors)
+    test_files = _drop_bad(test_files, test_classes or {}, result.bad, errors)
+    counts = {c: len(train_files.get(c, ())) + len(test_files.get(c, ())) for c in sorted({*train_files, *test_files})}
 
-    paths, labels = _flatten(train_files, class_names)
-    train_i, val_i, test_i = stratified_split(
-        labels, len(class_names), cfg.validation_fraction, 0.0 if test_root else cfg.test_fraction, cfg.seed
-    )
+    if not errors:
+        paths, labels = _flatten(train_files, class_names)
+        try:
+            train_i, val_i, test_i = stratified_split(
+                labels, len(class_names), cfg.validation_fraction, 0.0 if test_root else cfg.test_fraction, cfg.seed
+            )
+        except DataError as err:
+            errors.append(str(err))
+    if errors:
+        raise _collected(cfg.path, errors, list(warnings), scan=result, class_counts=counts)
     if test_root:
         test_paths, test_labels = _flatten(test_files, class_names)
         test_split = Split(test_labels, paths=tuple(test_paths))
@@ -678,7 +846,7 @@ def _load_folder(cfg: DataConfig, channels: int, warnings: _Warnings) -> Dataset
         name=f"folder {root}", class_names=class_names,
         train=Split(labels[train_i], paths=tuple(paths[i] for i in train_i)),
         validation=Split(labels[val_i], paths=tuple(paths[i] for i in val_i)),
-        test=test_split, warnings=tuple(warnings),
+        test=test_split, warnings=tuple(warnings), scan=result,
     )
 
 
@@ -731,8 +899,9 @@ def _class_folders(tree: Path, warnings: _Warnings) -> dict[str, Path]:
     return folders
 
 
-def _image_files(folder: Path, warnings: _Warnings) -> list[str]:
-    """Image files under ``folder`` (recursively, sorted); others are reported as skipped."""
+def _image_files(folder: Path, warnings: _Warnings, errors: list[str]) -> list[str]:
+    """Image files under ``folder`` (recursively, sorted); others are reported as skipped, and
+    a folder without any is an error added to ``errors``."""
     images, skipped, seen = [], [], {os.path.realpath(folder)}
     for directory, subdirs, files in os.walk(folder, followlinks=True):
         hidden = sorted(d for d in subdirs if d.startswith("."))
@@ -749,32 +918,36 @@ def _image_files(folder: Path, warnings: _Warnings) -> list[str]:
             f"(not {'/'.join(IMAGE_EXTENSIONS)} files, or hidden):\n" + _listing(skipped)
         )
     if not images:
-        raise DataError(f"class folder {folder} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
+        errors.append(f"class folder {folder} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
     return sorted(os.path.abspath(p) for p in images)
 
 
-def _check_disjoint(train: dict[str, list[str]], test: dict[str, list[str]]) -> None:
+def _check_disjoint(train: dict[str, list[str]], test: dict[str, list[str]], errors: list[str]) -> None:
     train_real = {os.path.realpath(p) for files in train.values() for p in files}
     shared = sorted(p for files in test.values() for p in files if os.path.realpath(p) in train_real)
     if shared:
-        raise DataError(f"{len(shared)} file(s) are in both the training and the test tree:\n" + _listing(shared))
+        errors.append(f"{len(shared)} file(s) are in both the training and the test tree:\n" + _listing(shared))
 
 
-def _report_bad_files(bad: dict[str, str], strict: bool, warnings: _Warnings) -> None:
+def _report_bad_files(bad: dict[str, str], strict: bool, warnings: _Warnings, errors: list[str]) -> None:
     if not bad:
         return
     report = scan.bad_files_report(bad)
     if strict:
-        raise DataError(f"{len(bad)} image file(s) cannot be decoded (data.strict=true):\n{report}")
-    warnings.warn(f"{len(bad)} image file(s) cannot be decoded and are excluded:\n{report}")
+        errors.append(f"{len(bad)} image file(s) cannot be decoded (data.strict=true):\n{report}")
+    else:
+        warnings.warn(f"{len(bad)} image file(s) cannot be decoded and are excluded:\n{report}")
 
 
-def _drop_bad(files: dict[str, list[str]], folders: dict[str, Path], bad: dict[str, str]) -> dict[str, list[str]]:
+def _drop_bad(files: dict[str, list[str]], folders: dict[str, Path], bad: dict[str, str],
+              errors: list[str]) -> dict[str, list[str]]:
+    """The readable files of each class; a class folder whose files all fail is an error
+    (an empty one was reported already)."""
     kept = {}
     for name, paths in files.items():
         kept[name] = [p for p in paths if p not in bad]
-        if not kept[name]:
-            raise DataError(f"class folder {folders[name]}: none of its {len(paths)} image file(s) can be decoded")
+        if paths and not kept[name]:
+            errors.append(f"class folder {folders[name]}: none of its {len(paths)} image file(s) can be decoded")
     return kept
 
 
@@ -786,3 +959,17 @@ def _flatten(files: dict[str, list[str]], class_names: Sequence[str]) -> tuple[l
 
 def _listing(paths: Sequence) -> str:
     return "\n".join(f"  {p}" for p in paths)
+
+
+# ---------------------------------------------------------------------------
+# the registry (after the loaders it names)
+
+# DataConfig.source -> (config, channels, warnings) -> Dataset; "auto" is not a key:
+# load_dataset resolves it with detect_source
+SOURCES: dict[str, Callable[[DataConfig, int, _Warnings], Dataset]] = {
+    "digits": _load_digits_source,
+    "folder": _load_folder,
+    "idx": _load_idx,
+    "npz": _load_npz,
+    "pickle": _load_pickle,
+}

@@ -1,0 +1,383 @@
+"""What a user sees from the commands: quiet output, evaluate/predict formats and errors, one
+data report per problem set, small-split warnings, the tutorial scripts, `graphcnn data`,
+augment-preview."""
+
+import csv
+import io
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import tiny_config
+from graphcnn import cli
+from graphcnn.config import DataConfig
+from graphcnn.data import scan
+from graphcnn.data.sources import DataError, load_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+RNG = np.random.default_rng(0)
+
+
+def write_image(path: Path, array: np.ndarray, fmt: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, fmt)
+    return path
+
+
+def pattern(label: int, size: int = 12, channels: int = 1) -> np.ndarray:
+    """Class 0: bright left half; class 1: bright right half (what the tiny net separates)."""
+    img = RNG.integers(0, 40, (size, size), dtype=np.uint8)
+    half = size // 2
+    img[:, half * label: half * (label + 1)] += 200
+    return img if channels == 1 else np.repeat(img[..., None], channels, axis=2)
+
+
+def make_folder(root: Path, counts: dict[str, int], fmt: str = "png") -> Path:
+    for c, (name, n) in enumerate(counts.items()):
+        for i in range(n):
+            write_image(root / name / f"{name}{i:02d}.{fmt}", pattern(c % 2))
+    return root
+
+
+def jpeg_bytes(size: int = 32) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(RNG.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def subcommand_help(name: str) -> str:
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0])))
+    return sub.choices[name].format_help()
+
+
+def error_lines(err: str) -> list[str]:
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith("graphcnn: error:")]
+
+
+@pytest.fixture(scope="module")
+def tiny_config_file(tmp_path_factory) -> Path:
+    config = tiny_config(precision="float32").to_dict()
+    config.pop("preset")
+    path = tmp_path_factory.mktemp("config") / "tiny.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory, tiny_config_file):
+    """A run trained a few steps on a two-class folder (a, b) of 12x12 gray PNGs."""
+    base = tmp_path_factory.mktemp("folder_run")
+    data = make_folder(base / "data", {"a": 20, "b": 20})
+    argv = ["train", "--config", str(tiny_config_file), "--data", str(data), "--logdir", str(base / "logs"),
+            "--name", "run", "--no-progress", "--set", "train.max_steps=6"]
+    assert cli.main(argv) == 0
+    return base / "logs" / "run", data
+
+
+def run_cli(*args: str, env_extra: dict | None = None, script: str | None = None, cwd=None):
+    """The command line in a fresh process, with the user's environment minus the test suite's
+    TF_CPP_MIN_LOG_LEVEL (conftest sets it; a user's shell does not)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(env_extra or {})
+    command = [sys.executable, script] if script else [sys.executable, "-m", "graphcnn"]
+    return subprocess.run(command + list(args), capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+# --------------------------------------------------------------------------- 8. noise
+
+
+def test_no_tensorflow_noise_by_default_and_verbose_shows_it(tmp_path):
+    data = make_folder(tmp_path / "data", {"a": 6, "b": 6}, fmt="jpg")
+    good = jpeg_bytes()
+    (data / "a" / "damaged_but_decodes.jpg").write_bytes(good[:len(good) // 2] + b"\xff\xd9")
+    (data / "b" / "truncated.jpg").write_bytes(good[:len(good) // 2])
+
+    quiet = run_cli("data", str(data), "--out", str(tmp_path / "out"))
+    assert quiet.returncode == 0, quiet.stderr
+    for noise in ("oneDNN", "absl::InitializeLog", "Corrupt JPEG", "JPEG library", "jpeg_mem.cc", "is deprecated"):
+        assert noise not in quiet.stderr, quiet.stderr
+    assert not re.search(r"^[IWEF]\d{4} ", quiet.stderr, re.M)
+    # graphcnn's own lines (and their indented listings) only
+    assert all(line.startswith(("graphcnn: ", "  ")) for line in quiet.stderr.splitlines()), quiet.stderr
+    assert "image decoder message(s) hidden" in quiet.stderr
+    assert "truncated.jpg: truncated JPEG" in quiet.stdout  # graphcnn names the bad file itself
+
+    loud = run_cli("data", str(data), "--out", str(tmp_path / "out"), "--verbose")  # after the subcommand
+    assert loud.returncode == 0, loud.stderr
+    assert "oneDNN custom operations are on" in loud.stderr
+    assert [line for line in loud.stderr.splitlines() if "JPEG" in line and not line.startswith(("graphcnn", " "))]
+
+
+def test_verbose_and_debug_before_or_after_the_subcommand():
+    parser = cli.build_parser()
+    for argv in (["--verbose", "--debug", "presets"], ["presets", "--verbose", "--debug"]):
+        args = parser.parse_args(argv)
+        assert args.verbose and args.debug
+    assert not parser.parse_args(["presets"]).verbose
+
+
+# --------------------------------------------------------------------------- 9. evaluate
+
+
+def test_evaluate_csv_has_a_row_per_class_and_an_accuracy_row(folder_run, capsys):
+    run, data = folder_run
+    assert cli.main(["evaluate", str(run), "--format", "csv"]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0] == ["class", "precision", "recall", "f1", "support"]
+    assert [r[0] for r in rows[1:]] == ["a", "b", "accuracy"]
+    assert rows[-1][1:3] == ["", ""] and int(rows[-1][4]) == int(rows[1][4]) + int(rows[2][4]) == 4
+    assert 0 <= float(rows[-1][3]) <= 1
+    assert 'a row "accuracy" with the accuracy in the f1 column' in " ".join(subcommand_help("evaluate").split())
+
+
+def test_evaluate_another_dataset_honours_split_and_says_which_images(folder_run, tmp_path, capsys):
+    run, _ = folder_run
+    other = make_folder(tmp_path / "other", {"a": 30, "b": 30})
+    assert cli.main(["evaluate", str(run), "--data", str(other), "--split", "test", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["count"] == 6  # 10% of 60, as training would split it (the run's config: 0.1 / 0.1, seed 0)
+    assert report["images"].startswith(f"the test split of folder {other}: 6 of 60 images (split as training")
+    assert cli.main(["evaluate", str(run), "--data", str(other), "--split", "all", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 60
+    assert cli.main(["evaluate", str(run), "--data", str(other)]) == 0  # default with --data: all of it
+    text = capsys.readouterr().out
+    assert text.startswith(f"images: all 60 images of folder {other}\naccuracy ")
+    assert "on 60 images (95% interval: up to +/-12.7 points)" in text
+
+
+def test_evaluate_a_single_class_folder(folder_run, tmp_path, capsys):
+    run, _ = folder_run
+    only = make_folder(tmp_path / "only_b", {"b": 5})
+    assert cli.main(["evaluate", str(run), "--data", str(only), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["count"] == 5 and report["per_class"]["b"]["support"] == 5
+    assert report["per_class"]["a"]["support"] == 0
+    with pytest.raises(DataError, match="only one class"):  # training still refuses it
+        load_dataset(DataConfig(path=str(only)), 1)
+
+
+def test_evaluate_class_mismatch_fails_before_decoding(folder_run, tmp_path, capsys, monkeypatch):
+    run, _ = folder_run
+    other = make_folder(tmp_path / "zoo", {"a": 3, "zebra": 3, "yak": 3})
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("images were decoded before the class names were checked")
+
+    monkeypatch.setattr(scan, "scan_images", no_decoding)
+    assert cli.main(["evaluate", str(run), "--data", str(other)]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1
+    assert "classes yak, zebra are not among the model's classes (a, b)" in lines[0]
+    assert "the model's classes not in this data: b" in lines[0]
+
+
+# --------------------------------------------------------------------------- 10. predict
+
+
+@pytest.fixture
+def predict_files(tmp_path):
+    files = {
+        "good": write_image(tmp_path / "p" / "1_good.png", pattern(0)),
+        "rgba": write_image(tmp_path / "p" / "2_rgba.png", RNG.integers(0, 255, (12, 12, 4), dtype=np.uint8)),
+        "big": write_image(tmp_path / "p" / "3_big.jpg", RNG.integers(0, 255, (300, 400, 3), dtype=np.uint8)),
+        "deep": write_image(tmp_path / "p" / "4_deep16.png", RNG.integers(0, 65535, (12, 12), dtype=np.uint16)),
+        "broken": tmp_path / "p" / "5_broken.png",
+        "empty": tmp_path / "p" / "6_empty.jpg",
+    }
+    files["broken"].write_bytes(b"not a png at all")
+    files["empty"].write_bytes(b"")
+    return files
+
+
+def test_predict_csv_and_json_have_a_row_per_file_with_errors(folder_run, predict_files, capsys):
+    run, _ = folder_run
+    folder = predict_files["good"].parent
+    assert cli.main(["predict", str(run), str(folder), "--format", "csv", "--top-k", "2"]) == 1
+    out, err = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [Path(r["file"]).name for r in rows] == sorted(p.name for p in predict_files.values())
+    assert list(rows[0]) == ["file", "class", "probability", "top1_class", "top1_probability", "top2_class",
+                             "top2_probability", "error"]
+    by_name = {Path(r["file"]).name: r for r in rows}
+    assert by_name["1_good.png"]["error"] == "" and by_name["1_good.png"]["class"] in ("a", "b")
+    assert by_name["5_broken.png"]["class"] == "" and by_name["5_broken.png"]["error"].startswith("Unknown image")
+    assert by_name["6_empty.jpg"]["error"] == "empty file (0 bytes)"
+    assert "cannot read" in err and "5_broken.png" in err
+
+    assert cli.main(["predict", str(run), str(folder), "--format", "json"]) == 1
+    entries = json.loads(capsys.readouterr().out)
+    assert [Path(e["file"]).name for e in entries] == sorted(p.name for p in predict_files.values())
+    assert all(set(e) == {"file", "class", "probability", "top_k", "error"} for e in entries)
+    assert [e["error"] is None for e in entries] == [True, True, True, True, False, False]
+    assert entries[4]["class"] is None and entries[4]["top_k"] == []
+
+
+def test_predict_reports_conversions_on_stderr_and_stats(folder_run, predict_files, capsys, caplog):
+    run, _ = folder_run
+    good = [str(predict_files[k]) for k in ("good", "rgba", "big", "deep")]
+    with caplog.at_level(logging.INFO, logger="graphcnn"):  # the log's lines go to stderr (cli.configure_logging)
+        assert cli.main(["predict", str(run), *good, "--stats"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 4
+    stats = [line for line in err.splitlines() if "images/s" in line]
+    err = caplog.text
+    assert re.search(r"1 image file\(s\) have an alpha channel.*\n  .*2_rgba\.png", err)
+    assert re.search(r"1 image file\(s\) are 16-bit PNGs.*\n  .*4_deep16\.png", err)
+    assert "2 RGB image(s) will be converted to grayscale (model.channels=1)" in err
+    assert re.search(r"resized to the model's 12x12 input: 400x300 \(1, e\.g\. .*3_big\.jpg\).*downscaled up to 33x",
+                     err)
+    assert len(stats) == 1 and re.search(r"4 image\(s\) in [\d.]+ s: [\d.]+ images/s \(decode wait [\d.]+ s, "
+                                         r"forward pass [\d.]+ s", stats[0])
+
+
+def test_predict_files_decodes_in_parallel_batches_in_input_order(folder_run, predict_files):
+    from graphcnn.predict import Predictor
+
+    run, _ = folder_run
+    files = [predict_files[k] for k in ("good", "broken", "rgba", "big", "empty", "deep")] * 3
+    with Predictor(run) as p:
+        result = p.run_files(files, batch_size=4, split_timing=True)
+        alone = [p.run_files([f]).rows[0] for f in files[:6]]
+    assert [f for f, _, _ in result.rows] == [str(f) for f in files]
+    assert len(result.predictions) == 12 and len(result.errors) == 6
+    for (f, pred, err), (f1, pred1, err1) in zip(result.rows, alone * 3):  # batched = one by one
+        assert f == f1 and err == err1
+        if pred is not None:
+            np.testing.assert_allclose(pred.probability, pred1.probability, rtol=1e-5)
+    assert result.images[str(predict_files["big"])].width == 400 and result.decode_seconds > 0
+
+
+# --------------------------------------------------------------------------- 11. data errors in one pass
+
+
+def test_every_data_problem_in_one_error(tmp_path, tiny_config_file, capsys):
+    data = make_folder(tmp_path / "data", {"a": 5, "b": 5})
+    (data / "empty_class").mkdir()
+    (data / "a" / "zero.png").write_bytes(b"")
+    (data / "b" / "text.jpg").write_text("not a jpeg")
+    with pytest.raises(DataError) as info:
+        load_dataset(DataConfig(path=str(data)), 1)
+    err = info.value
+    assert len(err.errors) == 1 and "empty_class has no image files" in err.errors[0]
+    assert any("2 image file(s) cannot be decoded" in w for w in err.warnings)
+    message = str(err)
+    for name in ("empty_class", "zero.png", "text.jpg", f"graphcnn data {data}"):
+        assert name in message
+
+    logs = tmp_path / "logs"
+    argv = ["train", "--config", str(tiny_config_file), "--data", str(data), "--logdir", str(logs), "--name", "x"]
+    assert cli.main(argv) == 2
+    stderr = capsys.readouterr().err
+    assert len(error_lines(stderr)) == 1
+    assert "empty_class" in stderr and "zero.png: empty file (0 bytes)" in stderr and "text.jpg" in stderr
+    assert stderr.count("zero.png") == 1  # the report once, not its warnings logged again
+    assert not logs.exists() or not any(logs.iterdir())  # a failed start leaves nothing behind
+
+
+# --------------------------------------------------------------------------- 12. small splits
+
+
+def test_small_splits_are_warned_about_once_with_how_to_change_them(tmp_path, caplog):
+    data = make_folder(tmp_path / "data", {"a": 100, "b": 100})
+    with caplog.at_level("WARNING", "graphcnn.data"):
+        ds = load_dataset(DataConfig(path=str(data)), 1)
+    small = [r.getMessage() for r in caplog.records if "small splits" in r.getMessage()]
+    assert len(small) == 1 and small[0] in ds.warnings
+    assert small[0].startswith("small splits: validation 20 images, test 20 images: ")
+    assert "+/-22 points" in small[0] and "385 images" in small[0]
+    assert "--set data.validation_fraction=... (now 0.1)" in small[0] and "data.test_fraction" in small[0]
+    # large enough: the embedded digits (500 + 500)
+    assert not any("small splits" in w for w in load_dataset(DataConfig(), 1).warnings)
+
+
+# --------------------------------------------------------------------------- 13. tutorial scripts
+
+
+def test_tutorial_script_takes_the_options_of_graphcnn_train(tmp_path):
+    result = run_cli("--set", "train.epochs=1", "--set", "train.max_steps=2", "--name", "x", "--no-progress",
+                     "--logdir", str(tmp_path / "logs"), script=str(ROOT / "scripts" / "digits_tutorial.py"))
+    assert result.returncode == 0, result.stderr
+    assert "demonstrating digits on the embedded digits" in result.stdout
+    assert f"run directory: {tmp_path / 'logs' / 'x'}" in result.stdout
+    assert json.loads((tmp_path / "logs" / "x" / "config.json").read_text())["train"]["early_stopping"][
+        "patience"] == 3  # the script's own option, under the user's
+    assert "deprecated" not in result.stderr and "oneDNN" not in result.stderr
+    help_text = run_cli("--help", script=str(ROOT / "scripts" / "ct_scan_classifier.py")).stdout
+    for option in ("DATA_DIR", "--set", "--name", "--no-progress", "--resume", "--logdir", "--verbose"):
+        assert option in help_text
+
+
+# --------------------------------------------------------------------------- graphcnn data
+
+
+def test_data_command_reports_writes_and_exits_0(tmp_path, capsys):
+    data = make_folder(tmp_path / "data", {"cats": 16, "dogs": 4})
+    write_image(data / "dogs" / "rgba.png", RNG.integers(0, 255, (12, 12, 4), dtype=np.uint8))
+    (data / "cats" / "broken.jpg").write_bytes(b"garbage")
+    out = tmp_path / "check"
+    assert cli.main(["data", str(data), "--out", str(out), "--set", "model.input_height=12",
+                     "--set", "model.input_width=12", "--per-class", "4"]) == 0
+    stdout = capsys.readouterr().out
+    assert f"data: folder {data}" in stdout and "source: folder (detected from the path)" in stdout
+    assert re.search(r"cats\s+16\s+", stdout) and re.search(r"dogs\s+5\s+", stdout)
+    assert "imbalanced: the largest class (cats, 16 images) has 3.2x the images of the smallest (dogs, 5)" in stdout
+    assert "12x12: 21" in stdout and "gray: 20" in stdout and "RGBA: 1" in stdout
+    assert "broken.jpg: Unknown image file format" in stdout and "rgba.png" in stdout
+    assert "splits: train 17, validation 2, test 2" in stdout and "small splits" in stdout
+    assert "verdict: the data can train" in stdout
+    report = (out / "data_report.txt").read_text()
+    assert "verdict: the data can train" in report and "broken.jpg" in report
+    grid = np.asarray(Image.open(out / "samples.png"))
+    assert grid.ndim == 3 and grid.shape[1] >= 4 * 96 and grid.shape[0] >= 2 * 96  # two rows of 4 tiles
+
+
+def test_data_command_exits_2_after_writing_the_report(tmp_path, capsys):
+    data = make_folder(tmp_path / "data", {"a": 4, "b": 4})
+    (data / "c").mkdir()
+    out = tmp_path / "check"
+    out.mkdir()
+    (out / "samples.png").write_bytes(b"an old grid")
+    assert cli.main(["data", str(data), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    lines = error_lines(captured.err)
+    assert len(lines) == 1 and f"every problem is listed in {out / 'data_report.txt'}" in lines[0]
+    assert len(captured.err.strip().splitlines()) == 1 or "hidden" in captured.err
+    report = (out / "data_report.txt").read_text()
+    assert "verdict: the data cannot train: 1 problem(s)" in report and "has no image files" in report
+    assert not (out / "samples.png").exists()
+    assert cli.main(["data", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert "does not exist" in (out / "data_report.txt").read_text()
+
+
+def test_data_command_on_the_embedded_digits(tmp_path, capsys):
+    assert cli.main(["data", "--out", str(tmp_path)]) == 0
+    stdout = capsys.readouterr().out
+    assert "images: 5000 in memory, 20x20 gray (uint8 arrays)" in stdout
+    assert "splits: train 4000, validation 500, test 500" in stdout and "small splits" not in stdout
+    assert np.asarray(Image.open(tmp_path / "samples.png")).shape[0] > 10 * 96
+
+
+# --------------------------------------------------------------------------- augment-preview
+
+
+def test_augment_preview_is_large_labelled_and_has_only_its_options(tmp_path, capsys):
+    out = tmp_path / "preview.png"
+    argv = ["augment-preview", "--set", "data.augment.rotation_range=15", "--out", str(out), "--rows", "3",
+            "--cols", "4"]
+    assert cli.main(argv) == 0
+    image = np.asarray(Image.open(out))
+    assert image.shape[0] >= 3 * 96 + 16 and image.shape[1] >= 4 * 96  # 28 px digits shown at 112 px
+    help_text = subcommand_help("augment-preview")
+    assert "--init-from" not in help_text and "--exclude-scopes" not in help_text
+    assert "--trainable-scopes" not in help_text and "original" in help_text
