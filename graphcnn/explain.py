@@ -1,0 +1,465 @@
+"""Grad-CAM: which part of an image made the network predict a class.
+
+For a class c and a conv layer with feature maps A_k (the layer's activated output), Grad-CAM
+(Selvaraju et al., 2017) weighs each map by the spatial mean of d logit_c / d A_k and keeps
+the positive part of the weighted sum: ``relu(sum_k w_k A_k)``, here upsampled (bilinear)
+to the input size and scaled to [0, 1] per image.
+
+Two ways in, both adding the gradient ops once, at graph-building time:
+
+* :class:`Explainer` (and :func:`gradcam`, :func:`explain_files`): from a run, checkpoint
+  folder or checkpoint prefix alone. It imports ``inference.meta`` (else the checkpoint's own
+  ``.meta``) as :class:`~graphcnn.predict.Predictor` does and adds ``tf.gradients`` to the
+  imported graph, so any run of any preset is explained without graphcnn's network code. The
+  conv layers are found in the graph (``<layer>/Conv2D``), the last one by default.
+* :func:`gradcam_ops` on the training graph's own tensors (the TensorBoard view), with
+  :func:`gradcam_grid` to draw the maps over the images.
+
+A ReLU (or leaky ReLU) right before a max pool is applied after the pool in graphcnn's
+networks (``network._activation_commutes_with``): the conv layer's activated output is then
+a side branch that no gradient reaches. :func:`feature_gradient` handles it exactly: with
+``R = act(maxpool(B))`` the pooled activation on the path to the logits and ``A = act(B)``
+the layer's activated output, ``R == maxpool(A)``, so d logit / dA is the max-pool gradient
+of ``maxpool(A)`` applied to d logit / dR.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf.message import DecodeError
+
+from graphcnn.checkpoints import INFERENCE_META, RESTORE_ERRORS, checkpoint_candidates, try_candidates
+from graphcnn.data.pipeline import Preprocessing, decode_file, preprocess
+from graphcnn.data.scan import clean_message
+from graphcnn.viz import images as viz_images
+
+v1 = tf.compat.v1
+log = logging.getLogger("graphcnn.explain")
+
+__all__ = ["Explainer", "GradCamOps", "colorize", "conv_layers", "explain_files", "feature_gradient", "feature_map",
+           "gradcam", "gradcam_grid", "gradcam_ops", "gradcam_view", "overlay"]
+
+COLORMAP = "jet"
+ALPHA = 0.45  # weight of the heat map over the image
+MIN_SIDE = 224  # px: the long side of a written explanation, at least
+_CONV_OPS = ("Conv2D", "DepthwiseConv2dNative")
+_ACTIVATIONS_AFTER_POOL = ("Relu", "LeakyRelu")  # network._activation_commutes_with
+
+
+# ------------------------------------------------------------------------------ graph
+
+
+def conv_layers(graph: tf.Graph) -> list[str]:
+    """The conv layers of a graphcnn graph (the scopes of its ``<layer>/Conv2D`` ops), input first.
+
+    Gradient ops (``.../gradients/...``) and ops of nested scopes are left out.
+    """
+    layers = []
+    for op in graph.get_operations():
+        if op.type in _CONV_OPS and op.name.count("/") == 1 and op.name.split("/")[1] in _CONV_OPS:
+            layers.append(op.name.split("/")[0])
+    return list(dict.fromkeys(layers))
+
+
+def feature_map(graph: tf.Graph, layer: str) -> tf.Tensor:
+    """The activated output of conv layer ``layer``: float [N, h, w, filters].
+
+    Followed from ``<layer>/Conv2D`` through the ops of the layer's own scope (bias or batch
+    norm, then the activation) to the last one of the same shape. That may be the side branch
+    of an activation deferred past a max pool: :func:`feature_gradient` knows.
+    """
+    layers = conv_layers(graph)
+    if layer not in layers:
+        raise ValueError(f"'{layer}' is not a conv layer of this model; its conv layers are: "
+                         f"{', '.join(layers) or '(none)'}")
+    conv = next(op for op in graph.get_operations() if op.name in (f"{layer}/{t}" for t in _CONV_OPS))
+    t = conv.outputs[0]
+    shape = t.shape.as_list()[1:]
+    seen = {t.op.name}
+    while True:
+        nxt = [c for c in t.consumers()
+               if c.name.startswith(layer + "/") and c.name not in seen and "gradients" not in c.name
+               and c.outputs and c.outputs[0].dtype.is_floating and c.outputs[0].shape.rank == 4
+               and c.outputs[0].shape.as_list()[1:] == shape]
+        if not nxt:
+            return t
+        t = nxt[0].outputs[0]
+        seen.add(t.op.name)
+
+
+def feature_gradient(target: tf.Tensor, features: tf.Tensor) -> tf.Tensor:
+    """d ``target`` / d ``features`` (same shape and dtype), ``features`` a conv layer's
+    activated output, also when that activation was moved past a max pool (module docstring).
+
+    Raises ValueError when no gradient reaches ``features``.
+    """
+    grad = tf.gradients(target, features)[0]
+    if grad is not None:
+        return grad
+    act = features.op
+    problem = f"no gradient flows from the logits to {features.name}"
+    if act.type not in _ACTIVATIONS_AFTER_POOL or not act.inputs:
+        raise ValueError(problem)
+    pre = act.inputs[0]  # the pre-activation, on the path to the logits
+    pools = [c for c in pre.consumers() if c.type == "MaxPool"]
+    for pool in pools:
+        for after in pool.outputs[0].consumers():
+            if after.type != act.type or (act.type == "LeakyRelu" and after.get_attr("alpha") != act.get_attr("alpha")):
+                continue
+            upstream = tf.gradients(target, after.outputs[0])[0]
+            if upstream is None:
+                continue
+            padding = pool.get_attr("padding")
+            pooled = tf.nn.max_pool2d(features, ksize=list(pool.get_attr("ksize")),
+                                      strides=list(pool.get_attr("strides")),
+                                      padding=padding.decode() if isinstance(padding, bytes) else padding)
+            return tf.gradients(pooled, features, grad_ys=upstream)[0]
+    raise ValueError(problem + " (nor through a max pool after it)")
+
+
+class _ModelError(Exception):
+    """What no other checkpoint of the same run would change (a missing layer)."""
+
+
+class GradCamOps(NamedTuple):
+    """What :func:`gradcam_ops` adds to a graph."""
+
+    # int64 [N]: the class explained per image; defaults to the predicted class (feed to choose).
+    # Fetching it gives the classes used.
+    class_index: tf.Tensor
+    cam: tf.Tensor  # float32 [N, H, W] in [0, 1], H, W the input size
+
+
+def gradcam_ops(images: tf.Tensor, logits: tf.Tensor, features: tf.Tensor, name: str = "gradcam") -> GradCamOps:
+    """Grad-CAM ops for the images that ``logits`` [N, K] are computed from.
+
+    Call once while building the graph (before it is finalized). ``images`` float [N, H, W, C]
+    (its H, W are the output size), ``features`` the conv layer's activated output (e.g. a
+    network's ``end_points[layer]``, or :func:`feature_map`). Run ``cam`` with the same feed as
+    the logits (inference mode: batch norm's moving averages, keep rates 1).
+    """
+    with tf.name_scope(name):
+        predicted = tf.argmax(logits, axis=1)
+        class_index = v1.placeholder_with_default(predicted, [None], name="class_index")
+        target = tf.reduce_sum(tf.gather(tf.cast(logits, tf.float32), class_index, batch_dims=1))
+        grads = tf.cast(feature_gradient(target, features), tf.float32)
+        maps = tf.cast(features, tf.float32)
+        weights = tf.reduce_mean(grads, axis=[1, 2], keepdims=True)  # [N, 1, 1, K]
+        cam = tf.nn.relu(tf.reduce_sum(weights * maps, axis=3, keepdims=True))
+        size = images.shape.as_list()[1:3]
+        if None in size:
+            size = tf.shape(images)[1:3]
+        cam = tf.image.resize(cam, size, method="bilinear")[..., 0]
+        low = tf.reduce_min(cam, axis=[1, 2], keepdims=True)
+        high = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
+        cam = tf.math.divide_no_nan(cam - low, high - low)  # a map with no positive evidence stays 0
+        cam = tf.identity(cam, name="cam")
+    return GradCamOps(class_index, cam)
+
+
+# ------------------------------------------------------------------------------ drawing
+
+
+@functools.lru_cache(maxsize=8)
+def _lut(name: str) -> np.ndarray:
+    """uint8 [256, 3] of a matplotlib colour map (a blue-to-red ramp without matplotlib)."""
+    try:
+        from matplotlib import colormaps
+
+        return np.round(colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+    except (ImportError, KeyError):
+        t = np.linspace(0.0, 1.0, 256)
+        return np.round(np.stack([t, 1 - np.abs(2 * t - 1), 1 - t], axis=1) * 255).astype(np.uint8)
+
+
+def colorize(cam: np.ndarray, colormap: str = COLORMAP) -> np.ndarray:
+    """float [..., H, W] in [0, 1] -> uint8 [..., H, W, 3] through a matplotlib colour map."""
+    index = np.clip(np.round(np.nan_to_num(np.asarray(cam, np.float32)) * 255), 0, 255).astype(np.int64)
+    return _lut(colormap)[index]
+
+
+def _resize_map(cam: np.ndarray, height: int, width: int) -> np.ndarray:
+    from PIL import Image
+
+    cam = np.asarray(cam, np.float32)
+    if cam.shape == (height, width):
+        return cam
+    return np.asarray(Image.fromarray(cam).resize((width, height), Image.Resampling.BILINEAR), np.float32)
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, min_side: int = MIN_SIDE, alpha: float = ALPHA,
+            colormap: str = COLORMAP) -> np.ndarray:
+    """A heat map over an image: uint8 [h', w', 3].
+
+    ``image`` uint8 [h, w] or [h, w, C] is upscaled (nearest neighbour, an integer factor) until
+    its long side is at least ``min_side``; ``cam`` float [H, W] in [0, 1] (any size) is
+    resized to it (bilinear), coloured and blended in with weight ``alpha``.
+    """
+    rgb = viz_images.to_rgb(image)
+    rgb = viz_images.upscale(rgb, max(1, math.ceil(min_side / max(rgb.shape[:2]))))
+    heat = colorize(_resize_map(cam, *rgb.shape[:2]), colormap)
+    return np.round((1 - alpha) * rgb + alpha * heat).astype(np.uint8)
+
+
+def gradcam_grid(images: np.ndarray, cams: np.ndarray, captions: Sequence[str], min_side: int = 96) -> np.ndarray:
+    """Maps over their images in a captioned grid (:func:`~graphcnn.viz.images.labelled_grid`): uint8 [H, W, 3].
+
+    ``images`` uint8 [N, h, w, C] (C 1 or 3; e.g. a split's images as loaded), ``cams`` float
+    [N, H, W] (any H, W: resized to each tile), ``captions`` N strings.
+    """
+    images = np.asarray(images)
+    if len(images) != len(cams):
+        raise ValueError(f"need one map per image, got {len(cams)} for {len(images)}")
+    if len(images) == 0:
+        return viz_images.labelled_grid(np.zeros((0, 1, 1, 3), np.uint8), [], min_side=min_side)
+    tiles = np.stack([overlay(img, cam, min_side=min_side) for img, cam in zip(images, cams)])
+    return viz_images.labelled_grid(tiles, captions, min_side=min_side)
+
+
+def gradcam_view(session, ops: GradCamOps, images_tensor: tf.Tensor, preprocessed: np.ndarray,
+                 display: np.ndarray, labels: np.ndarray, class_names: Sequence[str], batch_size: int = 64,
+                 probabilities: tf.Tensor | None = None) -> np.ndarray:
+    """The TensorBoard ``gradcam`` grid of some images: uint8 [H, W, 3].
+
+    Runs ``ops`` (built by :func:`gradcam_ops` on the training graph) on ``preprocessed``
+    float32 [N, H, W, C] fed to ``images_tensor`` (inference mode: the other inputs keep their
+    defaults), and draws the maps of the predicted classes over ``display`` uint8 [N, h, w, C]
+    captioned ``true>predicted`` (with the predicted probability when ``probabilities``, the
+    graph's softmax, is given). ``labels`` int [N] are the true classes.
+    """
+    fetches = [ops.cam, ops.class_index] + ([probabilities] if probabilities is not None else [])
+    cams, classes, probs = [], [], []
+    for i in range(0, len(preprocessed), batch_size):
+        out = session.run(fetches, {images_tensor: preprocessed[i:i + batch_size]})
+        cams.append(out[0])
+        classes.append(out[1])
+        if probabilities is not None:
+            probs.append(out[2][np.arange(len(out[1])), out[1]])
+    if not cams:
+        return gradcam_grid(np.asarray(display)[:0], np.zeros((0, 1, 1), np.float32), [])
+    classes_np = np.concatenate(classes)
+    names = [str(n) for n in class_names]
+    captions = [f"{names[t]}>{names[c]}" for t, c in zip(labels, classes_np)]
+    if probs:
+        captions = [f"{c} {p:.2f}" for c, p in zip(captions, np.concatenate(probs))]
+    return gradcam_grid(display, np.concatenate(cams), captions)
+
+
+def _file_part(text: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", text).strip("_") or "_"
+
+
+# ----------------------------------------------------------------------- from a checkpoint
+
+
+class Explainer:
+    """Grad-CAM for a model restored from a run directory, checkpoint folder or prefix.
+
+    Checkpoints are chosen as :class:`~graphcnn.predict.Predictor` chooses them (the best,
+    else the latest; a damaged one is skipped with a warning). ``layer``: a conv layer name
+    (``conv2_2``), default the last conv layer.
+    """
+
+    def __init__(self, checkpoint: str | Path, layer: str | None = None, prefer_best: bool = True):
+        self._layer_wanted = layer
+        candidates = checkpoint_candidates(checkpoint, prefer_best)
+        model_errors: list[_ModelError] = []
+
+        def attempt(prefix: Path) -> None:
+            try:
+                self._load(prefix)
+            except _ModelError as err:  # the model's (a layer it does not have), not the checkpoint's
+                model_errors.append(err)
+
+        if len(candidates) == 1:
+            attempt(candidates[0])
+        else:
+            try_candidates(candidates, attempt, f"no checkpoint at {checkpoint} can be restored",
+                           (*RESTORE_ERRORS, OSError, DecodeError))
+        if model_errors:
+            raise ValueError(str(model_errors[0])) from None
+
+    def _load(self, checkpoint: Path) -> None:
+        self.checkpoint = checkpoint
+        self.preprocessing, mean = Preprocessing.load(checkpoint.parent)
+        p = self.preprocessing
+        size = (p.input_height, p.input_width, p.channels)
+        lean = checkpoint.parent / INFERENCE_META
+        self.meta_graph = lean if lean.exists() else Path(str(checkpoint) + ".meta")
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            with tf.name_scope("explain_input"):
+                self._path = v1.placeholder(tf.string, [], name="path")
+                self._decoded = decode_file(self._path, *size)  # uint8 [H, W, C], as Predictor decodes
+                self._fitted = v1.placeholder(tf.uint8, [None, *size], name="fitted_images")
+                self.images = v1.placeholder_with_default(preprocess(self._fitted, *size, mean), [None, *size],
+                                                          name="images")
+                self._raw = v1.placeholder(tf.uint8, [None, None, None, None], name="raw_images")
+                self._raw_fit = {c: preprocess(tf.ensure_shape(self._raw, [None, None, None, c]), *size, None)
+                                 for c in (1, 3)}
+            saver = v1.train.import_meta_graph(str(self.meta_graph), clear_devices=True,
+                                               input_map={"input/images:0": self.images})
+            self.logits = self.graph.get_tensor_by_name("output/logits:0")
+            self.probabilities = self.graph.get_tensor_by_name("output/probabilities:0")
+            self.layers = tuple(conv_layers(self.graph))
+            if not self.layers:
+                raise _ModelError(f"{self.meta_graph}: the model has no conv layer to explain")
+            self.layer = self._layer_wanted or self.layers[-1]
+            if self.layer not in self.layers:
+                raise _ModelError(f"'{self.layer}' is not a conv layer of this model; its conv layers are: "
+                                  f"{', '.join(self.layers)}")
+            self.ops = gradcam_ops(self.images, self.logits, feature_map(self.graph, self.layer))
+            self.sess = v1.Session(graph=self.graph)
+            try:
+                saver.restore(self.sess, str(checkpoint))
+            except BaseException:
+                self.sess.close()
+                raise
+        self.graph.finalize()
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.preprocessing.class_names
+
+    def class_index(self, class_name: str) -> int:
+        """The index of ``class_name``; ValueError listing the classes otherwise."""
+        try:
+            return self.class_names.index(class_name)
+        except ValueError:
+            raise ValueError(f"--class {class_name!r} is not a class of this model; its classes are: "
+                             f"{', '.join(self.class_names)}") from None
+
+    def close(self) -> None:
+        self.sess.close()
+
+    def __enter__(self) -> "Explainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def fit_arrays(self, images: np.ndarray) -> np.ndarray:
+        """uint8 [N, h, w, 1|3] (any size) -> uint8 [N, H, W, C] of the model's input size and channels."""
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[..., None]
+        p = self.preprocessing
+        if images.shape[1:] == (p.input_height, p.input_width, p.channels):
+            return images
+        fitted = self.sess.run(self._raw_fit[1 if images.shape[-1] == 1 else 3], {self._raw: images})
+        return np.round(fitted * 255.0).astype(np.uint8)  # preprocess without mean: an exact uint8 / 255
+
+    def gradcam(self, images: np.ndarray, class_index: int | Sequence[int] | None = None, batch_size: int = 64
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cams float32 [N, H, W] in [0, 1], probabilities float32 [N, K], classes int64 [N] explained).
+
+        ``images``: uint8 [N, h, w, C] (any size: converted and resized as ``graphcnn predict``
+        does) or float32 [N, H, W, C] already preprocessed. ``class_index``: the class to
+        explain, for all images or one per image; default the predicted one.
+        """
+        images = np.asarray(images)
+        if images.dtype == np.uint8:
+            feed_key, images = self._fitted, self.fit_arrays(images)
+        else:
+            feed_key = self.images
+        n = len(images)
+        chosen = None if class_index is None else np.broadcast_to(np.asarray(class_index, np.int64), [n])
+        cams, probs, classes = [], [], []
+        for i in range(0, n, batch_size):
+            feed = {feed_key: images[i:i + batch_size]}
+            if chosen is not None:
+                feed[self.ops.class_index] = chosen[i:i + batch_size]
+            c, p, k = self.sess.run([self.ops.cam, self.probabilities, self.ops.class_index], feed)
+            cams.append(c)
+            probs.append(p)
+            classes.append(k)
+        if not cams:
+            p = self.preprocessing
+            return (np.zeros((0, p.input_height, p.input_width), np.float32),
+                    np.zeros((0, len(self.class_names)), np.float32), np.zeros((0,), np.int64))
+        return np.concatenate(cams), np.concatenate(probs), np.concatenate(classes)
+
+    def explain_files(self, files: Sequence[str | Path], out_dir: str | Path, class_name: str | None = None,
+                      batch_size: int = 32) -> tuple[list[Path], list[tuple[str, str]]]:
+        """Write ``<stem>_<class>_<probability>.png`` per image file into ``out_dir``.
+
+        Each PNG is the Grad-CAM map over the image as the network sees it (its input size,
+        upscaled to >= 224 px), captioned ``<predicted class> <probability>`` (and, with
+        ``class_name`` other than the prediction, ``grad-cam for <class_name> <its probability>``).
+        ``<class>`` and ``<probability>`` in the name are the explained class's. Returns the
+        files written (in order) and (file, error) for each image that could not be read.
+        """
+        target = None if class_name is None else self.class_index(class_name)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+        errors: list[tuple[str, str]] = []
+        used: set[str] = set()
+        names = [str(f) for f in files]
+        for start in range(0, len(names), batch_size):
+            good, fitted = [], []
+            for f in names[start:start + batch_size]:
+                try:
+                    fitted.append(self.sess.run(self._decoded, {self._path: f}))
+                    good.append(f)
+                except tf.errors.OpError as err:
+                    errors.append((f, clean_message(err.message)))
+            if not good:
+                continue
+            batch = np.stack(fitted)
+            cams, probs, classes = self.gradcam(batch, target)
+            for f, image, cam, p, k in zip(good, batch, cams, probs, classes):
+                predicted = int(np.argmax(p))
+                picture = overlay(image, cam)
+                if k != predicted:
+                    picture = viz_images.caption_image(picture, f"grad-cam for {self.class_names[k]} {p[k]:.3f}",
+                                                       min_side=MIN_SIDE)
+                picture = viz_images.caption_image(picture, f"{self.class_names[predicted]} {p[predicted]:.3f}",
+                                                   min_side=MIN_SIDE)
+                stem = f"{_file_part(Path(f).stem)}_{_file_part(self.class_names[k])}_{p[k]:.3f}"
+                name, n = stem, 1
+                while name in used:  # the same stem twice (files of two folders): keep both
+                    n += 1
+                    name = f"{stem}_{n}"
+                used.add(name)
+                path = out / f"{name}.png"
+                viz_images.write_png(path, picture)
+                written.append(path)
+        return written, errors
+
+
+def gradcam(run_or_checkpoint: str | Path, images: np.ndarray, class_name: str | None = None,
+            layer: str | None = None, prefer_best: bool = True) -> np.ndarray:
+    """Grad-CAM maps float32 [N, H, W] in [0, 1] of a batch of images, from a run or checkpoint alone.
+
+    ``images`` uint8 [N, h, w, C] (any size) or float32 [N, H, W, C] preprocessed; the map is
+    that of ``class_name`` (default: each image's predicted class) at conv layer ``layer``
+    (default: the last). For many calls keep an :class:`Explainer` open instead.
+    """
+    with Explainer(run_or_checkpoint, layer=layer, prefer_best=prefer_best) as explainer:
+        target = None if class_name is None else explainer.class_index(class_name)
+        return explainer.gradcam(images, target)[0]
+
+
+def explain_files(run_or_checkpoint: str | Path, files: Sequence[str | Path], out_dir: str | Path,
+                  class_name: str | None = None, layer: str | None = None, prefer_best: bool = True) -> list[Path]:
+    """Write a Grad-CAM PNG per image file (see :meth:`Explainer.explain_files`); the PNGs written.
+
+    An unreadable file is skipped with a warning naming it (logger ``graphcnn.explain``);
+    if no file can be read, ValueError names each one and why.
+    """
+    with Explainer(run_or_checkpoint, layer=layer, prefer_best=prefer_best) as explainer:
+        written, errors = explainer.explain_files(files, out_dir, class_name)
+    for f, error in errors:
+        log.warning("cannot read %s: %s", f, error)
+    if errors and not written:
+        raise ValueError("no image could be read: " + "; ".join(f"{f} ({e})" for f, e in errors))
+    return written

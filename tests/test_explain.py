@@ -1,0 +1,198 @@
+"""Grad-CAM (graphcnn.explain): exact gradients, the heat map finds the object, PNGs per file."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import tiny_config
+from graphcnn.config import Config, EarlyStoppingConfig, LayerConfig, LogConfig, ModelConfig, TrainConfig
+from graphcnn.data.sources import Dataset, Split
+from graphcnn.explain import (Explainer, explain_files, feature_gradient, gradcam, gradcam_grid, gradcam_ops,
+                              overlay)
+from graphcnn.model.network import Network
+from graphcnn.predict import Predictor
+from graphcnn.run_dir import RunDir
+from graphcnn.train.trainer import train
+
+v1 = tf.compat.v1
+
+SIZE, SIDE = 24, 6
+QUIET = LogConfig(scalars_every=0, histograms_every=0, filters_every=0, graph=False, custom_scalars=False,
+                  gradients_every=0, activations_every=0, feature_maps_every=0, eval_images=False, pr_curves=False,
+                  trace_every=0, hparams=False, projector_images=0)
+
+
+def squares(n_per_class: int, seed: int) -> tuple[Split, np.ndarray]:
+    """RGB noise with one 6x6 square at a random place: red is class 0, green class 1.
+    Returns the split and each square's top-left corner (row, column)."""
+    rng = np.random.default_rng(seed)
+    images, labels, corners = [], [], []
+    for i in range(2 * n_per_class):
+        c = i % 2
+        image = rng.integers(0, 60, (SIZE, SIZE, 3))
+        r, q = rng.integers(0, SIZE - SIDE + 1, 2)
+        image[r:r + SIDE, q:q + SIDE] = (230, 40, 40) if c == 0 else (40, 230, 40)
+        images.append(image)
+        labels.append(c)
+        corners.append((r, q))
+    return Split(labels=np.array(labels, np.int64), images=np.array(images, np.uint8)), np.array(corners)
+
+
+@pytest.fixture(scope="module")
+def squares_run(tmp_path_factory):
+    """conv8-pool-conv16-pool-fc16 trained on the squares: the last conv's ReLU is moved past its max pool."""
+    test, corners = squares(50, 2)
+    dataset = Dataset(name="squares", class_names=("red", "green"), train=squares(100, 0)[0],
+                      validation=squares(10, 1)[0], test=test)
+    layers = (LayerConfig(type="conv", filters=8), LayerConfig(type="pool"), LayerConfig(type="conv", filters=16),
+              LayerConfig(type="pool"), LayerConfig(type="dense", units=16))
+    cfg = Config(preset="squares",
+                 model=ModelConfig(name="squares", input_height=SIZE, input_width=SIZE, channels=3, layers=layers),
+                 train=TrainConfig(batch_size=16, epochs=3, learning_rate=0.01, precision="float32",
+                                   early_stopping=EarlyStoppingConfig(restore_best=False)),
+                 log=QUIET)
+    run = RunDir.create(tmp_path_factory.mktemp("logs"), "squares")
+    result = train(cfg, run, progress=False, dataset=dataset)
+    return run, result, test, corners
+
+
+def _inside(cams: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    peaks = [np.unravel_index(np.argmax(c), c.shape) for c in cams]
+    return np.array([r <= y < r + SIDE and q <= x < q + SIDE for (y, x), (r, q) in zip(peaks, corners)])
+
+
+def test_heatmap_peak_lies_inside_the_square(squares_run):
+    run, result, test, corners = squares_run
+    assert result.test.accuracy >= 0.95
+    with Explainer(run.root) as explainer:
+        assert explainer.layers == ("conv1_1", "conv2_1") and explainer.layer == "conv2_1"
+        cams, probs, classes = explainer.gradcam(test.images)
+    assert cams.shape == (100, SIZE, SIZE) and cams.dtype == np.float32
+    assert cams.min() >= 0 and cams.max() <= 1 and np.allclose(cams.max(axis=(1, 2)), 1)
+    np.testing.assert_array_equal(classes, probs.argmax(axis=1))
+    assert _inside(cams, corners).mean() >= 0.9
+    # the module-level call: the same maps
+    np.testing.assert_allclose(gradcam(run.root, test.images[:4]), cams[:4], atol=1e-6)
+
+
+def test_explainer_predicts_as_predictor_and_explains_any_class(squares_run):
+    run, result, test, corners = squares_run
+    with Predictor(run.root) as predictor, Explainer(run.root, layer="conv1_1") as explainer:
+        expected = predictor.probabilities_for(predictor.preprocess_arrays(test.images[:10]))
+        cams, probs, classes = explainer.gradcam(test.images[:10], class_index=1)
+        np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
+        assert (classes == 1).all() and cams.shape == (10, SIZE, SIZE)
+        # preprocessed float input gives the same maps as uint8
+        cams_f, _, _ = explainer.gradcam(predictor.preprocess_arrays(test.images[:10]), class_index=1)
+        np.testing.assert_allclose(cams_f, cams, atol=1e-6)
+        with pytest.raises(ValueError, match="'blue' is not a class of this model; its classes are: red, green"):
+            explainer.class_index("blue")
+    with pytest.raises(ValueError, match="'conv5_3' is not a conv layer of this model; its conv layers are: "
+                                         "conv1_1, conv2_1"):
+        Explainer(run.root, layer="conv5_3")
+
+
+def test_explain_files_writes_captioned_pngs_and_names_bad_files(squares_run, tmp_path, caplog):
+    run, result, test, corners = squares_run
+    files = []
+    for i in (0, 1):  # a red and a green square
+        f = tmp_path / "in" / f"img {i}.png"
+        f.parent.mkdir(exist_ok=True)
+        Image.fromarray(test.images[i]).save(f)
+        files.append(f)
+    bad = tmp_path / "in" / "broken.png"
+    bad.write_bytes(b"not a png")
+    with Explainer(run.root) as explainer:
+        written, errors = explainer.explain_files([files[0], bad, files[1]], tmp_path / "out")
+        assert [f for f, _ in errors] == [str(bad)] and errors[0][1].startswith("Unknown image file format")
+        assert [p.name.rsplit("_", 2)[:2] for p in written] == [["img_0", "red"], ["img_1", "green"]]
+        prob = float(written[0].stem.rsplit("_", 1)[1])
+        assert 0.5 < prob <= 1
+        one = np.asarray(Image.open(written[0]))
+        assert one.ndim == 3 and one.shape[2] == 3 and one.shape[1] >= 224 and one.shape[0] > 224  # + caption
+        # another class than the predicted one: named after it, with a second caption line
+        other, _ = explainer.explain_files([files[0]], tmp_path / "other", class_name="green")
+        assert other[0].name.startswith("img_0_green_")
+        assert np.asarray(Image.open(other[0])).shape[0] > one.shape[0]
+    assert explain_files(run.root, [files[1], bad], tmp_path / "fn") == [tmp_path / "fn" / written[1].name]
+    assert "broken.png" in caplog.text
+    with pytest.raises(ValueError, match="no image could be read: .*broken.png"):
+        explain_files(run.root, [bad], tmp_path / "none")
+
+
+def test_explainer_works_from_the_training_graph_meta(squares_run, tmp_path):
+    """A checkpoint without inference.meta: its own .meta (the training graph) is imported."""
+    run, result, test, corners = squares_run
+    prefix = tf.train.latest_checkpoint(str(run.checkpoints))
+    for f in run.checkpoints.iterdir():
+        if f.name.startswith(Path(prefix).name) or f.name == "preprocessing.json":
+            shutil.copy(f, tmp_path / f.name)
+    with Explainer(tmp_path / Path(prefix).name) as full, Explainer(prefix) as lean:
+        assert full.meta_graph.name != "inference.meta" and lean.meta_graph.name == "inference.meta"
+        np.testing.assert_allclose(full.gradcam(test.images[:8])[0], lean.gradcam(test.images[:8])[0], atol=1e-5)
+
+
+def test_deferred_activation_gradient_is_that_of_the_activated_output():
+    """relu(conv) -> max pool, built as graphcnn builds it (pool, then relu; the layer's relu a side
+    branch): the gradient at the side branch equals that of a network that pools relu(conv)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 8, 8, 2)).astype(np.float32)
+    kernel = rng.normal(size=(3, 3, 2, 4)).astype(np.float32)
+    dense = rng.normal(size=(4 * 4 * 4, 3)).astype(np.float32)
+    with tf.Graph().as_default(), v1.Session() as sess:
+        with tf.name_scope("conv1_1"):
+            pre = tf.nn.conv2d(x, kernel, 1, "SAME") - 0.3
+            side = tf.nn.relu(pre)  # the layer's activated output, reached by no gradient
+        with tf.name_scope("pool1"):
+            pooled = tf.nn.relu(tf.nn.max_pool2d(pre, 2, 2, "SAME"))
+        logits = tf.matmul(tf.reshape(pooled, [3, -1]), dense)
+        target = tf.reduce_sum(logits[:, 1])
+        assert tf.gradients(target, side)[0] is None
+        ours = feature_gradient(target, side)
+        # the reference: the same network with the activation before the pool
+        reference_input = tf.constant(sess.run(side))
+        reference = tf.gradients(tf.reduce_sum(tf.matmul(tf.reshape(tf.nn.max_pool2d(reference_input, 2, 2, "SAME"),
+                                                                    [3, -1]), dense)[:, 1]), reference_input)[0]
+        got, want = sess.run([ours, reference])
+    assert np.abs(want).sum() > 0
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    with tf.Graph().as_default():
+        a = tf.ones([1, 2, 2, 1])
+        with pytest.raises(ValueError, match="no gradient flows"):
+            feature_gradient(tf.reduce_sum(tf.ones([1])), tf.nn.relu(a))
+
+
+@pytest.mark.parametrize("compute_dtype", [tf.float32, tf.bfloat16])
+def test_gradcam_ops_on_the_training_networks_end_points(compute_dtype):
+    """What the TensorBoard view builds: ops on a network's own end points (batch norm, dropout, bfloat16)."""
+    model = tiny_config().model
+    images_np = np.random.default_rng(1).uniform(size=(5, 12, 12, 1)).astype(np.float32)
+    with tf.Graph().as_default(), v1.Session() as sess:
+        images = v1.placeholder_with_default(tf.zeros([2, 12, 12, 1]), [None, 12, 12, 1])
+        keep = {"conv": v1.placeholder_with_default(1.0, []), "fc": v1.placeholder_with_default(1.0, [])}
+        net = Network(model, 3, compute_dtype=compute_dtype)(images, v1.placeholder_with_default(False, []), keep)
+        ops = gradcam_ops(images, net.logits, net.end_points["conv2_1"])
+        sess.run(v1.global_variables_initializer())
+        cams, classes, logits = sess.run([ops.cam, ops.class_index, net.logits], {images: images_np})
+        assert cams.shape == (5, 12, 12) and cams.dtype == np.float32
+        assert cams.min() >= 0 and cams.max() <= 1
+        np.testing.assert_array_equal(classes, logits.argmax(axis=1))
+        chosen = sess.run(ops.class_index, {images: images_np, ops.class_index: [2] * 5})
+        assert list(chosen) == [2] * 5
+
+
+def test_overlay_and_grid_shapes():
+    images = np.random.default_rng(0).integers(0, 255, (5, 28, 28, 1)).astype(np.uint8)
+    cams = np.random.default_rng(1).uniform(size=(5, 14, 14)).astype(np.float32)
+    one = overlay(images[0], cams[0])
+    assert one.dtype == np.uint8 and one.shape == (224, 224, 3)
+    grid = gradcam_grid(images, cams, [f"c{i}" for i in range(5)])
+    assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[2] == 3
+    assert grid.shape[1] >= 3 * 112 and grid.shape[0] >= 2 * 112
+    assert gradcam_grid(images[:0], cams[:0], []).shape[2] == 3
+    with pytest.raises(ValueError, match="one map per image"):
+        gradcam_grid(images, cams[:2], ["a"] * 5)
