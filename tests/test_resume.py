@@ -202,3 +202,13 @@ def test_every_periodic_view_has_a_snapshot_at_the_last_step(tmp_path):
         assert steps[view] == {1, 18}, view
     assert steps["trace"] == {18}
     assert [s for s, _ in read_images(run.train_logs, "feature_maps/")["feature_maps/conv1_1"]] == [1, 18]
+
+
+def test_resuming_a_finished_run_validates_nothing_again(tmp_path):
+    """A run stopped after its last validation (and checkpoint), or resumed once finished."""
+    run = RunDir.create(tmp_path, "done")
+    cfg = tiny_config(epochs=1, max_steps=13)  # 13 is no epoch end: the last validation comes from end()
+    train(cfg, run, progress=False, dataset=synthetic_dataset())
+    train(cfg, run, resume=True, progress=False, dataset=synthetic_dataset())
+    assert [s for s, _, _ in validations(run)] == [9, 13]
+    assert [r["step"] for r in run.read_metrics() if r["split"] == "test"] == [13]

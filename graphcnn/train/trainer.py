@@ -228,7 +228,8 @@ def loop_hooks(config: Config, run: RunDir, data: Prepared, b: Built, signals: S
     listeners.append(metrics)
     validation = ValidationHook(
         clock, lambda sess: evaluate_split(sess, g, b.pipeline, data.dataset.validation, repeated=True),
-        data.steps_per_epoch, tcfg.eval_every_steps, b.val_writer, listeners, interrupted=lambda: signals.raised)
+        data.steps_per_epoch, tcfg.eval_every_steps, b.val_writer, listeners, interrupted=lambda: signals.raised,
+        validated=lambda: metrics.last_validated)
     scalars = ScalarsHook(clock, ScalarWriter(b.train_writer), lcfg.scalars_every, tcfg.batch_size)
     bar = ProgressBarHook(clock, data.total_steps, config.model.name, scalars) if progress else None
     hooks: list[v1.train.SessionRunHook] = [

@@ -88,13 +88,19 @@ class ValidationHook(v1.train.SessionRunHook):
 
     def __init__(self, clock: StepClock, evaluate: Callable[[v1.Session], EvalResult | None], steps_per_epoch: int,
                  every_steps: int, writer: v1.summary.FileWriter, listeners: Sequence[ValidationListener] = (),
-                 interrupted: Callable[[], bool] = lambda: False):
+                 interrupted: Callable[[], bool] = lambda: False, validated: Callable[[], int] = lambda: -1):
         self.clock, self.evaluate, self.writer, self.interrupted = clock, evaluate, writer, interrupted
+        self.validated = validated
         self.steps_per_epoch, self.every_steps = steps_per_epoch, every_steps
         self.scalars = ScalarWriter(writer)
         self.listeners = list(listeners)
         self.last: EvalResult | None = None
         self._last_step = -1
+
+    def after_create_session(self, session, coord) -> None:
+        # a run resumed at a step it had validated (it was stopped between that and the end)
+        # does not validate it again
+        self._last_step = self.validated()
 
     def after_run(self, run_context, run_values) -> None:
         step = self.clock.step
@@ -210,6 +216,7 @@ class MetricsLog(v1.train.SessionRunHook):
         self.run, self.steps_per_epoch, self.num_classes = run, steps_per_epoch, num_classes
         self.early, self.plateau, self.checkpoints, self.clock = early, plateau, checkpoints, clock
         self._states: list[dict] = []
+        self.last_validated = -1  # the step of the last validation on record
 
     def after_create_session(self, session, coord) -> None:
         """A resumed run: the state of the restored step, and no metrics from past it."""
@@ -222,11 +229,14 @@ class MetricsLog(v1.train.SessionRunHook):
             self.early.load_state_dict(usable[-1]["early_stopping"])
             self.plateau.load_state_dict(usable[-1]["plateau"])
         dropped = self.run.drop_metrics_after(step)
+        self.last_validated = max((r["step"] for r in self.run.read_metrics() if r.get("split") == "validation"),
+                                  default=-1)
         if dropped:
             log.info("resumed at step %d: %d metrics records past it (or of an earlier final test) dropped",
                      step, dropped)
 
     def after_validation(self, session, step: int, result: EvalResult) -> None:
+        self.last_validated = step
         self.run.append_metrics({"step": step, "epoch": step / self.steps_per_epoch, "split": "validation",
                                  "loss": result.loss, "accuracy": result.accuracy,
                                  "best": self.checkpoints.best_step == step,
