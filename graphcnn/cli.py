@@ -533,7 +533,8 @@ def describe_error(err: BaseException) -> tuple[int, str]:
         return EXIT_BAD_INPUT, _indent(str(err))
     if isinstance(err, OSError):
         return EXIT_ERROR, _os_error_text(err, "cannot write ")
-    if tf is not None and isinstance(err, tf.errors.OpError):  # a TensorFlow failure (a checkpoint save on a full disk, say)
+    # a TensorFlow failure (a checkpoint save on a full disk, say)
+    if tf is not None and isinstance(err, tf.errors.OpError):
         return EXIT_ERROR, one_line(err)
     text = " ".join(str(err).split())
     return EXIT_ERROR, f"{type(err).__name__}: {text} (run with --debug for the traceback)" if text else (
