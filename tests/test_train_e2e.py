@@ -246,3 +246,5 @@ def test_sigterm_stops_after_the_step_and_saves(tmp_path):
     assert result.interrupted and 0 < result.global_step < 100000 * 9
     assert (run.checkpoints / f"model.ckpt-{result.global_step}.meta").exists()
     assert json.loads(run.results.read_text())["interrupted"] is True
+    # stopping adds no mid-epoch validation (it would move early stopping and best/)
+    assert all(r["step"] % 9 == 0 for r in run.read_metrics() if r["split"] == "validation")
