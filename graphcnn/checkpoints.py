@@ -226,6 +226,30 @@ def resolve_checkpoint(path: str | Path, prefer_best: bool = True) -> Path:
     return try_candidates(candidates, lambda prefix: check_checkpoint(prefix), f"no usable checkpoint at {path}")
 
 
+def serving_meta_graph(prefix: Path) -> Path:
+    """The meta graph a model is restored into to predict: ``inference.meta`` beside the
+    checkpoint (the forward pass alone), else the checkpoint's own ``.meta``."""
+    lean = Path(prefix).parent / INFERENCE_META
+    return lean if lean.exists() else Path(f"{prefix}.meta")
+
+
+def load_first(path: str | Path, load: Callable[[Path], object], prefer_best: bool = True) -> Path:
+    """``load(prefix)`` on the checkpoint ``path`` names (see :func:`checkpoint_candidates`).
+
+    Of several candidates (a run directory, a folder) the first that loads is used, each one
+    that fails (damaged files, an unreadable meta graph) named in a warning; a prefix named
+    directly (or a lone candidate) raises its own error. Returns the prefix loaded.
+    """
+    from google.protobuf.message import DecodeError
+
+    candidates = checkpoint_candidates(path, prefer_best)
+    if len(candidates) == 1:  # its own error is the clearest
+        load(candidates[0])
+        return candidates[0]
+    return try_candidates(candidates, load, f"no checkpoint at {path} can be restored",
+                          (*RESTORE_ERRORS, OSError, DecodeError))
+
+
 def try_candidates(candidates: Sequence[Path], attempt: Callable[[Path], object], failure: str,
                    errors: tuple[type[BaseException], ...] = (*RESTORE_ERRORS, OSError)) -> Path:
     """The first of ``candidates`` for which ``attempt(prefix)`` does not raise ``errors``.

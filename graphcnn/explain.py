@@ -34,9 +34,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
-from google.protobuf.message import DecodeError
 
-from graphcnn.checkpoints import INFERENCE_META, RESTORE_ERRORS, checkpoint_candidates, try_candidates
+from graphcnn.checkpoints import load_first, serving_meta_graph
 from graphcnn.data.pipeline import Preprocessing, decode_file, preprocess
 from graphcnn.data.scan import clean_message
 from graphcnn.viz import images as viz_images
@@ -270,7 +269,6 @@ class Explainer:
 
     def __init__(self, checkpoint: str | Path, layer: str | None = None, prefer_best: bool = True):
         self._layer_wanted = layer
-        candidates = checkpoint_candidates(checkpoint, prefer_best)
         model_errors: list[_ModelError] = []
 
         def attempt(prefix: Path) -> None:
@@ -279,11 +277,7 @@ class Explainer:
             except _ModelError as err:  # the model's (a layer it does not have), not the checkpoint's
                 model_errors.append(err)
 
-        if len(candidates) == 1:
-            attempt(candidates[0])
-        else:
-            try_candidates(candidates, attempt, f"no checkpoint at {checkpoint} can be restored",
-                           (*RESTORE_ERRORS, OSError, DecodeError))
+        load_first(checkpoint, attempt, prefer_best)
         if model_errors:
             raise ValueError(str(model_errors[0])) from None
 
@@ -292,8 +286,7 @@ class Explainer:
         self.preprocessing, mean = Preprocessing.load(checkpoint.parent)
         p = self.preprocessing
         size = (p.input_height, p.input_width, p.channels)
-        lean = checkpoint.parent / INFERENCE_META
-        self.meta_graph = lean if lean.exists() else Path(str(checkpoint) + ".meta")
+        self.meta_graph = serving_meta_graph(checkpoint)
         self.graph = tf.Graph()
         with self.graph.as_default():
             with tf.name_scope("explain_input"):

@@ -38,11 +38,10 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from google.protobuf.message import DecodeError
 from tensorflow.core.framework.variable_pb2 import VariableDef
 from tensorflow.lite.python.convert_phase import ConverterError
 
-from graphcnn.checkpoints import INFERENCE_META, RESTORE_ERRORS, checkpoint_candidates, try_candidates
+from graphcnn.checkpoints import load_first, serving_meta_graph
 from graphcnn.data.pipeline import Preprocessing, fit_images
 
 v1 = tf.compat.v1
@@ -207,8 +206,7 @@ class _Restored:
     def __init__(self, checkpoint: Path):
         self.checkpoint = checkpoint
         self.preprocessing, self.mean = Preprocessing.load(checkpoint.parent)
-        lean = checkpoint.parent / INFERENCE_META
-        self.meta_graph = lean if lean.exists() else Path(str(checkpoint) + ".meta")
+        self.meta_graph = serving_meta_graph(checkpoint)
         meta = tf.compat.v1.MetaGraphDef()
         meta.ParseFromString(self.meta_graph.read_bytes())
         forward_meta_graph(meta)
@@ -291,11 +289,7 @@ class ServingModule(tf.Module):
 def _restore(run_or_checkpoint: str | Path, prefer_best: bool) -> _Restored:
     """The first candidate checkpoint that restores (a damaged one: a warning, then the next)."""
     found: list[_Restored] = []
-    candidates = checkpoint_candidates(run_or_checkpoint, prefer_best)
-    if len(candidates) == 1:
-        return _Restored(candidates[0])
-    try_candidates(candidates, lambda prefix: found.append(_Restored(prefix)),
-                   f"no checkpoint at {run_or_checkpoint} can be restored", (*RESTORE_ERRORS, OSError, DecodeError))
+    load_first(run_or_checkpoint, lambda prefix: found.append(_Restored(prefix)), prefer_best)
     return found[-1]
 
 

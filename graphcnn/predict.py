@@ -27,11 +27,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
-from google.protobuf.message import DecodeError
 
 from graphcnn.data import scan
 from graphcnn.data.pipeline import Preprocessing, fit_images, preprocess
-from graphcnn.checkpoints import INFERENCE_META, RESTORE_ERRORS, checkpoint_candidates, try_candidates
+from graphcnn.checkpoints import load_first, serving_meta_graph
 
 v1 = tf.compat.v1
 log = logging.getLogger("graphcnn.predict")
@@ -122,12 +121,7 @@ class Predictor:
     """
 
     def __init__(self, checkpoint: str | Path, prefer_best: bool = True):
-        candidates = checkpoint_candidates(checkpoint, prefer_best)
-        if len(candidates) == 1:  # named directly (or the only one): its own error is the clearest
-            self._load(candidates[0])
-        else:
-            try_candidates(candidates, self._load, f"no checkpoint at {checkpoint} can be restored",
-                           (*RESTORE_ERRORS, OSError, DecodeError))
+        load_first(checkpoint, self._load, prefer_best)
 
     def _load(self, checkpoint: Path) -> None:
         """Import ``checkpoint``'s meta graph and restore it; on failure nothing stays open."""
@@ -135,8 +129,7 @@ class Predictor:
         self.preprocessing, mean = Preprocessing.load(self.checkpoint.parent)
         p = self.preprocessing
         size = (p.input_height, p.input_width, p.channels)
-        lean = self.checkpoint.parent / INFERENCE_META
-        self.meta_graph = lean if lean.exists() else Path(str(self.checkpoint) + ".meta")
+        self.meta_graph = serving_meta_graph(checkpoint)
         self.graph = tf.Graph()
         with self.graph.as_default():
             with tf.name_scope("predict_input"):
