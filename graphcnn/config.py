@@ -53,7 +53,10 @@ class ModelConfig:
     input_height: int = 28
     input_width: int = 28
     channels: int = 1  # 1 grayscale, 3 RGB: images are converted to this on load
-    layers: tuple[LayerConfig, ...] = ()
+    layers: tuple[LayerConfig, ...] = ()  # with a backbone: the head on top of it
+    # a pretrained convolutional base under the layers: vgg16 | resnet50 | inception_v3 | mobilenet_v2
+    # (graphcnn.model.backbones); its weights come from --init-from keras:<file>
+    backbone: str = ""
     initializer: str = "he"  # truncated_normal | glorot | he
     init_stddev: float = 0.1  # for truncated_normal
     batch_norm_decay: float = 0.99
@@ -392,6 +395,7 @@ def _choices() -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
     """
     from graphcnn.data.augment import FILL_MODES
     from graphcnn.data.sources import SOURCES
+    from graphcnn.model.backbones import BACKBONES
     from graphcnn.model.layers import ACTIVATIONS, INITIALIZERS, POOLS
     from graphcnn.model.network import LAYERS
     from graphcnn.model.optimizers import OPTIMIZERS
@@ -402,6 +406,7 @@ def _choices() -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
         "data.source": ("auto", *SOURCES),  # auto: detected from data.path
         "data.cache": ("auto", "memory", "none"),
         "model.initializer": tuple(INITIALIZERS),
+        "model.backbone": ("", *BACKBONES),  # "": none
         "train.optimizer": tuple(OPTIMIZERS),
         "train.schedule.name": tuple(SCHEDULES),
         "train.early_stopping.monitor": ("accuracy", "loss"),
@@ -435,8 +440,19 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"model.channels: must be 1 or 3, got {m.channels}")
     if m.input_height < 1 or m.input_width < 1:
         raise ConfigError("model.input_height/input_width: must be positive")
-    if not m.layers:
+    if not m.layers and not m.backbone:
         raise ConfigError("model.layers: the network has no layers")
+    if m.backbone:
+        from graphcnn.model.backbones import BACKBONES
+        smallest = BACKBONES[m.backbone].min_size
+        if m.channels != 3:
+            raise ConfigError(f"model.channels: backbone {m.backbone} takes RGB images (3), got {m.channels}")
+        if min(m.input_height, m.input_width) < smallest:
+            raise ConfigError(f"model.input_height/input_width: backbone {m.backbone} needs at least "
+                              f"{smallest}x{smallest}, got {m.input_height}x{m.input_width}")
+    if t.init_from.startswith("keras:") and not m.backbone:
+        raise ConfigError("train.init_from: a keras: weights file initializes a backbone; set model.backbone "
+                          "(or pick a preset that has one: vgg16, resnet50, inception_v3, mobilenet_v2)")
     for i, layer in enumerate(m.layers):
         where = f"model.layers[{i}]"
         _check_choice(f"{where}.type", layer.type, layer_choices["type"])

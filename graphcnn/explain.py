@@ -50,6 +50,8 @@ COLORMAP = "jet"
 ALPHA = 0.45  # weight of the heat map over the image
 MIN_SIDE = 224  # px: the long side of a written explanation, at least
 _CONV_OPS = ("Conv2D", "DepthwiseConv2dNative")
+# scopes of conv ops that are not a layer of the model itself: gradients, the towers' copies
+_OTHER_COPY = re.compile(r"(^|/)(gradients|tower_\d+)(/|$)")
 _ACTIVATIONS_AFTER_POOL = ("Relu", "LeakyRelu")  # network._activation_commutes_with
 
 
@@ -57,14 +59,16 @@ _ACTIVATIONS_AFTER_POOL = ("Relu", "LeakyRelu")  # network._activation_commutes_
 
 
 def conv_layers(graph: tf.Graph) -> list[str]:
-    """The conv layers of a graphcnn graph (the scopes of its ``<layer>/Conv2D`` ops), input first.
+    """The conv layers of a graphcnn graph (the scopes of its ``<layer>/Conv2D`` ops, nested in a
+    backbone's: ``vgg16/conv5/conv5_3``), input first.
 
-    Gradient ops (``.../gradients/...``) and ops of nested scopes are left out.
+    Gradient ops (``.../gradients/...``) and the towers' copies (``tower_0/...``) are left out.
     """
     layers = []
     for op in graph.get_operations():
-        if op.type in _CONV_OPS and op.name.count("/") == 1 and op.name.split("/")[1] in _CONV_OPS:
-            layers.append(op.name.split("/")[0])
+        scope, _, last = op.name.rpartition("/")
+        if op.type in _CONV_OPS and last in _CONV_OPS and scope and not _OTHER_COPY.search(scope):
+            layers.append(scope)
     return list(dict.fromkeys(layers))
 
 

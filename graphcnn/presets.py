@@ -130,6 +130,38 @@ def fashion() -> Config:
         config.data, path="/usr/share/datasets/fashion-mnist", augment=augment))
 
 
+def _pretrained(backbone: str, size: int, units: int, keep_rate: float) -> Config:
+    """A pretrained backbone under a global-average-pool, dense, dropout head, as the transfer-learning
+    tutorials build it; horizontal flips. Train it from ``--init-from keras:<file>``, head first:
+    ``scripts/transfer_learning.py`` runs the two-stage recipe."""
+    config = _preset(backbone, size, 3, [
+        LayerConfig(type="global_avg_pool"), dense(units), dropout("fc"),
+    ], keep_rates={"fc": keep_rate}, epochs=10, batch_size=32, learning_rate=1e-3, initializer="glorot")
+    return dataclasses.replace(
+        config, model=dataclasses.replace(config.model, backbone=backbone),
+        data=dataclasses.replace(config.data, augment=AugmentConfig(horizontal_flip=True)))
+
+
+def vgg16() -> Config:
+    """VGG16's ImageNet base at 150x150 RGB, GAP, fc256, dropout 0.5 (Chollet's cats vs dogs)."""
+    return _pretrained("vgg16", 150, 256, 0.5)
+
+
+def resnet50() -> Config:
+    """ResNet50's ImageNet base at 224x224 RGB, GAP, fc256, dropout 0.5."""
+    return _pretrained("resnet50", 224, 256, 0.5)
+
+
+def inception_v3() -> Config:
+    """InceptionV3's ImageNet base at 150x150 RGB, GAP, fc1024, dropout 0.5 (the Keras fine-tuning example)."""
+    return _pretrained("inception_v3", 150, 1024, 0.5)
+
+
+def mobilenet_v2() -> Config:
+    """MobileNetV2's ImageNet base at 160x160 RGB, GAP, fc128, dropout 0.8 keep (TensorFlow's transfer tutorial)."""
+    return _pretrained("mobilenet_v2", 160, 128, 0.8)
+
+
 PRESETS: dict[str, Callable[[], Config]] = {
     "digits": digits,
     "fashion": fashion,
@@ -138,6 +170,10 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "cats_dogs_small": cats_dogs_small,
     "cats_dogs_4block": cats_dogs_4block,
     "cats_dogs_150": cats_dogs_150,
+    "vgg16": vgg16,
+    "resnet50": resnet50,
+    "inception_v3": inception_v3,
+    "mobilenet_v2": mobilenet_v2,
 }
 
 DEFAULT_PRESET = "digits"

@@ -131,3 +131,17 @@ def test_registering_an_optimizer_makes_it_a_valid_config_value(monkeypatch):
     config = C.load(get_preset("digits"), None, ["train.optimizer=adagrad"])
     with tf.Graph().as_default():
         assert isinstance(get_optimizer(config.train, 0.1), tf.compat.v1.train.AdagradOptimizer)
+
+
+def test_backbone_choices_and_constraints_are_checked():
+    from graphcnn.config import ConfigError, apply_overrides, validate
+    from graphcnn.presets import get_preset
+
+    with pytest.raises(ConfigError, match="model.backbone: 'vgg19' is not one of , vgg16, resnet50"):
+        validate(apply_overrides(get_preset("vgg16"), ["model.backbone=vgg19"]))
+    with pytest.raises(ConfigError, match="model.channels: backbone vgg16 takes RGB"):
+        validate(apply_overrides(get_preset("vgg16"), ["model.channels=1"]))
+    with pytest.raises(ConfigError, match="backbone inception_v3 needs at least 75x75"):
+        validate(apply_overrides(get_preset("inception_v3"), ["model.input_height=64"]))
+    with pytest.raises(ConfigError, match="train.init_from: a keras: weights file initializes a backbone"):
+        validate(apply_overrides(get_preset("digits"), ["train.init_from=keras:/x.h5"]))

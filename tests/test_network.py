@@ -33,7 +33,59 @@ SHAPES = {"digits": {"conv1_1/weights": [3, 3, 1, 16], "fc1/weights": [7 * 7 * 3
 KEEP_GROUPS = {"digits": ("fc",), "dog_breeds_vgg": ("conv", "fc")}
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
+# pretrained backbones: (variable count, first variables, pinned shapes); the head after them
+BACKBONE_VARIABLES = {
+    "vgg16": (30, ["vgg16/conv1/conv1_1/weights", "vgg16/conv1/conv1_1/biases"],
+              {"vgg16/conv5/conv5_3/weights": [3, 3, 512, 512], "fc1/weights": [512, 256]}),
+    "resnet50": (322, ["resnet50/conv1/weights", "resnet50/conv1/biases", "resnet50/conv1/bn/gamma"],
+                 {"resnet50/conv2/block1/shortcut/weights": [1, 1, 64, 256],
+                  "resnet50/conv5/block3/conv3/bn/moving_variance": [2048], "fc1/weights": [2048, 256]}),
+    "inception_v3": (380, ["inception_v3/stem/conv1/weights", "inception_v3/stem/conv1/bn/beta"],
+                     {"inception_v3/mixed9/branch3x3_2a/weights": [1, 3, 384, 384], "fc1/weights": [2048, 1024]}),
+    "mobilenet_v2": (264, ["mobilenet_v2/conv1/weights", "mobilenet_v2/conv1/bn/gamma"],
+                     {"mobilenet_v2/block7/depthwise/depthwise_weights": [3, 3, 384, 1],
+                      "mobilenet_v2/conv_last/weights": [1, 1, 320, 1280], "fc1/weights": [1280, 128]}),
+}
+
+
+@pytest.mark.parametrize("name", list(BACKBONE_VARIABLES))
+def test_backbone_preset_builds_with_pinned_names_and_shapes(name):
+    cfg = get_preset(name).model
+    count, first, shapes = BACKBONE_VARIABLES[name]
+    with tf.Graph().as_default():
+        images = v1.placeholder(tf.float32, [None, cfg.input_height, cfg.input_width, 3])
+        net = Network(cfg, 7)
+        out = net(images, tf.constant(False), {g: tf.constant(1.0) for g in net.keep_groups})
+        variables = {v.op.name: v.shape.as_list() for v in v1.global_variables()}
+        names = list(variables)
+    assert len(names) == count
+    assert names[:len(first)] == first
+    assert names[-4:] == ["fc1/weights", "fc1/biases", "logits/weights", "logits/biases"]
+    assert all(variables[n] == shape for n, shape in shapes.items())
+    assert out.logits.shape.as_list() == [None, 7]
+    assert list(out.end_points)[-4:] == ["global_avg_pool", "fc1", "dropout1", "logits"]
+
+
+def test_frozen_batch_norm_stays_in_inference_mode():
+    """Under trainable_scopes, a frozen layer's batch norm uses its moving averages and has no
+    updates; a trained one normalizes training batches by their own statistics."""
+    cfg = get_preset("mobilenet_v2").model
+    with tf.Graph().as_default():
+        images = v1.placeholder(tf.float32, [None, 32, 32, 3])
+        net = Network(cfg, 2, trainable_scopes=("mobilenet_v2/conv_last", "fc1", "logits"))
+        out = net(images, tf.constant(True), {g: tf.constant(1.0) for g in net.keep_groups})
+        updated = {v.op.name for v, _ in out.updates}
+        x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            block = sess.run(out.end_points["mobilenet_v2/block16"], {images: x})
+            again = sess.run(out.end_points["mobilenet_v2/block16"], {images: x[:1]})
+    assert updated == {"mobilenet_v2/conv_last/bn/moving_mean", "mobilenet_v2/conv_last/bn/moving_variance"}
+    # inference mode: an image's features do not depend on the rest of the batch
+    np.testing.assert_allclose(block[:1], again, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", [p for p in PRESETS if p not in BACKBONE_VARIABLES])
 def test_preset_builds_with_pinned_names_and_shapes(name):
     cfg = get_preset(name).model
     with tf.Graph().as_default():

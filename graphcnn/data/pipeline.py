@@ -54,6 +54,9 @@ class Preprocessing:
     channels: int
     class_names: tuple[str, ...]
     mean_subtraction: bool = False  # if true, subtract pixel_mean.npy (float32 [H, W, C]) after scaling
+    # a pretrained backbone's own preprocessing (caffe | tf), which the graph applies to input/images itself
+    backbone: str = ""
+    backbone_preprocessing: str = ""
 
     def save(self, directory: str | Path, mean: np.ndarray | None) -> None:
         directory = Path(directory)

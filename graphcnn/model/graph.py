@@ -180,7 +180,8 @@ def network_for(config: Config, num_classes: int, precision: str | None = None) 
     """
     t = config.train
     dtype = PRECISIONS[resolve_precision(precision or t.precision)]
-    return Network(config.model, num_classes, t.weight_decay, seed=t.seed, compute_dtype=dtype)
+    return Network(config.model, num_classes, t.weight_decay, seed=t.seed, compute_dtype=dtype,
+                   trainable_scopes=t.trainable_scopes)
 
 
 def build_graph(config: Config, inputs: InputHandles, num_classes: int, total_steps: int,

@@ -58,20 +58,24 @@ class LayerOutput(NamedTuple):
 
 
 def batch_norm(
-    x: tf.Tensor, is_training: tf.Tensor, decay: float = 0.99, epsilon: float = 1e-3, name: str = "bn"
+    x: tf.Tensor, is_training: tf.Tensor | bool, decay: float = 0.99, epsilon: float = 1e-3, name: str = "bn",
+    scale: bool = True,
 ) -> LayerOutput:
     """Batch normalization over all axes but the last: x float32 [B, H, W, C] or [B, C].
 
     Training (``is_training`` true) normalizes with the batch moments; evaluation uses the
     moving averages. The returned updates move those averages; the train op applies them.
-    Variables ``<name>/{gamma,beta,moving_mean,moving_variance}`` [C].
+    Variables ``<name>/{gamma,beta,moving_mean,moving_variance}`` [C]; ``scale=False``: no
+    gamma (1). ``is_training`` the Python ``False``: a frozen layer, always in inference mode
+    and without updates (a frozen layer's statistics must not drift, as in Keras).
 
     Both branches use the fused kernel (one op forward, one backward): built from
     ``tf.nn.moments`` the same layer made a BN network about 3x slower on CPU.
     """
     channels = int(x.shape[-1])
     with v1.variable_scope(name):
-        gamma = v1.get_variable("gamma", [channels], initializer=v1.ones_initializer())
+        gamma = (v1.get_variable("gamma", [channels], initializer=v1.ones_initializer()) if scale
+                 else tf.ones([channels], name="gamma"))
         beta = v1.get_variable("beta", [channels], initializer=v1.zeros_initializer())
         moving_mean = v1.get_variable(
             "moving_mean", [channels], initializer=v1.zeros_initializer(), trainable=False
@@ -92,12 +96,15 @@ def batch_norm(
             )
             return y, tf.identity(moving_mean), tf.identity(moving_variance)
 
-        y, mean, variance = tf.cond(is_training, batch_moments, moving_moments)
-        # at evaluation the cond yields the moving averages themselves, so the deltas are 0
-        updates = (
-            (moving_mean, (moving_mean - mean) * (1.0 - decay)),
-            (moving_variance, (moving_variance - variance) * (1.0 - decay)),
-        )
+        if is_training is False:
+            y, updates = moving_moments()[0], ()
+        else:
+            y, mean, variance = tf.cond(is_training, batch_moments, moving_moments)
+            # at evaluation the cond yields the moving averages themselves, so the deltas are 0
+            updates = (
+                (moving_mean, (moving_mean - mean) * (1.0 - decay)),
+                (moving_variance, (moving_variance - variance) * (1.0 - decay)),
+            )
         if x.shape.rank != 4:
             y = tf.reshape(y, [-1, channels])
         y.set_shape(x.shape)

@@ -4,6 +4,10 @@ Configure first, connect second (as in Sonnet): ``Network(model_config, num_clas
 resolves layer names and checks the description without touching a graph; calling the
 network adds its ops. Calling it again (e.g. on an evaluation input) shares the weights.
 
+With ``model.backbone`` set, a pretrained convolutional base
+(:mod:`graphcnn.model.backbones`, under the scope of its name: ``vgg16/conv5/conv5_3``) comes
+first, and ``model.layers`` are the head on top of it.
+
 Layer names are the checkpoint contract: convolutions are ``conv<block>_<i>`` where a block
 ends at each pool (``conv1_1``, ``conv1_2``, ``pool1``, ``conv2_1`` ...), dense layers
 ``fc1``, ``fc2`` ..., dropouts ``dropout1`` ..., and the classifier is always ``logits``.
@@ -22,6 +26,8 @@ import tensorflow as tf
 
 from graphcnn.config import LayerConfig, ModelConfig, keep_groups
 from graphcnn.model import layers as L
+from graphcnn.model.backbones import KerasLayer, connect_backbone
+from graphcnn.model.scopes import scope_matches
 from graphcnn.registry import lookup
 
 v1 = tf.compat.v1
@@ -36,6 +42,7 @@ class NetworkOutput(NamedTuple):
     penultimate: tf.Tensor  # float32 [B, F]: the features the logits layer sees
     weight_decay: tf.Tensor  # float32 scalar: sum of decay * l2_loss(weights) (0 when off)
     kernels: dict[str, tf.Variable]  # layer name -> its weights variable (conv and dense)
+    keras_layers: tuple[KerasLayer, ...] = ()  # the backbone's layers, for --init-from keras:<file>
 
 
 class LayerContext(NamedTuple):
@@ -94,7 +101,7 @@ class Network:
     """
 
     def __init__(self, model: ModelConfig, num_classes: int, weight_decay: float = 0.0, seed: int | None = None,
-                 compute_dtype: tf.DType = tf.float32):
+                 compute_dtype: tf.DType = tf.float32, trainable_scopes: tuple[str, ...] = ()):
         if num_classes < 2:
             raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
         self.model = model
@@ -104,7 +111,18 @@ class Network:
         self.compute_dtype = tf.as_dtype(compute_dtype)
         self.layers = resolve_layer_names(model.layers)
         self.keep_groups = keep_groups(model)
+        self.trainable_scopes = tuple(trainable_scopes)
         self._connections = 0
+
+    def bn_trains(self, scope: str) -> bool:
+        """Whether the batch norm under ``scope`` (``conv1_1/bn``) normalizes training batches by
+        their own statistics. Not when ``train.trainable_scopes`` leaves it frozen: a frozen
+        layer stays in inference mode, its moving averages untouched (as Keras has it for a
+        layer with ``trainable = False``), which fine-tuning a pretrained backbone needs."""
+        return not self.trainable_scopes or any(scope_matches(scope, s) for s in self.trainable_scopes)
+
+    def bn_training(self, layer: str, context: "LayerContext") -> tf.Tensor | bool:
+        return context.is_training if self.bn_trains(f"{layer}/bn") else False
 
     def __call__(
         self, images: tf.Tensor, is_training: tf.Tensor, keep_rates: Mapping[str, tf.Tensor],
@@ -129,8 +147,17 @@ class Network:
         updates: list[tuple[tf.Variable, tf.Tensor]] = []
         kernels: dict[str, tf.Variable] = {}
         decays: list[tuple[float, tf.Variable]] = []
-        net = tf.cast(images, self.compute_dtype, name="compute_dtype")  # no op when already that dtype
+        keras_layers: tuple[KerasLayer, ...] = ()
         with v1.variable_scope(v1.get_variable_scope(), reuse=reuse):
+            if self.model.backbone:
+                base = connect_backbone(self.model.backbone, images, is_training, self.bn_trains, self.compute_dtype)
+                net, keras_layers = base.features, base.keras_layers
+                end_points.update(base.end_points)
+                updates.extend(base.updates)
+                kernels.update(base.kernels)
+                decays.extend((self.weight_decay, w) for w in base.kernels.values())
+            else:
+                net = tf.cast(images, self.compute_dtype, name="compute_dtype")  # no op when already that dtype
             deferred = None  # the activation of the layer before a max pool, applied after the pool
             for i, layer in enumerate(self.layers):
                 following = self.layers[i + 1] if i + 1 < len(self.layers) else None
@@ -166,7 +193,7 @@ class Network:
         with tf.name_scope("weight_decay"):
             terms = [decay * tf.nn.l2_loss(w) for decay, w in decays if decay > 0]
             weight_decay = tf.add_n(terms) if terms else tf.constant(0.0)
-        return NetworkOutput(logits, end_points, tuple(updates), penultimate, weight_decay, kernels)
+        return NetworkOutput(logits, end_points, tuple(updates), penultimate, weight_decay, kernels, keras_layers)
 
     def initializer(self, name: str) -> tf.keras.initializers.Initializer:
         """The initializer called ``name``, or the model's default when ``name`` is empty."""
@@ -192,7 +219,8 @@ def _conv(network: Network, layer: LayerConfig, net: tf.Tensor, context: LayerCo
         net, layer.filters, layer.kernel_size, layer.name, strides=layer.strides or 1,
         padding=layer.padding, activation=layer.activation,
         initializer=network.initializer(layer.initializer),
-        is_training=context.is_training, use_batch_norm=layer.batch_norm, bn_decay=network.model.batch_norm_decay,
+        is_training=network.bn_training(layer.name, context), use_batch_norm=layer.batch_norm,
+        bn_decay=network.model.batch_norm_decay,
     )
 
 
@@ -202,7 +230,8 @@ def _dense(network: Network, layer: LayerConfig, net: tf.Tensor, context: LayerC
     return L.dense(
         net, layer.units, layer.name, activation=layer.activation,
         initializer=network.initializer(layer.initializer),
-        is_training=context.is_training, use_batch_norm=layer.batch_norm, bn_decay=network.model.batch_norm_decay,
+        is_training=network.bn_training(layer.name, context), use_batch_norm=layer.batch_norm,
+        bn_decay=network.model.batch_norm_decay,
     )
 
 
@@ -220,7 +249,8 @@ def _dropout(network: Network, layer: LayerConfig, net: tf.Tensor, context: Laye
 def _batch_norm(network: Network, layer: LayerConfig, net: tf.Tensor, context: LayerContext) -> L.LayerOutput:
     # the layer's own scope around the "bn" one: variables <layer>/bn/gamma, as a conv's batch norm has them
     with v1.variable_scope(layer.name):
-        return L.batch_norm(net, context.is_training, decay=network.model.batch_norm_decay, name="bn")
+        return L.batch_norm(net, network.bn_training(layer.name, context), decay=network.model.batch_norm_decay,
+                            name="bn")
 
 
 def _flatten(network: Network, layer: LayerConfig, net: tf.Tensor, context: LayerContext) -> L.LayerOutput:
