@@ -226,6 +226,17 @@ def resolve_checkpoint(path: str | Path, prefer_best: bool = True) -> Path:
     return try_candidates(candidates, lambda prefix: check_checkpoint(prefix), f"no usable checkpoint at {path}")
 
 
+def lacks_variables(directory: str | Path, variables) -> bool:
+    """Whether the newest checkpoint in ``directory`` lacks any of ``variables`` (by name): the
+    first checkpoint of a new stage has not been written yet, and the last stage's one has no
+    optimizer slots for what that stage froze. False when there is no checkpoint."""
+    try:
+        names = tf.train.load_checkpoint(str(resolve_checkpoint(directory))).get_variable_to_shape_map()
+    except (FileNotFoundError, CheckpointError, tf.errors.OpError):
+        return False
+    return any(v.op.name not in names for v in variables)
+
+
 def serving_meta_graph(prefix: Path) -> Path:
     """The meta graph a model is restored into to predict: ``inference.meta`` beside the
     checkpoint (the forward pass alone), else the checkpoint's own ``.meta``."""

@@ -57,19 +57,30 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--logdir", default=DEFAULT_LOGDIR, help="root folder of run directories (default: logs)")
     p.add_argument("--name", default="", help="run directory name (default: <preset>-<timestamp>)")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue the run in this directory")
+    p.add_argument("--next-stage", action="store_true",
+                   help="with --resume: begin the run's next stage with --set/--trainable-scopes changes "
+                        "(e.g. unfreeze the top block at a lower learning rate; train.epochs counts from the "
+                        "run's start); training goes on from the latest checkpoint, in the same TensorBoard run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                    help="train the grid of these --set values as separate runs under one parent folder (repeatable)")
 
 
-def resolve_config(args: argparse.Namespace):
-    """Preset (from --preset, the config file, or the default), then the file, then --set."""
+def resolve_config(args: argparse.Namespace, base=None):
+    """Preset (from --preset, the config file, or the default), then the file, then --set.
+    ``base``: start from this config instead of a preset (a run's next stage)."""
     from graphcnn import config as C
     from graphcnn.presets import DEFAULT_PRESET, get_preset
 
     preset = args.preset
     if args.config and preset is None:
         preset = C.read_file(args.config).get("preset")
+    overrides = _overrides(args)
+    return C.load(base if base is not None else get_preset(preset or DEFAULT_PRESET), args.config, overrides)
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` and the flags that are shorthands for config keys, as ``key=value`` overrides."""
     overrides = list(args.overrides)
     if getattr(args, "data", None) is not None:
         overrides.append(f"data.path={json.dumps(args.data)}")
@@ -79,8 +90,7 @@ def resolve_config(args: argparse.Namespace):
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={json.dumps([s.strip() for s in value.split(',') if s.strip()])}")
-    config = C.load(get_preset(preset or DEFAULT_PRESET), args.config, overrides)
-    return config
+    return overrides
 
 
 _DEBUG_HELP = "on an error, print the traceback instead of the one-line message"
@@ -231,15 +241,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         return train_sweep(args, resolve_config)
     from graphcnn.train.trainer import train
 
+    if args.next_stage and not args.resume:
+        raise C.ConfigError("--next-stage continues a run: give --resume RUN")
     if args.resume:
         run = RunDir.open(args.resume)
         config = C.from_json_file(run.config)
-        if args.overrides or args.config or args.preset or args.data or args.init_from:
+        if args.next_stage:
+            if args.preset or args.data:
+                raise C.ConfigError("--next-stage keeps the run's model and data: drop --preset/--data")
+            config = resolve_config(args, base=config)
+        elif args.overrides or args.config or args.preset or args.data or args.init_from:
             print("graphcnn: --resume continues with the run's saved config.json; "
-                  "other config options are ignored", file=sys.stderr)
+                  "other config options are ignored (a new stage of the run: --next-stage)", file=sys.stderr)
         with run.lock():
             print(f"run directory: {run.root}")
-            result = train(config, run, resume=True, progress=not args.no_progress)
+            result = train(config, run, resume=True, progress=not args.no_progress, new_stage=args.next_stage)
     else:
         config = resolve_config(args)
         if args.name:

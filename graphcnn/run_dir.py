@@ -5,7 +5,9 @@ reopened by ``--resume``, ``predict``, ``evaluate``, ``report`` and ``filters``.
 documented here and nowhere else in the code::
 
     logs/<run>/
-      config.json         the resolved config that trained this run (what --resume reads)
+      config.json         the resolved config that trained this run (what --resume reads); in a
+                          run of several stages (--next-stage), the current stage's
+      config.stage<k>.json  the config of each earlier stage k (1, 2, ...), kept when the next began
       train/              TensorBoard run of training: events (graph, scalars, histograms, images,
                           traces; the custom-scalars layout in a first *.graphcnn-setup file) and
                           the projector (projector_config.pbtxt, projector_features.tsv,
@@ -271,6 +273,29 @@ class RunDir:
     def write_config(self, config: Any) -> None:
         """``config.json`` (atomically): the resolved config, as ``Config.save`` writes it."""
         write_text_atomic(self.config, json.dumps(config.to_dict(), indent=2, sort_keys=False) + "\n")
+
+    def stage_config(self, stage: int) -> Path:
+        """``config.stage<k>.json``: the config of earlier stage ``k``."""
+        return self.root / f"config.stage{stage}.json"
+
+    @property
+    def stage(self) -> int:
+        """The current stage: 1 + the number of earlier stages kept."""
+        stage = 1
+        while self.stage_config(stage).exists():
+            stage += 1
+        return stage
+
+    def start_stage(self, config: Any) -> int:
+        """Begin the next stage with ``config``: keep ``config.json`` as ``config.stage<k>.json``,
+        then write the new one (each step atomic: a kill leaves either stage's config in force).
+        Returns the new stage's number."""
+        stage = self.stage
+        if stage > 1 and self.stage_config(stage - 1).read_text() == self.config.read_text():
+            stage -= 1  # a kill came between the two writes last time: that stage is kept already
+        write_text_atomic(self.stage_config(stage), self.config.read_text())
+        self.write_config(config)
+        return stage + 1
 
     def write_state(self, state: dict[str, Any]) -> None:
         """``train_state.json`` (atomically): what ``--resume`` needs beyond the checkpoint."""

@@ -381,3 +381,14 @@ def test_augment_preview_is_large_labelled_and_has_only_its_options(tmp_path, ca
     help_text = subcommand_help("augment-preview")
     assert "--init-from" not in help_text and "--exclude-scopes" not in help_text
     assert "--trainable-scopes" not in help_text and "original" in help_text
+
+
+def test_next_stage_needs_resume_and_keeps_model_and_data(tmp_path, capsys):
+    assert cli.main(["train", "--next-stage", "--set", "train.epochs=1"]) == 2
+    assert "--next-stage continues a run: give --resume RUN" in capsys.readouterr().err
+    run = tmp_path / "run"
+    run.mkdir()
+    from graphcnn.presets import get_preset
+    get_preset("digits").save(run / "config.json")
+    assert cli.main(["train", "--resume", str(run), "--next-stage", "--preset", "fashion"]) == 2
+    assert "--next-stage keeps the run's model and data" in capsys.readouterr().err

@@ -84,6 +84,7 @@ def build_init_from_checkpoint(
     variables: Sequence[tf.Variable],
     exclude_scopes: Sequence[str] = (),
     skip_mismatched: bool = False,
+    training_state: bool = False,
 ) -> InitFromCheckpoint:
     """Prepare restoring ``variables`` from another checkpoint, matched by name.
 
@@ -99,6 +100,9 @@ def build_init_from_checkpoint(
         exclude_scopes: scopes not to restore (``train.exclude_scopes``).
         skip_mismatched: variables whose shape differs from the checkpoint's are skipped
             (listed in ``mismatched``) instead of raising.
+        training_state: restore the training state too (the next stage of the same run: its
+            global step goes on); what the checkpoint lacks, such as the optimizer slots of
+            variables the last stage froze, starts afresh.
 
     Raises:
         FileNotFoundError: the checkpoint does not exist (the message names the path).
@@ -112,7 +116,7 @@ def build_init_from_checkpoint(
     ckpt_dtypes = reader.get_variable_to_dtype_map()
 
     variables = list(variables)
-    state_names = training_state_names(variables)
+    state_names = set() if training_state else training_state_names(variables)
     restored, excluded, missing, training_state = [], [], [], []
     mismatched: list[Mismatch] = []
     dtype_notes: dict[str, str] = {}

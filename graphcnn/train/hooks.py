@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from graphcnn.checkpoints import CheckpointManager
 from graphcnn.tensorboard.ops import PngImage
-from graphcnn.tensorboard.writing import ScalarWriter, png_summary, start_session_log
+from graphcnn.tensorboard.writing import ScalarWriter, png_summary, start_session_log, text_summary
 
 v1 = tf.compat.v1
 SessionRunArgs = v1.train.SessionRunArgs
@@ -82,12 +82,29 @@ class EventsHook(v1.train.SessionRunHook):
             start_session_log(writer, self.clock.step + 1)
 
 
+class StageHook(v1.train.SessionRunHook):
+    """Marks where a stage of a staged run (``train(..., new_stage=True)``) begins: a text
+    summary ``stage/begins`` at its first step, saying what it trains (with the ``stage`` scalar that
+    :class:`ScalarsHook` writes, and the learning-rate curve, the boundary shows in TensorBoard)."""
+
+    def __init__(self, clock: StepClock, writer: v1.summary.FileWriter, text: str):
+        self.clock, self.writer, self.text, self._written = clock, writer, text, False
+
+    def after_create_session(self, session, coord) -> None:
+        if not self._written:
+            self.writer.add_summary(text_summary("stage/begins", self.text.format(step=self.clock.step + 1)),
+                                    self.clock.step + 1)
+            self._written = True
+
+
 class ScalarsHook(v1.train.SessionRunHook):
     """Every ``every`` steps: ``loss``, ``accuracy``, ``learning_rate`` and
     ``images_per_second`` (over the steps since the last write) to ``train/``."""
 
-    def __init__(self, clock: StepClock, writer: ScalarWriter, every: int, batch_size: int):
+    def __init__(self, clock: StepClock, writer: ScalarWriter, every: int, batch_size: int,
+                 constants: Mapping[str, float] | None = None):
         self.clock, self.writer, self.every, self.batch_size = clock, writer, every, batch_size
+        self.constants = dict(constants or {})  # written with each write (the ``stage`` of a staged run)
         self.speed = 0.0
         self.speeds: list[float] = []  # images/s per window, for the run's summary figure
         self._images, self._start = 0, time.perf_counter()
@@ -106,7 +123,8 @@ class ScalarsHook(v1.train.SessionRunHook):
         self._images, self._start = 0, now
         values = self.clock.values
         self.writer.write(step, {"loss": values["loss"], "accuracy": values["accuracy"],
-                                 "learning_rate": values["learning_rate"], "images_per_second": self.speed})
+                                 "learning_rate": values["learning_rate"], "images_per_second": self.speed,
+                                 **self.constants})
 
     @property
     def images_per_second(self) -> float:

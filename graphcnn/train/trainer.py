@@ -26,11 +26,12 @@ import tensorflow as tf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from graphcnn.atomic import write_text_atomic
-from graphcnn.checkpoints import CheckpointManager, export_inference_graph, step_of
+from graphcnn.checkpoints import CheckpointManager, export_inference_graph, lacks_variables, step_of
 from graphcnn.config import Config
 from graphcnn.data.check import DataCheck, report_text
 from graphcnn.data.pipeline import InputPipeline, Preprocessing, augment_fn_for, compute_pixel_mean
 from graphcnn.data.sources import Dataset, Split, load_dataset
+from graphcnn.model.backbones import preprocessing_record
 from graphcnn.model.devices import resolve_devices
 from graphcnn.model.devices import session_config as devices_session_config
 from graphcnn.model.graph import GraphHandles, build_graph, inference_graph, network_for
@@ -40,8 +41,10 @@ from graphcnn.tensorboard.ops import SummaryOps, build_summary_ops
 from graphcnn.tensorboard.writing import ScalarWriter, write_run_root_summaries
 from graphcnn.train.early_stopping import EarlyStopping, PlateauReducer
 from graphcnn.train.finetune import InitFromCheckpoint, build_init_from_checkpoint
+from graphcnn.train.keras_init import KERAS_PREFIX, build_init_from_keras
 from graphcnn.train.hooks import (CheckpointHook, EventsHook, PeriodicImageHook, PeriodicSummaryHook,
-                                  ProgressBarHook, ScalarsHook, StepClock, StopOnSignalHook, StopSignals, TraceHook)
+                                  ProgressBarHook, ScalarsHook, StageHook, StepClock, StopOnSignalHook, StopSignals,
+                                  TraceHook)
 from graphcnn.train.validation import (BestCheckpoint, EarlyStoppingHook, EvalResult, MetricsLog, PlateauListener,
                                        ValidationHook, evaluate_split)
 from graphcnn.train.view_hooks import TensorBoardViews
@@ -99,7 +102,8 @@ def prepare(config: Config, run: RunDir, resume: bool, dataset: Dataset | None) 
         write_run_root_summaries(config, run.root)  # TensorBoard's custom-scalars layout and HParams
     mean = compute_pixel_mean(dataset.train, config.model) if config.data.mean_subtraction else None
     preprocessing = Preprocessing(config.model.input_height, config.model.input_width, config.model.channels,
-                                  dataset.class_names, config.data.mean_subtraction)
+                                  dataset.class_names, config.data.mean_subtraction,
+                                  *preprocessing_record(config.model.backbone))
     for directory in (run.checkpoints, run.best):
         preprocessing.save(directory, mean)
     export_inference_graph(*inference_graph(config.model, num_classes), [run.checkpoints, run.best])
@@ -132,9 +136,10 @@ class Built(NamedTuple):
     train_writer: v1.summary.FileWriter
     val_writer: v1.summary.FileWriter
     feed: dict  # the training step's feed: is_training and the dropout keep rates
+    restore_by_name: bool = False  # the first session restores the latest checkpoint through init_from
 
 
-def build(config: Config, run: RunDir, data: Prepared, resume: bool) -> Built:
+def build(config: Config, run: RunDir, data: Prepared, resume: bool, new_stage: bool = False) -> Built:
     tcfg = config.train
     graph = tf.Graph()
     with graph.as_default():
@@ -147,7 +152,15 @@ def build(config: Config, run: RunDir, data: Prepared, resume: bool) -> Built:
         g = build_graph(config, inputs, data.num_classes, data.total_steps, network, data.devices)
         checkpoints = CheckpointManager(run.checkpoints, run.best, tcfg.checkpoints_to_keep)
         init_from = None
-        if tcfg.init_from and not resume:
+        # a stage's graph trains other variables than the last stage's, whose checkpoint has no
+        # optimizer slots for them: restore what it has by name, start the rest afresh
+        by_name = new_stage or (resume and run.stage > 1 and lacks_variables(run.checkpoints, v1.global_variables()))
+        if by_name:
+            init_from = build_init_from_checkpoint(str(run.checkpoints), v1.global_variables(), training_state=True)
+        elif tcfg.init_from.startswith(KERAS_PREFIX) and not resume:
+            init_from = build_init_from_keras(tcfg.init_from[len(KERAS_PREFIX):], config.model.backbone,
+                                              g.net.keras_layers, v1.global_variables(), tcfg.exclude_scopes)
+        elif tcfg.init_from and not resume:
             init_from = build_init_from_checkpoint(tcfg.init_from, v1.global_variables(),
                                                    tcfg.exclude_scopes, tcfg.skip_mismatched)
         conv_kernels = {name: k for name, k in g.net.kernels.items() if len(k.shape) == 4}
@@ -161,7 +174,7 @@ def build(config: Config, run: RunDir, data: Prepared, resume: bool) -> Built:
     feed = {inputs.is_training: True}
     feed.update({inputs.keep_rates[group]: tcfg.keep_rates.get(group, 1.0) for group in network.keep_groups})
     return Built(graph, g, pipeline, checkpoints, summaries, views, init_op, init_from, train_writer, val_writer,
-                 feed)
+                 feed, by_name)
 
 
 class RunSessionCreator(v1.train.SessionCreator):
@@ -169,24 +182,28 @@ class RunSessionCreator(v1.train.SessionCreator):
     (then applies ``--init-from`` and the pixel mean), and starts the input pipeline at the
     global step. ``MonitoredSession`` calls it again to recover a session it lost."""
 
-    def __init__(self, built: Built, pixel_mean: np.ndarray | None, resume: bool, init_from_path: str = "",
+    def __init__(self, built: Built, pixel_mean: np.ndarray | None, resume: bool,
                  config: v1.ConfigProto | None = None, target: str = ""):
-        self.built, self.pixel_mean, self.resume, self.init_from_path = built, pixel_mean, resume, init_from_path
-        self.config, self.target = config, target
+        self.built, self.pixel_mean, self.resume = built, pixel_mean, resume
+        self.config, self.target, self.by_name = config, target, built.restore_by_name
         self.restored: Path | None = None
 
     def create_session(self) -> v1.Session:
         b = self.built
         sess = v1.Session(self.target, graph=b.graph, config=self.config)
-        self.restored = b.checkpoints.restore_latest(sess)
+        # a new stage's first session restores the last stage's checkpoint by name (init_from);
+        # a later one (MonitoredSession's recovery) finds this stage's own checkpoints
+        self.restored = None if self.by_name else b.checkpoints.restore_latest(sess)
         if self.restored is None:
-            if self.resume:
+            if self.resume and not self.by_name:
                 log.warning("no checkpoint in %s: starting from scratch", b.checkpoints.checkpoint_dir)
             sess.run(b.init_op)
             if b.init_from is not None:
                 b.init_from.init_fn(sess)
-                log.info("initialized %d variables from %s (excluded: %s)", len(b.init_from.restored),
-                         self.init_from_path, ", ".join(b.init_from.excluded) or "none")
+                log.info("initialized %d variables from %s (excluded: %s; new: %d)", len(b.init_from.restored),
+                         b.init_from.checkpoint_path, ", ".join(b.init_from.excluded) or "none",
+                         len(b.init_from.missing_in_checkpoint))
+            self.by_name = False
             if self.pixel_mean is not None:
                 b.g.inputs.pixel_mean.load(self.pixel_mean, sess)
         else:
@@ -230,12 +247,18 @@ def loop_hooks(config: Config, run: RunDir, data: Prepared, b: Built, signals: S
         clock, lambda sess: evaluate_split(sess, g, b.pipeline, data.dataset.validation, repeated=True),
         data.steps_per_epoch, tcfg.eval_every_steps, b.val_writer, listeners, interrupted=lambda: signals.raised,
         validated=lambda: metrics.last_validated)
-    scalars = ScalarsHook(clock, ScalarWriter(b.train_writer), lcfg.scalars_every, tcfg.batch_size)
+    stage = run.stage
+    scalars = ScalarsHook(clock, ScalarWriter(b.train_writer), lcfg.scalars_every, tcfg.batch_size,
+                          {"stage": stage} if stage > 1 else None)
     bar = ProgressBarHook(clock, data.total_steps, config.model.name, scalars) if progress else None
     hooks: list[v1.train.SessionRunHook] = [
         clock, metrics, EventsHook(clock, [b.train_writer, b.val_writer], b.graph if lcfg.graph else None), scalars]
     if bar is not None:
         hooks.append(bar)
+    if stage > 1:
+        trained = ", ".join(tcfg.trainable_scopes) or "every variable"
+        hooks.append(StageHook(clock, b.train_writer, f"stage {stage} from step {{step}}: trains {trained} at "
+                               f"learning rate {tcfg.learning_rate:g}, until epoch {tcfg.epochs}"))
     if b.summaries.histograms is not None:  # weights only: run on their own after the step
         hooks.append(PeriodicSummaryHook(clock, b.summaries.histograms, lcfg.histograms_every, b.train_writer,
                                          alone=True))
@@ -348,21 +371,30 @@ def _configure_logging() -> None:
 
 def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool = True,
           dataset: Dataset | None = None, session_config: v1.ConfigProto | None = None,
-          hooks: Sequence[v1.train.SessionRunHook] = ()) -> TrainResult:
+          hooks: Sequence[v1.train.SessionRunHook] = (), new_stage: bool = False) -> TrainResult:
     """Train ``config`` in ``run`` (a new directory, or an existing one with ``resume``).
+
+    ``new_stage`` (with ``resume``): ``config`` differs from the run's (other trainable scopes,
+    learning rate, more epochs), as in the second stage of transfer learning: it becomes the
+    run's config (the last one is kept as ``config.stage<k>.json``), training goes on from the
+    latest checkpoint and its step, and TensorBoard gets a ``stage`` scalar and text there.
 
     Writes TensorBoard events, checkpoints, metrics.jsonl and results.json under ``run``.
     ``dataset`` may be given to skip loading (tests, benchmarks); ``hooks`` (any
     ``tf.compat.v1.train.SessionRunHook``) run after the built-in ones, around every step.
     """
     _configure_logging()
+    if new_stage and not resume:
+        raise ValueError("new_stage continues a run: give resume=True")
     data = prepare(config, run, resume, dataset)
     session_config = devices_session_config(data.devices, session_config)  # logical CPUs for CPU towers
-    b = build(config, run, data, resume)
+    b = build(config, run, data, resume, new_stage)
+    if new_stage:  # once its graph is built: a stage that cannot start leaves the run as it was
+        log.info("stage %d of this run begins", run.start_stage(config))
     try:
         with StopSignals() as signals, logging_redirect_tqdm([logging.getLogger("graphcnn")]):
             loop = loop_hooks(config, run, data, b, signals, progress, hooks)
-            creator = RunSessionCreator(b, data.pixel_mean, resume, config.train.init_from, session_config)
+            creator = RunSessionCreator(b, data.pixel_mean, resume, session_config)
             with b.graph.as_default():
                 fit(b, creator, loop, data.total_steps)
             interrupted = signals.raised

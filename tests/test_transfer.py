@@ -1,0 +1,105 @@
+"""Transfer learning in two stages on a pretrained backbone (vgg16, weights from a seeded Keras model).
+
+Stage 1 trains the head on the frozen backbone; stage 2 (``new_stage``) unfreezes the top
+block at a lower learning rate, in the same run directory and TensorBoard run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from graphcnn.config import LogConfig, validate
+from graphcnn.data.sources import Dataset, Split
+from graphcnn.presets import get_preset
+from graphcnn.run_dir import RunDir
+from graphcnn.tensorboard.events import read_scalars
+from graphcnn.train.trainer import train
+
+from conftest import synthetic_dataset
+
+keras = pytest.importorskip("keras")
+
+HEAD = ("fc1", "logits")
+
+
+def rgb(dataset: Dataset, size: int) -> Dataset:
+    def convert(split: Split) -> Split:
+        images = tf.image.resize(np.repeat(split.images, 3, axis=-1), [size, size]).numpy()
+        return Split(labels=split.labels, images=images.round().clip(0, 255).astype(np.uint8))
+    return dataclasses.replace(dataset, train=convert(dataset.train), validation=convert(dataset.validation),
+                               test=convert(dataset.test))
+
+
+@pytest.fixture(scope="module")
+def keras_file(tmp_path_factory):
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    model = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+    path = tmp_path_factory.mktemp("keras") / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    return path, {f"{layer.name}/{w.path.split('/')[-1]}": np.asarray(w) for layer in model.layers
+                  for w in layer.weights}
+
+
+def stage_config(keras_path, **train):
+    config = get_preset("vgg16")
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, input_height=32, input_width=32),
+        train=dataclasses.replace(config.train, batch_size=8, init_from=f"keras:{keras_path}", **train),
+        log=LogConfig(scalars_every=2, histograms_every=0, filters_every=0, gradients_every=0, activations_every=0,
+                      feature_maps_every=0, trace_every=0, projector_images=0, pr_curves=False))
+    return validate(config)
+
+
+def weights(run: RunDir) -> dict[str, np.ndarray]:
+    reader = tf.train.load_checkpoint(str(run.checkpoints))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if "Adam" not in name and "power" not in name}
+
+
+@pytest.mark.parametrize("how", ["next_stage", "killed_before_its_first_checkpoint_then_resumed"])
+def test_two_stages_train_only_their_scopes_in_one_run(tmp_path, keras_file, how):
+    path, keras_weights = keras_file
+    data = rgb(synthetic_dataset(n_per_class=8, num_classes=2), 32)
+    run = RunDir.create(tmp_path, "transfer")
+    stage1 = stage_config(path, epochs=1, trainable_scopes=HEAD)
+    train(stage1, run, progress=False, dataset=data)
+    after1 = weights(run)
+    # stage 1: the backbone is exactly the Keras file's, the head moved
+    np.testing.assert_array_equal(after1["vgg16/conv1/conv1_1/weights"], keras_weights["block1_conv1/kernel"])
+    np.testing.assert_array_equal(after1["vgg16/conv5/conv5_3/biases"], keras_weights["block5_conv3/bias"])
+    step1 = int(after1["global_step"])
+    assert step1 > 0
+
+    stage2 = dataclasses.replace(stage1, train=dataclasses.replace(
+        stage1.train, epochs=2, learning_rate=1e-4, trainable_scopes=("vgg16/conv5", *HEAD)))
+    if how == "next_stage":
+        result = train(stage2, run, resume=True, progress=False, dataset=data, new_stage=True)
+    else:  # stage 2 began (its config in force), then a kill: a plain --resume must go on from stage 1's checkpoint
+        run.start_stage(stage2)
+        result = train(stage2, run, resume=True, progress=False, dataset=data)
+    after2 = weights(run)
+    assert result.global_step == 2 * step1  # the step goes on: one more epoch
+    for name, value in after2.items():
+        if name == "global_step" or "moving" in name:
+            continue
+        changed = not np.array_equal(value, after1[name])
+        unfrozen = name.startswith(("vgg16/conv5/", "fc1/", "logits/"))
+        assert changed == unfrozen, name
+    # the run keeps both configs, and TensorBoard shows where stage 2 began
+    assert json.loads(run.stage_config(1).read_text())["train"]["trainable_scopes"] == list(HEAD)
+    assert json.loads(run.config.read_text())["train"]["learning_rate"] == 1e-4
+    stage_scalars = read_scalars(run.train_logs)["stage"]
+    assert stage_scalars[0][0] > step1 and {v for _, v in stage_scalars} == {2.0}
+    texts = [(e.step, v.tensor.string_val[0].decode()) for f in sorted(run.train_logs.glob("events.*"))
+             for e in tf.compat.v1.train.summary_iterator(str(f)) for v in e.summary.value if v.tag == "stage/begins"]
+    assert texts == [(step1 + 1, f"stage 2 from step {step1 + 1}: trains vgg16/conv5, fc1, logits at learning "
+                                 "rate 0.0001, until epoch 2")]
