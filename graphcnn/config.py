@@ -157,7 +157,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     check_numerics: bool = True  # a NaN/Inf loss stops training before the update is applied
     # compute precision of the training graph (variables and checkpoints are float32 either way):
-    # auto = mixed_bfloat16 on CPUs with AMX-BF16 (about 2x there, same accuracy: BENCHMARKS.md), else float32
+    # auto = mixed_bfloat16 on CPUs with AMX-BF16 or AVX512-BF16 (up to 2x there, same accuracy: BENCHMARKS.md),
+    # else float32
     precision: str = "auto"  # auto | float32 | mixed_bfloat16
     # devices of one process, one tower each: "auto" (every visible GPU, else one CPU), a count
     # ("2": that many GPUs, else that many logical CPUs) or a list ("/gpu:0,/gpu:1")

@@ -4,15 +4,18 @@
     python scripts/benchmark.py [--paths a,b,...] [--rounds N] [--quick] [--out FILE]
                                 [--ref-tree DIR | --ref COMMIT] [--ab-epochs N] [--set KEY=VALUE ...]
 
-Paths (default: all; ab only with a reference). Every graphcnn run uses the digits preset.
+Paths (default: all; ab only with a reference). Every graphcnn run uses the digits preset, or ``--preset``.
 
 * ``graphcnn``     graphcnn's trainer, ``train()``, default settings
 * ``keras``        the same net as a Keras 3 model, ``model.fit`` on the same data, TF's defaults
                    (TF_ENABLE_ONEDNN_OPTS unset); ``keras_onednn``: with TF_ENABLE_ONEDNN_OPTS=1
 * ``ingraph``      the trainer's graph (graphcnn's ``network_for``, ``build_graph``), one batch held in a
                    variable, ``sess.run(train_op)`` in a loop: graphcnn / ingraph is what the input
-                   pipeline and the training loop cost
+                   pipeline and the training loop cost; ``ingraph_bf16``: the same at mixed_bfloat16
 * ``nolog``        the trainer with every TensorBoard item off: graphcnn / nolog is what logging costs
+* ``matmul``       GFLOP/s of a float32 2048x2048 ``tf.matmul`` on this machine, the reference that the
+                   training paths' GFLOP/s (images/s x the preset's training FLOPs, 3x its forward
+                   convolution and matrix-product FLOPs) are set against
 * ``predict``      cold ``python -m graphcnn predict RUN IMAGE`` vs ``python -c "import tensorflow"``, each
                    timed to its first line of output
 * ``ab``           ``python -m graphcnn.cli train`` (``--ab-epochs`` epochs) from this checkout and from a
@@ -51,28 +54,33 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = "BENCH_RESULT "
-CHOICES = ["graphcnn", "keras", "keras_onednn", "ingraph", "nolog", "predict", "ab"]  # --paths
+CHOICES = ["graphcnn", "keras", "keras_onednn", "ingraph", "ingraph_bf16", "nolog", "matmul", "predict",
+           "ab"]  # --paths
 LABELS = {"graphcnn": "graphcnn trainer, defaults",
           "keras": "Keras 3 model.fit, TF defaults (TF_ENABLE_ONEDNN_OPTS unset)",
           "keras_onednn": "Keras 3 model.fit, TF_ENABLE_ONEDNN_OPTS=1",
           "ingraph": "in-graph limit: the trainer's graph, batch in a variable, train_op only",
+          "ingraph_bf16": "in-graph limit at train.precision=mixed_bfloat16",
+          "matmul": "float32 2048x2048 matrix multiply (GFLOP/s)",
           "nolog": "graphcnn trainer, TensorBoard logging off",
           "ab_current": "this checkout", "ab_ref": "reference tree",
           "predict": "cold `graphcnn predict` of one image", "import_tf": "`python -c \"import tensorflow\"`"}
 # the questions: (A, B, kind); "ratio": median(A) / median(B), "difference": median(A) - median(B)
 COMPARISONS = [("graphcnn", "keras", "ratio"), ("graphcnn", "keras_onednn", "ratio"),
-               ("graphcnn", "ingraph", "ratio"), ("graphcnn", "nolog", "ratio"), ("ab_current", "ab_ref", "ratio"),
+               ("graphcnn", "ingraph", "ratio"), ("ingraph_bf16", "ingraph", "ratio"),
+               ("graphcnn", "nolog", "ratio"), ("ab_current", "ab_ref", "ratio"),
                ("predict", "import_tf", "difference")]
 
 
 # --- workers: run in subprocesses (--worker NAME), import TensorFlow, print one RESULT line ---
 
 def trainer_config(opts: dict):
-    """The digits preset with ``opts["overrides"]`` (``--set`` syntax) applied, logging off if asked."""
+    """The preset (``--preset``, digits) with ``opts["overrides"]`` (``--set`` syntax) applied, logging off if asked."""
     from graphcnn.config import load
     from graphcnn.presets import get_preset
 
-    return load(get_preset("digits"), None, opts["overrides"] + (logging_off() if opts.get("log_off") else []))
+    return load(get_preset(opts.get("preset", "digits")), None,
+                opts["overrides"] + (logging_off() if opts.get("log_off") else []))
 
 
 def logging_off() -> list[str]:
@@ -116,7 +124,47 @@ def worker_trainer(opts: dict) -> dict:
     # validation and checkpoint run in the after_run of an epoch's last step: in its interval if this hook
     # comes after theirs, else in the next one; both are left out
     kept = [dt for s, dt in timed if s % per_epoch not in (0, 1)]
-    return dict(rates(kept, batch), with_epoch_ends=len(timed) * batch / sum(dt for _, dt in timed))
+    return dict(rates(kept, batch), with_epoch_ends=len(timed) * batch / sum(dt for _, dt in timed),
+                mflop=training_mflop(config, len(dataset.class_names)))
+
+
+def training_mflop(config, num_classes: int) -> float:
+    """MFLOP per image of a training step: 3x the forward pass's convolutions and matrix products
+    (2 per multiply-add; the backward pass computes two such products per forward one)."""
+    import tensorflow as tf
+
+    from graphcnn.model.graph import inference_graph
+
+    graph, _ = inference_graph(config.model, num_classes)
+    flops = 0
+    for op in graph.get_operations():
+        if op.type in ("Conv2D", "DepthwiseConv2dNative", "MatMul"):
+            out = op.outputs[0].shape.as_list()[1:]
+            kernel = op.inputs[1].shape.as_list()
+            per_output = (kernel[0] * kernel[1] * (kernel[2] if op.type == "Conv2D" else 1)
+                          if op.type != "MatMul" else kernel[0])
+            flops += 2 * per_output * int(tf.TensorShape(out).num_elements())
+    return 3 * flops / 1e6
+
+
+def worker_matmul(opts: dict) -> dict:
+    """``matmul``: float32 [2048, 2048] x [2048, 2048] in a graph, GFLOP/s over about 3 s after a warm-up."""
+    import tensorflow as tf
+
+    v1, n = tf.compat.v1, 2048
+    with tf.Graph().as_default():
+        a = tf.Variable(tf.random.uniform([n, n]))
+        product = tf.reduce_sum(tf.matmul(a, a))  # the sum keeps the output off the Python side
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            for _ in range(3):
+                sess.run(product)
+            count, start = 0, time.perf_counter()
+            while time.perf_counter() - start < 3.0:
+                sess.run(product)
+                count += 1
+            seconds = time.perf_counter() - start
+    return {"value": 2 * n**3 * count / seconds / 1e9}
 
 
 def worker_ingraph(opts: dict) -> dict:
@@ -158,7 +206,7 @@ def worker_ingraph(opts: dict) -> dict:
         for _ in range(opts["steps"]):
             sess.run(g.train_op, feed)
             stamps.append(time.perf_counter())
-    return rates(np.diff(stamps), t.batch_size)
+    return dict(rates(np.diff(stamps), t.batch_size), mflop=training_mflop(config, num_classes))
 
 
 def worker_keras(opts: dict) -> dict:
@@ -207,6 +255,7 @@ def worker_main(name: str, opts: dict) -> None:
 
         runtime.configure()  # graphcnn's defaults, set as its command line sets them, before TensorFlow loads
     result = {"graphcnn": worker_trainer, "nolog": worker_trainer, "ingraph": worker_ingraph,
+              "ingraph_bf16": worker_ingraph, "matmul": worker_matmul,
               "keras": worker_keras, "keras_onednn": worker_keras}[name](opts)
     from tensorflow.python.util import _pywrap_util_port  # what TensorFlow decided at import
 
@@ -300,7 +349,8 @@ class Bench:
                    if key == "predict" else [sys.executable, "-c", "import tensorflow; print('imported')"])
             return {"value": run(cmd, env_for(os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1")), first_line=True)[1]}
         opts = dict(warmup=a.warmup, steps=a.steps, workdir=str(self.workdir), name=name, log_off=key == "nolog",
-                    overrides=a.set + [f"train.max_steps={a.warmup + a.steps}"])
+                    preset=a.preset, overrides=a.set + [f"train.max_steps={a.warmup + a.steps}"]
+                    + (["train.precision=mixed_bfloat16"] if key == "ingraph_bf16" else []))
         out = run([sys.executable, str(Path(__file__).resolve()), "--worker", key, "--opts", json.dumps(opts)],
                   env_for({"keras": "unset", "keras_onednn": "1"}.get(key)))[0]
         return json.loads(next(line for line in out.splitlines() if line.startswith(RESULT))[len(RESULT):])
@@ -354,7 +404,7 @@ def report(results: dict[str, list[dict]], meta: dict) -> str:
             notes.append(f"Logging cost, 1 - graphcnn / nolog: {1 - med('graphcnn') / med('nolog'):.1%}.")
     notes += [f"{k}: jit_compile {results[k][0]['jit_compile']} (Keras's choice)." for k in ("keras", "keras_onednn")
               if k in results]
-    training = ["graphcnn", "keras", "keras_onednn", "ingraph", "nolog"]
+    training = ["graphcnn", "keras", "keras_onednn", "ingraph", "ingraph_bf16", "nolog"]
     section("Training throughput (images/s over all timed steps)", training, "images/s", notes)
     section("Training throughput at the median step (images/s: batch / median step time)", training, "images/s",
             ["Blind to the rare slow steps, whether logging or another process made them slow: the check on the "
@@ -379,6 +429,13 @@ def report(results: dict[str, list[dict]], meta: dict) -> str:
                 ["Less sensitive than wall time to other processes on the machine; here lower is better."],
                 metric="cpu_s")
     section("Cold start: predict one image (seconds to the first line of output)", ["predict", "import_tf"], "s", [])
+    if "matmul" in results:
+        rows = [f"| {k} | {results[k][0]['mflop']:.1f} | {med(k) * results[k][0]['mflop'] / 1e3:.1f} | "
+                f"{med(k) * results[k][0]['mflop'] / 1e3 / med('matmul'):.0%} |" for k in training
+                if k in results and "mflop" in results[k][0]]
+        section("Float32 matrix multiply (GFLOP/s)", ["matmul"], "GFLOP/s", [
+            "| path | training MFLOP/image | GFLOP/s at its median images/s | of the matmul median |",
+            "|---|---:|---:|---:|", *rows])
     return "\n".join(out) + "\n"
 
 
@@ -393,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ref", help="ab: a commit to check out as the reference (git worktree, removed afterwards)")
     p.add_argument("--ab-epochs", type=int, default=4)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
+    p.add_argument("--preset", default="digits", help="the preset every training path runs (default: digits; "
+                   "the data is the preset's, else the embedded digits)")
     p.add_argument("--quick", action="store_true", help="a tiny smoke run: few steps, 1 round")
     p.add_argument("--out", help="append the report to this file (default: print only)")
     p.add_argument("--worker", help=argparse.SUPPRESS)

@@ -21,10 +21,14 @@ from graphcnn.train.trainer import train
 v1 = tf.compat.v1
 
 
-def test_auto_picks_bfloat16_only_with_amx_onednn_and_no_gpu():
+def test_auto_picks_bfloat16_only_with_native_bfloat16_onednn_and_no_gpu():
     amx = frozenset({"avx512f", "amx_bf16", "amx_tile"})
     assert resolve_precision("auto", amx, gpu=False, onednn=True) == "mixed_bfloat16"
-    assert resolve_precision("auto", frozenset({"avx2", "fma", "avx512_bf16"}), gpu=False, onednn=True) == "float32"
+    zen5 = frozenset({"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"})
+    assert resolve_precision("auto", zen5, gpu=False, onednn=True) == "mixed_bfloat16"
+    zen3 = frozenset({"avx2", "fma"})  # an AMD EPYC without AVX-512
+    assert resolve_precision("auto", zen3, gpu=False, onednn=True) == "float32"
+    assert resolve_precision("auto", frozenset({"avx2", "avx512f", "avx512_vnni"}), gpu=False, onednn=True) == "float32"
     assert resolve_precision("auto", amx, gpu=True, onednn=True) == "float32"
     assert resolve_precision("auto", amx, gpu=False, onednn=False) == "float32"
     assert resolve_precision("float32", amx, gpu=False, onednn=True) == "float32"
