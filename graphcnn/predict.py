@@ -69,6 +69,18 @@ class FileResults:
         return [(f, e) for f, _, e in self.rows if e is not None]
 
 
+def _no_autotune() -> tf.data.Options:
+    # tf.data's autotuner, once it has run a long input, made tearing the iterator down take
+    # 3.5 s (2,000 JPEGs: a fifth of `graphcnn predict`'s time); the parallel map keeps
+    # AUTOTUNE's parallelism without the model thread
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
+
+
+_NO_AUTOTUNE = _no_autotune()
+
+
 def decode_with_info(data: tf.Tensor, height: int, width: int, channels: int) -> tuple[tf.Tensor, ...]:
     """One file's bytes -> (uint8 [height, width, channels] exactly as
     :func:`~graphcnn.data.pipeline.decode_file` makes it, and :func:`graphcnn.data.scan.probe`'s
@@ -154,6 +166,7 @@ class Predictor:
                          .ignore_errors()
                          .batch(self._batch_size)
                          .prefetch(1))
+                files = files.with_options(_NO_AUTOTUNE)
                 iterator = v1.data.make_initializable_iterator(files)
                 self._files_init, self._next_files = iterator.initializer, iterator.get_next()
             saver = v1.train.import_meta_graph(str(self.meta_graph), clear_devices=True,

@@ -1,0 +1,173 @@
+#!/usr/bin/env python
+"""The tutorials' real job, start to exit: train on a JPEG class-folder tree, graphcnn against Keras.
+
+    python scripts/make_folder_data.py /tmp/race --train 600 --test 200
+    python scripts/folder_race.py /tmp/race [--epochs 3] [--rounds 2] [--paths graphcnn,keras,keras_onednn]
+
+Paths, each a fresh process timed from start to exit, run interleaved (A B C, C B A, ...):
+
+* ``graphcnn``: ``graphcnn train --preset cats_dogs_150 --data DIR`` with horizontal flips,
+  rotation 20 degrees and zoom 0.2, ``--set train.epochs=N``; its test accuracy from results.json.
+* ``keras``: the same job as a Keras 3 user writes it (``--keras-job`` runs it):
+  ``keras.utils.image_dataset_from_directory`` (150x150, batch 32, 20% for validation) with
+  ``cache()`` and ``prefetch``, ``RandomFlip``/``RandomRotation``/``RandomZoom`` layers, the same
+  net (conv32-pool-conv64-pool-conv128-pool, fc128, fc512, dropout 0.5), Adam 1e-3, the same
+  epochs, then ``evaluate`` on ``test_set/``; TF's defaults (TF_ENABLE_ONEDNN_OPTS unset).
+* ``keras_onednn``: the same with TF_ENABLE_ONEDNN_OPTS=1.
+
+Prints one line per run and the medians, and each run's peak resident memory.
+
+``--predict RUN`` races prediction instead, over the files of DIR (all its images, any depth):
+``graphcnn predict RUN DIR --stats`` against a Keras 3 user's ``model.predict`` on
+``keras.utils.image_dataset_from_directory(DIR)`` with the same net (untrained: the work is
+the same), each a fresh process timed from start to exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULT = "RACE_RESULT "
+
+
+def keras_job(data: Path, epochs: int, seed: int = 0) -> None:
+    """The Keras 3 tutorial version of the job; prints the test accuracy."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    kw = dict(image_size=(150, 150), batch_size=32, seed=seed, label_mode="int")
+    train = keras.utils.image_dataset_from_directory(data / "training_set", validation_split=0.2, subset="training",
+                                                     **kw)
+    val = keras.utils.image_dataset_from_directory(data / "training_set", validation_split=0.2, subset="validation",
+                                                   **kw)
+    test = keras.utils.image_dataset_from_directory(data / "test_set", shuffle=False, **kw)
+    import tensorflow as tf
+    train, val = (d.cache().prefetch(tf.data.AUTOTUNE) for d in (train, val))
+    model = keras.Sequential([
+        keras.Input((150, 150, 3)), layers.Rescaling(1 / 255),
+        layers.RandomFlip("horizontal"), layers.RandomRotation(20 / 360), layers.RandomZoom(0.2),
+        layers.Conv2D(32, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
+        layers.Conv2D(64, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
+        layers.Conv2D(128, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
+        layers.Flatten(), layers.Dense(128, activation="relu"), layers.Dense(512, activation="relu"),
+        layers.Dropout(0.5), layers.Dense(len(train.element_spec) and 2),
+    ])
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(train, validation_data=val, epochs=epochs, verbose=0)
+    _, accuracy = model.evaluate(test, verbose=0)
+    print(RESULT + json.dumps({"test_accuracy": float(accuracy)}), flush=True)
+
+
+def keras_predict_job(data: Path) -> None:
+    """``model.predict`` over a folder as a Keras 3 user writes it; prints the image count."""
+    import keras
+    import tensorflow as tf
+    from keras import layers
+
+    files = keras.utils.image_dataset_from_directory(data, image_size=(150, 150), batch_size=32, labels=None,
+                                                     shuffle=False)
+    model = keras.Sequential([
+        keras.Input((150, 150, 3)), layers.Rescaling(1 / 255),
+        layers.Conv2D(32, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
+        layers.Conv2D(64, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
+        layers.Conv2D(128, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
+        layers.Flatten(), layers.Dense(128, activation="relu"), layers.Dense(512, activation="relu"),
+        layers.Dropout(0.5), layers.Dense(2, activation="softmax"),
+    ])
+    probabilities = model.predict(files.prefetch(tf.data.AUTOTUNE), verbose=0)
+    print(RESULT + json.dumps({"images": int(probabilities.shape[0])}), flush=True)
+
+
+def command(path: str, data: Path, epochs: int, logdir: Path, i: int, run: Path | None = None
+            ) -> tuple[list[str], dict]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("TF_ENABLE_ONEDNN_OPTS", None)
+    if path == "predict_graphcnn":
+        return [sys.executable, "-m", "graphcnn", "predict", str(run), str(data), "--stats", "--format", "csv"], env
+    if path == "predict_keras":
+        return [sys.executable, __file__, "--keras-predict-job", str(data)], env
+    if path == "graphcnn":
+        argv = [sys.executable, "-m", "graphcnn", "train", "--preset", "cats_dogs_150", "--data", str(data),
+                "--logdir", str(logdir), "--name", f"race{i}", "--no-progress", "--set", f"train.epochs={epochs}",
+                "--set", "data.validation_fraction=0.2", "--set", "data.augment.horizontal_flip=true",
+                "--set", "data.augment.rotation_range=20", "--set", "data.augment.zoom_range=0.2"]
+        return argv, env
+    if path == "keras_onednn":
+        env["TF_ENABLE_ONEDNN_OPTS"] = "1"
+    return [sys.executable, __file__, "--keras-job", str(data), "--epochs", str(epochs)], env
+
+
+def run_once(path: str, data: Path, epochs: int, logdir: Path, i: int, run: Path | None = None) -> dict:
+    argv, env = command(path, data, epochs, logdir, i, run)
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)  # reaped here, so that its own peak memory is known
+    seconds, code = time.perf_counter() - start, os.waitstatus_to_exitcode(status)
+    proc.returncode = code
+    if code:
+        raise SystemExit(f"{path} failed ({code}):\n{out[-3000:]}")
+    result = {"path": path, "seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "test_accuracy": float("nan")}
+    if path.startswith("predict"):
+        result["note"] = " ".join(line for line in out.splitlines() if line.startswith(RESULT) or "images/s" in line)
+    elif path == "graphcnn":
+        result["test_accuracy"] = json.loads((logdir / f"race{i}" / "results.json").read_text())["test_accuracy"]
+    else:
+        line = next(line for line in out.splitlines() if line.startswith(RESULT))
+        result["test_accuracy"] = json.loads(line[len(RESULT):])["test_accuracy"]
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--paths", default="graphcnn,keras,keras_onednn")
+    parser.add_argument("--predict", type=Path, metavar="RUN", help="race prediction over DIR with this run")
+    parser.add_argument("--keras-job", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--keras-predict-job", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.keras_job:
+        keras_job(args.data, args.epochs)
+        return 0
+    if args.keras_predict_job:
+        keras_predict_job(args.data)
+        return 0
+    paths = ["predict_graphcnn", "predict_keras"] if args.predict else args.paths.split(",")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; {args.data}; "
+          f"{args.epochs} epochs; {time.strftime('%Y-%m-%d %H:%M')}")
+    results: dict[str, list[dict]] = {p: [] for p in paths}
+    with tempfile.TemporaryDirectory() as logdir:
+        i = 0
+        for r in range(args.rounds):
+            for path in (paths if r % 2 == 0 else list(reversed(paths))):
+                i += 1
+                res = run_once(path, args.data, args.epochs, Path(logdir), i, args.predict)
+                results[path].append(res)
+                print(f"round {r + 1} {path:16s} {res['seconds']:7.1f} s  test accuracy {res['test_accuracy']:.4f}  "
+                      f"peak {res['peak_rss_mb']:.0f} MB {res.get('note', '')}", flush=True)
+    import statistics
+    for path, runs in results.items():
+        print(f"{path:13s} median {statistics.median(r['seconds'] for r in runs):7.1f} s  "
+              f"accuracy {statistics.median(r['test_accuracy'] for r in runs):.4f}")
+    base = statistics.median(r["seconds"] for r in results[paths[0]])
+    for path in paths[1:]:
+        other = statistics.median(r["seconds"] for r in results[path])
+        print(f"{path} / {paths[0]} (time): {other / base:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
