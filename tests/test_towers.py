@@ -20,9 +20,10 @@ TWO_CPUS = ["/cpu:0", "/cpu:1"]
 
 
 def plain_config(**train):
-    """No batch norm and no dropout: the towers' mean gradient is then exactly the whole batch's."""
+    """No batch norm and no dropout: the towers' mean gradient is then exactly the whole batch's
+    (in float32: on a CPU where ``auto`` is bfloat16 the two sums round differently)."""
     layers = (LayerConfig(type="conv", filters=4), LayerConfig(type="pool"), LayerConfig(type="dense", units=8))
-    cfg = tiny_config(**train)
+    cfg = tiny_config(**{"precision": "float32", **train})
     return dataclasses.replace(cfg, model=ModelConfig(name="plain", input_height=12, input_width=12, channels=1,
                                                       layers=layers))
 
@@ -84,7 +85,9 @@ def test_towers_keep_variable_names_and_place_ops_per_device():
 
 def test_a_two_tower_run_restores_into_predict(tmp_path):
     run = RunDir.create(tmp_path, "towers")
-    result = train(tiny_config(epochs=2, devices="2"), run, progress=False, dataset=synthetic_dataset())
+    # float32: predict's inference.meta is float32, compared to the in-training evaluation below
+    result = train(tiny_config(epochs=2, devices="2", precision="float32"), run, progress=False,
+                   dataset=synthetic_dataset())
     assert result.test.accuracy >= 0.8
     test = synthetic_dataset().test
     with Predictor(run.root) as predictor:
