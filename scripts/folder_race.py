@@ -52,6 +52,7 @@ def keras_job(data: Path, epochs: int, seed: int = 0) -> None:
                                                    **kw)
     test = keras.utils.image_dataset_from_directory(data / "test_set", shuffle=False, **kw)
     import tensorflow as tf
+    num_classes = len(train.class_names)
     train, val = (d.cache().prefetch(tf.data.AUTOTUNE) for d in (train, val))
     model = keras.Sequential([
         keras.Input((150, 150, 3)), layers.Rescaling(1 / 255),
@@ -60,7 +61,7 @@ def keras_job(data: Path, epochs: int, seed: int = 0) -> None:
         layers.Conv2D(64, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
         layers.Conv2D(128, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
         layers.Flatten(), layers.Dense(128, activation="relu"), layers.Dense(512, activation="relu"),
-        layers.Dropout(0.5), layers.Dense(len(train.element_spec) and 2),
+        layers.Dropout(0.5), layers.Dense(num_classes),
     ])
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])

@@ -21,9 +21,6 @@ v1 = tf.compat.v1
 
 Activation = Callable[[tf.Tensor], tf.Tensor] | None  # tf.nn.relu, tf.nn.relu6 or None (linear)
 
-# Keras layer class (as Keras 3 names its weights-file groups) -> the kind of layer
-KINDS = ("conv2d", "depthwise_conv2d", "batch_normalization")
-
 
 class KerasLayer(NamedTuple):
     """One weighted layer of a ``keras.applications`` model and where its weights go."""
