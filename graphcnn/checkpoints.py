@@ -52,7 +52,7 @@ INFERENCE_META = "inference.meta"  # the forward pass alone (graph.inference_gra
 BEST_RECORD = "best.json"  # {"step", "monitor", "value"} of the checkpoint in best/
 _STEP = re.compile(r"model\.ckpt-(\d+)\.index$")
 _FILE_STEP = re.compile(r"model\.ckpt-(\d+)\.(index|meta|data-\d+-of-\d+)$")
-_SHARD = re.compile(r"\.data-(\d+)-of-(\d+)$")
+_SHARD = re.compile(r"\.data-(\d+)-of-(\d+)")  # what follows a data shard's prefix, all of it
 # restoring a checkpoint raises these when its files are damaged (OutOfRangeError for a
 # truncated .data file, DataLossError for a bad index or checksum, ...) or do not match
 RESTORE_ERRORS = (tf.errors.OpError, ValueError)
@@ -69,8 +69,8 @@ def _data_shards(prefix: Path) -> list[Path]:
     """The ``.data-NNNNN-of-MMMMM`` files of ``prefix`` if all M are there, else []."""
     shards, total = [], None
     for f in prefix.parent.glob(prefix.name + ".data-*"):
-        m = _SHARD.search(f.name)
-        if m and f.name == prefix.name + m.group(0):  # not "...data-00000-of-00001.tempstate123"
+        m = _SHARD.fullmatch(f.name.removeprefix(prefix.name))  # not "...data-00000-of-00001.tempstate123"
+        if m:
             shards.append(f)
             total = int(m.group(2))
     return sorted(shards) if total is not None and len(shards) == total else []
@@ -85,9 +85,8 @@ def _complete(prefix: Path) -> bool:
 
 def checkpoint_files(prefix: Path) -> list[Path]:
     """Every file of the checkpoint ``prefix`` that is on disk (index, data shards, meta)."""
-    return sorted(f for f in prefix.parent.glob(prefix.name + ".*")
-                  if f.name == prefix.name + ".index" or f.name == prefix.name + ".meta"
-                  or (_SHARD.search(f.name) and f.name == prefix.name + _SHARD.search(f.name).group(0)))
+    suffixes = {f: f.name.removeprefix(prefix.name) for f in prefix.parent.glob(prefix.name + ".*")}
+    return sorted(f for f, suffix in suffixes.items() if suffix in (".index", ".meta") or _SHARD.fullmatch(suffix))
 
 
 def checkpoint_bytes(prefix: Path) -> int:
@@ -223,7 +222,7 @@ def resolve_checkpoint(path: str | Path, prefer_best: bool = True) -> Path:
     candidates = checkpoint_candidates(path, prefer_best)
     if len(candidates) == 1:
         return candidates[0]
-    return try_candidates(candidates, lambda prefix: check_checkpoint(prefix), f"no usable checkpoint at {path}")
+    return try_candidates(candidates, check_checkpoint, f"no usable checkpoint at {path}")
 
 
 def lacks_variables(directory: str | Path, variables) -> bool:

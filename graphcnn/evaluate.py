@@ -87,7 +87,6 @@ class Metrics:
             lines.append(f"{name:<{width}}" + "".join(f"{v:>{cell}}" for v in row))
         return "\n".join(lines)
 
-
     def to_csv(self) -> str:
         """``class,precision,recall,f1,support``: a row per class of the model, then a row
         ``accuracy`` with the accuracy in the f1 column and the image count as its support

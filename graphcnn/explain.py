@@ -8,8 +8,8 @@ to the input size and scaled to [0, 1] per image.
 Two ways in, both adding the gradient ops once, at graph-building time:
 
 * :class:`Explainer` (and :func:`gradcam`, :func:`explain_files`): from a run, checkpoint
-  folder or checkpoint prefix alone. It imports ``inference.meta`` (else the checkpoint's own
-  ``.meta``) as :class:`~graphcnn.predict.Predictor` does and adds ``tf.gradients`` to the
+  folder or checkpoint prefix alone. A :class:`~graphcnn.predict.Predictor` (it imports
+  ``inference.meta``, else the checkpoint's own ``.meta``) that adds ``tf.gradients`` to the
   imported graph, so any run of any preset is explained without graphcnn's network code. The
   conv layers are found in the graph (``<layer>/Conv2D``), the last one by default.
 * :func:`gradcam_ops` on the training graph's own tensors (the TensorBoard view), with
@@ -25,7 +25,6 @@ of ``maxpool(A)`` applied to d logit / dR.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import re
@@ -35,9 +34,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
-from graphcnn.checkpoints import load_first, serving_meta_graph
-from graphcnn.data.pipeline import Preprocessing, decode_file, preprocess
 from graphcnn.data.scan import clean_message
+from graphcnn.predict import Predictor
 from graphcnn.viz import images as viz_images
 
 v1 = tf.compat.v1
@@ -171,22 +169,10 @@ def gradcam_ops(images: tf.Tensor, logits: tf.Tensor, features: tf.Tensor, name:
 # ------------------------------------------------------------------------------ drawing
 
 
-@functools.lru_cache(maxsize=8)
-def _lut(name: str) -> np.ndarray:
-    """uint8 [256, 3] of a matplotlib colour map (a blue-to-red ramp without matplotlib)."""
-    try:
-        from matplotlib import colormaps
-
-        return np.round(colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
-    except (ImportError, KeyError):
-        t = np.linspace(0.0, 1.0, 256)
-        return np.round(np.stack([t, 1 - np.abs(2 * t - 1), 1 - t], axis=1) * 255).astype(np.uint8)
-
-
 def colorize(cam: np.ndarray, colormap: str = COLORMAP) -> np.ndarray:
     """float [..., H, W] in [0, 1] -> uint8 [..., H, W, 3] through a matplotlib colour map."""
     index = np.clip(np.round(np.nan_to_num(np.asarray(cam, np.float32)) * 255), 0, 255).astype(np.int64)
-    return _lut(colormap)[index]
+    return viz_images.colormap_lut(colormap)[index]
 
 
 def _resize_map(cam: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -263,68 +249,37 @@ def _file_part(text: str) -> str:
 # ----------------------------------------------------------------------- from a checkpoint
 
 
-class Explainer:
+class Explainer(Predictor):
     """Grad-CAM for a model restored from a run directory, checkpoint folder or prefix.
 
     Checkpoints are chosen as :class:`~graphcnn.predict.Predictor` chooses them (the best,
-    else the latest; a damaged one is skipped with a warning). ``layer``: a conv layer name
-    (``conv2_2``), default the last conv layer.
+    else the latest; a damaged one is skipped with a warning), and it predicts as a Predictor
+    does. ``layer``: a conv layer name (``conv2_2``), default the last conv layer.
     """
 
     def __init__(self, checkpoint: str | Path, layer: str | None = None, prefer_best: bool = True):
         self._layer_wanted = layer
-        model_errors: list[_ModelError] = []
-
-        def attempt(prefix: Path) -> None:
-            try:
-                self._load(prefix)
-            except _ModelError as err:  # the model's (a layer it does not have), not the checkpoint's
-                model_errors.append(err)
-
-        load_first(checkpoint, attempt, prefer_best)
-        if model_errors:
-            raise ValueError(str(model_errors[0])) from None
+        self._model_error: _ModelError | None = None
+        super().__init__(checkpoint, prefer_best)
+        if self._model_error is not None:
+            raise ValueError(str(self._model_error)) from None
 
     def _load(self, checkpoint: Path) -> None:
-        self.checkpoint = checkpoint
-        self.preprocessing, mean = Preprocessing.load(checkpoint.parent)
-        p = self.preprocessing
-        size = (p.input_height, p.input_width, p.channels)
-        self.meta_graph = serving_meta_graph(checkpoint)
-        self.graph = tf.Graph()
-        with self.graph.as_default():
-            with tf.name_scope("explain_input"):
-                self._path = v1.placeholder(tf.string, [], name="path")
-                self._decoded = decode_file(self._path, *size)  # uint8 [H, W, C], as Predictor decodes
-                self._fitted = v1.placeholder(tf.uint8, [None, *size], name="fitted_images")
-                self.images = v1.placeholder_with_default(preprocess(self._fitted, *size, mean), [None, *size],
-                                                          name="images")
-                self._raw = v1.placeholder(tf.uint8, [None, None, None, None], name="raw_images")
-                self._raw_fit = {c: preprocess(tf.ensure_shape(self._raw, [None, None, None, c]), *size, None)
-                                 for c in (1, 3)}
-            saver = v1.train.import_meta_graph(str(self.meta_graph), clear_devices=True,
-                                               input_map={"input/images:0": self.images})
-            self.logits = self.graph.get_tensor_by_name("output/logits:0")
-            self.probabilities = self.graph.get_tensor_by_name("output/probabilities:0")
-            self.layers = tuple(conv_layers(self.graph))
-            if not self.layers:
-                raise _ModelError(f"{self.meta_graph}: the model has no conv layer to explain")
-            self.layer = self._layer_wanted or self.layers[-1]
-            if self.layer not in self.layers:
-                raise _ModelError(f"'{self.layer}' is not a conv layer of this model; its conv layers are: "
-                                  f"{', '.join(self.layers)}")
-            self.ops = gradcam_ops(self.images, self.logits, feature_map(self.graph, self.layer))
-            self.sess = v1.Session(graph=self.graph)
-            try:
-                saver.restore(self.sess, str(checkpoint))
-            except BaseException:
-                self.sess.close()
-                raise
-        self.graph.finalize()
+        try:
+            super()._load(checkpoint)
+        except _ModelError as err:  # the model's (a layer it does not have), not the checkpoint's: final
+            self._model_error = err
 
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.preprocessing.class_names
+    def _add_outputs(self) -> None:
+        self.logits = self.graph.get_tensor_by_name("output/logits:0")
+        self.layers = tuple(conv_layers(self.graph))
+        if not self.layers:
+            raise _ModelError(f"{self.meta_graph}: the model has no conv layer to explain")
+        self.layer = self._layer_wanted or self.layers[-1]
+        if self.layer not in self.layers:
+            raise _ModelError(f"'{self.layer}' is not a conv layer of this model; its conv layers are: "
+                              f"{', '.join(self.layers)}")
+        self.ops = gradcam_ops(self.images, self.logits, feature_map(self.graph, self.layer))
 
     def class_index(self, class_name: str) -> int:
         """The index of ``class_name``; ValueError listing the classes otherwise."""
@@ -333,26 +288,6 @@ class Explainer:
         except ValueError:
             raise ValueError(f"--class {class_name!r} is not a class of this model; its classes are: "
                              f"{', '.join(self.class_names)}") from None
-
-    def close(self) -> None:
-        self.sess.close()
-
-    def __enter__(self) -> "Explainer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def fit_arrays(self, images: np.ndarray) -> np.ndarray:
-        """uint8 [N, h, w, 1|3] (any size) -> uint8 [N, H, W, C] of the model's input size and channels."""
-        images = np.asarray(images)
-        if images.ndim == 3:
-            images = images[..., None]
-        p = self.preprocessing
-        if images.shape[1:] == (p.input_height, p.input_width, p.channels):
-            return images
-        fitted = self.sess.run(self._raw_fit[1 if images.shape[-1] == 1 else 3], {self._raw: images})
-        return np.round(fitted * 255.0).astype(np.uint8)  # preprocess without mean: an exact uint8 / 255
 
     def gradcam(self, images: np.ndarray, class_index: int | Sequence[int] | None = None, batch_size: int = 64
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -364,7 +299,7 @@ class Explainer:
         """
         images = np.asarray(images)
         if images.dtype == np.uint8:
-            feed_key, images = self._fitted, self.fit_arrays(images)
+            feed_key, images = self._fit, self.fit_arrays(images)
         else:
             feed_key = self.images
         n = len(images)
@@ -379,8 +314,7 @@ class Explainer:
             probs.append(p)
             classes.append(k)
         if not cams:
-            p = self.preprocessing
-            return (np.zeros((0, p.input_height, p.input_width), np.float32),
+            return (np.zeros((0, *self.input_size[:2]), np.float32),
                     np.zeros((0, len(self.class_names)), np.float32), np.zeros((0,), np.int64))
         return np.concatenate(cams), np.concatenate(probs), np.concatenate(classes)
 
@@ -405,7 +339,7 @@ class Explainer:
             good, fitted = [], []
             for f in names[start:start + batch_size]:
                 try:
-                    fitted.append(self.sess.run(self._decoded, {self._path: f}))
+                    fitted.append(self.sess.run(self._single, {self._path: f}))
                     good.append(f)
                 except tf.errors.OpError as err:
                     errors.append((f, clean_message(err.message)))

@@ -1,13 +1,14 @@
 """Restore a checkpoint and predict, from the checkpoint alone.
 
-:class:`Predictor` imports a saved meta graph (``import_meta_graph``) and restores the
-weights: no network code runs, so any checkpoint graphcnn wrote can be served even if the
-config that built it is gone. It prefers ``inference.meta`` (the forward pass alone, written
-beside every run's checkpoints) to the checkpoint's own ``.meta`` (the whole training graph),
-and wires file decoding into ``input/images`` with ``input_map``, so a single file goes
-from path to probabilities in one ``Session.run``: both matter for a cold start
-(BENCHMARKS.md). Preprocessing parameters come from ``preprocessing.json`` next to the
-checkpoint. The same names are what a plain TensorFlow script uses (README).
+:class:`Predictor` (and :class:`~graphcnn.explain.Explainer`, which adds Grad-CAM to it)
+imports a saved meta graph (``import_meta_graph``) and restores the weights: no network code
+runs, so any checkpoint graphcnn wrote can be served even if the config that built it is
+gone. It prefers ``inference.meta`` (the forward pass alone, written beside every run's
+checkpoints) to the checkpoint's own ``.meta`` (the whole training graph), and wires file
+decoding into ``input/images`` with ``input_map``, so a single file goes from path to
+probabilities in one ``Session.run``: both matter for a cold start (BENCHMARKS.md).
+Preprocessing parameters come from ``preprocessing.json`` next to the checkpoint. The same
+names are what a plain TensorFlow script uses (README).
 
 Several files go through a ``tf.data`` pipeline in the same graph: read and decode in a
 parallel ``map`` (in input order), batched and prefetched, so decoding the next batch
@@ -23,14 +24,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Self, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from graphcnn.data import scan
-from graphcnn.data.pipeline import Preprocessing, fit_images, preprocess
 from graphcnn.checkpoints import load_first, serving_meta_graph
+from graphcnn.data.pipeline import Preprocessing, fit_images, preprocess
 
 v1 = tf.compat.v1
 log = logging.getLogger("graphcnn.predict")
@@ -129,7 +130,8 @@ class Predictor:
     latest. A checkpoint that cannot be restored (damaged files) is skipped with a warning
     naming it, for the next candidate (:func:`~graphcnn.checkpoints.checkpoint_candidates`:
     a run's other best, then its latest checkpoints newest first); a checkpoint prefix named
-    directly has no fallback.
+    directly has no fallback. A subclass adds its own ops to the restored graph in
+    :meth:`_add_outputs` (:class:`~graphcnn.explain.Explainer`: Grad-CAM's).
     """
 
     def __init__(self, checkpoint: str | Path, prefer_best: bool = True):
@@ -139,24 +141,23 @@ class Predictor:
         """Import ``checkpoint``'s meta graph and restore it; on failure nothing stays open."""
         self.checkpoint = checkpoint
         self.preprocessing, mean = Preprocessing.load(self.checkpoint.parent)
-        p = self.preprocessing
-        size = (p.input_height, p.input_width, p.channels)
+        size = self.input_size
         self.meta_graph = serving_meta_graph(checkpoint)
         self.graph = tf.Graph()
         with self.graph.as_default():
             with tf.name_scope("predict_input"):
                 self._path = v1.placeholder(tf.string, [], name="path")
-                single, *self._single_info = decode_with_info(tf.io.read_file(self._path), *size)
-                self._single = single
+                self._single, *self._single_info = decode_with_info(tf.io.read_file(self._path), *size)
                 # uint8 [N, H, W, C] at the model's size: defaults to the decoded file, or feed a decoded batch
-                self._fit = v1.placeholder_with_default(single[None], [None, *size], name="fit_images")
+                self._fit = v1.placeholder_with_default(self._single[None], [None, *size], name="fit_images")
                 self._decoded = preprocess(self._fit, *size, mean)
                 # float32 [N, H, W, C]: defaults to the above, or feed preprocessed images;
                 # the batch dimension stays None, as the imported graph expects
                 self.images = v1.placeholder_with_default(self._decoded, [None, *size], name="images")
+                # uint8 [N, h, w, 1|3] of any size -> the model's size and channels
                 self._raw = v1.placeholder(tf.uint8, [None, None, None, None], name="raw_images")
-                self._raw_1 = preprocess(tf.ensure_shape(self._raw, [None, None, None, 1]), *size, mean)
-                self._raw_3 = preprocess(tf.ensure_shape(self._raw, [None, None, None, 3]), *size, mean)
+                self._raw_fit = {c: fit_images(tf.ensure_shape(self._raw, [None, None, None, c]), *size)
+                                 for c in (1, 3)}
                 # many files: decoded in a parallel map (input order kept), the failures left out
                 self._paths = v1.placeholder(tf.string, [None], name="paths")
                 self._batch_size = v1.placeholder(tf.int64, [], name="batch_size")
@@ -172,6 +173,7 @@ class Predictor:
             saver = v1.train.import_meta_graph(str(self.meta_graph), clear_devices=True,
                                                input_map={"input/images:0": self.images})
             self.probabilities = self.graph.get_tensor_by_name("output/probabilities:0")
+            self._add_outputs()
             self.sess = v1.Session(graph=self.graph)
             try:
                 saver.restore(self.sess, str(self.checkpoint))
@@ -180,6 +182,15 @@ class Predictor:
                 raise
         self.graph.finalize()
 
+    def _add_outputs(self) -> None:
+        """A subclass's ops on the imported graph, before it is finalized (raise to reject the model)."""
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """(height, width, channels) of the model's input."""
+        p = self.preprocessing
+        return p.input_height, p.input_width, p.channels
+
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.preprocessing.class_names
@@ -187,18 +198,25 @@ class Predictor:
     def close(self) -> None:
         self.sess.close()
 
-    def __enter__(self) -> "Predictor":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def preprocess_arrays(self, images: np.ndarray) -> np.ndarray:
-        """uint8 [N, h, w, 1|3] (any size) -> float32 [N, H, W, C] as ``input/images`` wants."""
+    def fit_arrays(self, images: np.ndarray) -> np.ndarray:
+        """uint8 [N, h, w, 1|3] (any size) -> uint8 [N, H, W, C] of the model's input size and
+        channels (:func:`~graphcnn.data.pipeline.fit_images`, as training fits them)."""
+        images = np.asarray(images)
         if images.ndim == 3:
             images = images[..., None]
-        out = self._raw_1 if images.shape[-1] == 1 else self._raw_3
-        return self.sess.run(out, {self._raw: images})
+        if images.shape[1:] == self.input_size:
+            return images
+        return self.sess.run(self._raw_fit[1 if images.shape[-1] == 1 else 3], {self._raw: images})
+
+    def preprocess_arrays(self, images: np.ndarray) -> np.ndarray:
+        """uint8 [N, h, w, 1|3] (any size) -> float32 [N, H, W, C] as ``input/images`` wants."""
+        return self.sess.run(self._decoded, {self._fit: self.fit_arrays(images)})
 
     def probabilities_for(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """float32 [N, K] for preprocessed float32 [N, H, W, C] images."""

@@ -40,10 +40,13 @@ Series = tuple[str, np.ndarray, np.ndarray]  # (legend label, steps, values)
 # ------------------------------------------------------------------------------ data
 
 
+def _points(points: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([s for s, _ in points], np.int64), np.array([v for _, v in points], np.float64)
+
+
 def _interval_means(points: list[tuple[int, float]], edges: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """Mean of the ``(step, value)`` points in each interval (previous edge, edge], at the edge."""
-    steps = np.array([s for s, _ in points], np.int64)
-    values = np.array([v for _, v in points], np.float64)
+    steps, values = _points(points)
     xs, ys, lo = [], [], 0
     for edge in edges:
         inside = (steps > lo) & (steps <= edge)
@@ -52,10 +55,6 @@ def _interval_means(points: list[tuple[int, float]], edges: list[int]) -> tuple[
             ys.append(values[inside].mean())
         lo = edge
     return np.array(xs), np.array(ys)
-
-
-def _points(points: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray]:
-    return np.array([s for s, _ in points], np.int64), np.array([v for _, v in points], np.float64)
 
 
 def _last_confusion(records: list[dict[str, Any]]) -> tuple[int, np.ndarray] | None:
@@ -102,9 +101,7 @@ def _class_ticks(axis, names: Sequence[str], which: str) -> None:
     ticks = range(len(names))
     if which == "y":
         axis.set_yticks(ticks, names)
-        return
-    slanted = max(len(n) for n in names) * len(names) > 60
-    if slanted:
+    elif max(len(n) for n in names) * len(names) > 60:  # slanted
         axis.set_xticks(ticks, names, rotation=45, ha="right", rotation_mode="anchor")
     else:
         axis.set_xticks(ticks, names)

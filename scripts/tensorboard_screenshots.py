@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import fcntl
 import json
 import os
@@ -130,10 +131,8 @@ class Chromium:
         return answer.get("result", {})
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # gone already
             self.call("Browser.close", timeout=10)
-        except Exception:  # noqa: BLE001 (gone already)
-            pass
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if os.waitpid(self.pid, os.WNOHANG)[0]:
@@ -194,10 +193,8 @@ class Page:
     def _drain(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            try:
+            with contextlib.suppress(queue.Empty):
                 self.browser.events.get(timeout=0.05)
-            except queue.Empty:
-                pass
 
     def set_local_storage(self, items: dict[str, str]) -> None:
         for key, value in items.items():

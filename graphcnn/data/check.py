@@ -18,7 +18,7 @@ import numpy as np
 from graphcnn.config import Config
 from graphcnn.data import scan
 from graphcnn.data.sources import (
-    MIN_EVALUATION_IMAGES, DataError, Dataset, Split, accuracy_margin, detect_source, load_dataset,
+    MIN_EVALUATION_IMAGES, DataError, Dataset, Split, accuracy_margin, detect_source, load_dataset, message_lines,
 )
 
 IMBALANCE_RATIO = 3.0  # largest / smallest class above this is flagged
@@ -71,20 +71,18 @@ def report_text(check: DataCheck, every_file: bool = True) -> str:
     lines.append(f"model input: {m.input_width}x{m.input_height} {'RGB' if m.channels == 3 else 'gray'} "
                  f"(width x height; preset {config.preset}): every image is resized and converted to it")
     lines.append("")
-    lines += _class_section(ds, err)
-    lines += _image_section(ds, err, m.channels)
-    lines += _split_section(ds, cfg)
     warnings = ds.warnings if ds is not None else (err.warnings if err is not None else ())
     info = ds.scan if ds is not None else (err.scan if err is not None else None)
+    lines += _class_section(ds, err)
+    lines += _image_section(ds, info)
+    lines += _split_section(ds, cfg)
     lines += _warning_section(warnings, info, m.channels, every_file)
     if err is None:
         lines.append("verdict: the data can train" + (f" ({len(warnings)} warning(s) above)" if warnings else ""))
     else:
         lines.append(f"verdict: the data cannot train: {len(err.errors)} problem(s)")
         for problem in err.errors:
-            first, *rest = problem.splitlines()
-            lines.append(f"  {first}")
-            lines += [f"  {line}" if line.startswith("  ") else f"    {line}" for line in rest]
+            lines += message_lines(problem, "  ")
     return "\n".join(lines) + "\n"
 
 
@@ -119,8 +117,7 @@ def _class_section(ds: Dataset | None, err: DataError | None) -> list[str]:
     return lines + [""]
 
 
-def _image_section(ds: Dataset | None, err: DataError | None, channels: int) -> list[str]:
-    info = ds.scan if ds is not None else (err.scan if err is not None else None)
+def _image_section(ds: Dataset | None, info: scan.ScanResult | None) -> list[str]:
     if info is not None:
         images = info.images
         lines = [f"images: {len(images) + len(info.bad)} files, {len(images)} readable, {len(info.bad)} cannot be "
@@ -164,9 +161,7 @@ def _warning_section(warnings, info: scan.ScanResult | None, channels: int, ever
         return ["warnings: none", ""]
     lines = [f"warnings: {len(warnings)} (bad files are left out of training; conversions happen as it reads)"]
     for w in warnings:
-        first, *rest = w.splitlines()
-        lines.append(f"- {first}")
-        lines += [f"  {line}" if line.startswith("  ") else f"    {line}" for line in rest]
+        lines += message_lines(w, "- ")
     if info is not None:  # the RGB <-> gray warning names a few examples: here, every file
         color = sorted(p for p, i in info.images.items() if (i.channels >= 3) != (channels >= 3))
         if len(color) > 5:

@@ -21,7 +21,7 @@ import os
 from collections.abc import Sequence
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-HEADER_BYTES = _HEADER_BYTES = 32  # enough for the PNG signature and the IHDR chunk
+HEADER_BYTES = 32  # enough for the PNG signature and the IHDR chunk
 _BATCH = 256
 
 
@@ -69,7 +69,7 @@ def probe(data):
     image = tf.io.decode_image(data, channels=0, expand_animations=True)
     shape = tf.shape(image)
     shape4 = tf.concat([tf.ones([4 - tf.size(shape)], tf.int32), shape], axis=0)
-    head = tf.strings.substr(data, 0, _HEADER_BYTES)
+    head = tf.strings.substr(data, 0, HEADER_BYTES)
     tail = tf.strings.substr(data, tf.strings.length(data) - 1, 1)
     return tf.reshape(image, shape4), shape4, head, tail
 
@@ -116,9 +116,6 @@ def image_info(shape, head: bytes, tail: bytes) -> ImageInfo:
     return ImageInfo(height, width, channels, frames, bit_depth, gif_truncated)
 
 
-_info = image_info
-
-
 def _error_texts(paths: list[str]) -> dict[str, str]:
     """Decode each failed file again, alone, to get the decoder's own message."""
     if not paths:
@@ -151,15 +148,13 @@ def _describe_failure(session, decode, path_in, path: str) -> str:
     import tensorflow as tf
 
     try:
-        size = os.path.getsize(path)
+        os.stat(path)
     except OSError as err:
         return f"cannot read: {err.strerror}"
-    if size == 0:
-        return "empty file (0 bytes)"
     try:
         session.run(decode, {path_in: os.fsencode(path)})
     except tf.errors.OpError as err:
-        return _truncation_hint(path) + clean_message(err.message)
+        return describe_failure(path, err.message)
     # Decoded fine alone (e.g. a transient read error during the scan): still reported.
     return "failed to decode during the scan"
 

@@ -166,10 +166,6 @@ class _Warnings(list):
     def warn(self, message: str) -> None:
         self.append(message)
 
-    def log_all(self) -> None:
-        for message in self:
-            log.warning(message)
-
 
 # ---------------------------------------------------------------------------
 # entry point
@@ -208,7 +204,8 @@ def load_dataset(cfg: DataConfig, channels: int, *, model_classes: Sequence[str]
     if model_classes is None:
         _warn_small_splits(dataset, cfg, warnings)
     if log_warnings:
-        warnings.log_all()
+        for message in warnings:
+            log.warning(message)
     return dataclasses.replace(dataset, warnings=tuple(warnings), source=source,
                                own_test_split=warnings.own_test_split)
 
@@ -223,12 +220,17 @@ def _collected(path: str, errors: list[str], warnings: list[str], **details) -> 
                                     if warnings else "")
     hint = f" (`graphcnn data {path}` writes this report to a file)" if path else ""
     lines = [summary + hint + ":"]
-    for prefix, items in (("", errors), ("warning: ", warnings)):
+    for prefix, items in (("  ", errors), ("  warning: ", warnings)):
         for item in items:
-            first, *rest = item.splitlines()
-            lines.append(f"  {prefix}{first}")
-            lines.extend(f"  {line}" if line.startswith("  ") else f"    {line}" for line in rest)
+            lines += message_lines(item, prefix)
     return DataError("\n".join(lines), errors, warnings, summary=summary, **details)
+
+
+def message_lines(message: str, prefix: str) -> list[str]:
+    """A multi-line error or warning as lines of a report: the first after ``prefix``, the
+    others indented under it (a listing's own two-space indent kept)."""
+    first, *rest = message.splitlines()
+    return [prefix + first] + [f"  {line}" if line.startswith("  ") else f"    {line}" for line in rest]
 
 
 def _warn_small_splits(ds: Dataset, cfg: DataConfig, warnings: _Warnings) -> None:
@@ -623,13 +625,11 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
-    except ValueError as err:
-        if "allow_pickle" in str(err):
+    except (ValueError, OSError, EOFError) as err:
+        if "allow_pickle" in str(err):  # numpy's ValueError for object arrays
             raise DataError(
                 f"{path}: holds object arrays (pickled); save names as a string array, e.g. np.array(names, dtype=str)"
             ) from None
-        raise DataError(f"{path}: not a readable .npz file ({err})") from None
-    except (OSError, EOFError) as err:
         raise DataError(f"{path}: not a readable .npz file ({err})") from None
 
 
@@ -654,11 +654,9 @@ def _load_pickle(cfg: DataConfig, channels: int, warnings: _Warnings) -> Dataset
     x = _read_pickle(x_path)
     y = _read_pickle(y_path)
     try:
-        x_count, y_count = len(x), len(y)
-    except TypeError:
+        _check_counts(x, y, str(x_path), str(y_path))
+    except TypeError:  # len() of something that is not a sequence
         raise DataError(f"{x_path} / {y_path}: expected sequences of images and labels") from None
-    if x_count != y_count:
-        raise DataError(f"{x_count} images in {x_path} but {y_count} labels in {y_path}")
     images = _to_uint8_images(x, str(x_path), warnings)
     label_arrays, class_names = _resolve_classes([_to_labels(y, str(y_path)) + (str(y_path),)], None)
     _channel_summary(images, channels, str(x_path), warnings)

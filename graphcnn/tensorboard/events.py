@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, Callable
 
 from tensorboard.backend.event_processing import event_accumulator
 
@@ -53,8 +54,28 @@ def _load(directory: str | Path) -> event_accumulator.EventAccumulator | None:
     return accumulator.Reload()
 
 
-def _plugin(accumulator: event_accumulator.EventAccumulator, tag: str) -> str:
-    return accumulator.summary_metadata[tag].plugin_data.plugin_name if tag in accumulator.summary_metadata else ""
+def _read(directory: str | Path, kind: str, plugin: str, prefix: str, value: Callable[[Any], Any],
+          tensor_value: Callable[[Any], Any]) -> dict[str, list[tuple[int, Any]]]:
+    """{tag: [(step, value), ...]} of the ``kind`` summaries (TF1: ``value(event)``) and of the
+    ``plugin``'s tensors (TF2: ``tensor_value(tensor proto)``, None for no value) whose tag starts
+    with ``prefix``: one value per step (the last written), sorted by step."""
+    accumulator = _load(directory)
+    if accumulator is None:
+        return {}
+    found: dict[str, dict[int, Any]] = {}
+    tags = accumulator.Tags()
+    read = getattr(accumulator, kind.capitalize())  # accumulator.Scalars, accumulator.Images
+    for tag in tags[kind]:
+        if tag.startswith(prefix):
+            found.setdefault(tag, {}).update((event.step, value(event)) for event in read(tag))
+    for tag in tags[event_accumulator.TENSORS]:
+        metadata = accumulator.summary_metadata.get(tag)
+        if tag.startswith(prefix) and metadata is not None and metadata.plugin_data.plugin_name == plugin:
+            values = found.setdefault(tag, {})
+            for event in accumulator.Tensors(tag):
+                if (v := tensor_value(event.tensor_proto)) is not None:
+                    values[event.step] = v
+    return {tag: sorted(values.items()) for tag, values in found.items()}
 
 
 def read_scalars(directory: str | Path) -> dict[str, list[tuple[int, float]]]:
@@ -63,22 +84,8 @@ def read_scalars(directory: str | Path) -> dict[str, list[tuple[int, float]]]:
     from tensorboard.plugins.scalar import metadata as scalar_metadata
     from tensorboard.util import tensor_util
 
-    accumulator = _load(directory)
-    if accumulator is None:
-        return {}
-    found: dict[str, dict[int, float]] = {}
-    tags = accumulator.Tags()
-    for tag in tags[event_accumulator.SCALARS]:
-        values = found.setdefault(tag, {})
-        for event in accumulator.Scalars(tag):
-            values[event.step] = float(event.value)
-    for tag in tags[event_accumulator.TENSORS]:
-        if _plugin(accumulator, tag) != scalar_metadata.PLUGIN_NAME:
-            continue
-        values = found.setdefault(tag, {})
-        for event in accumulator.Tensors(tag):
-            values[event.step] = float(tensor_util.make_ndarray(event.tensor_proto).item())
-    return {tag: sorted(values.items()) for tag, values in found.items()}
+    return _read(directory, event_accumulator.SCALARS, scalar_metadata.PLUGIN_NAME, "",
+                 lambda event: float(event.value), lambda tensor: float(tensor_util.make_ndarray(tensor).item()))
 
 
 def read_images(directory: str | Path, prefix: str = "") -> dict[str, list[tuple[int, bytes]]]:
@@ -87,23 +94,8 @@ def read_images(directory: str | Path, prefix: str = "") -> dict[str, list[tuple
     for everything graphcnn writes). A missing directory or no event files: {}."""
     from tensorboard.plugins.image import metadata as image_metadata
 
-    accumulator = _load(directory)
-    if accumulator is None:
-        return {}
-    found: dict[str, dict[int, bytes]] = {}
-    tags = accumulator.Tags()
-    for tag in tags[event_accumulator.IMAGES]:
-        if tag.startswith(prefix):
-            images = found.setdefault(tag, {})
-            for event in accumulator.Images(tag):
-                images[event.step] = event.encoded_image_string
-    for tag in tags[event_accumulator.TENSORS]:
-        if not tag.startswith(prefix) or _plugin(accumulator, tag) != image_metadata.PLUGIN_NAME:
-            continue
-        images = found.setdefault(tag, {})
-        for event in accumulator.Tensors(tag):
-            # the images plugin's tensor: [width, height, image 1, image 2, ...] as strings
-            strings = event.tensor_proto.string_val
-            if len(strings) > 2:
-                images[event.step] = bytes(strings[2])
-    return {tag: sorted(values.items()) for tag, values in found.items()}
+    def first_image(tensor) -> bytes | None:  # the images plugin's tensor: [width, height, image 1, ...] as strings
+        return bytes(tensor.string_val[2]) if len(tensor.string_val) > 2 else None
+
+    return _read(directory, event_accumulator.IMAGES, image_metadata.PLUGIN_NAME, prefix,
+                 lambda event: event.encoded_image_string, first_image)

@@ -23,6 +23,7 @@ screenshots.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -156,10 +157,8 @@ def _signal_group(process: subprocess.Popen, signum: int) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     except OSError:
-        try:
+        with contextlib.suppress(OSError):
             process.send_signal(signum)
-        except OSError:
-            pass
 
 
 def stop(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> int | None:
@@ -167,15 +166,11 @@ def stop(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> int | No
     is still there after ``timeout`` seconds. Returns its exit code."""
     if process.poll() is None:
         _signal_group(process, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
     _signal_group(process, signal.SIGKILL)  # whatever is left of the group (the data server)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pass
     return process.returncode
 
 
@@ -224,12 +219,9 @@ def wait_for_tensorboard(url: str, process: subprocess.Popen | None = None, time
     while True:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"tensorboard exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/data/plugins_listing", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
+        with contextlib.suppress(OSError), urllib.request.urlopen(url + "/data/plugins_listing", timeout=5) as r:
+            if r.status == 200:
+                return
         if time.monotonic() > deadline:
             raise TimeoutError(f"tensorboard at {url} not ready after {timeout:.0f} s")
         time.sleep(0.1)
@@ -282,10 +274,8 @@ def warm_tensorboard(url: str, logdir: str | Path, process: subprocess.Popen | N
             break
         time.sleep(0.1)
     for route in _FIRST_PAGE_ROUTES:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             _get_json(url + route, timeout=30)
-        except (OSError, ValueError):
-            pass
     return listing
 
 

@@ -23,8 +23,8 @@ from os import PathLike
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["caption_image", "confusion_image", "labelled_grid", "normalize_images", "png_bytes", "to_rgb",
-           "write_animation", "write_png"]
+__all__ = ["caption_image", "colormap_lut", "confusion_image", "labelled_grid", "normalize_images", "png_bytes",
+           "to_rgb", "write_animation", "write_png"]
 
 _Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
@@ -220,17 +220,12 @@ def _paste_vertical(canvas: Image.Image, text: str, size: int, x: int, y: int,
 # ------------------------------------------------------------------------- confusion
 
 
-@functools.lru_cache(maxsize=1)
-def _blues() -> np.ndarray:
-    """uint8 [256, 3]: matplotlib's "Blues" colour map (white to dark blue)."""
-    try:
-        from matplotlib import colormaps
+@functools.lru_cache(maxsize=8)
+def colormap_lut(name: str) -> np.ndarray:
+    """uint8 [256, 3]: matplotlib's colour map ``name`` (``Blues``: white to dark blue; ``jet``)."""
+    from matplotlib import colormaps
 
-        return np.round(colormaps["Blues"](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
-    except (ImportError, KeyError):  # no matplotlib: a linear stand-in with Blues' end points
-        t = np.linspace(0.0, 1.0, 256)[:, None]
-        lo, hi = np.array([247, 251, 255], float), np.array([8, 48, 107], float)
-        return np.round(lo + (hi - lo) * t).astype(np.uint8)
+    return np.round(colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
 
 
 LABEL_SIZE = 13  # px: class names and axis titles
@@ -275,15 +270,13 @@ def confusion_image(matrix: np.ndarray, class_names: Sequence[str]) -> np.ndarra
     col_labels_h = max(widths) if vertical else lh
     side = k * cell
     bottom = gap + col_labels_h + gap + title_h + margin  # column labels, then "predicted"
-    width = left + side + margin
-    width = max(width, left + text_width("predicted", title_font) + margin)
-    height = top + side + bottom
-    height = max(height, top + text_width("true", title_font) + bottom)
+    width = left + max(side, text_width("predicted", title_font)) + margin
+    height = top + max(side, text_width("true", title_font)) + bottom
 
     canvas = np.full((height, width, 3), 255, np.uint8)
     totals = np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     fraction = matrix / totals
-    colours = _blues()[np.clip(np.round(fraction * 255), 0, 255).astype(np.int64)]  # [K, K, 3]
+    colours = colormap_lut("Blues")[np.clip(np.round(fraction * 255), 0, 255).astype(np.int64)]  # [K, K, 3]
     canvas[top:top + side, left:left + side] = upscale(colours, cell)
     image = Image.fromarray(canvas)
     draw = ImageDraw.Draw(image)
@@ -380,8 +373,7 @@ def caption_image(image: np.ndarray, text: str, min_side: int = 256) -> np.ndarr
     centred) only if it still does not.
     """
     rgb = to_rgb(image)
-    h, w = rgb.shape[:2]
-    rgb = upscale(rgb, max(1, math.ceil(min_side / max(h, w))))
+    rgb = upscale(rgb, max(1, math.ceil(min_side / max(rgb.shape[:2]))))
     h, w = rgb.shape[:2]
     f = _fitting_font([text], w - 8, 16)
     lh = line_height(f)
