@@ -64,6 +64,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                    help="train the grid of these --set values as separate runs under one parent folder (repeatable)")
+    c = p.add_argument_group("scaling out (README, \"Scaling out\")")
+    c.add_argument("--cluster", nargs="?", const="", default=None, metavar="FILE",
+                   help="be one task of a cluster: read TF_CONFIG, or FILE (the same JSON, or its 'cluster' part "
+                        "with --job/--task). A ps job makes it asynchronous with parameter servers, workers alone "
+                        "synchronous with all-reduce; worker 0 is the chief and alone writes the run directory")
+    c.add_argument("--job", choices=("ps", "worker"), default=None, help="with --cluster FILE: this task's job")
+    c.add_argument("--task", type=int, default=None, help="with --cluster FILE: this task's index in its job")
 
 
 def resolve_config(args: argparse.Namespace, base=None):
@@ -130,6 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a network; writes logs/<run>/ (TensorBoard, checkpoints)")
     add_train_arguments(t)
+
+    cl = sub.add_parser("cluster-local", help="train as a cluster of processes on this machine (127.0.0.1)",
+                        description="Start --ps parameter-server tasks and --workers worker tasks of `graphcnn "
+                                    "train --cluster` on 127.0.0.1, print their output labelled by task, and stop "
+                                    "them all when the workers are done, when one fails, or on Ctrl-C. Example: "
+                                    "graphcnn cluster-local --ps 1 --workers 2 -- --preset cats_dogs_150 --data DIR")
+    cl.add_argument("--ps", type=int, default=1, help="parameter-server tasks; 0: synchronous all-reduce (default: 1)")
+    cl.add_argument("--workers", type=int, default=2, help="worker tasks; worker 0 is the chief (default: 2)")
+    cl.add_argument("--port", type=int, default=None,
+                    help="first of the consecutive ports the tasks listen on (default: free ports)")
+    cl.add_argument("train_args", nargs=argparse.REMAINDER, metavar="-- TRAIN_ARGS",
+                    help="the `graphcnn train` options of every task, after --")
 
     p = sub.add_parser("predict", help="classify image files with a trained run or checkpoint",
                        epilog=_PREDICT_FORMATS, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -235,11 +254,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from graphcnn.data.sources import load_dataset
     from graphcnn.run_dir import RunDir, check_run_name
 
+    task = _cluster_task(args)
     if getattr(args, "sweep", None):
+        if task is not None:
+            raise C.ConfigError("--sweep and --cluster do not go together: sweep runs are separate processes")
         from graphcnn.train.sweep import train_sweep
 
         return train_sweep(args, resolve_config)
     from graphcnn.train.trainer import train
+
+    if task is not None and not task.is_chief:
+        return _train_cluster_task(args, task)
 
     if args.next_stage and not args.resume:
         raise C.ConfigError("--next-stage continues a run: give --resume RUN")
@@ -255,7 +280,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                   "other config options are ignored (a new stage of the run: --next-stage)", file=sys.stderr)
         with run.lock():
             print(f"run directory: {run.root}")
-            result = train(config, run, resume=True, progress=not args.no_progress, new_stage=args.next_stage)
+            result = train(config, run, resume=True, progress=not args.no_progress, new_stage=args.next_stage,
+                           cluster=task)
     else:
         config = resolve_config(args)
         if args.name:
@@ -263,13 +289,46 @@ def cmd_train(args: argparse.Namespace) -> int:
         dataset = load_dataset(config.data, config.model.channels)
         with RunDir.starting(args.logdir, args.name, prefix=config.preset) as run, run.lock():
             print(f"run directory: {run.root}")
-            result = train(config, run, progress=not args.no_progress, dataset=dataset)
+            result = train(config, run, progress=not args.no_progress, dataset=dataset, cluster=task)
     if result.test is not None:
         print(f"test accuracy: {result.test.accuracy:.4f} ({result.test.count} images)")
     if result.interrupted:
         print(f"interrupted at step {result.global_step}; continue with: graphcnn train --resume {run.root}")
     print(f"best checkpoint: {run.best} (step {result.best_step}); latest: {run.checkpoints}")
     print(f"TensorBoard: graphcnn tensorboard {run.root}   (then open http://127.0.0.1:6006)")
+    return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+
+
+def _cluster_task(args: argparse.Namespace):
+    """This process's task with ``--cluster``, else None (``--job``/``--task`` need a file)."""
+    cluster = getattr(args, "cluster", None)
+    if cluster is None:
+        if getattr(args, "job", None) is not None or getattr(args, "task", None) is not None:
+            raise ValueError("--job and --task say which task of a --cluster FILE this process is: add --cluster")
+        return None
+    from graphcnn.cluster import spec
+
+    if cluster:
+        return spec.from_file(cluster, args.job, args.task)
+    if args.job is not None or args.task is not None:
+        raise ValueError("--job/--task go with --cluster FILE; with TF_CONFIG, its 'task' says which task this is")
+    return spec.from_environment()
+
+
+def _train_cluster_task(args: argparse.Namespace, task) -> int:
+    """A ps task serves the variables until it is stopped; a worker other than the chief trains
+    with the run's config (``--resume RUN``: the chief's run directory, shared) or the same
+    config options as the chief, and writes nothing."""
+    from graphcnn import config as C
+    from graphcnn.cluster.session import serve, start_server
+    from graphcnn.run_dir import RunDir
+    from graphcnn.train.trainer import train
+
+    if task.job == "ps":
+        serve(task, start_server(task))
+        return EXIT_OK
+    config = C.from_json_file(RunDir.open(args.resume).config) if args.resume else resolve_config(args)
+    result = train(config, None, progress=False, cluster=task)
     return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
 
 
@@ -296,6 +355,16 @@ def configure_logging() -> None:
         handler.setFormatter(logging.Formatter("graphcnn: %(message)s"))
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+
+
+def cmd_cluster_local(args: argparse.Namespace) -> int:
+    from graphcnn.cluster.local import run_local
+
+    train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
+    if any(a == "--cluster" or a.startswith("--cluster=") for a in train_args):
+        raise ValueError("cluster-local gives each task its --cluster (TF_CONFIG): drop --cluster from the "
+                         "train options")
+    return run_local(args.ps, args.workers, train_args, args.port)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -492,7 +561,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "presets": cmd_presets,
             "data": cmd_data, "config": cmd_config, "augment-preview": cmd_augment_preview,
             "tensorboard": cmd_tensorboard, "filters": cmd_filters, "report": cmd_report, "explain": cmd_explain,
-            "export": cmd_export}
+            "export": cmd_export, "cluster-local": cmd_cluster_local}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -535,6 +604,7 @@ def describe_error(err: BaseException) -> tuple[int, str]:
     tf = sys.modules.get("tensorflow")  # imported by every command but `graphcnn tensorboard`
 
     from graphcnn.checkpoints import CheckpointError, one_line
+    from graphcnn.cluster.spec import ClusterTaskLost
     from graphcnn.config import ConfigError
     from graphcnn.data.sources import DataError
     from graphcnn.run_dir import RunDirError
@@ -549,6 +619,8 @@ def describe_error(err: BaseException) -> tuple[int, str]:
         return EXIT_BAD_INPUT, _indent(str(err))
     if isinstance(err, OSError):
         return EXIT_ERROR, _os_error_text(err, "cannot write ")
+    if isinstance(err, ClusterTaskLost):  # names the task; restart the cluster with --resume
+        return EXIT_ERROR, _indent(str(err))
     # a TensorFlow failure (a checkpoint save on a full disk, say)
     if tf is not None and isinstance(err, tf.errors.OpError):
         return EXIT_ERROR, one_line(err)

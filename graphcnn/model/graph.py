@@ -13,7 +13,7 @@ Names a plain TensorFlow script can rely on (the checkpoint contract, see README
 from __future__ import annotations
 
 import contextlib
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import tensorflow as tf
 
@@ -44,8 +44,19 @@ class GraphHandles(NamedTuple):
     global_step: tf.Variable
     learning_rate: tf.Tensor  # float32 scalar: schedule(global_step) * learning_rate_scale
     learning_rate_scale: tf.Variable  # reduce-on-plateau multiplier, saved in checkpoints
-    gradients: list[tuple[tf.Tensor, tf.Variable]]
+    gradients: list[tuple[tf.Tensor, tf.Variable]]  # as applied (an all-reduce worker: its own, before the mean)
     train_op: tf.Operation
+    stop_votes: tf.Tensor | None = None  # all-reduce workers: the workers' stop votes of the step
+
+
+class Replication(NamedTuple):
+    """How one worker of a cluster joins the training step (:mod:`graphcnn.cluster`)."""
+
+    index: int  # this worker's: its dropout masks differ from the others'
+    count: int
+    # (gradient, variable) pairs -> the pairs averaged over the workers, and the stop votes
+    reduce: Callable[[list], tuple[list, tf.Tensor]] | None = None
+    step_ops: Sequence[tf.Operation] = ()  # run with every update (the per-worker step count)
 
 
 def inference(network: Network, inputs: InputHandles, step: tf.Tensor | None = None
@@ -113,13 +124,14 @@ def evaluation(classes: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
 
 
 def training(tower_losses: Sequence[tuple[tf.Tensor, str | None]], cfg: TrainConfig, total_steps: int,
-             moving_updates, var_list, param_device: str | None = None):
+             moving_updates, var_list, param_device: str | None = None, replication: Replication | None = None):
     """The ``train`` scope: global step, learning rate, gradients, clipping, the train op.
 
     ``tower_losses``: (total loss, device) per tower (one, device None, without towers); each
     tower's gradients are computed on its device and averaged on ``param_device``, where the
     variables live. With ``cfg.check_numerics`` the loss and the gradients' global norm pass
     check_numerics ops the update depends on, so a NaN/Inf raises before any weight is updated.
+    ``replication``: a cluster worker's gradients are averaged over the workers before clipping.
     """
     global_step = v1.train.get_or_create_global_step()
     with v1.variable_scope("train"):  # one scope for variables and ops: no "train_1" in the graph view
@@ -139,6 +151,12 @@ def training(tower_losses: Sequence[tuple[tf.Tensor, str | None]], cfg: TrainCon
                 per_tower.append([(g, v) for g, v in optimizer.compute_gradients(
                     total_loss, var_list=var_list, gate_gradients=v1.train.Optimizer.GATE_NONE) if g is not None])
         gradients = per_tower[0] if len(per_tower) == 1 else _average(per_tower, param_device)
+        votes, own = None, None
+        if replication is not None and replication.reduce is not None:
+            # views and traces get this worker's own gradients: computing them runs no collective,
+            # which the other workers would have to join
+            own = gradients
+            gradients, votes = replication.reduce(gradients)
         grads, variables = [g for g, _ in gradients], [v for _, v in gradients]
         checks = list(grads)  # tensors as control inputs: wait for them, copy nothing
         if cfg.check_numerics:
@@ -150,9 +168,10 @@ def training(tower_losses: Sequence[tuple[tf.Tensor, str | None]], cfg: TrainCon
         gradients = list(zip(grads, variables))
         with tf.control_dependencies(checks):
             update_ops = [v1.assign_sub(var, delta).op for var, delta in moving_updates]
-        with tf.control_dependencies(checks + update_ops):
+        step_ops = list(replication.step_ops) if replication is not None else []
+        with tf.control_dependencies(checks + update_ops + step_ops):
             train_op = optimizer.apply_gradients(gradients, global_step=global_step, name="step")
-    return global_step, lr, scale, gradients, train_op
+    return global_step, lr, scale, own or gradients, train_op, votes
 
 
 def _tower_scope(index: int, device: str | None, count: int):
@@ -185,28 +204,38 @@ def network_for(config: Config, num_classes: int, precision: str | None = None) 
 
 
 def build_graph(config: Config, inputs: InputHandles, num_classes: int, total_steps: int,
-                network: Network | None = None, devices: Sequence[str] = ()) -> GraphHandles:
+                network: Network | None = None, devices: Sequence[str] = (),
+                replication: Replication | None = None) -> GraphHandles:
     """Chain inference, loss, evaluation and training on ``inputs`` in the default graph.
 
     ``devices``: with two or more, one tower per device (see :func:`towers`); else the one graph.
+    ``replication``: this process is one worker of a cluster.
     """
     network = network or network_for(config, num_classes)
     # dropout masks keyed on the global step: a resumed run draws what the uninterrupted one would
     global_step = v1.train.get_or_create_global_step()
     var_list = lambda: trainable_variables(v1.trainable_variables(), config.train.trainable_scopes)  # noqa: E731
     if len(devices) > 1:
-        return towers(config, inputs, num_classes, total_steps, network, list(devices), global_step, var_list)
-    net, logits, probabilities, classes = inference(network, inputs, global_step)
+        return towers(config, inputs, num_classes, total_steps, network, list(devices), global_step, var_list,
+                      replication)
+    key = global_step if replication is None else _replica_key(global_step, replication.index, replication.count)
+    net, logits, probabilities, classes = inference(network, inputs, key)
     cross_entropy, total = loss(logits, inputs.labels, net.weight_decay, config.train.label_smoothing)
     accuracy, correct = evaluation(classes, inputs.labels)
-    global_step, lr, scale, gradients, train_op = training([(total, None)], config.train, total_steps, net.updates,
-                                                           var_list())
+    global_step, lr, scale, gradients, train_op, votes = training(
+        [(total, None)], config.train, total_steps, net.updates, var_list(), replication=replication)
     return GraphHandles(inputs, net, logits, probabilities, classes, cross_entropy, total, accuracy, correct,
-                        global_step, lr, scale, gradients, train_op)
+                        global_step, lr, scale, gradients, train_op, votes)
+
+
+def _replica_key(global_step: tf.Variable, index: int, count: int) -> tf.Tensor:
+    """The dropout key of replica ``index`` of ``count`` at the global step: each its own masks."""
+    return tf.cast(global_step, tf.int64) * count + index
 
 
 def towers(config: Config, inputs: InputHandles, num_classes: int, total_steps: int, network: Network,
-           devices: list[str], global_step: tf.Variable, var_list) -> GraphHandles:
+           devices: list[str], global_step: tf.Variable, var_list, replication: Replication | None = None
+           ) -> GraphHandles:
     """In-graph replication: the training batch split into one slice per device.
 
     Tower ``i`` (scope ``tower_<i>``) connects the network to slice ``i`` on ``devices[i]``,
@@ -228,8 +257,9 @@ def towers(config: Config, inputs: InputHandles, num_classes: int, total_steps: 
     for i, device in enumerate(devices):
         with tf.name_scope(f"tower_{i}"), v1.device(place(device, param_device)):
             # each tower its own dropout masks: the key is (step, tower), one tower's is the step's
+            worker, workers = (replication.index, replication.count) if replication is not None else (0, 1)
             out = network(images[i], inputs.is_training, inputs.keep_rates,
-                          tf.cast(global_step, tf.int64) * n + i)
+                          _replica_key(global_step, worker * n + i, workers * n))
             _, total = loss(out.logits, labels[i], out.weight_decay, cfg.label_smoothing)
             accuracies.append(evaluation(tf.argmax(out.logits, axis=1), labels[i])[0])
             tower_losses.append((total, device))
@@ -237,10 +267,10 @@ def towers(config: Config, inputs: InputHandles, num_classes: int, total_steps: 
     with tf.name_scope("towers"):
         mean_loss = tf.reduce_mean(tf.stack([t for t, _ in tower_losses]), name="loss")
         mean_accuracy = tf.reduce_mean(tf.stack(accuracies), name="accuracy")
-    global_step, lr, scale, gradients, train_op = training(tower_losses, cfg, total_steps, first.updates, var_list(),
-                                                           param_device)
+    global_step, lr, scale, gradients, train_op, votes = training(tower_losses, cfg, total_steps, first.updates,
+                                                                  var_list(), param_device, replication)
     net, logits, probabilities, classes = inference(network, inputs)  # the whole input, for evaluation
     cross_entropy, _ = loss(logits, inputs.labels, net.weight_decay, cfg.label_smoothing)
     _, correct = evaluation(classes, inputs.labels)
     return GraphHandles(inputs, net, logits, probabilities, classes, cross_entropy, mean_loss, mean_accuracy,
-                        correct, global_step, lr, scale, gradients, train_op)
+                        correct, global_step, lr, scale, gradients, train_op, votes)

@@ -46,24 +46,37 @@ class StepClock(v1.train.SessionRunHook):
     """The global step, and the step's own values (loss, accuracy, learning rate).
 
     ``step`` is the global step after the last update: read once from the session, then
-    counted, so no hook pays for a read of the global step.
+    counted, so no hook pays for a read of the global step. ``shared``: other processes
+    advance it too (asynchronous workers of a cluster), so it is read with every step, and a
+    step may jump; periodic hooks then ask :meth:`crossed` rather than test ``step % every``.
     """
 
-    def __init__(self, global_step: tf.Variable, values: Mapping[str, tf.Tensor]):
+    def __init__(self, global_step: tf.Variable, values: Mapping[str, tf.Tensor], shared: bool = False):
         self._global_step = global_step
         self._fetches = dict(values)
-        self.step = 0
+        if shared:
+            self._fetches["_global_step"] = global_step
+        self.step = self.previous = 0
         self.values: Mapping[str, Any] = {}
 
     def after_create_session(self, session, coord) -> None:
-        self.step = int(session.run(self._global_step))
+        self.step = self.previous = int(session.run(self._global_step))
 
     def before_run(self, run_context) -> SessionRunArgs:
         return SessionRunArgs(self._fetches)
 
     def after_run(self, run_context, run_values) -> None:
-        self.step += 1
+        self.previous = self.step
+        # the shared step is read while the update runs: before or after it, so at least + 1
+        self.step = max(self.step + 1, int(run_values.results.get("_global_step", 0)))
         self.values = run_values.results
+
+    def crossed(self, every: int, first: bool = False) -> bool:
+        """Whether the last step passed a multiple of ``every`` (0 = never), or step 1 with
+        ``first``: ``step % every == 0`` when steps are counted one by one."""
+        if every <= 0:
+            return False
+        return self.previous // every != self.step // every or (first and self.previous < 1 <= self.step)
 
 
 class EventsHook(v1.train.SessionRunHook):
@@ -113,9 +126,9 @@ class ScalarsHook(v1.train.SessionRunHook):
         self._images, self._start = 0, time.perf_counter()
 
     def after_run(self, run_context, run_values) -> None:
-        self._images += self.batch_size
+        self._images += self.batch_size * (self.clock.step - self.clock.previous)  # all workers' steps
         step = self.clock.step
-        if not due(step, self.every, first=False):
+        if not self.clock.crossed(self.every):
             return
         now = time.perf_counter()
         self.speed = self._images / max(now - self._start, 1e-9)
@@ -238,8 +251,7 @@ class CheckpointHook(v1.train.SessionRunHook):
         self._saved = self.clock.step  # what was restored is on disk already
 
     def after_run(self, run_context, run_values) -> None:
-        step = self.clock.step
-        if step % self.steps_per_epoch == 0 or due(step, self.every_steps, first=False):
+        if self.clock.crossed(self.steps_per_epoch) or self.clock.crossed(self.every_steps):
             self.save(run_context.session)
 
     def end(self, session) -> None:
@@ -313,15 +325,18 @@ class PeriodicSummaryHook(v1.train.SessionRunHook):
         self.clock, self.op, self.every, self.writer, self.alone = clock, op, every, writer, alone
         self.feed = dict(feed or {})
         self._last = -1
+        self._riding = False
 
     def before_run(self, run_context) -> SessionRunArgs | None:
-        if not self.alone and due(self.clock.step + 1, self.every):
-            return SessionRunArgs(self.op)
-        return None
+        # the next step's number is a guess when other workers advance it too: ride along when due
+        self._riding = not self.alone and due(self.clock.step + 1, self.every)
+        return SessionRunArgs(self.op) if self._riding else None
 
     def after_run(self, run_context, run_values) -> None:
-        if due(self.clock.step, self.every):
-            self._write(run_context.session.run(self.op) if self.alone else run_values.results)
+        if self._riding:
+            self._write(run_values.results)
+        elif self.alone and self.clock.crossed(self.every, first=True):
+            self._write(run_context.session.run(self.op))
 
     def end(self, session) -> None:
         if self.every > 0 and self._last != self.clock.step and self.clock.step > 0:
@@ -348,7 +363,7 @@ class PeriodicImageHook(v1.train.SessionRunHook):
         self._last = -1
 
     def after_run(self, run_context, run_values) -> None:
-        if due(self.clock.step, self.every):
+        if self.clock.crossed(self.every, first=True):
             self._write(run_context.session)
 
     def end(self, session) -> None:

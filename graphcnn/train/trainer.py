@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import dataclasses
 import re
 import shutil
 from dataclasses import dataclass
@@ -26,6 +27,10 @@ import tensorflow as tf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from graphcnn.atomic import write_text_atomic
+from graphcnn.cluster import graph as cluster_graph
+from graphcnn.cluster.session import (AllReduceStopHook, ChiefSessionCreator, PsStopHook, WorkerSessionCreator,
+                                      start_server)
+from graphcnn.cluster.spec import ClusterTask
 from graphcnn.checkpoints import CheckpointManager, export_inference_graph, lacks_variables, step_of
 from graphcnn.config import Config
 from graphcnn.data.check import DataCheck, report_text
@@ -34,7 +39,7 @@ from graphcnn.data.sources import Dataset, Split, load_dataset
 from graphcnn.model.backbones import preprocessing_record
 from graphcnn.model.devices import resolve_devices
 from graphcnn.model.devices import session_config as devices_session_config
-from graphcnn.model.graph import GraphHandles, build_graph, inference_graph, network_for
+from graphcnn.model.graph import GraphHandles, Replication, build_graph, inference_graph, network_for
 from graphcnn.model.precision import resolve_precision
 from graphcnn.run_dir import RunDir
 from graphcnn.tensorboard.ops import SummaryOps, build_summary_ops
@@ -56,7 +61,7 @@ log = logging.getLogger("graphcnn.train")
 
 @dataclass(frozen=True)
 class TrainResult:
-    run: RunDir
+    run: RunDir | None  # None: a cluster worker other than the chief
     global_step: int
     stopped_early: bool
     interrupted: bool
@@ -79,44 +84,83 @@ class Prepared:
     pixel_mean: np.ndarray | None  # float32 [H, W, C] with data.mean_subtraction
     precision: str  # train.precision resolved on this machine
     devices: list[str]  # train.devices resolved on this machine: one tower each when two or more
+    batch_size: int  # this process's batch: train.batch_size, split over the workers of an all-reduce cluster
+    cluster: ClusterTask | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.dataset.class_names)
 
 
-def prepare(config: Config, run: RunDir, resume: bool, dataset: Dataset | None) -> Prepared:
+def prepare(config: Config, run: RunDir | None, resume: bool, dataset: Dataset | None,
+            cluster: ClusterTask | None = None) -> Prepared:
     """Load the data; write config.json (new runs), the data report, and the checkpoint
     folders' preprocessing.json and inference.meta (written before the first checkpoint, so
-    every checkpoint can be predicted from)."""
+    every checkpoint can be predicted from). A worker of a cluster trains on its shard of the
+    training split; only the chief writes (``run`` is None on the others)."""
     tcfg = config.train
     if dataset is None:
         dataset = load_dataset(config.data, config.model.channels)
-    # the report `graphcnn data` writes: source, classes and counts, sizes, every bad or converted file
-    write_text_atomic(run.data_report, report_text(DataCheck(config, dataset.source, dataset, None)))
     num_classes = len(dataset.class_names)
+    # the step count of the whole run: a cluster's workers share the global step
     steps_per_epoch = max(1, len(dataset.train) // tcfg.batch_size)
     total_steps = tcfg.max_steps if tcfg.max_steps > 0 else tcfg.epochs * steps_per_epoch
-    if not resume:
-        run.write_config(config)
-        write_run_root_summaries(config, run.root)  # TensorBoard's custom-scalars layout and HParams
+    # the pixel mean of the whole training split: every worker normalizes alike
     mean = compute_pixel_mean(dataset.train, config.model) if config.data.mean_subtraction else None
-    preprocessing = Preprocessing(config.model.input_height, config.model.input_width, config.model.channels,
-                                  dataset.class_names, config.data.mean_subtraction,
-                                  *preprocessing_record(config.model.backbone))
-    for directory in (run.checkpoints, run.best):
-        preprocessing.save(directory, mean)
-    export_inference_graph(*inference_graph(config.model, num_classes), [run.checkpoints, run.best])
+    if run is not None:
+        # the report `graphcnn data` writes: source, classes and counts, sizes, every bad or converted file
+        write_text_atomic(run.data_report, report_text(DataCheck(config, dataset.source, dataset, None)))
+        if not resume:
+            run.write_config(config)
+            write_run_root_summaries(config, run.root)  # TensorBoard's custom-scalars layout and HParams
+        preprocessing = Preprocessing(config.model.input_height, config.model.input_width, config.model.channels,
+                                      dataset.class_names, config.data.mean_subtraction,
+                                      *preprocessing_record(config.model.backbone))
+        for directory in (run.checkpoints, run.best):
+            preprocessing.save(directory, mean)
+        export_inference_graph(*inference_graph(config.model, num_classes), [run.checkpoints, run.best])
     log.info("data: %s; %d classes; train %d, validation %d, test %d; %d steps per epoch",
              dataset.name, num_classes, len(dataset.train), len(dataset.validation), len(dataset.test),
              steps_per_epoch)
+    batch_size = tcfg.batch_size
+    if cluster is not None:
+        dataset, batch_size = _worker_share(dataset, tcfg.batch_size, cluster)
     precision = resolve_precision(tcfg.precision)
+    if cluster is not None and precision == "mixed_bfloat16":
+        # a graph run through a worker's gRPC session gets no bfloat16 CPU kernels (oneDNN's
+        # rewrite, e.g. of Relu, is float-only there): measured with TensorFlow 2.21
+        if tcfg.precision != "auto":
+            raise ValueError("train.precision = mixed_bfloat16 does not run in a cluster on CPUs with TensorFlow "
+                             "2.21; use float32 (or auto)")
+        precision = "float32"
     log.info("precision: %s%s", precision, " (train.precision = auto)" if tcfg.precision == "auto" else "")
     devices = resolve_devices(tcfg.devices)
     if len(devices) > 1:
         log.info("devices: %s, one tower each (%d images per tower and step)", ", ".join(devices),
                  tcfg.batch_size // len(devices))
-    return Prepared(dataset, steps_per_epoch, total_steps, mean, precision, devices)
+    return Prepared(dataset, steps_per_epoch, total_steps, mean, precision, devices, batch_size, cluster)
+
+
+def _worker_share(dataset: Dataset, batch_size: int, task: ClusterTask) -> tuple[Dataset, int]:
+    """This worker's shard of the training split (every ``num_workers``-th example from its
+    index) and its batch: all-reduce workers split ``train.batch_size`` between them (their
+    step is one step of that batch), ps workers each take a whole batch a step."""
+    n = task.num_workers
+    if task.mode == "allreduce":
+        if batch_size % n:
+            raise ValueError(f"train.batch_size {batch_size} does not split evenly over {n} all-reduce workers; "
+                             f"make it a multiple of {n}")
+        batch_size //= n
+    train = dataset.train
+    if len(train) < n * batch_size:
+        raise ValueError(f"the training split ({len(train)} images) is too small for {n} workers of "
+                         f"{batch_size} images a step")
+    shard = dataclasses.replace(train, labels=train.labels[task.index::n],
+                                images=None if train.images is None else train.images[task.index::n],
+                                paths=None if train.paths is None else train.paths[task.index::n])
+    log.info("%s: training on %d of the %d training images, %d a step", task.describe(), len(shard), len(train),
+             batch_size)
+    return dataclasses.replace(dataset, train=shard), batch_size
 
 
 # ----------------------------------------------------------------------------- 2. build
@@ -128,34 +172,55 @@ class Built(NamedTuple):
     graph: tf.Graph
     g: GraphHandles
     pipeline: InputPipeline
-    checkpoints: CheckpointManager
+    checkpoints: CheckpointManager | None  # None on a cluster's workers other than the chief
     summaries: SummaryOps
     views: TensorBoardViews
     init_op: tf.Operation
     init_from: InitFromCheckpoint | None
-    train_writer: v1.summary.FileWriter
-    val_writer: v1.summary.FileWriter
+    train_writer: v1.summary.FileWriter | None  # None on a cluster's workers other than the chief
+    val_writer: v1.summary.FileWriter | None
     feed: dict  # the training step's feed: is_training and the dropout keep rates
     restore_by_name: bool = False  # the first session restores the latest checkpoint through init_from
+    cluster: "ClusterOps | None" = None
 
 
-def build(config: Config, run: RunDir, data: Prepared, resume: bool, new_stage: bool = False) -> Built:
-    tcfg = config.train
+class ClusterOps(NamedTuple):
+    """What a cluster worker's graph adds (:mod:`graphcnn.cluster.graph`)."""
+
+    state: cluster_graph.SharedState
+    broadcast: cluster_graph.Broadcast | None  # all-reduce mode
+    ready: tf.Tensor  # the uninitialized variables' names: empty once the chief has initialized
+
+
+def build(config: Config, run: RunDir | None, data: Prepared, resume: bool, new_stage: bool = False) -> Built:
+    """The training graph; a cluster worker's is the same graph (same names) placed on the
+    cluster (:func:`graphcnn.cluster.graph.device_function`)."""
+    tcfg, task = config.train, data.cluster
     graph = tf.Graph()
-    with graph.as_default():
+    with graph.as_default(), v1.device(cluster_graph.device_function(task) if task else None):
         v1.set_random_seed(tcfg.seed)
         network = network_for(config, data.num_classes, data.precision)
-        pipeline = InputPipeline(config.data, config.model, data.dataset.train, tcfg.batch_size,
+        pipeline = InputPipeline(config.data, config.model, data.dataset.train, data.batch_size,
                                  network.keep_groups, seed=config.data.seed,
                                  augment_fn=augment_fn_for(config.data.augment))
         inputs = pipeline.build()
-        g = build_graph(config, inputs, data.num_classes, data.total_steps, network, data.devices)
-        checkpoints = CheckpointManager(run.checkpoints, run.best, tcfg.checkpoints_to_keep)
+        replication, state = None, None
+        if task is not None:
+            state = cluster_graph.shared_state(task)
+            reduce = cluster_graph.allreduce_gradients(task, state) if task.mode == "allreduce" else None
+            replication = Replication(task.index, task.num_workers, reduce,
+                                      [state.count_step] if task.mode == "ps" else [])
+        g = build_graph(config, inputs, data.num_classes, data.total_steps, network, data.devices, replication)
+        checkpoints = CheckpointManager(run.checkpoints, run.best, tcfg.checkpoints_to_keep) if run else None
         init_from = None
         # a stage's graph trains other variables than the last stage's, whose checkpoint has no
         # optimizer slots for them: restore what it has by name, start the rest afresh
-        by_name = new_stage or (resume and run.stage > 1 and lacks_variables(run.checkpoints, v1.global_variables()))
-        if by_name:
+        # (a cluster's other workers get the variables from the chief: run is None there)
+        by_name = run is not None and (new_stage or (
+            resume and run.stage > 1 and lacks_variables(run.checkpoints, v1.global_variables())))
+        if run is None:
+            pass
+        elif by_name:
             init_from = build_init_from_checkpoint(str(run.checkpoints), v1.global_variables(), training_state=True)
         elif tcfg.init_from.startswith(KERAS_PREFIX) and not resume:
             init_from = build_init_from_keras(tcfg.init_from[len(KERAS_PREFIX):], config.model.backbone,
@@ -167,14 +232,20 @@ def build(config: Config, run: RunDir, data: Prepared, resume: bool, new_stage: 
         summaries = build_summary_ops(v1.trainable_variables(), conv_kernels, config.log.max_filter_images)
         views = TensorBoardViews(config, run, data.dataset, g, pipeline)
         init_op = v1.global_variables_initializer()
+        cluster = None
+        if task is not None:
+            broadcast = cluster_graph.broadcast(task, v1.global_variables()) if task.mode == "allreduce" else None
+            ready = v1.report_uninitialized_variables(v1.global_variables() + v1.local_variables())
+            ready.mark_used()  # used by the other workers only
+            cluster = ClusterOps(state, broadcast, ready)
         # FileWriter refuses to be created under eager execution, i.e. outside a graph context
-        train_writer = v1.summary.FileWriter(str(run.train_logs))
-        val_writer = v1.summary.FileWriter(str(run.validation_logs))
+        train_writer = v1.summary.FileWriter(str(run.train_logs)) if run else None
+        val_writer = v1.summary.FileWriter(str(run.validation_logs)) if run else None
     graph.finalize()
     feed = {inputs.is_training: True}
     feed.update({inputs.keep_rates[group]: tcfg.keep_rates.get(group, 1.0) for group in network.keep_groups})
     return Built(graph, g, pipeline, checkpoints, summaries, views, init_op, init_from, train_writer, val_writer,
-                 feed, by_name)
+                 feed, by_name, cluster)
 
 
 class RunSessionCreator(v1.train.SessionCreator):
@@ -218,20 +289,25 @@ class RunSessionCreator(v1.train.SessionCreator):
 class LoopHooks(NamedTuple):
     clock: StepClock
     all: list[v1.train.SessionRunHook]  # in the order TensorFlow calls them
-    scalars: ScalarsHook
+    scalars: ScalarsHook | None  # None: a cluster worker other than the chief (it writes nothing)
     progress: ProgressBarHook | None
-    validation: ValidationHook
-    checkpoint: CheckpointHook
-    early_stopping: EarlyStoppingHook
+    validation: ValidationHook | None
+    checkpoint: CheckpointHook | None
+    early_stopping: EarlyStoppingHook | None
 
 
-def loop_hooks(config: Config, run: RunDir, data: Prepared, b: Built, signals: StopSignals, progress: bool,
+def loop_hooks(config: Config, run: RunDir | None, data: Prepared, b: Built, signals: StopSignals, progress: bool,
                extra: Sequence[v1.train.SessionRunHook]) -> LoopHooks:
     """The built-in hooks, then ``extra``. The clock comes first (the others read its step);
     validation comes before the latest checkpoint, so the final one is saved after the final
-    validation has set the learning-rate scale."""
-    tcfg, lcfg, g = config.train, config.log, b.g
-    clock = StepClock(g.global_step, {"loss": g.loss, "accuracy": g.accuracy, "learning_rate": g.learning_rate})
+    validation has set the learning-rate scale. A cluster's other workers (``run`` None) only
+    count steps and stop with the chief; its stop hook comes last, after the final checkpoint."""
+    tcfg, lcfg, g, task = config.train, config.log, b.g, data.cluster
+    clock = StepClock(g.global_step, {"loss": g.loss, "accuracy": g.accuracy, "learning_rate": g.learning_rate},
+                      shared=task is not None and task.mode == "ps")
+    if run is None:
+        hooks = [clock, StopOnSignalHook(signals), *extra, cluster_stop_hook(task, b, clock, data.total_steps)]
+        return LoopHooks(clock, hooks, None, None, None, None, None)
     early = EarlyStopping(tcfg.early_stopping)
     monitor = tcfg.early_stopping.monitor
     plateau = PlateauReducer(tcfg.schedule, "max" if monitor == "accuracy" else "min", base_rate=tcfg.learning_rate)
@@ -248,7 +324,10 @@ def loop_hooks(config: Config, run: RunDir, data: Prepared, b: Built, signals: S
         data.steps_per_epoch, tcfg.eval_every_steps, b.val_writer, listeners, interrupted=lambda: signals.raised,
         validated=lambda: metrics.last_validated)
     stage = run.stage
-    scalars = ScalarsHook(clock, ScalarWriter(b.train_writer), lcfg.scalars_every, tcfg.batch_size,
+    # images of the whole step: an all-reduce step is train.batch_size over the workers, and a
+    # shared (ps) step counts every worker's batch
+    scalars = ScalarsHook(clock, ScalarWriter(b.train_writer), lcfg.scalars_every,
+                          tcfg.batch_size if task is not None and task.mode == "allreduce" else data.batch_size,
                           {"stage": stage} if stage > 1 else None)
     bar = ProgressBarHook(clock, data.total_steps, config.model.name, scalars) if progress else None
     hooks: list[v1.train.SessionRunHook] = [
@@ -273,7 +352,17 @@ def loop_hooks(config: Config, run: RunDir, data: Prepared, b: Built, signals: S
     if not tcfg.check_numerics:  # unguarded: the update is applied, but a NaN loss still stops the run
         hooks.append(v1.train.NanTensorHook(g.loss))
     hooks += extra
+    if task is not None:
+        hooks.append(cluster_stop_hook(task, b, clock, data.total_steps))
     return LoopHooks(clock, hooks, scalars, bar, validation, checkpoint, early_hook)
+
+
+def cluster_stop_hook(task: ClusterTask, b: Built, clock: StepClock, total_steps: int) -> v1.train.SessionRunHook:
+    """How a cluster's workers stop together (:mod:`graphcnn.cluster.session`)."""
+    if task.mode == "ps":
+        return PsStopHook(task, b.cluster.state)
+    return AllReduceStopHook(b.g.stop_votes, b.cluster.state.stop_vote, b.g.train_op, b.feed, lambda: clock.step,
+                             total_steps)
 
 
 # ------------------------------------------------------------------------------- 4. fit
@@ -296,11 +385,13 @@ def fit(b: Built, creator: RunSessionCreator, hooks: LoopHooks, total_steps: int
                         raise
                     # the update depends on the check, so the weights are still the last good
                     # ones: keep them as the latest checkpoint (no end() hooks run on an error)
-                    sess.run_step_fn(lambda step_context: hooks.checkpoint.save(step_context.session))
+                    if hooks.checkpoint is not None:
+                        sess.run_step_fn(lambda step_context: hooks.checkpoint.save(step_context.session))
                     raise FloatingPointError(
                         f"training stopped at step {hooks.clock.step + 1}: the loss or its gradients became NaN "
                         f"or Inf; that update was not applied and the last good checkpoint is in "
-                        f"{b.checkpoints.checkpoint_dir}. Lower train.learning_rate or set "
+                        f"{b.checkpoints.checkpoint_dir if b.checkpoints else 'the run directory'}. Lower "
+                        "train.learning_rate or set "
                         "train.clip_global_norm.") from None
     finally:
         if hooks.progress is not None:
@@ -311,11 +402,13 @@ def fit(b: Built, creator: RunSessionCreator, hooks: LoopHooks, total_steps: int
 
 
 def finish(config: Config, run: RunDir, data: Prepared, b: Built, hooks: LoopHooks, interrupted: bool,
-           session_config: v1.ConfigProto | None) -> TrainResult:
-    """Evaluate the test split with the best weights (or the last), write results.json."""
+           session_config: v1.ConfigProto | None, target: str = "") -> TrainResult:
+    """Evaluate the test split with the best weights (or the last), write results.json.
+    ``target``: a cluster chief's server (the graph's variables live on the cluster; the
+    other workers have stopped)."""
     tcfg, final_step = config.train, hooks.clock.step
     use_best = tcfg.early_stopping.restore_best and b.checkpoints.best_step is not None
-    with b.graph.as_default(), v1.Session(graph=b.graph, config=session_config) as sess:
+    with b.graph.as_default(), v1.Session(target, graph=b.graph, config=session_config) as sess:
         if use_best:
             evaluated = step_of(b.checkpoints.restore_best(sess))  # the latest, if best/ is damaged
             if evaluated != final_step:
@@ -369,15 +462,20 @@ def _configure_logging() -> None:
         logging.getLogger("graphcnn").setLevel(logging.INFO)
 
 
-def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool = True,
+def train(config: Config, run: RunDir | None, *, resume: bool = False, progress: bool = True,
           dataset: Dataset | None = None, session_config: v1.ConfigProto | None = None,
-          hooks: Sequence[v1.train.SessionRunHook] = (), new_stage: bool = False) -> TrainResult:
+          hooks: Sequence[v1.train.SessionRunHook] = (), new_stage: bool = False,
+          cluster: ClusterTask | None = None) -> TrainResult:
     """Train ``config`` in ``run`` (a new directory, or an existing one with ``resume``).
 
     ``new_stage`` (with ``resume``): ``config`` differs from the run's (other trainable scopes,
     learning rate, more epochs), as in the second stage of transfer learning: it becomes the
     run's config (the last one is kept as ``config.stage<k>.json``), training goes on from the
     latest checkpoint and its step, and TensorBoard gets a ``stage`` scalar and text there.
+
+    ``cluster``: this process is a worker of that cluster (:mod:`graphcnn.cluster`; a ps task
+    runs :func:`graphcnn.cluster.session.serve` instead). The chief (worker 0) trains in
+    ``run`` as a single process would; the other workers get ``run`` None and write nothing.
 
     Writes TensorBoard events, checkpoints, metrics.jsonl and results.json under ``run``.
     ``dataset`` may be given to skip loading (tests, benchmarks); ``hooks`` (any
@@ -386,19 +484,48 @@ def train(config: Config, run: RunDir, *, resume: bool = False, progress: bool =
     _configure_logging()
     if new_stage and not resume:
         raise ValueError("new_stage continues a run: give resume=True")
-    data = prepare(config, run, resume, dataset)
+    if (run is None) != (cluster is not None and not cluster.is_chief):
+        raise ValueError("run: a directory for a single process or a cluster's chief, None for its other workers")
+    server = start_server(cluster) if cluster is not None else None  # first: the others may wait for it
+    data = prepare(config, run, resume, dataset, cluster)
     session_config = devices_session_config(data.devices, session_config)  # logical CPUs for CPU towers
+    if cluster is not None:
+        session_config = cluster_graph.session_config(cluster, session_config)
     b = build(config, run, data, resume, new_stage)
     if new_stage:  # once its graph is built: a stage that cannot start leaves the run as it was
         log.info("stage %d of this run begins", run.start_stage(config))
+    target = server.target if server is not None else ""
     try:
         with StopSignals() as signals, logging_redirect_tqdm([logging.getLogger("graphcnn")]):
             loop = loop_hooks(config, run, data, b, signals, progress, hooks)
-            creator = RunSessionCreator(b, data.pixel_mean, resume, session_config)
+            creator = session_creator(b, data, resume, session_config, target)
             with b.graph.as_default():
                 fit(b, creator, loop, data.total_steps)
             interrupted = signals.raised
-        return finish(config, run, data, b, loop, interrupted, session_config)
+        if run is None:
+            log.info("%s: stopped at global step %d", cluster.describe(), loop.clock.step)
+            return TrainResult(None, loop.clock.step, False, interrupted, None, None, None, float("nan"))
+        return finish(config, run, data, b, loop, interrupted, session_config, target)
     finally:
-        b.train_writer.close()
-        b.val_writer.close()
+        for writer in (b.train_writer, b.val_writer):
+            if writer is not None:
+                writer.close()
+
+
+def session_creator(b: Built, data: Prepared, resume: bool, config: v1.ConfigProto | None,
+                    target: str) -> v1.train.SessionCreator:
+    """The training session's creator: this process's own, or a cluster worker's."""
+    task = data.cluster
+    if task is None or task.is_chief:
+        creator = RunSessionCreator(b, data.pixel_mean, resume, config, target)
+        if task is None:
+            return creator
+
+        def probe() -> None:  # reads every variable's initialized flag: each ps task answers
+            with v1.Session(target, graph=b.graph, config=config) as sess:
+                sess.run(b.cluster.ready)
+
+        return ChiefSessionCreator(task, creator, b.cluster.state, b.cluster.broadcast, probe)
+    start_pipeline = lambda sess: b.pipeline.initialize(sess, int(sess.run(b.g.global_step)))  # noqa: E731
+    return WorkerSessionCreator(task, b.graph, target, config, b.init_op, b.cluster.broadcast, b.cluster.ready,
+                                start_pipeline)

@@ -25,7 +25,7 @@ from graphcnn.model.graph import GraphHandles
 from graphcnn.run_dir import RunDir
 from graphcnn.tensorboard.writing import ScalarWriter
 from graphcnn.train.early_stopping import EarlyStopping, PlateauReducer
-from graphcnn.train.hooks import StepClock, due
+from graphcnn.train.hooks import StepClock
 
 v1 = tf.compat.v1
 log = logging.getLogger("graphcnn.train")
@@ -103,8 +103,7 @@ class ValidationHook(v1.train.SessionRunHook):
         self._last_step = self.validated()
 
     def after_run(self, run_context, run_values) -> None:
-        step = self.clock.step
-        if step % self.steps_per_epoch == 0 or due(step, self.every_steps, first=False):
+        if self.clock.crossed(self.steps_per_epoch) or self.clock.crossed(self.every_steps):
             self.validate(run_context.session)
 
     def end(self, session) -> None:
