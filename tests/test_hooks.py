@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from conftest import tiny_config
 from graphcnn.tensorboard.ops import encode_png, histogram_summary
-from graphcnn.train.hooks import PeriodicImageHook, PeriodicSummaryHook, due
+from graphcnn.train.hooks import PeriodicImageHook, PeriodicSummaryHook, StepClock, due
 from graphcnn.run_dir import RunDir
 from graphcnn.train.trainer import train
 
@@ -27,8 +27,12 @@ class RecordingWriter:
 
 
 class FakeClock:
+    """Counts the steps run_steps drives, one at a time, as StepClock does in one process."""
+
+    crossed = StepClock.crossed
+
     def __init__(self):
-        self.step = 0
+        self.step = self.previous = 0
 
 
 def run_steps(sess, hooks, clock, op, steps):
@@ -38,7 +42,7 @@ def run_steps(sess, hooks, clock, op, steps):
         requests = [hook.before_run(context) for hook in hooks]
         fetches = [r.fetches if r is not None else [] for r in requests]
         results = sess.run([op, fetches])[1]
-        clock.step += 1
+        clock.previous, clock.step = clock.step, clock.step + 1
         for hook, result in zip(hooks, results):
             hook.after_run(context, v1.train.SessionRunValues(result, None, None))
 
