@@ -35,19 +35,22 @@ REDUCE_INSTANCE = 1
 BROADCAST_INSTANCE = 100
 
 
-def session_config(task: ClusterTask, base: v1.ConfigProto | None = None) -> v1.ConfigProto:
+def session_config(task: ClusterTask, base: v1.ConfigProto | None = None, peers: bool = True) -> v1.ConfigProto:
     """``base`` for a session on this task's server: it sees only the ps tasks and itself (a
     worker never waits on another worker's graph), with soft placement (a resource variable's
-    helper ops follow the variable to the ps); all-reduce names its group leader."""
+    helper ops follow the variable to the ps); all-reduce names its group leader and sees the
+    other workers, unless ``peers`` is False (the chief's final evaluation, after they stopped)."""
     config = v1.ConfigProto()
     if base is not None:
         config.CopyFrom(base)
     config.allow_soft_placement = True
     if task.mode == "ps":
         config.device_filters[:] = ["/job:ps", task.device]
-    else:
+    elif peers:
         config.device_filters[:] = ["/job:worker"]
         config.experimental.collective_group_leader = "/job:worker/replica:0/task:0"
+    else:
+        config.device_filters[:] = [task.device]
     return config
 
 

@@ -489,8 +489,11 @@ def train(config: Config, run: RunDir | None, *, resume: bool = False, progress:
     server = start_server(cluster) if cluster is not None else None  # first: the others may wait for it
     data = prepare(config, run, resume, dataset, cluster)
     session_config = devices_session_config(data.devices, session_config)  # logical CPUs for CPU towers
+    finish_config = session_config
     if cluster is not None:
-        session_config = cluster_graph.session_config(cluster, session_config)
+        # the test split is evaluated once the other workers have stopped: without them
+        session_config, finish_config = (cluster_graph.session_config(cluster, session_config, peers)
+                                         for peers in (True, False))
     b = build(config, run, data, resume, new_stage)
     if new_stage:  # once its graph is built: a stage that cannot start leaves the run as it was
         log.info("stage %d of this run begins", run.start_stage(config))
@@ -505,7 +508,7 @@ def train(config: Config, run: RunDir | None, *, resume: bool = False, progress:
         if run is None:
             log.info("%s: stopped at global step %d", cluster.describe(), loop.clock.step)
             return TrainResult(None, loop.clock.step, False, interrupted, None, None, None, float("nan"))
-        return finish(config, run, data, b, loop, interrupted, session_config, target)
+        return finish(config, run, data, b, loop, interrupted, finish_config, target)
     finally:
         for writer in (b.train_writer, b.val_writer):
             if writer is not None:
