@@ -198,36 +198,52 @@ def test_allreduce_cluster_trains_in_step_and_stops_together_on_early_stopping(t
 
 
 @pytest.mark.slow
-def test_a_killed_worker_leaves_the_others_training_and_rejoins(tmp_path):
+def test_killed_workers_and_chief_rejoin_and_the_run_completes(tmp_path):
+    """Async: a killed worker leaves the chief training and rejoins when restarted; a killed
+    chief leaves the worker training and, restarted with --resume, goes on from its checkpoint."""
     ps, w0, w1 = free_ports(3)
     cluster = {"ps": [f"127.0.0.1:{ps}"], "worker": [f"127.0.0.1:{w0}", f"127.0.0.1:{w1}"]}
+    run = tmp_path / "fault"
     base = [sys.executable, "-m", "graphcnn", "train", "--cluster", "--no-progress", "--logdir", str(tmp_path),
-            "--name", "fault", "--set", "train.max_steps=1500", "--set", "train.eval_every_steps=500", *TRAIN]
+            "--name", "fault", "--set", "train.max_steps=2000", "--set", "train.eval_every_steps=300", *TRAIN]
 
-    def start(job, index, log_name):
+    def start(job, index, log_name, extra=()):
         env = dict(os.environ, TF_CONFIG=tf_config(cluster, job, index))
-        return subprocess.Popen(base, env=env, stdout=open(tmp_path / log_name, "w"), stderr=subprocess.STDOUT,
-                                cwd=ROOT)
+        return subprocess.Popen(base + list(extra), env=env, stdout=open(tmp_path / log_name, "w"),
+                                stderr=subprocess.STDOUT, cwd=ROOT)
 
-    procs = [start("ps", 0, "ps.log"), start("worker", 0, "w0.log"), start("worker", 1, "w1.log")]
+    def wait_for(log_name, text, seconds=120):
+        deadline = time.monotonic() + seconds
+        while text not in (tmp_path / log_name).read_text():
+            assert time.monotonic() < deadline, f"{log_name} never said {text!r}: {(tmp_path / log_name).read_text()}"
+            time.sleep(0.2)
+
+    def kill(p):
+        p.kill()
+        p.wait()
+
+    procs = {"ps": start("ps", 0, "ps.log"), "w0": start("worker", 0, "w0.log"), "w1": start("worker", 1, "w1.log")}
     try:
-        deadline = time.monotonic() + 120
-        while "validation accuracy" not in (tmp_path / "w0.log").read_text() and time.monotonic() < deadline:
-            time.sleep(0.2)  # both workers are training by the first validation
-        procs[2].kill()
-        procs[2].wait()
-        time.sleep(2)  # the chief goes on alone
-        assert procs[1].poll() is None, (tmp_path / "w0.log").read_text()
-        procs.append(start("worker", 1, "w1b.log"))
-        assert procs[1].wait(timeout=240) == 0, (tmp_path / "w0.log").read_text()
-        assert procs[3].wait(timeout=60) == 0, (tmp_path / "w1b.log").read_text()
-        chief = (tmp_path / "w0.log").read_text()
+        wait_for("w0.log", "validation accuracy")  # both train, and a checkpoint is written
+        kill(procs["w1"])
+        time.sleep(2)
+        assert procs["w0"].poll() is None, (tmp_path / "w0.log").read_text()  # the chief goes on alone
+        procs["w1"] = start("worker", 1, "w1b.log")
+        time.sleep(5)  # it rejoins
+        kill(procs["w0"])
+        time.sleep(2)
+        assert procs["w1"].poll() is None, (tmp_path / "w1b.log").read_text()  # the worker goes on alone
+        procs["w0"] = start("worker", 0, "w0b.log", ["--resume", str(run)])
+        assert procs["w0"].wait(timeout=300) == 0, (tmp_path / "w0b.log").read_text()
+        assert procs["w1"].wait(timeout=60) == 0, (tmp_path / "w1b.log").read_text()
+        chief = (tmp_path / "w0b.log").read_text()
+        assert "resumed from" in chief
         steps = re.search(r"worker 0: (\d+), worker 1: (\d+)", chief)
-        assert steps and int(steps[2]) > 0, chief  # counts of the restarted worker 1 and of the first one
+        assert steps and int(steps[1]) > 0 and int(steps[2]) > 0, chief  # both train after the chief's restart
         assert "stopped at global step" in (tmp_path / "w1b.log").read_text()
-        assert json.loads((tmp_path / "fault" / "results.json").read_text())["global_step"] >= 1500
+        assert json.loads((run / "results.json").read_text())["global_step"] >= 2000
     finally:
-        for p in procs:
+        for p in procs.values():
             if p.poll() is None:
                 p.kill()
             p.wait()
