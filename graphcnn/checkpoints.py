@@ -44,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from graphcnn.atomic import write_bytes_atomic, write_text_atomic
+from graphcnn.model.scopes import variable_name
 
 v1 = tf.compat.v1
 log = logging.getLogger("graphcnn.train")
@@ -314,16 +315,42 @@ def export_inference_graph(graph: tf.Graph, saver: v1.train.Saver, directories: 
         write_bytes_atomic(Path(directory) / INFERENCE_META, data)
 
 
+TRAINING_STATE_SCOPES = ("train",)  # graphcnn's scope for the learning-rate scale and optimizer accumulators
+_OPTIMIZER_ACCUMULATORS = ("beta1_power", "beta2_power")  # Adam's non-slot variables
+
+
+def training_state_names(variables: Iterable) -> set[str]:
+    """Names among ``variables`` that are training state rather than model weights.
+
+    That is: the global step (``global_step`` or the graph's registered global step),
+    optimizer slots (a variable whose name extends another candidate's name, such as
+    ``conv1/weights/Adam``), Adam's ``beta1_power``/``beta2_power``, and anything under
+    :data:`TRAINING_STATE_SCOPES` or their uniquified name scopes (``train``, ``train_1``:
+    the learning-rate scale). Fine-tuning starts these afresh, as tf-slim does, so that a
+    new run begins at step 0 with a fresh optimizer.
+    """
+    names = [variable_name(v) for v in variables]
+    name_set = set(names)
+    global_step = v1.train.get_global_step()
+    step_names = {"global_step"} | ({variable_name(global_step)} if global_step is not None else set())
+    state = set()
+    for name in names:
+        parts = name.split("/")
+        is_slot = any("/".join(parts[:i]) in name_set for i in range(1, len(parts)))
+        top = re.sub(r"_\d+$", "", parts[0]) if len(parts) > 1 else ""
+        if name in step_names or is_slot or parts[-1] in _OPTIMIZER_ACCUMULATORS or top in TRAINING_STATE_SCOPES:
+            state.add(name)
+    return state
+
+
 def model_variables(variables: Iterable) -> list:
     """The variables a ``best/`` checkpoint keeps: all but the training state.
 
-    Training state is what :func:`graphcnn.train.finetune.training_state_names` says
+    Training state is what :func:`training_state_names` says
     (optimizer slots and accumulators, the ``train`` scope); the global step is kept (8
     bytes: the checkpoint says its step) and so is ``input/pixel_mean`` (the training
     graph's evaluation subtracts it). That is the inference graph's variables plus those two.
     """
-    from graphcnn.train.finetune import training_state_names  # it imports this module
-
     variables = list(variables)
     state = training_state_names(variables)
     global_step = v1.train.get_global_step()

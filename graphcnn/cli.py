@@ -372,9 +372,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from graphcnn.predict import Predictor, collect_image_files
 
     files = collect_image_files(args.images)
-    if not files:
-        print("graphcnn: no image files found in " + ", ".join(args.images), file=sys.stderr)
-        return 2
     start = time.perf_counter()
     with Predictor(args.checkpoint, prefer_best=not args.latest) as predictor:
         restored = time.perf_counter()
@@ -526,9 +523,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from graphcnn.predict import collect_image_files
 
     files = collect_image_files(args.images)
-    if not files:
-        print("graphcnn: error: no image files found in " + ", ".join(args.images), file=sys.stderr)
-        return 2
     with Explainer(args.run, layer=args.layer, prefer_best=not args.latest) as explainer:
         written, errors = explainer.explain_files(files, args.out, args.class_name)
         print(f"grad-cam at {explainer.layer} of {explainer.checkpoint}", file=sys.stderr)

@@ -32,6 +32,7 @@ import tensorflow as tf
 from graphcnn.data import scan
 from graphcnn.checkpoints import load_first, serving_meta_graph
 from graphcnn.data.pipeline import Preprocessing, fit_images, preprocess
+from graphcnn.data.sources import DataError
 
 v1 = tf.compat.v1
 log = logging.getLogger("graphcnn.predict")
@@ -111,7 +112,9 @@ def decode_with_info(data: tf.Tensor, height: int, width: int, channels: int) ->
 
 
 def collect_image_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Image files named directly, or found (recursively, sorted) in the folders named."""
+    """Image files named directly, or found (recursively, sorted) in the folders named; a
+    ``DataError`` when there are none (a command's bad input, exit 2)."""
+    paths = list(paths)
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -120,6 +123,8 @@ def collect_image_files(paths: Iterable[str | Path]) -> list[Path]:
             files.append(p)
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
+    if not files:
+        raise DataError("no image files found in " + ", ".join(map(str, paths)))
     return files
 
 

@@ -6,13 +6,12 @@ choosing the variables to train is there too, since the graph builder needs it.
 
 from __future__ import annotations
 
-import re
-from typing import Callable, Iterable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import tensorflow as tf
 
 from graphcnn.model.scopes import scope_matches, variable_name
-from graphcnn.checkpoints import resolve_checkpoint
+from graphcnn.checkpoints import TRAINING_STATE_SCOPES, resolve_checkpoint, training_state_names
 
 __all__ = [
     "InitFromCheckpoint", "Mismatch", "build_init_from_checkpoint", "training_state_names", "TRAINING_STATE_SCOPES",
@@ -45,34 +44,6 @@ class InitFromCheckpoint(NamedTuple):
     missing_in_checkpoint: list[str]
     mismatched: list[Mismatch]
     training_state: list[str]
-
-
-TRAINING_STATE_SCOPES = ("train",)  # graphcnn's scope for the learning-rate scale and optimizer accumulators
-_OPTIMIZER_ACCUMULATORS = ("beta1_power", "beta2_power")  # Adam's non-slot variables
-
-
-def training_state_names(variables: Iterable) -> set[str]:
-    """Names among ``variables`` that are training state rather than model weights.
-
-    That is: the global step (``global_step`` or the graph's registered global step),
-    optimizer slots (a variable whose name extends another candidate's name, such as
-    ``conv1/weights/Adam``), Adam's ``beta1_power``/``beta2_power``, and anything under
-    :data:`TRAINING_STATE_SCOPES` or their uniquified name scopes (``train``, ``train_1``:
-    the learning-rate scale). Fine-tuning starts these afresh, as tf-slim does, so that a
-    new run begins at step 0 with a fresh optimizer.
-    """
-    names = [variable_name(v) for v in variables]
-    name_set = set(names)
-    global_step = tf.compat.v1.train.get_global_step()
-    step_names = {"global_step"} | ({variable_name(global_step)} if global_step is not None else set())
-    state = set()
-    for name in names:
-        parts = name.split("/")
-        is_slot = any("/".join(parts[:i]) in name_set for i in range(1, len(parts)))
-        top = re.sub(r"_\d+$", "", parts[0]) if len(parts) > 1 else ""
-        if name in step_names or is_slot or parts[-1] in _OPTIMIZER_ACCUMULATORS or top in TRAINING_STATE_SCOPES:
-            state.add(name)
-    return state
 
 
 def _shape_text(shape: Sequence) -> str:
