@@ -229,7 +229,8 @@ def test_killed_workers_and_chief_rejoin_and_the_run_completes(tmp_path):
         time.sleep(2)
         assert procs["w0"].poll() is None, (tmp_path / "w0.log").read_text()  # the chief goes on alone
         procs["w1"] = start("worker", 1, "w1b.log")
-        time.sleep(5)  # it rejoins
+        wait_for("w1b.log", "session ready, training", seconds=300)  # it rejoins
+        time.sleep(2)
         kill(procs["w0"])
         time.sleep(2)
         assert procs["w1"].poll() is None, (tmp_path / "w1b.log").read_text()  # the worker goes on alone
@@ -256,14 +257,20 @@ def test_a_killed_ps_stops_the_workers_with_an_error_naming_it(tmp_path):
     base = [sys.executable, "-m", "graphcnn", "train", "--cluster", "--no-progress", "--logdir", str(tmp_path),
             "--name", "psfault", "--set", "train.max_steps=100000", *TRAIN]
     env = lambda job, i: dict(os.environ, TF_CONFIG=tf_config(cluster, job, i))  # noqa: E731
+    logs = [tmp_path / f"w{i}.log" for i in (0, 1)]
     procs = [subprocess.Popen(base, env=env("ps", 0), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)]
-    procs += [subprocess.Popen(base, env=env("worker", i), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, cwd=ROOT) for i in (0, 1)]
+    procs += [subprocess.Popen(base, env=env("worker", i), stdout=open(logs[i], "w"), stderr=subprocess.STDOUT,
+                               cwd=ROOT) for i in (0, 1)]
     try:
-        time.sleep(25)  # started and training
+        deadline = time.monotonic() + 300  # both training (a loaded machine starts slowly), then the ps dies
+        while not all("session ready, training" in f.read_text() for f in logs):
+            assert time.monotonic() < deadline, [f.read_text() for f in logs]
+            time.sleep(0.2)
+        time.sleep(2)
         procs[0].kill()
-        outputs = [p.communicate(timeout=90)[0] for p in procs[1:]]
-        for p, out in zip(procs[1:], outputs):
+        for p in procs[1:]:
+            p.wait(timeout=90)
+        for p, out in zip(procs[1:], (f.read_text() for f in logs)):
             assert p.returncode == 1, out
             assert re.search(r"graphcnn: error: .*/job:ps/replica:0/task:0 is unreachable", out), out
     finally:

@@ -97,6 +97,8 @@ class _ClusterSessionCreator(v1.train.SessionCreator):
         while True:
             try:
                 sess = self._create()
+                if not self.started:  # a cluster's user sees each worker join (and tests wait for it)
+                    log.info("%s: session ready, training", self.who)
                 self.started = True
                 return sess
             except (tf.errors.UnavailableError, tf.errors.AbortedError) as err:
