@@ -14,6 +14,7 @@ keep those files whole:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -29,9 +30,8 @@ def fsync_directory(directory: str | Path) -> None:
     except OSError:  # Windows cannot open a folder; its renames are durable enough
         return
     try:
-        os.fsync(fd)
-    except OSError:  # some filesystems (and platforms) refuse fsync on a folder
-        pass
+        with contextlib.suppress(OSError):  # some filesystems (and platforms) refuse fsync on a folder
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -55,10 +55,8 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         if isinstance(err, OSError):
             raise _naming(err, path) from None
         raise

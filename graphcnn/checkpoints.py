@@ -382,14 +382,15 @@ class CheckpointManager:
         self.saver = v1.train.Saver(max_to_keep=keep, save_relative_paths=True, name="saver")
         # max_to_keep=0: this Saver deletes nothing; save_best removes the previous best only
         # once the new one is complete and recorded
-        self.best_saver = v1.train.Saver(var_list=best_vars, max_to_keep=0, save_relative_paths=True,
-                                         name="best_saver")
+        self.best_saver = v1.train.Saver(var_list=best_vars, max_to_keep=0, save_relative_paths=True, name="best_saver")
         self._data_bytes = _nbytes(all_variables)  # a .data file's size: tensors are stored unpadded
         self._best_data_bytes = _nbytes(best_vars)
         self.best_metric: float | None = None
         self.best_step: int | None = None
         self._meta: dict[v1.train.Saver, bytes] = {}  # each saver's serialized meta graph
-        self._load_best_record()
+        record = read_best_record(self.best_dir)
+        if record is not None:
+            self.best_metric, self.best_step = record["value"], int(record["step"])
 
     # -- latest -------------------------------------------------------------------------
     def restore_latest(self, sess: v1.Session) -> Path | None:
@@ -447,11 +448,6 @@ class CheckpointManager:
             m = _FILE_STEP.match(f.name)
             if m and int(m.group(1)) != step_of(keep):
                 f.unlink()
-
-    def _load_best_record(self) -> None:
-        record = read_best_record(self.best_dir)
-        if record is not None:
-            self.best_metric, self.best_step = record["value"], int(record["step"])
 
     def restore_best(self, sess: v1.Session) -> Path | None:
         """Restore ``best/`` (the model's variables; the rest of the graph keeps its values).

@@ -19,6 +19,7 @@ shows them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import errno
 import json
@@ -131,8 +132,7 @@ report lists every problem)."""
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphcnn", description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
-    parser.add_argument("--verbose", action="store_true", help=_VERBOSE_HELP)
+    add_global_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a network; writes logs/<run>/ (TensorBoard, checkpoints)")
@@ -191,8 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(a, finetune=False)
     a.add_argument("--out", default="augment_preview.png", help="output PNG (default: augment_preview.png)")
     a.add_argument("--rows", type=int, default=6, help="training images, one per row (default: 6)")
-    a.add_argument("--cols", type=int, default=8,
-                   help="columns: the original, then its augmentations (default: 8)")
+    a.add_argument("--cols", type=int, default=8, help="columns: the original, then its augmentations (default: 8)")
 
     c = sub.add_parser("config", help="print the resolved config (preset + file + --set) as JSON")
     _add_config_args(c)
@@ -330,31 +329,6 @@ def _train_cluster_task(args: argparse.Namespace, task) -> int:
     config = C.from_json_file(RunDir.open(args.resume).config) if args.resume else resolve_config(args)
     result = train(config, None, progress=False, cluster=task)
     return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time of each record (not the one at setup:
-    a redirected or captured stderr still gets the log)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it
-        pass
-
-
-def configure_logging() -> None:
-    """``graphcnn: <message>`` on stderr for the library's INFO and above (as the trainer
-    sets it up), for every command and from the start: data warnings are logged before
-    training begins, and predict's checkpoint fallbacks are warnings too."""
-    root = logging.getLogger("graphcnn")
-    if not root.handlers:
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("graphcnn: %(message)s"))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
 
 
 def cmd_cluster_local(args: argparse.Namespace) -> int:
@@ -534,8 +508,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import time
-
     from graphcnn.export import (BYTES_INPUT, BYTES_SIGNATURE, UINT8_INPUT, UINT8_SIGNATURE, export_saved_model,
                                  export_tflite)
 
@@ -559,11 +531,8 @@ COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; return its exit code (see the module docstring).
-
-    Every error becomes one ``graphcnn: error: ...`` line on stderr and an exit code, or,
-    with ``--debug``, its traceback and the same code.
-    """
+    """Run one command; return its exit code. Every error becomes one ``graphcnn: error: ...``
+    line on stderr (``--debug``: its traceback) and its exit code (see the module docstring)."""
     return run(build_parser().parse_args(argv))
 
 
@@ -571,7 +540,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the command ``args.command`` of parsed arguments (:func:`main`, the tutorial scripts)."""
     verbose = getattr(args, "verbose", False)
     runtime.configure(verbose=verbose)  # before TensorFlow is imported; quiets its Python loggers
-    configure_logging()
+    runtime.configure_logging()
     with runtime.native_stderr_filter(enabled=not verbose):
         try:
             if args.command != "tensorboard":  # TensorBoard runs in a child process: no TensorFlow import here
@@ -579,10 +548,8 @@ def run(args: argparse.Namespace) -> int:
 
             return COMMANDS[args.command](args)
         except BrokenPipeError:  # whoever read stdout stopped (`graphcnn predict ... | head`): nothing to add
-            try:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-            except (OSError, ValueError, AttributeError):
-                pass
             return EXIT_ERROR
         except (Exception, KeyboardInterrupt) as err:
             code, message = describe_error(err)

@@ -211,7 +211,6 @@ class Config:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
 
 
-
 # ---------------------------------------------------------------------------
 # dict <-> dataclass, with errors that name the key
 
@@ -227,8 +226,9 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp)
+# scalar annotation -> (accepted Python types, what the error says was expected); bool is never a number
+_SCALARS = {bool: (bool, "true/false"), int: (int, "an integer"), float: ((int, float), "a number"),
+            str: (str, "a string")}
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -250,23 +250,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
+    if tp not in _SCALARS:  # pragma: no cover
+        raise ConfigError(f"{key}: unsupported type {getattr(tp, '__name__', None) or tp}")
+    accepted, expected = _SCALARS[tp]
+    if not isinstance(value, accepted) or (tp is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+    return float(value) if tp is float else value
 
 
 def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
@@ -285,25 +274,21 @@ def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
         raise ConfigError(f"{where or cls.__name__}: {err}") from None
 
 
-def merge(config: Config, data: Mapping[str, Any], where: str = "") -> Config:
-    """Return ``config`` with the (nested, partial) values of ``data`` applied."""
-    return _merge_dataclass(config, data, where)
-
-
-def _merge_dataclass(obj: Any, data: Mapping[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(type(obj))
+def merge(config: Any, data: Mapping[str, Any], where: str = "") -> Any:
+    """Return ``config`` (or a nested config dataclass) with the (nested, partial) values of ``data`` applied."""
+    hints = typing.get_type_hints(type(config))
     changes = {}
     for key, value in data.items():
         full = f"{where}.{key}" if where else key
         if key not in hints:
-            names = ", ".join(f.name for f in dataclasses.fields(obj))
+            names = ", ".join(f.name for f in dataclasses.fields(config))
             raise ConfigError(f"unknown key '{full}'; valid keys here: {names}")
-        current = getattr(obj, key)
+        current = getattr(config, key)
         if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
-            changes[key] = _merge_dataclass(current, value, full)
+            changes[key] = merge(current, value, full)
         else:
             changes[key] = _coerce(value, hints[key], full)
-    return dataclasses.replace(obj, **changes)
+    return dataclasses.replace(config, **changes)
 
 
 # ---------------------------------------------------------------------------
@@ -333,15 +318,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     """
     if "=" not in text:
         raise ConfigError(f"override '{text}' is not of the form key=value")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    raw = raw.strip()
+    key, raw = (part.strip() for part in text.split("=", 1))
     try:
-        value = json.loads(raw)
+        return key, json.loads(raw)
     except json.JSONDecodeError:
-        lowered = raw.lower()
-        value = {"true": True, "false": False}.get(lowered, raw)
-    return key, value
+        return key, {"true": True, "false": False}.get(raw.lower(), raw)
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
@@ -486,16 +467,11 @@ def from_json_file(path: str | Path) -> Config:
 
 def keep_groups(model: ModelConfig) -> tuple[str, ...]:
     """The dropout keep-rate groups a model uses, in first-use order."""
-    seen: dict[str, None] = {}
-    for layer in model.layers:
-        if layer.type == "dropout":
-            seen.setdefault(layer.keep_group, None)
-    return tuple(seen)
+    return tuple(dict.fromkeys(layer.keep_group for layer in model.layers if layer.type == "dropout"))
 
 
 __all__ = [
     "AugmentConfig", "Config", "ConfigError", "DataConfig", "EarlyStoppingConfig", "LayerConfig", "LogConfig",
-    "ModelConfig",
-    "ScheduleConfig", "TrainConfig", "apply_overrides", "from_dict", "from_json_file", "keep_groups", "load",
-    "merge", "parse_override", "read_file", "to_dict", "validate",
+    "ModelConfig", "ScheduleConfig", "TrainConfig", "apply_overrides", "from_dict", "from_json_file", "keep_groups",
+    "load", "merge", "parse_override", "read_file", "to_dict", "validate",
 ]

@@ -94,8 +94,7 @@ class Metrics:
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")
         w.writerow(["class", "precision", "recall", "f1", "support"])
-        for name, p, r, f, s in zip(self.class_names, self.precision, self.recall, self.f1,
-                                    self.confusion.sum(axis=1)):
+        for name, p, r, f, s in zip(self.class_names, self.precision, self.recall, self.f1, self.confusion.sum(axis=1)):
             w.writerow([name, f"{p:.6f}", f"{r:.6f}", f"{f:.6f}", int(s)])
         w.writerow(["accuracy", "", "", f"{self.accuracy:.6f}", self.count])
         return out.getvalue()

@@ -225,21 +225,16 @@ def gradcam_view(session, ops: GradCamOps, images_tensor: tf.Tensor, preprocesse
     graph's softmax, is given). ``labels`` int [N] are the true classes.
     """
     fetches = [ops.cam, ops.class_index] + ([probabilities] if probabilities is not None else [])
-    cams, classes, probs = [], [], []
-    for i in range(0, len(preprocessed), batch_size):
-        out = session.run(fetches, {images_tensor: preprocessed[i:i + batch_size]})
-        cams.append(out[0])
-        classes.append(out[1])
-        if probabilities is not None:
-            probs.append(out[2][np.arange(len(out[1])), out[1]])
-    if not cams:
+    batches = [session.run(fetches, {images_tensor: preprocessed[i:i + batch_size]})
+               for i in range(0, len(preprocessed), batch_size)]
+    if not batches:
         return gradcam_grid(np.asarray(display)[:0], np.zeros((0, 1, 1), np.float32), [])
-    classes_np = np.concatenate(classes)
+    cams, classes, *probs = (np.concatenate(column) for column in zip(*batches))
     names = [str(n) for n in class_names]
-    captions = [f"{names[t]}>{names[c]}" for t, c in zip(labels, classes_np)]
-    if probs:
-        captions = [f"{c} {p:.2f}" for c, p in zip(captions, np.concatenate(probs))]
-    return gradcam_grid(display, np.concatenate(cams), captions)
+    captions = [f"{names[t]}>{names[c]}" for t, c in zip(labels, classes)]
+    if probs:  # each image's probability of the class predicted
+        captions = [f"{c} {p:.2f}" for c, p in zip(captions, probs[0][np.arange(len(classes)), classes])]
+    return gradcam_grid(display, cams, captions)
 
 
 def _file_part(text: str) -> str:
@@ -304,19 +299,16 @@ class Explainer(Predictor):
             feed_key = self.images
         n = len(images)
         chosen = None if class_index is None else np.broadcast_to(np.asarray(class_index, np.int64), [n])
-        cams, probs, classes = [], [], []
+        batches = []  # (cams, probabilities, classes) of each batch
         for i in range(0, n, batch_size):
             feed = {feed_key: images[i:i + batch_size]}
             if chosen is not None:
                 feed[self.ops.class_index] = chosen[i:i + batch_size]
-            c, p, k = self.sess.run([self.ops.cam, self.probabilities, self.ops.class_index], feed)
-            cams.append(c)
-            probs.append(p)
-            classes.append(k)
-        if not cams:
+            batches.append(self.sess.run([self.ops.cam, self.probabilities, self.ops.class_index], feed))
+        if not batches:
             return (np.zeros((0, *self.input_size[:2]), np.float32),
                     np.zeros((0, len(self.class_names)), np.float32), np.zeros((0,), np.int64))
-        return np.concatenate(cams), np.concatenate(probs), np.concatenate(classes)
+        return tuple(np.concatenate(column) for column in zip(*batches))
 
     def explain_files(self, files: Sequence[str | Path], out_dir: str | Path, class_name: str | None = None,
                       batch_size: int = 32) -> tuple[list[Path], list[tuple[str, str]]]:

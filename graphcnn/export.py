@@ -188,16 +188,7 @@ def forward_meta_graph(meta_graph_def) -> None:
             named += [variable.variable_name, variable.initializer_name, variable.snapshot_name,
                       variable.initial_value_name]
     roots = ["output/probabilities"] + [_node_name(n) for n in named if n]
-    keep, todo = set(), [r for r in roots if r in nodes]
-    while todo:
-        name = todo.pop()
-        if name in keep:
-            continue
-        keep.add(name)
-        todo.extend(_node_name(i) for i in nodes[name].input if _node_name(i) in nodes)
-    kept = [n for n in graph_def.node if n.name in keep]
-    del graph_def.node[:]
-    graph_def.node.extend(kept)
+    graph_def.CopyFrom(v1.graph_util.extract_sub_graph(graph_def, [r for r in roots if r in nodes]))
 
 
 class _Restored:

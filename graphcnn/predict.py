@@ -32,11 +32,10 @@ import tensorflow as tf
 from graphcnn.data import scan
 from graphcnn.checkpoints import load_first, serving_meta_graph
 from graphcnn.data.pipeline import Preprocessing, fit_images, preprocess
-from graphcnn.data.sources import DataError
+from graphcnn.data.sources import IMAGE_EXTENSIONS, DataError
 
 v1 = tf.compat.v1
 log = logging.getLogger("graphcnn.predict")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
 @dataclass(frozen=True)

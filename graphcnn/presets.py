@@ -7,7 +7,6 @@ overrides refine it. Add one by writing a function that returns a Config and add
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable
 
 from graphcnn.config import (
@@ -33,14 +32,14 @@ def dropout(group: str) -> LayerConfig:
 
 def _preset(name: str, size: int, channels: int, layers: list[LayerConfig], *, keep_rates: dict[str, float],
             epochs: int, batch_size: int = 32, learning_rate: float = 1e-3, initializer: str = "he",
-            **train) -> Config:
+            backbone: str = "", data_path: str = "", augment: AugmentConfig = AugmentConfig(), **train) -> Config:
     return Config(
         preset=name,
         model=ModelConfig(name=name, input_height=size, input_width=size, channels=channels,
-                          layers=tuple(layers), initializer=initializer),
+                          layers=tuple(layers), initializer=initializer, backbone=backbone),
         train=TrainConfig(learning_rate=learning_rate, batch_size=batch_size, epochs=epochs, keep_rates=keep_rates,
                           **train),
-        data=DataConfig(),
+        data=DataConfig(path=data_path, augment=augment),
     )
 
 
@@ -119,27 +118,23 @@ def fashion() -> Config:
     cores (mixed_bfloat16) and about 10 on 2 AVX2 cores (float32) (BENCHMARKS.md). Reads
     /usr/share/datasets/fashion-mnist (``apt-get install dataset-fashion-mnist``) by default.
     """
-    config = _preset("fashion", 28, 1, [
+    return _preset("fashion", 28, 1, [
         conv(32, batch_norm=True), pool(),
         conv(96, batch_norm=True), pool(),
         dense(256, batch_norm=True), dropout("fc"),
     ], keep_rates={"fc": 0.5}, epochs=12, batch_size=128, learning_rate=2e-3,
-        schedule=ScheduleConfig(name="cosine", decay_steps=0), label_smoothing=0.1)
-    augment = AugmentConfig(horizontal_flip=True)
-    return dataclasses.replace(config, data=dataclasses.replace(
-        config.data, path="/usr/share/datasets/fashion-mnist", augment=augment))
+        schedule=ScheduleConfig(name="cosine", decay_steps=0), label_smoothing=0.1,
+        data_path="/usr/share/datasets/fashion-mnist", augment=AugmentConfig(horizontal_flip=True))
 
 
 def _pretrained(backbone: str, size: int, units: int, keep_rate: float) -> Config:
     """A pretrained backbone under a global-average-pool, dense, dropout head, as the transfer-learning
     tutorials build it; horizontal flips. Train it from ``--init-from keras:<file>``, head first:
     ``scripts/transfer_learning.py`` runs the two-stage recipe."""
-    config = _preset(backbone, size, 3, [
+    return _preset(backbone, size, 3, [
         LayerConfig(type="global_avg_pool"), dense(units), dropout("fc"),
-    ], keep_rates={"fc": keep_rate}, epochs=10, batch_size=32, learning_rate=1e-3, initializer="glorot")
-    return dataclasses.replace(
-        config, model=dataclasses.replace(config.model, backbone=backbone),
-        data=dataclasses.replace(config.data, augment=AugmentConfig(horizontal_flip=True)))
+    ], keep_rates={"fc": keep_rate}, epochs=10, batch_size=32, learning_rate=1e-3, initializer="glorot",
+        backbone=backbone, augment=AugmentConfig(horizontal_flip=True))
 
 
 def vgg16() -> Config:

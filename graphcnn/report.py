@@ -91,11 +91,6 @@ def precision_recall(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- figures
 
 
-def _save(figure: Figure, path: Path) -> None:
-    FigureCanvasAgg(figure)  # attaches itself to the figure: render with Agg, whatever the backend
-    figure.savefig(path, dpi=DPI)
-
-
 def _class_ticks(axis, names: Sequence[str], which: str) -> None:
     """Full class names as tick labels; long column names slanted so they never overlap."""
     ticks = range(len(names))
@@ -206,9 +201,9 @@ def write_report(run_path: str | Path, raw: bool = False) -> list[Path]:
     written: list[Path] = []
 
     def save(figure: Figure, name: str) -> None:
-        path = out / name
-        _save(figure, path)
-        written.append(path)
+        FigureCanvasAgg(figure)  # attaches itself to the figure: render with Agg, whatever the backend
+        figure.savefig(out / name, dpi=DPI)
+        written.append(out / name)
 
     for metric in ("loss", "accuracy"):
         series: list[Series] = []

@@ -75,71 +75,32 @@ def check_run_name(name: str) -> str:
     return stripped
 
 
+def _entry(name: str) -> property:
+    """A read-only property: ``root / name``."""
+    return property(lambda self: self.root / name)
+
+
 @dataclass(frozen=True)
 class RunDir:
     root: Path
 
-    @property
-    def config(self) -> Path:
-        return self.root / "config.json"
-
-    @property
-    def train_logs(self) -> Path:
-        return self.root / "train"
-
-    @property
-    def validation_logs(self) -> Path:
-        return self.root / "validation"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def best(self) -> Path:
-        return self.root / "best"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def data_report(self) -> Path:
-        return self.root / "data_report.txt"
-
-    @property
-    def results(self) -> Path:
-        return self.root / "results.json"
-
-    @property
-    def train_state(self) -> Path:
-        return self.root / "train_state.json"
-
-    @property
-    def examples(self) -> Path:
-        return self.root / "examples"
-
-    @property
-    def probe(self) -> Path:
-        return self.root / "probe.npz"
-
-    @property
-    def projector(self) -> Path:
-        """The projector's files: in the train/ run's own folder, where TensorBoard reads a
-        run's projector_config.pbtxt (a folder of their own would be a run of its own)."""
-        return self.train_logs
-
-    @property
-    def filters(self) -> Path:
-        return self.root / "filters"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report"
-
-    @property
-    def lock_file(self) -> Path:
-        return self.root / LOCK_FILE
+    config = _entry("config.json")
+    train_logs = _entry("train")
+    validation_logs = _entry("validation")
+    checkpoints = _entry("checkpoints")
+    best = _entry("best")
+    metrics = _entry("metrics.jsonl")
+    data_report = _entry("data_report.txt")
+    results = _entry("results.json")
+    train_state = _entry("train_state.json")
+    examples = _entry("examples")
+    probe = _entry("probe.npz")
+    # the projector's files: in the train/ run's own folder, where TensorBoard reads a run's
+    # projector_config.pbtxt (a folder of their own would be a run of its own)
+    projector = train_logs
+    filters = _entry("filters")
+    report = _entry("report")
+    lock_file = _entry(LOCK_FILE)
 
     # -- create, open ---------------------------------------------------------------------
     @classmethod
@@ -235,10 +196,7 @@ class RunDir:
         finally:
             holder = _read_lock(path)
             if holder is not None and holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
-                try:
-                    path.unlink()
-                except FileNotFoundError:  # removed meanwhile (a failed start removes the whole run)
-                    pass
+                path.unlink(missing_ok=True)  # missing: a failed start removed the whole run meanwhile
 
     def _take_over_stale_lock(self, path: Path) -> None:
         """Remove ``path`` if its holder is gone; otherwise raise RunDirError naming the holder."""
@@ -264,15 +222,12 @@ class RunDir:
         # next O_EXCL attempt sees the new one (this narrows, not closes, the window of a race
         # between two processes taking over the same stale lock).
         if _read_lock(path) == holder:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
+            path.unlink(missing_ok=True)
 
     # -- state files ----------------------------------------------------------------------
     def write_config(self, config: Any) -> None:
         """``config.json`` (atomically): the resolved config, as ``Config.save`` writes it."""
-        write_text_atomic(self.config, json.dumps(config.to_dict(), indent=2, sort_keys=False) + "\n")
+        write_text_atomic(self.config, json.dumps(config.to_dict(), indent=2) + "\n")
 
     def stage_config(self, stage: int) -> Path:
         """``config.stage<k>.json``: the config of earlier stage ``k``."""
@@ -344,8 +299,7 @@ class RunDir:
             try:
                 record = json.loads(raw.decode("utf-8", errors="replace"))
             except ValueError:
-                log.warning("%s line %d is incomplete (written when the run was killed): skipped",
-                            self.metrics, number)
+                log.warning("%s line %d is incomplete (written when the run was killed): skipped", self.metrics, number)
                 continue
             if isinstance(record, dict) and "step" in record:
                 key: Any = (record.get("split"), record["step"])
@@ -376,8 +330,6 @@ def _pid_alive(pid: Any) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    except OSError:
-        return True
+    except OSError:  # PermissionError: it exists, owned by another user
+        pass
     return True

@@ -59,12 +59,10 @@ def configure(environ: dict[str, str] | None = None, verbose: bool = False) -> d
     environ.update(applied)
     # the level of the logger tf.get_logger() returns; TensorFlow adds a handler, never a level
     logging.getLogger("tensorflow").setLevel(logging.WARNING if verbose else logging.ERROR)
-    try:
+    with contextlib.suppress(ImportError):  # absl comes with TensorFlow; without it there is nothing to quiet
         from absl import logging as absl_logging  # light: no TensorFlow import
 
         absl_logging.set_verbosity(absl_logging.WARNING if verbose else absl_logging.ERROR)
-    except ImportError:  # absl comes with TensorFlow; without it there is nothing to quiet
-        pass
     return applied
 
 
@@ -191,3 +189,28 @@ def _is_fd2(stream) -> bool:
         return stream is not None and stream.fileno() == 2
     except (AttributeError, OSError, ValueError):  # pytest's captured streams have no descriptor
         return False
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (not the one at setup:
+    a redirected or captured stderr still gets the log)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
+def configure_logging() -> None:
+    """``graphcnn: <message>`` on stderr for the library's INFO and above, set up once (by the
+    command line from the start: data warnings are logged before training begins, and
+    predict's checkpoint fallbacks are warnings too; or by a ``train()`` called alone)."""
+    root = logging.getLogger("graphcnn")
+    if not root.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("graphcnn: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)

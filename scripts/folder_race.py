@@ -39,10 +39,25 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULT = "RACE_RESULT "
 
 
+def tutorial_model(num_classes: int, augment: bool = False, activation: str | None = None):
+    """The Keras 3 tutorial's network on 150x150 RGB images; ``augment``: its flip, rotation and zoom."""
+    import keras
+    from keras import layers
+
+    augmentation = [layers.RandomFlip("horizontal"), layers.RandomRotation(20 / 360), layers.RandomZoom(0.2)]
+    return keras.Sequential([
+        keras.Input((150, 150, 3)), layers.Rescaling(1 / 255), *(augmentation if augment else []),
+        layers.Conv2D(32, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
+        layers.Conv2D(64, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
+        layers.Conv2D(128, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
+        layers.Flatten(), layers.Dense(128, activation="relu"), layers.Dense(512, activation="relu"),
+        layers.Dropout(0.5), layers.Dense(num_classes, activation=activation),
+    ])
+
+
 def keras_job(data: Path, epochs: int, seed: int = 0) -> None:
     """The Keras 3 tutorial version of the job; prints the test accuracy."""
     import keras
-    from keras import layers
 
     keras.utils.set_random_seed(seed)
     kw = dict(image_size=(150, 150), batch_size=32, seed=seed, label_mode="int")
@@ -54,15 +69,7 @@ def keras_job(data: Path, epochs: int, seed: int = 0) -> None:
     import tensorflow as tf
     num_classes = len(train.class_names)
     train, val = (d.cache().prefetch(tf.data.AUTOTUNE) for d in (train, val))
-    model = keras.Sequential([
-        keras.Input((150, 150, 3)), layers.Rescaling(1 / 255),
-        layers.RandomFlip("horizontal"), layers.RandomRotation(20 / 360), layers.RandomZoom(0.2),
-        layers.Conv2D(32, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
-        layers.Conv2D(64, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
-        layers.Conv2D(128, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
-        layers.Flatten(), layers.Dense(128, activation="relu"), layers.Dense(512, activation="relu"),
-        layers.Dropout(0.5), layers.Dense(num_classes),
-    ])
+    model = tutorial_model(num_classes, augment=True)
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     model.fit(train, validation_data=val, epochs=epochs, verbose=0)
@@ -74,18 +81,10 @@ def keras_predict_job(data: Path) -> None:
     """``model.predict`` over a folder as a Keras 3 user writes it; prints the image count."""
     import keras
     import tensorflow as tf
-    from keras import layers
 
     files = keras.utils.image_dataset_from_directory(data, image_size=(150, 150), batch_size=32, labels=None,
                                                      shuffle=False)
-    model = keras.Sequential([
-        keras.Input((150, 150, 3)), layers.Rescaling(1 / 255),
-        layers.Conv2D(32, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
-        layers.Conv2D(64, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
-        layers.Conv2D(128, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
-        layers.Flatten(), layers.Dense(128, activation="relu"), layers.Dense(512, activation="relu"),
-        layers.Dropout(0.5), layers.Dense(2, activation="softmax"),
-    ])
+    model = tutorial_model(2, activation="softmax")
     probabilities = model.predict(files.prefetch(tf.data.AUTOTUNE), verbose=0)
     print(RESULT + json.dumps({"images": int(probabilities.shape[0])}), flush=True)
 

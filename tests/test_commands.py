@@ -226,7 +226,7 @@ def test_predict_csv_and_json_have_a_row_per_file_with_errors(folder_run, predic
 def test_predict_reports_conversions_on_stderr_and_stats(folder_run, predict_files, capsys, caplog):
     run, _ = folder_run
     good = [str(predict_files[k]) for k in ("good", "rgba", "big", "deep")]
-    with caplog.at_level(logging.INFO, logger="graphcnn"):  # the log's lines go to stderr (cli.configure_logging)
+    with caplog.at_level(logging.INFO, logger="graphcnn"):  # the log's lines go to stderr (runtime.configure_logging)
         assert cli.main(["predict", str(run), *good, "--stats"]) == 0
     out, err = capsys.readouterr()
     assert len(out.strip().splitlines()) == 4

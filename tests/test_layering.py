@@ -37,7 +37,8 @@ def modules(*parts: str) -> list[Path]:
 RULES = [
     (("model",), ("graphcnn.train", "graphcnn.cluster", "graphcnn.cli", "graphcnn.predict", "graphcnn.tensorboard")),
     (("data",), ("graphcnn.model", "graphcnn.train", "graphcnn.cluster", "graphcnn.cli")),
-    (("checkpoints", "predict", "evaluate", "explain", "export"), ("graphcnn.train", "graphcnn.cluster", "graphcnn.cli")),
+    (("checkpoints", "predict", "evaluate", "explain", "export"),
+     ("graphcnn.train", "graphcnn.cluster", "graphcnn.cli")),
     (("registry", "atomic", "runtime", "config", "run_dir"), ("graphcnn.train", "graphcnn.cluster", "graphcnn.cli",
                                                            "graphcnn.model.graph")),
 ]

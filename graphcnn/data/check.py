@@ -32,11 +32,7 @@ class DataCheck:
     config: Config
     source: str  # the source that reads the data ("" when even that could not be told)
     dataset: Dataset | None
-    error: DataError | None
-
-    @property
-    def can_train(self) -> bool:
-        return self.error is None
+    error: DataError | None  # None: the data can train
 
 
 def check_data(config: Config) -> DataCheck:
@@ -202,8 +198,7 @@ def sample_grid(dataset: Dataset, config: Config, per_class: int = 8) -> np.ndar
         # no captions under the tiles: labelled_grid draws them in its mistakes-grid red
         grid = labelled_grid(images, [""] * len(row), cols=per_class, min_side=max(96, side)) if len(row) else None
         label = f"{dataset.class_names[c]}  ({counts[c]} images)"
-        rows.append(caption_image(grid if grid is not None else np.full((8, 8, 3), 255, np.uint8), label,
-                                  min_side=1))
+        rows.append(caption_image(grid if grid is not None else np.full((8, 8, 3), 255, np.uint8), label, min_side=1))
     width = max(r.shape[1] for r in rows)
     padded = [np.pad(r, [(0, 6), (0, width - r.shape[1]), (0, 0)], constant_values=255) for r in rows]
     m = config.model

@@ -140,12 +140,8 @@ class InputPipeline:
 
     def __init__(self, data: DataConfig, model: ModelConfig, train_split: Split, batch_size: int,
                  keep_groups: tuple[str, ...], seed: int, augment_fn=None):
-        self.data = data
-        self.model = model
-        self.train_split = train_split
-        self.batch_size = batch_size
-        self.keep_groups = keep_groups
-        self.seed = seed
+        self.data, self.model, self.train_split, self.batch_size = data, model, train_split, batch_size
+        self.keep_groups, self.seed = keep_groups, seed
         self.augment_fn = augment_fn  # (float32 batch, int64 [2] seed) -> float32 batch, training only
         self._split_placeholders: dict[str, tf.Tensor] = {}
         self._array_source: tuple | None = None  # in-memory training arrays: see _array_batches
@@ -272,9 +268,7 @@ class InputPipeline:
             images = v1.placeholder_with_default(train_images, [None, h, w, c], name="images")
             labels = v1.placeholder_with_default(train_labels, [None], name="labels")
             is_training = v1.placeholder_with_default(False, [], name="is_training")
-            keep_rates = {
-                g: v1.placeholder_with_default(1.0, [], name=f"keep_rate_{g}") for g in self.keep_groups
-            }
+            keep_rates = {g: v1.placeholder_with_default(1.0, [], name=f"keep_rate_{g}") for g in self.keep_groups}
         return InputHandles(images, labels, is_training, keep_rates, pixel_mean)
 
     # -- session-time ---------------------------------------------------------------

@@ -16,6 +16,7 @@ reported separately (:attr:`ImageInfo.gif_truncated`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Sequence
@@ -136,11 +137,9 @@ def _error_texts(paths: list[str]) -> dict[str, str]:
 def describe_failure(path: str, decoder_message: str) -> str:
     """Why ``path`` cannot be decoded, from the decoder's error text: an empty file and a
     PNG/JPEG without its end marker are named as such; otherwise the decoder's words."""
-    try:
+    with contextlib.suppress(OSError):  # the decoder's message says it (e.g. "No such file or directory")
         if os.path.getsize(path) == 0:
             return "empty file (0 bytes)"
-    except OSError:
-        pass  # the decoder's message says it (e.g. "No such file or directory")
     return _truncation_hint(path) + clean_message(decoder_message)
 
 

@@ -48,7 +48,6 @@ log = logging.getLogger("graphcnn.data")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 DIGITS_PNG = Path(__file__).with_name("digits.png")
-DIGITS_SHA256 = "60c917758ef97cc090f35cd8e293e4de691ef942847da0ff80dedab33d57c662"
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
@@ -163,8 +162,7 @@ class _Warnings(list):
         self.model_classes = tuple(model_classes) if model_classes is not None else None
         self.own_test_split = False  # set by a loader whose source has its own test set (not data.test_fraction)
 
-    def warn(self, message: str) -> None:
-        self.append(message)
+    warn = list.append
 
 
 # ---------------------------------------------------------------------------
@@ -206,8 +204,7 @@ def load_dataset(cfg: DataConfig, channels: int, *, model_classes: Sequence[str]
     if log_warnings:
         for message in warnings:
             log.warning(message)
-    return dataclasses.replace(dataset, warnings=tuple(warnings), source=source,
-                               own_test_split=warnings.own_test_split)
+    return dataclasses.replace(dataset, warnings=tuple(warnings), source=source, own_test_split=warnings.own_test_split)
 
 
 def _collected(path: str, errors: list[str], warnings: list[str], **details) -> DataError:
@@ -216,8 +213,7 @@ def _collected(path: str, errors: list[str], warnings: list[str], **details) -> 
         return DataError(errors[0], errors, warnings, **details)
     where = path or "the data"
     what = f"{len(errors)} problem{'s' if len(errors) > 1 else ''} stop{'' if len(errors) > 1 else 's'} training"
-    summary = f"{where}: {what}" + (f", {len(warnings)} warning{'s' if len(warnings) > 1 else ''}"
-                                    if warnings else "")
+    summary = f"{where}: {what}" + (f", {len(warnings)} warning{'s' if len(warnings) > 1 else ''}" if warnings else "")
     hint = f" (`graphcnn data {path}` writes this report to a file)" if path else ""
     lines = [summary + hint + ":"]
     for prefix, items in (("  ", errors), ("  warning: ", warnings)):
@@ -341,9 +337,8 @@ def stratified_split(
 
 def _allocate(counts: np.ndarray, fraction: float, capacity: np.ndarray) -> np.ndarray:
     """How many examples of each class go to a split of ``fraction``, at most ``capacity``."""
-    take = np.zeros_like(counts)
     if fraction <= 0:
-        return take
+        return np.zeros_like(counts)
     exact = counts * fraction
     take = np.minimum(np.floor(exact).astype(counts.dtype), capacity)
     target = min(max(1, int(round(counts.sum() * fraction))), int(capacity.sum()))
@@ -439,9 +434,7 @@ def _load_digits_source(cfg: DataConfig, channels: int, warnings: _Warnings) -> 
     images, labels = _digits_arrays()
     if channels == 3:
         warnings.warn(f"5000 grayscale images will be converted to RGB (model.channels=3): {DIGITS_PNG}")
-    return _array_dataset(
-        "digits (embedded, 5000 images)", [str(d) for d in range(10)], images, labels, cfg, warnings
-    )
+    return _array_dataset("digits (embedded, 5000 images)", [str(d) for d in range(10)], images, labels, cfg, warnings)
 
 
 # ---------------------------------------------------------------------------
@@ -499,7 +492,10 @@ def _to_labels(array, where: str) -> tuple[np.ndarray, int, tuple[str, ...] | No
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim == 2:
-        return _from_one_hot(labels, where), labels.shape[1], None
+        if (labels.dtype.kind not in "iufb" or not np.all((labels == 0) | (labels == 1))
+                or not np.all(labels.sum(1) == 1)):
+            raise DataError(f"{where}: labels have shape {labels.shape} but are not one-hot rows")
+        return labels.argmax(axis=1).astype(np.int64), labels.shape[1], None
     if labels.ndim != 1:
         raise DataError(f"{where}: labels have shape {labels.shape}; expected (N,) or one-hot (N, K)")
     if labels.dtype.kind in "USO":
@@ -517,12 +513,6 @@ def _to_labels(array, where: str) -> tuple[np.ndarray, int, tuple[str, ...] | No
     if len(labels) and labels.min() < 0:
         raise DataError(f"{where}: labels include negative values ({int(labels.min())})")
     return labels, 0, None
-
-
-def _from_one_hot(labels: np.ndarray, where: str) -> np.ndarray:
-    if labels.dtype.kind not in "iufb" or not np.all((labels == 0) | (labels == 1)) or not np.all(labels.sum(1) == 1):
-        raise DataError(f"{where}: labels have shape {labels.shape} but are not one-hot rows")
-    return labels.argmax(axis=1).astype(np.int64)
 
 
 def _resolve_classes(
@@ -556,9 +546,7 @@ def _resolve_classes(
 
 def _check_counts(images: np.ndarray, labels: np.ndarray, images_where: str, labels_where: str) -> None:
     if len(images) != len(labels):
-        raise DataError(
-            f"{len(images)} images in {images_where} but {len(labels)} labels in {labels_where}"
-        )
+        raise DataError(f"{len(images)} images in {images_where} but {len(labels)} labels in {labels_where}")
 
 
 def _check_same_shape(train: np.ndarray, test: np.ndarray, train_where: str, test_where: str) -> None:
@@ -667,8 +655,6 @@ def _read_pickle(path: Path):
     try:
         with open(path, "rb") as f:
             return pickle.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found (the pickle source needs X.pickle and y.pickle)") from None
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as err:
         raise DataError(f"{path}: cannot unpickle ({type(err).__name__}: {err})") from None
 
@@ -679,11 +665,9 @@ def _read_pickle(path: Path):
 
 def _idx_kind(name: str) -> str:
     """'images' / 'labels' for IDX file names (``*idx3-ubyte[.gz]`` / ``*idx1-ubyte[.gz]``), else ''."""
-    lower = name.lower()
-    if re.search(r"idx3[-_.]ubyte(\.gz)?$", lower):
-        return "images"
-    if re.search(r"idx1[-_.]ubyte(\.gz)?$", lower):
-        return "labels"
+    for kind, dims in (("images", 3), ("labels", 1)):
+        if re.search(rf"idx{dims}[-_.]ubyte(\.gz)?$", name.lower()):
+            return kind
     return ""
 
 
@@ -753,9 +737,7 @@ def read_idx(path: str | Path, expected_magic: int) -> np.ndarray:
     dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(dims))
     if len(data) - header != expected:
-        raise DataError(
-            f"{path}: header dims {dims} need {expected} bytes of data, the file has {len(data) - header}"
-        )
+        raise DataError(f"{path}: header dims {dims} need {expected} bytes of data, the file has {len(data) - header}")
     return np.frombuffer(data, np.uint8, offset=header).reshape(dims).copy()  # writable, owns its memory
 
 
@@ -835,17 +817,17 @@ def _load_folder(cfg: DataConfig, channels: int, warnings: _Warnings) -> Dataset
             errors.append(str(err))
     if errors:
         raise _collected(cfg.path, errors, list(warnings), scan=result, class_counts=counts)
+
+    def split(indices: np.ndarray) -> Split:
+        return Split(labels[indices], paths=tuple(paths[i] for i in indices))
+
     if test_root:
         test_paths, test_labels = _flatten(test_files, class_names)
         test_split = Split(test_labels, paths=tuple(test_paths))
     else:
-        test_split = Split(labels[test_i], paths=tuple(paths[i] for i in test_i))
-    return Dataset(
-        name=f"folder {root}", class_names=class_names,
-        train=Split(labels[train_i], paths=tuple(paths[i] for i in train_i)),
-        validation=Split(labels[val_i], paths=tuple(paths[i] for i in val_i)),
-        test=test_split, warnings=tuple(warnings), scan=result,
-    )
+        test_split = split(test_i)
+    return Dataset(name=f"folder {root}", class_names=class_names, train=split(train_i),
+                   validation=split(val_i), test=test_split, warnings=tuple(warnings), scan=result)
 
 
 def _folder_roots(root: Path, test_path: str, warnings: _Warnings) -> tuple[Path, Path | None]:

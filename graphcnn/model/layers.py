@@ -8,6 +8,7 @@ own name, so variables come out as ``<name>/weights``, ``<name>/biases``,
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import tensorflow as tf
@@ -57,10 +58,8 @@ class LayerOutput(NamedTuple):
     weights: tf.Variable | None = None  # the kernel, for weight decay and summaries
 
 
-def batch_norm(
-    x: tf.Tensor, is_training: tf.Tensor | bool, decay: float = 0.99, epsilon: float = 1e-3, name: str = "bn",
-    scale: bool = True,
-) -> LayerOutput:
+def batch_norm(x: tf.Tensor, is_training: tf.Tensor | bool, decay: float = 0.99, epsilon: float = 1e-3,
+               name: str = "bn", scale: bool = True) -> LayerOutput:
     """Batch normalization over all axes but the last: x float32 [B, H, W, C] or [B, C].
 
     Training (``is_training`` true) normalizes with the batch moments; evaluation uses the
@@ -77,18 +76,14 @@ def batch_norm(
         gamma = (v1.get_variable("gamma", [channels], initializer=v1.ones_initializer()) if scale
                  else tf.ones([channels], name="gamma"))
         beta = v1.get_variable("beta", [channels], initializer=v1.zeros_initializer())
-        moving_mean = v1.get_variable(
-            "moving_mean", [channels], initializer=v1.zeros_initializer(), trainable=False
-        )
-        moving_variance = v1.get_variable(
-            "moving_variance", [channels], initializer=v1.ones_initializer(), trainable=False
-        )
+        moving_mean = v1.get_variable("moving_mean", [channels], initializer=v1.zeros_initializer(), trainable=False)
+        moving_variance = v1.get_variable("moving_variance", [channels], initializer=v1.ones_initializer(),
+                                          trainable=False)
         # the fused kernel wants NHWC; a dense layer's [B, C] becomes [B, 1, 1, C]
         x4 = x if x.shape.rank == 4 else tf.reshape(x, [-1, 1, 1, channels])
 
-        def batch_moments():
-            y, mean, variance = v1.nn.fused_batch_norm(x4, gamma, beta, epsilon=epsilon, is_training=True)
-            return y, mean, variance
+        def batch_moments():  # (y, batch mean, batch variance)
+            return v1.nn.fused_batch_norm(x4, gamma, beta, epsilon=epsilon, is_training=True)
 
         def moving_moments():
             y, _, _ = v1.nn.fused_batch_norm(
@@ -126,20 +121,9 @@ def _finish(y: tf.Tensor, w: tf.Variable, activation: str, is_training, use_batc
     return LayerOutput(y, updates, w)
 
 
-def conv2d(
-    x: tf.Tensor,
-    filters: int,
-    kernel_size: int,
-    name: str,
-    *,
-    strides: int = 1,
-    padding: str = "SAME",
-    activation: str = "relu",
-    initializer=None,
-    is_training: tf.Tensor | None = None,
-    use_batch_norm: bool = False,
-    bn_decay: float = 0.99,
-) -> LayerOutput:
+def conv2d(x: tf.Tensor, filters: int, kernel_size: int, name: str, *, strides: int = 1, padding: str = "SAME",
+           activation: str = "relu", initializer=None, is_training: tf.Tensor | None = None,
+           use_batch_norm: bool = False, bn_decay: float = 0.99) -> LayerOutput:
     """2-D convolution: x float32 [B, H, W, Cin] -> [B, H', W', filters].
 
     Variables ``<name>/weights`` [k, k, Cin, filters] and ``<name>/biases`` [filters]
@@ -152,17 +136,8 @@ def conv2d(
         return _finish(y, w, activation, is_training, use_batch_norm, bn_decay)
 
 
-def dense(
-    x: tf.Tensor,
-    units: int,
-    name: str,
-    *,
-    activation: str = "relu",
-    initializer=None,
-    is_training: tf.Tensor | None = None,
-    use_batch_norm: bool = False,
-    bn_decay: float = 0.99,
-) -> LayerOutput:
+def dense(x: tf.Tensor, units: int, name: str, *, activation: str = "relu", initializer=None,
+          is_training: tf.Tensor | None = None, use_batch_norm: bool = False, bn_decay: float = 0.99) -> LayerOutput:
     """Fully connected: x float32 [B, N] -> [B, units]; ``<name>/weights`` [N, units], ``<name>/biases``."""
     if len(x.shape) != 2:
         raise ValueError(f"{name}: dense needs a flat [batch, features] input, got shape {x.shape}; "
@@ -173,9 +148,8 @@ def dense(
         return _finish(y, w, activation, is_training, use_batch_norm, bn_decay)
 
 
-def pool2d(
-    x: tf.Tensor, name: str, *, kind: str = "max", size: int = 2, strides: int = 0, padding: str = "SAME"
-) -> tf.Tensor:
+def pool2d(x: tf.Tensor, name: str, *, kind: str = "max", size: int = 2, strides: int = 0,
+           padding: str = "SAME") -> tf.Tensor:
     """Max or average pooling, window ``size``, stride ``strides`` (0: same as size)."""
     op = lookup(POOLS, kind, "pool")
     with tf.name_scope(name):
@@ -203,10 +177,7 @@ def dropout(x: tf.Tensor, keep_rate: tf.Tensor, name: str, seed: int, step: tf.T
 def flatten(x: tf.Tensor, name: str = "flatten") -> tf.Tensor:
     """[B, H, W, C] -> [B, H*W*C] with a static feature size."""
     with tf.name_scope(name):
-        size = 1
-        for d in x.shape[1:]:
-            size *= int(d)
-        return tf.reshape(x, [-1, size])
+        return tf.reshape(x, [-1, math.prod(int(d) for d in x.shape[1:])])
 
 
 def global_avg_pool(x: tf.Tensor, name: str = "global_avg_pool") -> tf.Tensor:

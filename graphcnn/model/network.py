@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from typing import Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import tensorflow as tf
 
@@ -124,18 +124,12 @@ class Network:
     def bn_training(self, layer: str, context: "LayerContext") -> tf.Tensor | bool:
         return context.is_training if self.bn_trains(f"{layer}/bn") else False
 
-    def __call__(
-        self, images: tf.Tensor, is_training: tf.Tensor, keep_rates: Mapping[str, tf.Tensor],
-        step: tf.Tensor | None = None,
-    ) -> NetworkOutput:
-        """Connect the network.
-
-        Args:
-          images: float32 [B, H, W, C], preprocessed, H/W/C as in the model config.
-          is_training: bool scalar tensor; selects batch statistics in batch norm.
-          keep_rates: keep-rate scalar tensor per dropout group (``self.keep_groups``).
-          step: int scalar tensor keying the dropout masks (the global step in training);
-            None: 0.
+    def __call__(self, images: tf.Tensor, is_training: tf.Tensor, keep_rates: Mapping[str, tf.Tensor],
+                 step: tf.Tensor | None = None) -> NetworkOutput:
+        """Connect the network to ``images``: float32 [B, H, W, C], preprocessed, H/W/C as in the
+        model config. ``is_training``: bool scalar tensor, selects batch statistics in batch norm;
+        ``keep_rates``: a keep-rate scalar tensor per dropout group (``self.keep_groups``);
+        ``step``: int scalar tensor keying the dropout masks (the global step in training; None: 0).
         """
         missing = [g for g in self.keep_groups if g not in keep_rates]
         if missing:
@@ -214,25 +208,22 @@ class Network:
 ConnectLayer = Callable[[Network, LayerConfig, tf.Tensor, LayerContext], L.LayerOutput]
 
 
+def _weighted(network: Network, layer: LayerConfig, context: LayerContext) -> dict[str, Any]:
+    """The options of a layer with weights (conv, dense): activation, initializer, batch norm."""
+    return dict(activation=layer.activation, initializer=network.initializer(layer.initializer),
+                is_training=network.bn_training(layer.name, context), use_batch_norm=layer.batch_norm,
+                bn_decay=network.model.batch_norm_decay)
+
+
 def _conv(network: Network, layer: LayerConfig, net: tf.Tensor, context: LayerContext) -> L.LayerOutput:
-    return L.conv2d(
-        net, layer.filters, layer.kernel_size, layer.name, strides=layer.strides or 1,
-        padding=layer.padding, activation=layer.activation,
-        initializer=network.initializer(layer.initializer),
-        is_training=network.bn_training(layer.name, context), use_batch_norm=layer.batch_norm,
-        bn_decay=network.model.batch_norm_decay,
-    )
+    return L.conv2d(net, layer.filters, layer.kernel_size, layer.name, strides=layer.strides or 1,
+                    padding=layer.padding, **_weighted(network, layer, context))
 
 
 def _dense(network: Network, layer: LayerConfig, net: tf.Tensor, context: LayerContext) -> L.LayerOutput:
     if len(net.shape) != 2:
         net = L.flatten(net, f"{layer.name}_flatten")
-    return L.dense(
-        net, layer.units, layer.name, activation=layer.activation,
-        initializer=network.initializer(layer.initializer),
-        is_training=network.bn_training(layer.name, context), use_batch_norm=layer.batch_norm,
-        bn_decay=network.model.batch_norm_decay,
-    )
+    return L.dense(net, layer.units, layer.name, **_weighted(network, layer, context))
 
 
 def _pool(network: Network, layer: LayerConfig, net: tf.Tensor, context: LayerContext) -> L.LayerOutput:
@@ -257,8 +248,7 @@ def _flatten(network: Network, layer: LayerConfig, net: tf.Tensor, context: Laye
     return L.LayerOutput(L.flatten(net, layer.name))
 
 
-def _global_avg_pool(network: Network, layer: LayerConfig, net: tf.Tensor, context: LayerContext
-                     ) -> L.LayerOutput:
+def _global_avg_pool(network: Network, layer: LayerConfig, net: tf.Tensor, context: LayerContext) -> L.LayerOutput:
     return L.LayerOutput(L.global_avg_pool(net, layer.name))
 
 

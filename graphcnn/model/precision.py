@@ -13,6 +13,7 @@ and never when a GPU is visible (not measured there).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -30,12 +31,10 @@ BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     """The feature flags of the first CPU listed in ``cpuinfo`` (empty where it is unreadable)."""
-    try:
+    with contextlib.suppress(OSError):
         for line in cpuinfo.read_text().splitlines():
             if line.startswith("flags"):
                 return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
     return frozenset()
 
 

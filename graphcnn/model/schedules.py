@@ -11,8 +11,8 @@ The rate at step ``s`` is ``warmup(s) * schedule(s)``:
   ``(s + 1) / warmup_steps``, so it reaches the schedule at step ``warmup_steps - 1``.
   The schedule itself is evaluated at the global step (it does not restart after warm-up).
 
-:func:`learning_rate` builds the TF op, :func:`learning_rate_value` is its numpy twin.
-:data:`SCHEDULES` holds both forms of each schedule under its ``train.schedule.name``.
+:func:`learning_rate` builds the TF op, :func:`learning_rate_value` is its numpy twin; both
+evaluate the same function of :data:`SCHEDULES` (under its ``train.schedule.name``).
 Reduce-on-plateau is a decision of the training loop (``PlateauReducer``, next to early
 stopping in the train package); the graph only multiplies its scale into the rate.
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -31,62 +31,47 @@ from graphcnn.config import ScheduleConfig
 __all__ = ["SCHEDULES", "Schedule", "learning_rate", "learning_rate_value"]
 
 
-class Schedule(NamedTuple):
-    """One schedule (before warm-up) in its two forms, which must agree to float32 precision.
+class _Ops(NamedTuple):
+    """What a schedule computes with: TensorFlow ops on float64 tensors, or Python and numpy on numbers."""
 
-    ``op(step_int, step, base, cfg, length)``: int64 and float64 scalar tensors of the global
-    step, the float64 base rate; returns a float64 tensor. ``value(step, base, cfg, length)``:
-    the same for a Python int step, as a float. ``length`` is the decay length (cosine: T).
-    """
-
-    op: Callable[[tf.Tensor, tf.Tensor, tf.Tensor, ScheduleConfig, int], tf.Tensor]
-    value: Callable[[int, float, ScheduleConfig, int], float]
+    to_float: Callable
+    minimum: Callable
+    cos: Callable
 
 
-def _constant_op(step_int: tf.Tensor, step: tf.Tensor, base: tf.Tensor, cfg: ScheduleConfig, length: int) -> tf.Tensor:
-    return base * tf.ones_like(step)
+_TF_OPS = _Ops(lambda x: tf.cast(x, tf.float64), tf.minimum, tf.cos)
+_NUMPY_OPS = _Ops(float, min, np.cos)
+
+# A schedule (before warm-up), written once for both forms: ``fn(ops, step_int, step, base, cfg, length)``
+# with the global step as an integer and as a float, the base rate, and the decay length (cosine: T).
+# In the TF form the steps and ``base`` are int64 / float64 scalar tensors (Python scalars in the
+# arithmetic take their dtype), in the numpy form Python numbers.
+Schedule = Callable[[_Ops, Any, Any, Any, ScheduleConfig, int], Any]
 
 
-def _constant_value(step: int, base: float, cfg: ScheduleConfig, length: int) -> float:
-    return float(base)
+def _constant(ops: _Ops, step_int, step, base, cfg: ScheduleConfig, length: int):
+    return base
 
 
-def _step_op(step_int: tf.Tensor, step: tf.Tensor, base: tf.Tensor, cfg: ScheduleConfig, length: int) -> tf.Tensor:
-    # integer division on the int64 step: exact at every period boundary
-    periods = tf.cast(tf.math.floordiv(step_int, length), tf.float64)
-    return base * tf.pow(tf.constant(cfg.decay_rate, tf.float64), periods)
+def _step(ops: _Ops, step_int, step, base, cfg: ScheduleConfig, length: int):
+    # integer division on the integer step: exact at every period boundary
+    return base * cfg.decay_rate ** ops.to_float(step_int // length)
 
 
-def _step_value(step: int, base: float, cfg: ScheduleConfig, length: int) -> float:
-    return base * np.power(cfg.decay_rate, float(step // length))
+def _exponential(ops: _Ops, step_int, step, base, cfg: ScheduleConfig, length: int):
+    return base * cfg.decay_rate ** (step / length)
 
 
-def _exponential_op(
-    step_int: tf.Tensor, step: tf.Tensor, base: tf.Tensor, cfg: ScheduleConfig, length: int
-) -> tf.Tensor:
-    return base * tf.pow(tf.constant(cfg.decay_rate, tf.float64), step / length)
-
-
-def _exponential_value(step: int, base: float, cfg: ScheduleConfig, length: int) -> float:
-    return base * np.power(cfg.decay_rate, step / length)
-
-
-def _cosine_op(step_int: tf.Tensor, step: tf.Tensor, base: tf.Tensor, cfg: ScheduleConfig, length: int) -> tf.Tensor:
-    progress = tf.minimum(step, float(length)) / length
-    low = tf.constant(cfg.min_learning_rate, tf.float64)
-    return low + (base - low) * 0.5 * (1.0 + tf.cos(math.pi * progress))
-
-
-def _cosine_value(step: int, base: float, cfg: ScheduleConfig, length: int) -> float:
-    progress = min(step, length) / length
-    return cfg.min_learning_rate + (base - cfg.min_learning_rate) * 0.5 * (1.0 + np.cos(np.pi * progress))
+def _cosine(ops: _Ops, step_int, step, base, cfg: ScheduleConfig, length: int):
+    progress = ops.minimum(step, float(length)) / length
+    return cfg.min_learning_rate + (base - cfg.min_learning_rate) * 0.5 * (1.0 + ops.cos(math.pi * progress))
 
 
 SCHEDULES: dict[str, Schedule] = {
-    "constant": Schedule(_constant_op, _constant_value),
-    "step": Schedule(_step_op, _step_value),
-    "exponential": Schedule(_exponential_op, _exponential_value),
-    "cosine": Schedule(_cosine_op, _cosine_value),
+    "constant": _constant,
+    "step": _step,
+    "exponential": _exponential,
+    "cosine": _cosine,
 }
 
 
@@ -115,25 +100,17 @@ def _check(cfg: ScheduleConfig, total_steps: int) -> tuple[Schedule, int]:
 
 
 def learning_rate(global_step: tf.Tensor, base_rate: float, cfg: ScheduleConfig, total_steps: int) -> tf.Tensor:
-    """The scheduled learning rate at ``global_step`` (see the module docstring).
-
-    Args:
-        global_step: integer (int32/int64) scalar tensor, the number of updates applied so far.
-        base_rate: the base (peak) learning rate, ``train.learning_rate``.
-        cfg: the schedule.
-        total_steps: the planned number of training steps; used by ``cosine`` when
-            ``cfg.decay_steps == 0``, ignored otherwise.
-
-    Returns:
-        float32 scalar tensor. Computed in float64 internally, so it agrees with
-        :func:`learning_rate_value` to float32 precision.
+    """The scheduled learning rate (float32 scalar) at ``global_step``, an int32/int64 scalar
+    tensor (see the module docstring). ``base_rate``: ``train.learning_rate``; ``total_steps``:
+    the run's planned steps, the cosine length when ``cfg.decay_steps == 0``. Computed in float64,
+    so it agrees with :func:`learning_rate_value` to float32 precision.
     """
     schedule, length = _check(cfg, total_steps)
     with tf.name_scope("learning_rate"):
         step_int = tf.cast(global_step, tf.int64)
         step = tf.cast(step_int, tf.float64)
         base = tf.constant(base_rate, tf.float64)
-        rate = schedule.op(step_int, step, base, cfg, length)
+        rate = schedule(_TF_OPS, step_int, step, base, cfg, length)
         if cfg.warmup_steps > 0:
             warmup = tf.minimum((step + 1.0) / cfg.warmup_steps, 1.0)
             rate = rate * warmup
@@ -144,7 +121,7 @@ def learning_rate_value(step: int, base_rate: float, cfg: ScheduleConfig, total_
     """Numpy twin of :func:`learning_rate`: the rate at integer ``step`` as a Python float."""
     schedule, length = _check(cfg, total_steps)
     step = int(step)
-    rate = schedule.value(step, base_rate, cfg, length)
+    rate = schedule(_NUMPY_OPS, step, step, base_rate, cfg, length)
     if cfg.warmup_steps > 0:
         rate = rate * min((step + 1) / cfg.warmup_steps, 1.0)
     return float(rate)

@@ -40,12 +40,8 @@ def filter_variables(
 
 
 def trainable_variables(all_trainable: Iterable, trainable_scopes: Sequence[str] = ()) -> list:
-    """The variables to train: those under ``trainable_scopes``, or all when it is empty.
-
-    Raises:
-        ValueError: a scope matches no variable (the message names it and the top-level
-            scopes there are).
-    """
+    """The variables to train: those under ``trainable_scopes``, or all when it is empty. A scope
+    that matches no variable is a ValueError naming it and the top-level scopes there are."""
     all_trainable = list(all_trainable)
     if not trainable_scopes:
         return all_trainable

@@ -130,8 +130,7 @@ def tensorboard_command(logdir: str | Path, port: int = 6006, host: str = "127.0
     and, when it is ``false``, keeps TensorFlow: the Python loader needs it to read fast)."""
     extra = list(extra or [])
     if without_tensorflow is None:
-        without_tensorflow = (_load_fast(extra) != "false" and data_server_available()
-                              and not needs_tensorflow(logdir))
+        without_tensorflow = _load_fast(extra) != "false" and data_server_available() and not needs_tensorflow(logdir)
     head = [sys.executable, "-c", _BOOTSTRAP.format(without_tensorflow=bool(without_tensorflow))]
     return [*head, "--logdir", str(logdir), "--host", host, "--port", str(port),
             "--samples_per_plugin", SAMPLES_PER_PLUGIN, *(["--load_fast=true"] if without_tensorflow else []), *extra]
@@ -308,8 +307,7 @@ def run_tensorboard(logdir: str | Path, port: int = 6006, host: str = "127.0.0.1
     if not logdir.exists():
         raise FileNotFoundError(2, "No such file or directory", str(logdir))
     if port_in_use(host, port):
-        print(f"graphcnn: error: port {port} is in use (another TensorBoard?); choose one with --port",
-              file=sys.stderr)
+        print(f"graphcnn: error: port {port} is in use (another TensorBoard?); choose one with --port", file=sys.stderr)
         return 1
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     process = spawn(tensorboard_command(logdir, port, host, extra), stdout=subprocess.PIPE)

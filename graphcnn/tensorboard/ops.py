@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
-from graphcnn.viz.grids import activation_grid, filter_grid
+from graphcnn.viz.grids import activation_grid, filter_grid, upscale
 
 v1 = tf.compat.v1
 HISTOGRAM_BUCKETS = 30  # tf.summary.histogram's default, what Keras's TensorBoard callback writes
@@ -93,14 +93,6 @@ class ViewOps(NamedTuple):
     feature_maps: dict[str, PngImage]  # "feature_maps/<layer>" -> PNG of the probe batch side by side
 
 
-def _upscale(image: tf.Tensor, factor: int) -> tf.Tensor:
-    if factor <= 1:
-        return image
-    _, h, w, c = image.shape.as_list()
-    image = tf.broadcast_to(tf.reshape(image, [1, h, 1, w, 1, c]), [1, h, factor, w, factor, c])
-    return tf.reshape(image, [1, h * factor, w * factor, c])
-
-
 def build_view_ops(gradients: Sequence[tuple[tf.Tensor, tf.Variable]], end_points: Mapping[str, tf.Tensor],
                    layer_kinds: Mapping[str, str], activations: bool, probe_count: int) -> ViewOps:
     """Summary ops of the views, in the graph-building phase.
@@ -140,7 +132,7 @@ def build_view_ops(gradients: Sequence[tuple[tf.Tensor, tf.Variable]], end_point
                     # logs an error for on every run, then leaves to Eigen)
                     side_by_side = tf.concat(tf.unstack(grid, num=probe_count), axis=1)[tf.newaxis]
                     factor = min(4, max(1, math.ceil(FEATURE_MAP_MIN_HEIGHT / h)))
-                    image = _upscale(side_by_side, factor)
+                    image = upscale(side_by_side, factor)
                     feature_maps[f"feature_maps/{name}"] = PngImage(
                         tf.io.encode_png(image[0]), h * factor, probe_count * w * factor, c)
     return ViewOps(gradient_op, activation_op, feature_maps)

@@ -27,8 +27,7 @@ MAX_PR_CLASSES = 20
 PR_THRESHOLDS = 51
 
 
-def pr_curve_counts(labels: np.ndarray, probabilities: np.ndarray, num_thresholds: int = PR_THRESHOLDS
-                    ) -> np.ndarray:
+def pr_curve_counts(labels: np.ndarray, probabilities: np.ndarray, num_thresholds: int = PR_THRESHOLDS) -> np.ndarray:
     """One-vs-rest PR data of every class at once, as the pr_curves plugin stores it.
 
     ``labels`` int [N], ``probabilities`` float [N, K] -> float32 [K, 6, num_thresholds]: rows
@@ -62,8 +61,7 @@ def confusion_summaries(matrix: np.ndarray, class_names: Sequence[str]) -> list[
             text_summary("confusion_matrix_text", confusion_markdown(matrix, class_names))]
 
 
-def pr_curve_summaries(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str]
-                       ) -> list[v1.Summary]:
+def pr_curve_summaries(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str]) -> list[v1.Summary]:
     """``pr_curves/<class>`` for the first :data:`MAX_PR_CLASSES` classes (none for one class)."""
     if len(class_names) < 2:
         return []
@@ -136,23 +134,18 @@ def export_projector(directory: Path, features: np.ndarray, images: np.ndarray, 
     tiles = tiles[:, ::factor, ::factor]
     side = math.ceil(math.sqrt(n))
     th, tw = tiles.shape[1:3]
-    sprite = np.zeros((side * th, side * tw, tiles.shape[3]), np.uint8)
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, side)
-        sprite[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = tile
+    grid = np.zeros((side * side, *tiles.shape[1:]), np.uint8)  # row-major, the empty cells black
+    grid[:n] = tiles
+    sprite = grid.reshape(side, side, th, tw, -1).transpose(0, 2, 1, 3, 4).reshape(side * th, side * tw, -1)
     viz_images.write_png(directory / "projector_sprite.png", sprite)
     names = [projector_label(name) for name in class_names]
     lines = ["label\tpredicted\tcorrect"] + [
         f"{names[t]}\t{names[p]}\t{'yes' if t == p else 'no'}" for t, p in zip(labels, predictions)]
     (directory / "projector_metadata.tsv").write_text("\n".join(lines) + "\n")
-    config = projector_config_pb2.ProjectorConfig()
-    emb = config.embeddings.add()
-    emb.tensor_name = PROJECTOR_TENSOR
-    emb.tensor_path = "projector_features.tsv"
-    emb.tensor_shape.extend([n, dims])
-    emb.metadata_path = "projector_metadata.tsv"
-    emb.sprite.image_path = "projector_sprite.png"
-    emb.sprite.single_image_dim.extend([tw, th])
+    config = projector_config_pb2.ProjectorConfig(embeddings=[projector_config_pb2.EmbeddingInfo(
+        tensor_name=PROJECTOR_TENSOR, tensor_path="projector_features.tsv", tensor_shape=[n, dims],
+        metadata_path="projector_metadata.tsv",
+        sprite=projector_config_pb2.SpriteMetadata(image_path="projector_sprite.png", single_image_dim=[tw, th]))])
     # the config last: TensorBoard sees the projector once the files it names are complete
     partial = directory / "projector_config.pbtxt.partial"
     partial.write_text(f"# {n} validation images, penultimate layer ({dims} features), step {step}\n"

@@ -16,6 +16,16 @@ from graphcnn.config import EarlyStoppingConfig, ScheduleConfig
 __all__ = ["EarlyStopping", "PlateauReducer"]
 
 
+def _improves(metric: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
+    """Whether ``metric`` beats ``best`` by more than ``min_delta`` (higher for ``mode="max"``,
+    lower for ``"min"``): the first metric (``best`` None) always does, a NaN never does."""
+    if math.isnan(metric):
+        return False
+    if best is None:
+        return True
+    return metric > best + min_delta if mode == "max" else metric < best - min_delta
+
+
 class EarlyStopping:
     """Track the best validation metric and say when to stop.
 
@@ -51,14 +61,7 @@ class EarlyStopping:
     def update(self, step: int, metric: float) -> bool:
         """Record the metric of the evaluation at global ``step``; True when it is a new best."""
         metric = float(metric)
-        if math.isnan(metric):
-            improved = False
-        elif self._best is None:
-            improved = True
-        elif self.mode == "max":
-            improved = metric > self._best + self.cfg.min_delta
-        else:
-            improved = metric < self._best - self.cfg.min_delta
+        improved = _improves(metric, self._best, self.mode, self.cfg.min_delta)
         if improved:
             self._best = metric
             self._best_step = int(step)
@@ -89,18 +92,13 @@ class PlateauReducer:
     drops below ``cfg.plateau_min_learning_rate / base_rate``, so that ``base_rate * scale``
     stays at or above the floor, and it never rises. ``cfg.plateau_factor <= 0`` switches
     reduction off (the scale is returned unchanged). A NaN metric counts as no improvement.
+    ``mode``: ``"max"`` (accuracy) or ``"min"`` (loss); ``base_rate``: the base learning rate,
+    needed only when ``cfg.plateau_min_learning_rate > 0`` (to turn the floor into a scale).
 
     Pure Python; the state (:meth:`state_dict`) is JSON-serializable.
     """
 
     def __init__(self, cfg: ScheduleConfig, mode: str = "max", base_rate: float | None = None) -> None:
-        """
-        Args:
-            cfg: ``plateau_factor``, ``plateau_patience`` and ``plateau_min_learning_rate``.
-            mode: ``"max"`` (accuracy) or ``"min"`` (loss).
-            base_rate: the base learning rate; needed only when
-                ``cfg.plateau_min_learning_rate > 0`` (to turn the floor into a scale).
-        """
         if mode not in ("max", "min"):
             raise ValueError(f"PlateauReducer: mode must be 'max' or 'min', got {mode!r}")
         if cfg.plateau_factor >= 1.0:
@@ -118,17 +116,10 @@ class PlateauReducer:
     def enabled(self) -> bool:
         return self.cfg.plateau_factor > 0
 
-    def _improved(self, metric: float) -> bool:
-        if math.isnan(metric):
-            return False
-        if self.best is None:
-            return True
-        return metric > self.best if self.mode == "max" else metric < self.best
-
     def update(self, metric: float, current_scale: float) -> float:
         """Record one evaluation's metric; return the new learning-rate scale."""
         metric = float(metric)
-        if self._improved(metric):
+        if _improves(metric, self.best, self.mode):
             self.best = metric
             self.wait = 0
             return current_scale

@@ -50,13 +50,8 @@ def _shape_text(shape: Sequence) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-def build_init_from_checkpoint(
-    checkpoint: str,
-    variables: Sequence[tf.Variable],
-    exclude_scopes: Sequence[str] = (),
-    skip_mismatched: bool = False,
-    training_state: bool = False,
-) -> InitFromCheckpoint:
+def build_init_from_checkpoint(checkpoint: str, variables: Sequence[tf.Variable], exclude_scopes: Sequence[str] = (),
+                               skip_mismatched: bool = False, training_state: bool = False) -> InitFromCheckpoint:
     """Prepare restoring ``variables`` from another checkpoint, matched by name.
 
     Call inside the graph that holds ``variables`` (it creates the restore ops). Variables

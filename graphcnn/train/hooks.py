@@ -191,21 +191,17 @@ class StopSignals:
 
     def __enter__(self) -> "StopSignals":
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread: no signal handling
                 self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: no signal handling
-                pass
         return self
 
     def _handle(self, signum, frame) -> None:
         if not self.raised:
             self.raised = True
-            log.warning("received %s: stopping after this step and saving a checkpoint",
-                        signal.Signals(signum).name)
+            log.warning("received %s: stopping after this step and saving a checkpoint", signal.Signals(signum).name)
         elif self._saving:
             self._again = True
-            log.warning("received %s again: stopping as soon as the checkpoint is written",
-                        signal.Signals(signum).name)
+            log.warning("received %s again: stopping as soon as the checkpoint is written", signal.Signals(signum).name)
         else:
             raise KeyboardInterrupt
 
@@ -317,10 +313,10 @@ class PeriodicSummaryHook(v1.train.SessionRunHook):
     ``alone=False``: the op rides along with the train step (it needs the step's tensors:
     gradients, activations); at the last step it runs on its own with ``feed`` (the training
     feed: one more batch, no update). ``alone=True``: it runs on its own after the step (it
-    reads only variables).
+    reads only variables, or ``feed``).
     """
 
-    def __init__(self, clock: StepClock, op: tf.Tensor, every: int, writer: v1.summary.FileWriter,
+    def __init__(self, clock: StepClock, op: Any, every: int, writer: v1.summary.FileWriter,
                  alone: bool = False, feed: Mapping | None = None):
         self.clock, self.op, self.every, self.writer, self.alone = clock, op, every, writer, alone
         self.feed = dict(feed or {})
@@ -336,7 +332,7 @@ class PeriodicSummaryHook(v1.train.SessionRunHook):
         if self._riding:
             self._write(run_values.results)
         elif self.alone and self.clock.crossed(self.every, first=True):
-            self._write(run_context.session.run(self.op))
+            self._write(run_context.session.run(self.op, self.feed))
 
     def end(self, session) -> None:
         if self.every > 0 and self._last != self.clock.step and self.clock.step > 0:
@@ -347,7 +343,7 @@ class PeriodicSummaryHook(v1.train.SessionRunHook):
         self.writer.add_summary(summary, self._last)
 
 
-class PeriodicImageHook(v1.train.SessionRunHook):
+class PeriodicImageHook(PeriodicSummaryHook):
     """Every ``every`` steps (and at step 1, and the last step), run in-graph PNGs on their own
     after the step and write each under its exact tag (``tf.summary.image`` would append
     ``/image``).
@@ -358,20 +354,11 @@ class PeriodicImageHook(v1.train.SessionRunHook):
 
     def __init__(self, clock: StepClock, images: Mapping[str, PngImage], every: int,
                  writer: v1.summary.FileWriter, feed: Mapping | None = None):
-        self.clock, self.images, self.every, self.writer = clock, dict(images), every, writer
-        self.feed = dict(feed or {})
-        self._last = -1
+        self.images = dict(images)
+        super().__init__(clock, {tag: image.png for tag, image in self.images.items()}, every, writer, alone=True,
+                         feed=feed)
 
-    def after_run(self, run_context, run_values) -> None:
-        if self.clock.crossed(self.every, first=True):
-            self._write(run_context.session)
-
-    def end(self, session) -> None:
-        if self.every > 0 and self._last != self.clock.step and self.clock.step > 0:
-            self._write(session)
-
-    def _write(self, session) -> None:
+    def _write(self, encoded) -> None:
         step = self._last = self.clock.step
-        encoded = session.run({tag: image.png for tag, image in self.images.items()}, self.feed)
         for tag, image in self.images.items():
             self.writer.add_summary(png_summary(tag, encoded[tag], image.height, image.width, image.channels), step)

@@ -118,13 +118,8 @@ def _by_kind(items: Iterable, kind_of) -> dict[str, list]:
     return grouped
 
 
-def build_init_from_keras(
-    path: str | Path,
-    backbone: str,
-    keras_layers: Sequence[KerasLayer],
-    variables: Sequence[tf.Variable],
-    exclude_scopes: Sequence[str] = (),
-) -> InitFromCheckpoint:
+def build_init_from_keras(path: str | Path, backbone: str, keras_layers: Sequence[KerasLayer],
+                          variables: Sequence[tf.Variable], exclude_scopes: Sequence[str] = ()) -> InitFromCheckpoint:
     """Prepare loading backbone ``backbone``'s variables from Keras weights file ``path``.
 
     ``keras_layers``: what the backbone's builder recorded (``NetworkOutput.keras_layers``);

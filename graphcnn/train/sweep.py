@@ -13,6 +13,7 @@ Values are separated by commas, or by semicolons when a value itself contains co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime as _dt
 import itertools
@@ -98,10 +99,8 @@ def train_sweep(args: argparse.Namespace, resolve_config: Callable[[argparse.Nam
                       f"{len(points) - i - 1} run(s) not started")
                 return 130  # graphcnn.cli.EXIT_INTERRUPTED
     finally:
-        try:
+        with contextlib.suppress(OSError):
             parent.rmdir()  # only if empty: the first run failed before its first checkpoint
-        except OSError:
-            pass
     width = max(len(s["run"]) for s in summary)
     for s in summary:
         val, test = s["validation_accuracy"], s["test_accuracy"]

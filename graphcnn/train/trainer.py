@@ -42,6 +42,7 @@ from graphcnn.model.devices import session_config as devices_session_config
 from graphcnn.model.graph import GraphHandles, Replication, build_graph, inference_graph, network_for
 from graphcnn.model.precision import resolve_precision
 from graphcnn.run_dir import RunDir
+from graphcnn.runtime import configure_logging
 from graphcnn.tensorboard.ops import SummaryOps, build_summary_ops
 from graphcnn.tensorboard.writing import ScalarWriter, write_run_root_summaries
 from graphcnn.train.early_stopping import EarlyStopping, PlateauReducer
@@ -218,14 +219,13 @@ def build(config: Config, run: RunDir | None, data: Prepared, resume: bool, new_
         # (a cluster's other workers get the variables from the chief: run is None there)
         by_name = run is not None and (new_stage or (
             resume and run.stage > 1 and lacks_variables(run.checkpoints, v1.global_variables())))
-        if run is None:
-            pass
-        elif by_name:
+        fresh = run is not None and not resume  # --init-from applies to a new run's first session
+        if by_name:
             init_from = build_init_from_checkpoint(str(run.checkpoints), v1.global_variables(), training_state=True)
-        elif tcfg.init_from.startswith(KERAS_PREFIX) and not resume:
+        elif fresh and tcfg.init_from.startswith(KERAS_PREFIX):
             init_from = build_init_from_keras(tcfg.init_from[len(KERAS_PREFIX):], config.model.backbone,
                                               g.net.keras_layers, v1.global_variables(), tcfg.exclude_scopes)
-        elif tcfg.init_from and not resume:
+        elif fresh and tcfg.init_from:
             init_from = build_init_from_checkpoint(tcfg.init_from, v1.global_variables(),
                                                    tcfg.exclude_scopes, tcfg.skip_mismatched)
         conv_kernels = {name: k for name, k in g.net.kernels.items() if len(k.shape) == 4}
@@ -454,14 +454,6 @@ def write_examples(directory: Path, split: Split, class_names: tuple[str, ...], 
             shutil.copyfile(source, directory / f"{name}{source.suffix.lower()}")
 
 
-def _configure_logging() -> None:
-    if not logging.getLogger("graphcnn").handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("graphcnn: %(message)s"))
-        logging.getLogger("graphcnn").addHandler(handler)
-        logging.getLogger("graphcnn").setLevel(logging.INFO)
-
-
 def train(config: Config, run: RunDir | None, *, resume: bool = False, progress: bool = True,
           dataset: Dataset | None = None, session_config: v1.ConfigProto | None = None,
           hooks: Sequence[v1.train.SessionRunHook] = (), new_stage: bool = False,
@@ -481,7 +473,7 @@ def train(config: Config, run: RunDir | None, *, resume: bool = False, progress:
     ``dataset`` may be given to skip loading (tests, benchmarks); ``hooks`` (any
     ``tf.compat.v1.train.SessionRunHook``) run after the built-in ones, around every step.
     """
-    _configure_logging()
+    configure_logging()
     if new_stage and not resume:
         raise ValueError("new_stage continues a run: give resume=True")
     if (run is None) != (cluster is not None and not cluster.is_chief):

@@ -67,14 +67,9 @@ def evaluate_split(sess: v1.Session, g: GraphHandles, pipeline: InputPipeline, s
         preds.append(c)
         probs.append(p)
     labels_all, preds_all = np.concatenate(labels), np.concatenate(preds)
-    return EvalResult(
-        loss=float(np.sum(losses) / len(labels_all)),
-        accuracy=float(np.mean(labels_all == preds_all)),
-        count=len(labels_all),
-        labels=labels_all,
-        predictions=preds_all,
-        probabilities=np.concatenate(probs),
-    )
+    return EvalResult(loss=float(np.sum(losses) / len(labels_all)), accuracy=float(np.mean(labels_all == preds_all)),
+                      count=len(labels_all), labels=labels_all, predictions=preds_all,
+                      probabilities=np.concatenate(probs))
 
 
 class ValidationListener(Protocol):

@@ -46,6 +46,11 @@ def _subset(split: Split, indices: np.ndarray) -> Split:
     return Split(labels=split.labels[indices], paths=tuple(split.paths[i] for i in indices))
 
 
+def _first_of_each_class(labels: np.ndarray) -> list[int]:
+    """The index of the first image of each class present, by class."""
+    return np.unique(labels, return_index=True)[1].tolist()
+
+
 def _preprocessed(sess, pipeline: InputPipeline, split: Split) -> np.ndarray:
     batches = [images for images, _ in pipeline.eval_batches(sess, split)]
     return np.concatenate(batches) if batches else np.zeros((0,))
@@ -90,8 +95,7 @@ class EvalViewsHook:
             def images_of(indices: np.ndarray) -> np.ndarray:
                 if self.split.images is not None:  # the arrays as loaded: no pass through the input pipeline
                     return self.split.images[indices]
-                return viz_images.normalize_images(_preprocessed(session, self.pipeline,
-                                                                 _subset(self.split, indices)))
+                return viz_images.normalize_images(_preprocessed(session, self.pipeline, _subset(self.split, indices)))
 
             summaries += views.misclassified_summaries(result.labels, result.predictions, result.probabilities,
                                                        self.class_names, images_of, self.cfg.max_misclassified)
@@ -108,7 +112,7 @@ class EvalViewsHook:
         labels = result.labels
         probe = self.probe
         if probe is None:  # no feature-map probe: the first image of each class
-            probe = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)]
+            probe = _first_of_each_class(labels)
         wrong = np.flatnonzero(labels != result.predictions)
         worst = wrong[np.argsort(-result.probabilities[wrong, result.predictions[wrong]], kind="stable")]
         indices = np.array([*probe, *worst[: self.cfg.max_misclassified]], np.int64)
@@ -176,10 +180,7 @@ class TensorBoardViews:
             if len(indices) == self.probe_count and indices.max(initial=-1) < len(self.eval_split):
                 return indices
         labels = self.eval_split.labels
-        chosen: list[int] = []
-        for c in np.unique(labels):
-            chosen.append(int(np.flatnonzero(labels == c)[0]))
-        chosen = sorted(chosen[: self.probe_count])
+        chosen = sorted(_first_of_each_class(labels)[: self.probe_count])
         rest = [i for i in range(len(labels)) if i not in chosen]
         return np.array(sorted(chosen + rest[: self.probe_count - len(chosen)]), np.int64)
 

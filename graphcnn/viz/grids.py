@@ -20,7 +20,7 @@ import math
 
 import tensorflow as tf
 
-__all__ = ["filter_grid", "activation_grid", "image_grid"]
+__all__ = ["filter_grid", "activation_grid", "image_grid", "upscale"]
 
 # Value in [0, 1] used for borders and blank tiles; 0.5 -> 128 reads as "nothing here"
 # against both dark and bright tiles.
@@ -82,8 +82,7 @@ def _tile(tiles: tf.Tensor, rows: int, cols: int, pad: int) -> tf.Tensor:
     on its top/left, so every gap (inner and outer) is exactly ``pad`` wide.
     """
     if pad:
-        tiles = tf.pad(tiles, [[0, 0], [0, 0], [0, pad], [0, pad], [0, 0]],
-                       constant_values=_NEUTRAL)
+        tiles = tf.pad(tiles, [[0, 0], [0, 0], [0, pad], [0, pad], [0, 0]], constant_values=_NEUTRAL)
     b, h, w, c = (_dim(tiles, i) for i in (0, 2, 3, 4))
     grid = tf.reshape(tiles, [b, rows, cols, h, w, c])
     grid = tf.transpose(grid, [0, 1, 3, 2, 4, 5])  # [B, rows, h, cols, w, C]
@@ -99,8 +98,7 @@ def _pad_tile_count(tiles: tf.Tensor, total: int) -> tf.Tensor:
     if n is not None and n == total:
         return tiles
     missing = total - (n if n is not None else tf.shape(tiles)[1])
-    return tf.pad(tiles, [[0, 0], [0, missing], [0, 0], [0, 0], [0, 0]],
-                  constant_values=_NEUTRAL)
+    return tf.pad(tiles, [[0, 0], [0, missing], [0, 0], [0, 0], [0, 0]], constant_values=_NEUTRAL)
 
 
 def _to_uint8(x: tf.Tensor) -> tf.Tensor:
@@ -112,8 +110,7 @@ def _check_rank4(x: tf.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be rank 4, got shape {x.shape}")
 
 
-def filter_grid(kernel: tf.Tensor, max_tiles: int = 256, scale: int = 0,
-                pad: int = 1) -> tf.Tensor:
+def filter_grid(kernel: tf.Tensor, max_tiles: int = 256, scale: int = 0, pad: int = 1) -> tf.Tensor:
     """Tile a conv kernel into one image.
 
     Args:
@@ -172,17 +169,20 @@ def filter_grid(kernel: tf.Tensor, max_tiles: int = 256, scale: int = 0,
         if scale == 0:
             long_side = max(rows * (kh + pad) + pad, cols * (kw + pad) + pad)
             scale = min(_MAX_AUTO_SCALE, max(1, math.ceil(_TARGET_LONG_SIDE / long_side)))
-        if scale > 1:
-            # Nearest-neighbour upscale as broadcast + reshape (3 ops; tf.repeat is ~40).
-            _, h, w, c = image.shape.as_list()
-            image = tf.reshape(image, [1, h, 1, w, 1, c])
-            image = tf.broadcast_to(image, [1, h, scale, w, scale, c])
-            image = tf.reshape(image, [1, h * scale, w * scale, c])
+        return upscale(image, scale)
+
+
+def upscale(image: tf.Tensor, factor: int) -> tf.Tensor:
+    """Nearest-neighbour integer upscale of ``[1, H, W, C]`` (static shape), as broadcast +
+    reshape (3 ops; ``tf.repeat`` is ~40)."""
+    if factor <= 1:
         return image
+    _, h, w, c = image.shape.as_list()
+    image = tf.broadcast_to(tf.reshape(image, [1, h, 1, w, 1, c]), [1, h, factor, w, factor, c])
+    return tf.reshape(image, [1, h * factor, w * factor, c])
 
 
-def activation_grid(feature_maps: tf.Tensor, max_channels: int = 64,
-                    pad: int = 1) -> tf.Tensor:
+def activation_grid(feature_maps: tf.Tensor, max_channels: int = 64, pad: int = 1) -> tf.Tensor:
     """Tile each example's feature maps into one grey image.
 
     Args:

@@ -14,6 +14,7 @@ RGBA (``[H, W, 2]`` grey + alpha).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import math
@@ -118,9 +119,7 @@ def _uniform_frames(frames: Sequence[np.ndarray]) -> list[Image.Image]:
     if len(frames) == 0:
         raise ValueError("need at least one frame")
     arrays = [_as_hwc(f, channels=(1, 3)) for f in frames]
-    height = max(a.shape[0] for a in arrays)
-    width = max(a.shape[1] for a in arrays)
-    channels = max(a.shape[2] for a in arrays)
+    height, width, channels = (max(a.shape[axis] for a in arrays) for axis in range(3))
     out = []
     for a in arrays:
         if a.shape[2] != channels:
@@ -131,8 +130,7 @@ def _uniform_frames(frames: Sequence[np.ndarray]) -> list[Image.Image]:
     return out
 
 
-def write_animation(path: str | PathLike, frames: Sequence[np.ndarray], delay_ms: int = 200,
-                    loop: int = 0) -> None:
+def write_animation(path: str | PathLike, frames: Sequence[np.ndarray], delay_ms: int = 200, loop: int = 0) -> None:
     """Write uint8 frames ([H, W], [H, W, 1] or [H, W, 3]) as an animation any browser plays.
 
     An animated PNG when ``path`` ends with ``.png`` (viewers without APNG support show the first
@@ -168,10 +166,8 @@ def font(size: int) -> _Font:
     """The label font at ``size`` px (cached: loading a TrueType font costs ~1 ms)."""
     path = _font_path()
     if path:
-        try:
+        with contextlib.suppress(OSError):
             return ImageFont.truetype(path, size)
-        except OSError:
-            pass
     return ImageFont.load_default(size=size)
 
 

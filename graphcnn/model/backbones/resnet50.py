@@ -34,8 +34,7 @@ EPSILON = 1.001e-5
 def _block(x: tf.Tensor, builder: Builder, filters: int, strides: int, shortcut: bool, keras: str) -> tf.Tensor:
     """Keras's ``residual_block_v1``: [B, H, W, C] -> [B, H/strides, W/strides, 4 * filters]."""
     def conv(y: tf.Tensor, out: int, size: int, name: str, i: int, **kw) -> tf.Tensor:
-        return builder.conv(y, out, size, name, keras=f"{keras}_{i}_conv", bn=f"{keras}_{i}_bn", epsilon=EPSILON,
-                            **kw)
+        return builder.conv(y, out, size, name, keras=f"{keras}_{i}_conv", bn=f"{keras}_{i}_bn", epsilon=EPSILON, **kw)
 
     short = conv(x, 4 * filters, 1, "shortcut", 0, strides=strides, padding="VALID") if shortcut else x
     y = conv(x, filters, 1, "conv1", 1, strides=strides, padding="VALID", activation=tf.nn.relu)
