@@ -2,7 +2,7 @@
 """Benchmark graphcnn's training speed against its alternatives, and one source tree against another.
 
     python scripts/benchmark.py [--paths a,b,...] [--rounds N] [--quick] [--out FILE]
-                                [--ref-tree DIR | --ref COMMIT] [--ab-epochs N] [--set KEY=VALUE ...]
+                                [--ref-tree DIR | --ref COMMIT] [--ab-epochs N] [--pinned] [--set KEY=VALUE ...]
 
 Paths (default: all; ab only with a reference). Every graphcnn run uses the digits preset, or ``--preset``.
 
@@ -20,7 +20,10 @@ Paths (default: all; ab only with a reference). Every graphcnn run uses the digi
                    timed to its first line of output
 * ``ab``           ``python -m graphcnn.cli train`` (``--ab-epochs`` epochs) from this checkout and from a
                    reference tree (``--ref-tree DIR``, or ``--ref COMMIT`` put in a temporary ``git worktree``),
-                   PYTHONPATH set to each; images/s and test accuracy from each run's results.json
+                   PYTHONPATH set to each; images/s and test accuracy from each run's results.json. With
+                   ``--pinned`` the two sides run at the same time, each pinned to one CPU (swapped every round):
+                   on a shared virtual machine whose speed drifts by 10-30% within minutes, only runs that
+                   share the same minutes see the same machine
 
 Method: every measurement is a fresh subprocess (oneDNN is chosen when TensorFlow is imported;
 this process never imports it). Paths run interleaved in rounds, in reverse order every other
@@ -36,13 +39,13 @@ within each round.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import datetime as _dt
 import importlib.metadata
 import json
 import os
 import platform
-import resource
 import shlex
 import subprocess
 import sys
@@ -301,18 +304,25 @@ def env_for(onednn: str | None = None, tree: Path = ROOT) -> dict:
     return env
 
 
-def run(cmd: list[str], env: dict, cwd: Path = ROOT, first_line: bool = False) -> tuple[str, float, float]:
-    """(stdout, seconds from start to exit or to the first line of stdout, CPU seconds); raises on failure."""
-    cpu, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline() if first_line else ""
-    seconds = time.perf_counter() - start
-    out, err = proc.communicate(timeout=1800)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd)} in {cwd} failed (exit {proc.returncode}):\n{err[-3000:]}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # user + system time of the process, all its threads
-    return (line + out, seconds if first_line else time.perf_counter() - start,
-            after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime)
+def run(cmd: list[str], env: dict, cwd: Path = ROOT, first_line: bool = False,
+        cpu: int | None = None) -> tuple[str, float, float]:
+    """(stdout, seconds from start to exit or to the first line of stdout, CPU seconds of this process and its
+    threads); raises on failure. ``cpu``: pin the process to that CPU (TensorFlow then sizes its pools to one)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE if first_line else out, stderr=err,
+                                text=True, preexec_fn=None if cpu is None else lambda: os.sched_setaffinity(0, {cpu}))
+        line = proc.stdout.readline() if first_line else ""
+        seconds = time.perf_counter() - start
+        rest = proc.stdout.read() if first_line else ""
+        # wait4: this child's own CPU time, also when two children run at once (--pinned)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = seconds if first_line else time.perf_counter() - start
+        out.seek(0), err.seek(0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{shlex.join(cmd)} in {cwd} failed (exit {proc.returncode}):\n{err.read()[-3000:]}")
+        return line + rest + out.read(), seconds, usage.ru_utime + usage.ru_stime
 
 
 class Bench:
@@ -322,11 +332,11 @@ class Bench:
         self.args, self.workdir, self.ref_tree, self.count = args, workdir, ref_tree, 0
         self.ab_set = args.set + (["train.max_steps=30"] if args.quick else [f"train.epochs={args.ab_epochs}"])
 
-    def cli_train(self, tree: Path, name: str, overrides: list[str]) -> dict:
+    def cli_train(self, tree: Path, name: str, overrides: list[str], pin: int | None = None) -> dict:
         """``python -m graphcnn.cli train`` from ``tree``: its results.json, wall and CPU seconds."""
         _, seconds, cpu = run([sys.executable, "-m", "graphcnn.cli", "train", "--logdir", str(self.workdir),
                                "--name", name, "--no-progress", *[a for o in overrides for a in ("--set", o)]],
-                              env_for(None, tree), tree)
+                              env_for(None, tree), tree, cpu=pin)
         return dict(json.loads((self.workdir / name / "results.json").read_text()), wall_s=seconds, cpu_s=cpu)
 
     def setup(self, keys: list[str]) -> None:
@@ -338,11 +348,11 @@ class Bench:
             if not Path(out[0].strip()).resolve().is_relative_to(tree.resolve()):
                 raise RuntimeError(f"with PYTHONPATH={tree}, graphcnn was imported from {out[0].strip()!r}")
 
-    def measure(self, key: str) -> dict:
+    def measure(self, key: str, pin: int | None = None) -> dict:
         self.count += 1
         name, a = f"{key}-{self.count:03d}", self.args
         if key in ("ab_current", "ab_ref"):
-            r = self.cli_train(ROOT if key == "ab_current" else self.ref_tree, name, self.ab_set)
+            r = self.cli_train(ROOT if key == "ab_current" else self.ref_tree, name, self.ab_set, pin)
             return dict(r, value=r["images_per_second"])
         if key in ("predict", "import_tf"):  # both with graphcnn's TensorFlow settings
             cmd = ([sys.executable, "-m", "graphcnn", "predict", str(self.workdir / "predict-run"), self.image]
@@ -373,6 +383,7 @@ def report(results: dict[str, list[dict]], meta: dict) -> str:
            f"- commit: {meta['commit']}" + (f"; reference {meta['ref']}: {meta['ref_commit']}" if meta["ref"] else ""),
            f"- {meta['rounds']} round(s), paths interleaved, order reversed every other round; training paths: "
            f"{meta['warmup']} warm-up steps, then {meta['steps']} timed; digits preset"
+           + ("; ab pinned: both sides at once, one CPU each, swapped every round" if meta["pinned"] else "")
            + (f", --set {' '.join(meta['set'])}" if meta["set"] else ""),
            f"- load average before / after: {meta['load_before']} / {meta['load_after']}; wall {meta['wall_s']:.0f} s"]
 
@@ -449,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ref-tree", type=Path, help="ab: the reference source tree")
     p.add_argument("--ref", help="ab: a commit to check out as the reference (git worktree, removed afterwards)")
     p.add_argument("--ab-epochs", type=int, default=4)
+    p.add_argument("--pinned", action="store_true",
+                   help="ab: run both sides at the same time, each pinned to one CPU, CPUs swapped every round "
+                   "(a shared machine's drift then reaches both sides alike)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
     p.add_argument("--preset", default="digits", help="the preset every training path runs (default: digits; "
                    "the data is the preset's, else the embedded digits)")
@@ -466,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = args.paths.split(",") if args.paths else CHOICES[:-1] + (["ab"] if args.ref or args.ref_tree else [])
     if set(paths) - set(CHOICES) or ("ab" in paths and not (args.ref or args.ref_tree)):
         p.error(f"--paths: choose from {','.join(CHOICES)}; ab needs --ref-tree or --ref")
+    if args.pinned and len(os.sched_getaffinity(0)) < 2:
+        p.error("--pinned needs two CPUs")
     keys = [k for path in paths for k in {"ab": ["ab_current", "ab_ref"], "predict": ["predict", "import_tf"]}.get(
         path, [path])]
     start, load_before = time.perf_counter(), " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -483,6 +499,18 @@ def main(argv: list[str] | None = None) -> int:
             bench.setup(keys)
             for r in range(args.rounds):
                 for key in keys if r % 2 == 0 else keys[::-1]:
+                    if args.pinned and key in ("ab_current", "ab_ref"):
+                        if key == "ab_ref" and "ab_current" in keys:
+                            continue  # measured together with ab_current
+                        pins = {"ab_current": r % 2, "ab_ref": 1 - r % 2}
+                        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                            running = {k: pool.submit(bench.measure, k, pins[k]) for k in pins}
+                        for k, future in running.items():
+                            results[k].append(future.result())
+                        print(f"round {r + 1}/{args.rounds} ab, pinned: " + ", ".join(
+                            f"{k} on CPU {pins[k]}: {results[k][-1]['value']:.2f}" for k in pins),
+                            file=sys.stderr, flush=True)
+                        continue
                     t = time.perf_counter()
                     results[key].append(bench.measure(key))
                     print(f"round {r + 1}/{args.rounds} {key}: {results[key][-1]['value']:.2f} "
@@ -498,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         "keras": (results.get("keras") or results.get("keras_onednn") or [{}])[0].get("keras", "(not run)"),
         "commit": tree_commit(ROOT), "ref": str(args.ref_tree or (args.ref and f"--ref {args.ref}") or ""),
         "ref_commit": ref_commit, "rounds": args.rounds, "warmup": args.warmup, "steps": args.steps,
-        "set": args.set, "ab_set": bench.ab_set, "load_before": load_before,
+        "set": args.set, "ab_set": bench.ab_set, "pinned": args.pinned, "load_before": load_before,
         "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()), "wall_s": time.perf_counter() - start})
     print(text)
     if args.out:

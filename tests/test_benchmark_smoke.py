@@ -48,12 +48,32 @@ def test_benchmark_quick_report(tmp_path):
 
 
 def test_bootstrap_interval_holds_the_ratio_of_medians():
+    bench = _bench_module()
+    a, b = [110.0, 100.0, 120.0, 105.0, 115.0], [100.0, 95.0, 105.0, 100.0, 102.0]
+    low, high = bench.bootstrap(a, b, "ratio")
+    assert low <= 110 / 100 <= high and low >= min(a) / max(b) and high <= max(a) / min(b)
+    assert bench.bootstrap([2.0] * 3, [1.5] * 3, "difference") == (0.5, 0.5)
+
+
+def _bench_module():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("graphcnn_benchmark_script", SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    a, b = [110.0, 100.0, 120.0, 105.0, 115.0], [100.0, 95.0, 105.0, 100.0, 102.0]
-    low, high = bench.bootstrap(a, b, "ratio")
-    assert low <= 110 / 100 <= high and low >= min(a) / max(b) and high <= max(a) / min(b)
-    assert bench.bootstrap([2.0] * 3, [1.5] * 3, "difference") == (0.5, 0.5)
+    return bench
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--pinned needs two CPUs")
+def test_run_pins_the_child_and_counts_its_own_cpu_time():
+    """``--pinned`` relies on run(cpu=N): the child sees one CPU, and its CPU time is its own (wait4),
+    also while another child runs."""
+    bench = _bench_module()
+    cpu = sorted(os.sched_getaffinity(0))[1]
+    busy = "import os, time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n" \
+           "print(sorted(os.sched_getaffinity(0)))"
+    out, seconds, cpu_s = bench.run([sys.executable, "-c", busy], dict(os.environ), cpu=cpu)
+    assert out.strip() == f"[{cpu}]"
+    assert 0.3 <= cpu_s < seconds + 0.05
+    with pytest.raises(RuntimeError, match="exit 3"):
+        bench.run([sys.executable, "-c", "import sys; sys.exit(3)"], dict(os.environ))
