@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from graphcnn.data import scan
 from graphcnn.checkpoints import load_first, serving_meta_graph
-from graphcnn.data.pipeline import Preprocessing, fit_images, preprocess
+from graphcnn.data.pipeline import Preprocessing, fit_images, no_autotune, preprocess
 from graphcnn.data.sources import IMAGE_EXTENSIONS, DataError
 
 v1 = tf.compat.v1
@@ -68,18 +68,6 @@ class FileResults:
     @property
     def errors(self) -> list[tuple[str, str]]:
         return [(f, e) for f, _, e in self.rows if e is not None]
-
-
-def _no_autotune() -> tf.data.Options:
-    # tf.data's autotuner, once it has run a long input, made tearing the iterator down take
-    # 3.5 s (2,000 JPEGs: a fifth of `graphcnn predict`'s time); the parallel map keeps
-    # AUTOTUNE's parallelism without the model thread
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return options
-
-
-_NO_AUTOTUNE = _no_autotune()
 
 
 def decode_with_info(data: tf.Tensor, height: int, width: int, channels: int) -> tuple[tf.Tensor, ...]:
@@ -171,7 +159,7 @@ class Predictor:
                          .ignore_errors()
                          .batch(self._batch_size)
                          .prefetch(1))
-                files = files.with_options(_NO_AUTOTUNE)
+                files = files.with_options(no_autotune())
                 iterator = v1.data.make_initializable_iterator(files)
                 self._files_init, self._next_files = iterator.initializer, iterator.get_next()
             saver = v1.train.import_meta_graph(str(self.meta_graph), clear_devices=True,

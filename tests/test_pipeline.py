@@ -121,3 +121,33 @@ def test_an_empty_training_split_is_a_clear_error():
     empty = Split(labels=np.zeros(0, np.int64), images=np.zeros((0, 12, 12, 1), np.uint8))
     with tf.Graph().as_default(), pytest.raises(ValueError, match="training split is empty"):
         InputPipeline(cfg.data, cfg.model, empty, 8, ("fc",), seed=0).build()
+
+
+def test_evaluation_over_files_runs_without_the_autotuner(tmp_path):
+    """The evaluation iterator is re-initialized for every validation; with tf.data's autotuner on,
+    dropping the last one waited for the autotuner's sleep (up to the length of an epoch)."""
+    from PIL import Image
+    from tensorflow.core.framework import dataset_options_pb2
+
+    paths = []
+    for i in range(5):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(np.full((10 + i, 14, 3), 40 * i, np.uint8)).save(paths[-1])
+    split = Split(labels=np.arange(5, dtype=np.int64) % 2, paths=tuple(paths))
+    cfg = tiny_config()
+    with tf.Graph().as_default() as graph:
+        pipeline = InputPipeline(cfg.data, cfg.model, split, 2, ("fc",), seed=0)
+        pipeline.build()
+        options = [op for op in graph.get_operations() if op.type == "OptionsDataset"]
+        by_scope = {op.name.split("/")[1]: dataset_options_pb2.Options.FromString(op.get_attr("serialized_options"))
+                    for op in options}
+        assert by_scope["eval_pipeline"].autotune_options.HasField("enabled")
+        assert by_scope["eval_pipeline"].autotune_options.enabled is False
+        # training keeps it: one iterator for the whole run, whose parallelism it tunes
+        assert "train_pipeline" not in by_scope
+        with v1.Session() as sess:
+            for _ in range(2):  # re-initialized, as for every validation
+                batches = list(pipeline.eval_batches(sess, split))
+                assert [len(y) for _, y in batches] == [2, 2, 1]
+                np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), split.labels)
+                assert batches[0][0].shape == (2, 12, 12, 1)
