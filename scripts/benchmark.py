@@ -502,7 +502,9 @@ def main(argv: list[str] | None = None) -> int:
                     if args.pinned and key in ("ab_current", "ab_ref"):
                         if key == "ab_ref" and "ab_current" in keys:
                             continue  # measured together with ab_current
-                        pins = {"ab_current": r % 2, "ab_ref": 1 - r % 2}
+                        first, second = sorted(os.sched_getaffinity(0))[:2]
+                        pins = {"ab_current": first, "ab_ref": second} if r % 2 == 0 else {
+                            "ab_current": second, "ab_ref": first}
                         with concurrent.futures.ThreadPoolExecutor(2) as pool:
                             running = {k: pool.submit(bench.measure, k, pins[k]) for k in pins}
                         for k, future in running.items():
