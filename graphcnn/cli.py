@@ -285,7 +285,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = resolve_config(args)
         if args.name:
             check_run_name(args.name)  # before the data is loaded: a bad name fails at once
-        dataset = load_dataset(config.data, config.model.channels)
+        dataset = load_dataset(config.data, config.model.channels, size=config.model.input_size)
         with RunDir.starting(args.logdir, args.name, prefix=config.preset) as run, run.lock():
             print(f"run directory: {run.root}")
             result = train(config, run, progress=not args.no_progress, dataset=dataset, cluster=task)

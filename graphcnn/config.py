@@ -61,12 +61,18 @@ class ModelConfig:
     init_stddev: float = 0.1  # for truncated_normal
     batch_norm_decay: float = 0.99
 
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(input_height, input_width)."""
+        return self.input_height, self.input_width
+
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
     """Random training-split augmentation, named as Keras' ImageDataGenerator names it.
 
-    All ranges 0 / False means off. Applied in the tf.data pipeline to whole batches.
+    All ranges 0 / False means off. Applied to whole training batches: in the training step for
+    images held in memory, in the tf.data pipeline for image files read as it goes.
     """
 
     horizontal_flip: bool = False
@@ -104,7 +110,8 @@ class DataConfig:
     strict: bool = False  # bad files are an error instead of a warning
     # the pickle source runs code from the files it unpickles: it needs this too (auto never unpickles)
     trust_pickle: bool = False
-    # auto | memory | none: keep decoded (files) or resized (arrays) images in memory, auto = under 2 GiB
+    # auto | memory | none: keep decoded (files) or resized (arrays) images in memory. auto: a folder's
+    # images decoded by the scan when they take at most 1 GiB, else decoded once more and cached under 2 GiB
     cache: str = "auto"
     shuffle_buffer: int = 10000  # file sources; in-memory arrays get a full permutation each epoch
     num_parallel_calls: int = 0  # 0: tf.data.AUTOTUNE

@@ -42,7 +42,7 @@ from tensorflow.core.framework.variable_pb2 import VariableDef
 from tensorflow.lite.python.convert_phase import ConverterError
 
 from graphcnn.checkpoints import load_first, serving_meta_graph
-from graphcnn.data.pipeline import Preprocessing, fit_images
+from graphcnn.data.pipeline import Preprocessing, decode_image_bytes, fit_images
 
 v1 = tf.compat.v1
 log = logging.getLogger("graphcnn.export")
@@ -265,9 +265,7 @@ class ServingModule(tf.Module):
         h, w, c = self._size
 
         def decode(data):  # pipeline.decode_file without the file read
-            image = tf.io.decode_image(data, channels=c, expand_animations=False)
-            image.set_shape([None, None, c])
-            return fit_images(image, h, w, c)
+            return fit_images(decode_image_bytes(data, c), h, w, c)
 
         images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec([h, w, c], tf.uint8))
         return self._outputs(images)

@@ -70,34 +70,6 @@ class FileResults:
         return [(f, e) for f, _, e in self.rows if e is not None]
 
 
-def decode_with_info(data: tf.Tensor, height: int, width: int, channels: int) -> tuple[tf.Tensor, ...]:
-    """One file's bytes -> (uint8 [height, width, channels] exactly as
-    :func:`~graphcnn.data.pipeline.decode_file` makes it, and :func:`graphcnn.data.scan.probe`'s
-    native [frames, h, w, c], header bytes and last byte).
-
-    Each file is decoded once: a JPEG straight to the model's channels (its native size and
-    channels come from its header); another format at its native channels, and a second time
-    by the decoder's own conversion only when those differ from the model's, as training
-    converts them.
-    """
-    def as_training_decodes() -> tf.Tensor:
-        return tf.io.decode_image(data, channels=channels, expand_animations=False)
-
-    def jpeg():
-        head = tf.strings.substr(data, 0, scan.HEADER_BYTES)
-        shape4 = tf.concat([[1], tf.io.extract_jpeg_shape(data)], axis=0)
-        return as_training_decodes(), shape4, head, tf.strings.substr(data, tf.strings.length(data) - 1, 1)
-
-    def other():
-        native, shape4, head, tail = scan.probe(data)
-        image = tf.cond(tf.equal(shape4[3], channels), lambda: native[0], as_training_decodes)
-        return image, shape4, head, tail
-
-    image, shape4, head, tail = tf.cond(tf.io.is_jpeg(data), jpeg, other)
-    image.set_shape([None, None, channels])
-    return fit_images(image, height, width, channels), shape4, head, tail
-
-
 def collect_image_files(paths: Iterable[str | Path]) -> list[Path]:
     """Image files named directly, or found (recursively, sorted) in the folders named; a
     ``DataError`` when there are none (a command's bad input, exit 2)."""
@@ -139,7 +111,7 @@ class Predictor:
         with self.graph.as_default():
             with tf.name_scope("predict_input"):
                 self._path = v1.placeholder(tf.string, [], name="path")
-                self._single, *self._single_info = decode_with_info(tf.io.read_file(self._path), *size)
+                self._single, *self._single_info = scan.decode_with_info(tf.io.read_file(self._path), *size)
                 # uint8 [N, H, W, C] at the model's size: defaults to the decoded file, or feed a decoded batch
                 self._fit = v1.placeholder_with_default(self._single[None], [None, *size], name="fit_images")
                 self._decoded = preprocess(self._fit, *size, mean)
@@ -154,7 +126,7 @@ class Predictor:
                 self._paths = v1.placeholder(tf.string, [None], name="paths")
                 self._batch_size = v1.placeholder(tf.int64, [], name="batch_size")
                 files = (tf.data.Dataset.from_tensor_slices((tf.range(tf.size(self._paths)), self._paths))
-                         .map(lambda i, p: (i, *decode_with_info(tf.io.read_file(p), *size)),
+                         .map(lambda i, p: (i, *scan.decode_with_info(tf.io.read_file(p), *size)),
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                          .ignore_errors()
                          .batch(self._batch_size)

@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import dataclasses  # noqa: E402
 import gzip  # noqa: E402
 import hashlib  # noqa: E402
 import logging  # noqa: E402
@@ -16,7 +17,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from graphcnn.config import DataConfig  # noqa: E402
-from graphcnn.data import scan  # noqa: E402
+from graphcnn.data import scan, sources  # noqa: E402
 from graphcnn.data.sources import (  # noqa: E402
     DIGITS_PNG, SOURCES, DataError, Dataset, Split, detect_source, load_dataset, load_digits, read_idx,
     stratified_split,
@@ -332,6 +333,46 @@ def test_scan_reports_truncated_gif(tmp_path):
     result = scan.scan_images([str(cut)])
     assert result.images[str(cut)].gif_truncated
     assert any(str(cut) in w and "truncated" in w for w in scan.conversion_warnings(result.images, 3))
+
+
+def test_scan_keeps_each_file_as_the_training_pipeline_decodes_it(tmp_path):
+    from graphcnn.data.pipeline import decode_file
+
+    files = [write_jpeg(tmp_path / "rgb.jpg", image(20, 14, 3)), write_jpeg(tmp_path / "gray.jpg", image(9, 9, 1)),
+             write_png(tmp_path / "gray.png", image(7, 11, 1)), write_png(tmp_path / "rgba.png", image(8, 8, 4)),
+             write_png(tmp_path / "gray_alpha.png", image(5, 6, 2)),
+             write_png(tmp_path / "deep.png", image(6, 6, 3, dtype=np.uint16))]
+    (tmp_path / "anim.gif").write_bytes(gif_bytes([np.eye(4, dtype=int), 1 - np.eye(4, dtype=int)]))
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    paths = [str(f) for f in files] + [str(tmp_path / "anim.gif"), str(tmp_path / "bad.png")]
+    for channels in (1, 3):
+        result = scan.scan_images(paths, fit=(6, 5, channels))
+        assert result.pixels.shape == (len(paths), 6, 5, channels) and result.pixels.dtype == np.uint8
+        assert set(result.rows) == set(paths[:-1]) and set(result.bad) == {paths[-1]}
+        graph = tf.Graph()
+        with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+            path = tf.compat.v1.placeholder(tf.string, [])
+            decoded = decode_file(path, 6, 5, channels)
+            for p in paths[:-1]:  # bit for bit what training would have decoded from the file
+                np.testing.assert_array_equal(result.pixels[result.rows[p]], session.run(decoded, {path: p}),
+                                              err_msg=f"{p}, {channels} channels")
+    assert scan.scan_images(paths).pixels is None
+
+
+def test_folder_images_that_fit_in_memory_are_kept_from_the_scan(tmp_path, monkeypatch):
+    make_tree(tmp_path, {"a": 6, "b": 6}, c=3, fmt="jpg")
+    config = cfg(tmp_path, validation_fraction=0.25, test_fraction=0.25)
+    on_disk = load_dataset(config, channels=3)
+    kept = load_dataset(config, channels=3, size=(4, 5))
+    for files, arrays in zip((on_disk.train, on_disk.validation, on_disk.test),
+                             (kept.train, kept.validation, kept.test)):
+        assert files.images is None and arrays.paths == files.paths  # the same split, files named
+        assert arrays.images.shape == (len(files), 4, 5, 3) and arrays.labels.tolist() == files.labels.tolist()
+    assert kept.scan.pixels is None  # the splits hold the only copy
+    assert load_dataset(dataclasses.replace(config, cache="none"), channels=3, size=(4, 5)).train.images is None
+    monkeypatch.setattr(sources, "KEEP_DECODED_BYTES", 12 * 4 * 5 * 3 - 1)  # auto: just too big
+    assert load_dataset(config, channels=3, size=(4, 5)).train.images is None
+    assert load_dataset(dataclasses.replace(config, cache="memory"), channels=3, size=(4, 5)).train.images is not None
 
 
 # ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The training source for in-memory arrays: index batches from tf.data, gathered in the step."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -151,3 +152,62 @@ def test_evaluation_over_files_runs_without_the_autotuner(tmp_path):
                 assert [len(y) for _, y in batches] == [2, 2, 1]
                 np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), split.labels)
                 assert batches[0][0].shape == (2, 12, 12, 1)
+
+
+def _image_folder(root, per_class: int = 6):
+    """Two class folders of RGB JPEGs and PNGs of mixed sizes, and one GIF."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    for c, name in enumerate(("a", "b")):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 255, (9 + 3 * i, 15 - i, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{name}{i}.{'jpg' if i % 2 else 'png'}")
+    Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(root / "a" / "a9.gif")
+    return root
+
+
+def test_a_folder_kept_in_memory_feeds_the_pixels_its_files_would(tmp_path):
+    """The scan's kept decode (data.cache auto) and the streamed files give the same batches."""
+    from graphcnn.config import DataConfig
+    from graphcnn.data.sources import load_dataset
+
+    cfg = tiny_config()
+    data = DataConfig(path=str(_image_folder(tmp_path)), validation_fraction=0.25, test_fraction=0.25)
+    streamed = load_dataset(data, cfg.model.channels, log_warnings=False)
+    kept = load_dataset(data, cfg.model.channels, log_warnings=False, size=cfg.model.input_size)
+    assert streamed.train.images is None and kept.train.images is not None
+    seen = []
+    for ds in (streamed, kept):
+        with tf.Graph().as_default():
+            pipeline = InputPipeline(cfg.data, cfg.model, ds.train, 4, ("fc",), seed=0)
+            pipeline.build()
+            with v1.Session() as sess:
+                seen.append([np.concatenate([x for x, _ in pipeline.eval_batches(sess, split)])
+                             for split in (ds.train, ds.validation, ds.test)])
+    for from_files, from_memory in zip(*seen):
+        # the same pixels; scaled to [0, 1] in a tf.data function or in the graph: within an ulp
+        np.testing.assert_array_equal(np.round(from_files * 255), np.round(from_memory * 255))
+        np.testing.assert_allclose(from_files, from_memory, rtol=0, atol=1e-7)
+
+
+def test_a_folder_trains_from_memory_or_streamed_from_its_files(tmp_path, caplog):
+    import logging
+
+    from graphcnn import cli
+
+    data = _image_folder(tmp_path / "data", per_class=10)
+    for cache in ("auto", "none"):
+        with caplog.at_level(logging.INFO, "graphcnn"):
+            caplog.clear()
+            assert cli.main(["train", "--data", str(data), "--logdir", str(tmp_path / "logs"), "--name", cache,
+                             "--no-progress", "--set", "model.input_height=12", "--set", "model.input_width=12",
+                             "--set", "train.max_steps=4", "--set", "train.batch_size=4",
+                             "--set", "data.augment.horizontal_flip=true", "--set", f"data.cache={cache}"]) == 0
+        kept = [r.getMessage() for r in caplog.records if "kept in memory" in r.getMessage()]
+        assert len(kept) == (1 if cache == "auto" else 0), kept
+        results = json.loads((tmp_path / "logs" / cache / "results.json").read_text())
+        assert results["global_step"] == 4 and results["test_count"] > 0
+        examples = sorted(p.suffix for p in (tmp_path / "logs" / cache / "examples").iterdir())
+        assert set(examples) <= {".jpg", ".png", ".gif"}  # the files themselves, also when kept in memory

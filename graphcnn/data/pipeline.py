@@ -15,8 +15,11 @@ Two training sources, by what the split holds:
   2-core CPU (BENCHMARKS.md, 2026-12-01): its background threads preempt the compute
   threads in the middle of each step. Each epoch uses ``len // batch_size`` full batches of
   its permutation (the rest of that epoch's order is left out, a different few each epoch).
-* **image files**: paths are shuffled, decoded in a parallel ``map``, cached in memory when
-  they fit, batched, preprocessed (and augmented) in the pipeline, and prefetched.
+  A folder of image files that fits in memory arrives here as such arrays, decoded by the
+  data scan at the model's size (:func:`graphcnn.data.sources.load_dataset` with ``size``).
+* **image files** (a folder too big to keep, or ``data.cache = none``): paths are shuffled,
+  decoded in a parallel ``map``, cached in memory when they fit, batched, preprocessed (and
+  augmented) in the pipeline, and prefetched.
 
 Preprocessing (also done by ``graphcnn predict``): convert to the model's channels, resize
 to its input size (bilinear), scale to [0, 1], optionally subtract the per-pixel mean of
@@ -104,11 +107,22 @@ def fit_images(images: tf.Tensor, height: int, width: int, channels: int) -> tf.
     return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
 
 
+def decode_image_bytes(data: tf.Tensor, channels: int) -> tf.Tensor:
+    """A JPEG/PNG/BMP/GIF file's bytes -> its first frame, uint8 [h, w, channels], converted by
+    the decoder itself; a GIF (which the decoder gives only as RGB: "channels must be 0 or 3
+    for GIF") made grayscale by ``rgb_to_grayscale`` for a 1-channel model."""
+    if channels == 1:
+        image = tf.cond(tf.equal(tf.strings.substr(data, 0, 3), b"GIF"),
+                        lambda: tf.image.rgb_to_grayscale(tf.io.decode_image(data, 3, expand_animations=False)),
+                        lambda: tf.io.decode_image(data, 1, expand_animations=False))
+    else:
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+    return tf.ensure_shape(image, [None, None, channels])
+
+
 def decode_file(path: tf.Tensor, height: int, width: int, channels: int) -> tf.Tensor:
     """Read and decode one JPEG/PNG/BMP/GIF file (first frame) -> uint8 [height, width, channels]."""
-    image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
-    image.set_shape([None, None, channels])
-    return fit_images(image, height, width, channels)
+    return fit_images(decode_image_bytes(tf.io.read_file(path), channels), height, width, channels)
 
 
 def no_autotune() -> tf.data.Options:

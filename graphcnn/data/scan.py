@@ -8,6 +8,12 @@ visible; ``ignore_errors`` drops the files that fail, and the set difference bet
 input paths and the surviving paths gives the bad files. Only those are decoded again, one
 at a time, to get each file's error text.
 
+Given the model's input size (``fit``), the scan also keeps every readable file as the training
+pipeline would decode it (:func:`graphcnn.data.pipeline.decode_file`: first frame, the model's
+channels, resized), so that a folder which fits in memory is decoded once, here, and never again
+by the training pipeline (:func:`decode_with_info`, which ``graphcnn predict`` uses too: a file
+is decoded a second time only when its channels must be converted).
+
 In TF 2.21 every truncation point of a PNG (8- and 16-bit) or JPEG (baseline, progressive,
 grayscale) makes the decode fail, so truncated PNG/JPEG files come out as bad files. A GIF
 cut off after its first complete frame still decodes, so GIFs without the trailer byte are
@@ -20,6 +26,8 @@ import contextlib
 import dataclasses
 import os
 from collections.abc import Sequence
+
+import numpy as np
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HEADER_BYTES = 32  # enough for the PNG signature and the IHDR chunk
@@ -44,21 +52,29 @@ class ScanResult:
 
     images: dict[str, ImageInfo]
     bad: dict[str, str]
+    # with ``fit``: uint8 [files, height, width, channels], each readable file as decode_file
+    # makes it, and the row of each path in it
+    pixels: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
+    rows: dict[str, int] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
-def scan_images(paths: Sequence[str], num_parallel_calls: int = 0) -> ScanResult:
+def scan_images(paths: Sequence[str], num_parallel_calls: int = 0,
+                fit: tuple[int, int, int] | None = None) -> ScanResult:
     """Decode every file in ``paths`` and sort them into readable and bad files.
 
     ``num_parallel_calls`` 0 means ``tf.data.AUTOTUNE``. Every input path ends up in
-    exactly one of ``ScanResult.images`` and ``ScanResult.bad``.
+    exactly one of ``ScanResult.images`` and ``ScanResult.bad``. ``fit`` (height, width,
+    channels): also keep each readable file decoded as the pipeline decodes it for a model of
+    that input (:attr:`ScanResult.pixels`, :attr:`ScanResult.rows`).
     """
     paths = list(dict.fromkeys(os.fspath(p) for p in paths))
     if not paths:
         return ScanResult({}, {})
-    decoded = _decode_all(paths, num_parallel_calls)
+    decoded, pixels = _decode_all(paths, num_parallel_calls, fit)
     images = {p: decoded[p] for p in paths if p in decoded}
     failed = [p for p in paths if p not in decoded]
-    return ScanResult(images, _error_texts(failed))
+    rows = {p: i for i, p in enumerate(paths) if p in decoded} if pixels is not None else {}
+    return ScanResult(images, _error_texts(failed), pixels, rows)
 
 
 def probe(data):
@@ -75,23 +91,61 @@ def probe(data):
     return tf.reshape(image, shape4), shape4, head, tail
 
 
-def _probe(path):
-    """tf.data map function: path -> (path, [frames, height, width, channels], head, tail)."""
+def decode_with_info(data, height: int, width: int, channels: int) -> tuple:
+    """One file's bytes -> (uint8 [height, width, channels] exactly as
+    :func:`~graphcnn.data.pipeline.decode_file` makes it, and :func:`probe`'s native [frames,
+    h, w, c], header bytes and last byte); graph ops, which fail as the decoder fails.
+
+    Each file is decoded once: a JPEG straight to the model's channels (its native size and
+    channels come from its header); another format at its native channels, and a second time
+    by the decoder's own conversion only when those differ from the model's, as training
+    converts them.
+    """
     import tensorflow as tf
 
-    _, shape4, head, tail = probe(tf.io.read_file(path))
-    return path, shape4, head, tail
+    from graphcnn.data.pipeline import decode_image_bytes, fit_images
+
+    def jpeg():
+        head = tf.strings.substr(data, 0, HEADER_BYTES)
+        shape4 = tf.concat([[1], tf.io.extract_jpeg_shape(data)], axis=0)
+        return decode_image_bytes(data, channels), shape4, head, tf.strings.substr(data, tf.strings.length(data) - 1, 1)
+
+    def other():
+        native, shape4, head, tail = probe(data)
+        image = tf.cond(tf.equal(shape4[3], channels), lambda: native[0], lambda: decode_image_bytes(data, channels))
+        return image, shape4, head, tail
+
+    image, shape4, head, tail = tf.cond(tf.io.is_jpeg(data), jpeg, other)
+    image.set_shape([None, None, channels])
+    return fit_images(image, height, width, channels), shape4, head, tail
 
 
-def _decode_all(paths: list[str], num_parallel_calls: int) -> dict[str, ImageInfo]:
+def _probe(fit: tuple[int, int, int] | None):
+    """tf.data map function: (row, path) -> (row, path, [frames, height, width, channels], head,
+    tail), and with ``fit`` the image as :func:`graphcnn.data.pipeline.decode_file` makes it."""
+    import tensorflow as tf
+
+    def fn(row, path):
+        data = tf.io.read_file(path)
+        if fit is None:
+            return (row, path, *probe(data)[1:])
+        image, shape4, head, tail = decode_with_info(data, *fit)
+        return row, path, shape4, head, tail, image
+
+    return fn
+
+
+def _decode_all(paths: list[str], num_parallel_calls: int, fit: tuple[int, int, int] | None
+                ) -> tuple[dict[str, ImageInfo], np.ndarray | None]:
     import tensorflow as tf
 
     parallel = num_parallel_calls if num_parallel_calls > 0 else tf.data.AUTOTUNE
+    pixels = np.zeros((len(paths), *fit), np.uint8) if fit is not None else None
     graph = tf.Graph()
     with graph.as_default():
         dataset = (
-            tf.data.Dataset.from_tensor_slices([os.fsencode(p) for p in paths])
-            .map(_probe, num_parallel_calls=parallel)
+            tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), [os.fsencode(p) for p in paths]))
+            .map(_probe(fit), num_parallel_calls=parallel)
             .ignore_errors()  # drops failing files silently: the caller diffs the path sets
             .batch(_BATCH)
             .prefetch(2)
@@ -104,9 +158,12 @@ def _decode_all(paths: list[str], num_parallel_calls: int) -> dict[str, ImageInf
                     batch = session.run(next_batch)
                 except tf.errors.OutOfRangeError:
                     break
-                for path, shape, head, tail in zip(*batch):
+                rows, batch_paths, shapes, heads, tails = batch[:5]
+                for path, shape, head, tail in zip(batch_paths, shapes, heads, tails):
                     found[os.fsdecode(path)] = image_info(shape, head, tail)
-    return found
+                if pixels is not None:
+                    pixels[rows] = batch[5]
+    return found, pixels
 
 
 def image_info(shape, head: bytes, tail: bytes) -> ImageInfo:

@@ -6,7 +6,9 @@ Sources (``DataConfig.source``, the keys of :data:`SOURCES`; ``auto`` infers one
 * ``digits``: the embedded ``digits.png`` (5,000 MNIST digits, 20x20, 500 per class).
 * ``folder``: one subfolder per class; one tree split by fractions, a tree with
   ``training_set/`` and ``test_set/`` subtrees, or ``DataConfig.test_path`` for a test tree.
-  Every image file is decoded once by :func:`graphcnn.data.scan.scan_images`.
+  Every image file is decoded once by :func:`graphcnn.data.scan.scan_images`; given the
+  model's input size (``load_dataset(..., size=)``, as training does) and room in memory
+  (``data.cache``), that decode is kept, at the model's size, for training and evaluation.
 * ``idx``: MNIST-format IDX files (``train-*``, ``t10k-*``/``test-*``; raw or ``.gz``).
 * ``npz``: ``x_train, y_train[, x_test, y_test]`` (Keras' mnist.npz) or ``images, labels`` /
   ``X, y``; optional ``class_names``.
@@ -57,6 +59,9 @@ _IDX_LABELS_MAGIC = 0x00000801
 # at most 1.96*sqrt(0.25/n) (p = 0.5): within 5 points from n >= 385. Smaller validation and
 # test splits are warned about.
 MIN_EVALUATION_IMAGES = 385
+# data.cache = auto keeps a folder's decoded images (uint8, the model's size, every split) when
+# they take at most this much; training also copies the training split into the graph once
+KEEP_DECODED_BYTES = 1 << 30
 
 
 def accuracy_margin(n: int) -> float:
@@ -87,12 +92,14 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Split:
-    """One split: labels plus either decoded images or image files.
+    """One split: labels plus decoded images, image files, or both.
 
     labels: int64 ``[N]``, values in ``[0, num_classes)``.
-    images: uint8 ``[N, H, W, C]``, C = 1 or 3, at native size (not resized); or None.
-    paths: N image file paths, decoded later by the tf.data pipeline; or None.
-    Exactly one of ``images`` / ``paths`` is set.
+    images: uint8 ``[N, H, W, C]``, C = 1 or 3: arrays at their native size, or image files
+    decoded by the scan at the model's size; or None.
+    paths: N image file paths; or None. Without ``images`` they are decoded later by the
+    tf.data pipeline; with them they name the files the images were decoded from.
+    At least one of ``images`` / ``paths`` is set; wherever both are, ``images`` is what is read.
     """
 
     labels: np.ndarray
@@ -102,19 +109,18 @@ class Split:
     def __post_init__(self) -> None:
         labels = np.asarray(self.labels, dtype=np.int64)
         object.__setattr__(self, "labels", labels)
-        if (self.images is None) == (self.paths is None):
-            raise ValueError("Split: exactly one of images / paths must be set")
+        if self.images is None and self.paths is None:
+            raise ValueError("Split: images or paths must be set")
+        if self.paths is not None:
+            object.__setattr__(self, "paths", tuple(self.paths))
         if self.images is not None:
             if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] not in (1, 3):
                 raise ValueError(
                     f"Split.images must be uint8 [N, H, W, 1|3], got {self.images.dtype} {self.images.shape}"
                 )
-            count = len(self.images)
-        else:
-            object.__setattr__(self, "paths", tuple(self.paths))
-            count = len(self.paths)
-        if labels.ndim != 1 or len(labels) != count:
-            raise ValueError(f"Split: {len(labels)} labels for {count} images")
+        counts = {len(x) for x in (self.images, self.paths) if x is not None}
+        if labels.ndim != 1 or counts != {len(labels)}:
+            raise ValueError(f"Split: {len(labels)} labels for {max(counts)} images")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -170,7 +176,7 @@ class _Warnings(list):
 
 
 def load_dataset(cfg: DataConfig, channels: int, *, model_classes: Sequence[str] | None = None,
-                 log_warnings: bool = True) -> Dataset:
+                 log_warnings: bool = True, size: tuple[int, int] | None = None) -> Dataset:
     """Load and split the data described by ``cfg``.
 
     ``channels`` (1 or 3) is what the model wants; images are not converted here, but
@@ -182,6 +188,10 @@ def load_dataset(cfg: DataConfig, channels: int, *, model_classes: Sequence[str]
     small splits are not warned about (the evaluation states its own margin).
     ``log_warnings=False``: the warnings are only kept in :attr:`Dataset.warnings` (a
     report that prints them itself).
+    ``size`` (the model's input height and width; training): image files that fit in memory
+    (``data.cache``: ``memory``, or ``auto`` and at most :data:`KEEP_DECODED_BYTES`) come back
+    as arrays decoded by the scan at that size, beside their paths, so that no file is decoded
+    twice (the training pipeline then runs as for in-memory arrays).
     """
     source = cfg.source if cfg.source != "auto" else detect_source(cfg.path)
     try:
@@ -194,7 +204,7 @@ def load_dataset(cfg: DataConfig, channels: int, *, model_classes: Sequence[str]
         raise DataError(f"data.path: the {source} source needs a path")
     warnings = _Warnings(model_classes)
     try:
-        dataset = load(cfg, channels, warnings)
+        dataset = load(cfg, channels, warnings, **({"size": size} if source == "folder" and size else {}))
     except DataError as err:
         if warnings and not err.warnings:  # what was found before the error belongs to the report
             raise _collected(cfg.path, list(err.errors), list(warnings)) from None
@@ -772,8 +782,12 @@ def _load_idx(cfg: DataConfig, channels: int, warnings: _Warnings) -> Dataset:
 # folder
 
 
-def _load_folder(cfg: DataConfig, channels: int, warnings: _Warnings) -> Dataset:
-    """Walk the class folders and scan every file, collecting every problem before raising."""
+def _load_folder(cfg: DataConfig, channels: int, warnings: _Warnings, size: tuple[int, int] | None = None
+                 ) -> Dataset:
+    """Walk the class folders and scan every file, collecting every problem before raising.
+
+    ``size``: keep the scan's decode at that size as the splits' images when they fit
+    (:func:`load_dataset`)."""
     root = Path(cfg.path)
     if not root.is_dir():
         raise DataError(f"data.path: {root} is not a folder")
@@ -799,7 +813,13 @@ def _load_folder(cfg: DataConfig, channels: int, warnings: _Warnings) -> Dataset
     test_files = {c: _image_files(folder, warnings, errors) for c, folder in (test_classes or {}).items()}
     _check_disjoint(train_files, test_files, errors)
     all_files = [p for files in (*train_files.values(), *test_files.values()) for p in files]
-    result = scan.scan_images(all_files, cfg.num_parallel_calls)
+    fit = None
+    if size is not None and (cfg.cache == "memory" or (
+            cfg.cache == "auto" and len(all_files) * size[0] * size[1] * channels <= KEEP_DECODED_BYTES)):
+        fit = (size[0], size[1], channels)
+    result = scan.scan_images(all_files, cfg.num_parallel_calls, fit)
+    pixels, rows = result.pixels, result.rows
+    result = dataclasses.replace(result, pixels=None, rows={})  # the Dataset keeps the splits' copies only
     _report_bad_files(result.bad, cfg.strict, warnings, errors)
     for message in scan.conversion_warnings(result.images, channels):
         warnings.warn(message)
@@ -818,12 +838,16 @@ def _load_folder(cfg: DataConfig, channels: int, warnings: _Warnings) -> Dataset
     if errors:
         raise _collected(cfg.path, errors, list(warnings), scan=result, class_counts=counts)
 
+    def kept(files: Sequence[str], labels: np.ndarray) -> Split:
+        images = None if pixels is None else pixels[np.array([rows[f] for f in files], np.int64)]
+        return Split(labels, images=images, paths=tuple(files))
+
     def split(indices: np.ndarray) -> Split:
-        return Split(labels[indices], paths=tuple(paths[i] for i in indices))
+        return kept([paths[i] for i in indices], labels[indices])
 
     if test_root:
         test_paths, test_labels = _flatten(test_files, class_names)
-        test_split = Split(test_labels, paths=tuple(test_paths))
+        test_split = kept(test_paths, test_labels)
     else:
         test_split = split(test_i)
     return Dataset(name=f"folder {root}", class_names=class_names, train=split(train_i),

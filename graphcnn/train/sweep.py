@@ -81,12 +81,12 @@ def train_sweep(args: argparse.Namespace, resolve_config: Callable[[argparse.Nam
         raise exists from None
     print(f"sweep: {len(points)} runs under {parent}")
     summary = []
-    loaded = None  # (data config, channels), dataset: consecutive points with the same data share it
+    loaded = None  # (data config, channels, input size), dataset: consecutive points with the same data share it
     try:
         for i, (point, config) in enumerate(zip(points, configs)):
-            key = (config.data, config.model.channels)
+            key = (config.data, config.model.channels, config.model.input_size)
             if loaded is None or loaded[0] != key:
-                loaded = key, load_dataset(config.data, config.model.channels)
+                loaded = key, load_dataset(config.data, config.model.channels, size=config.model.input_size)
             with RunDir.starting(parent, run_name(point)) as run, run.lock():
                 print(f"[{i + 1}/{len(points)}] {run.root.name}")
                 result = train(config, run, progress=not args.no_progress, dataset=loaded[1])

@@ -101,7 +101,7 @@ def prepare(config: Config, run: RunDir | None, resume: bool, dataset: Dataset |
     training split; only the chief writes (``run`` is None on the others)."""
     tcfg = config.train
     if dataset is None:
-        dataset = load_dataset(config.data, config.model.channels)
+        dataset = load_dataset(config.data, config.model.channels, size=config.model.input_size)
     num_classes = len(dataset.class_names)
     # the step count of the whole run: a cluster's workers share the global step
     steps_per_epoch = max(1, len(dataset.train) // tcfg.batch_size)
@@ -123,6 +123,10 @@ def prepare(config: Config, run: RunDir | None, resume: bool, dataset: Dataset |
     log.info("data: %s; %d classes; train %d, validation %d, test %d; %d steps per epoch",
              dataset.name, num_classes, len(dataset.train), len(dataset.validation), len(dataset.test),
              steps_per_epoch)
+    if dataset.train.images is not None and dataset.train.paths is not None:
+        kept = sum(s.images.nbytes for s in (dataset.train, dataset.validation, dataset.test))
+        log.info("image files decoded once, by the data scan, and kept in memory: %.0f MB (data.cache = %s)",
+                 kept / 2**20, config.data.cache)
     batch_size = tcfg.batch_size
     if cluster is not None:
         dataset, batch_size = _worker_share(dataset, tcfg.batch_size, cluster)
@@ -447,11 +451,11 @@ def write_examples(directory: Path, split: Split, class_names: tuple[str, ...], 
     for i in chosen[:max_files]:
         safe = re.sub(r"[^\w.-]+", "_", class_names[split.labels[i]])  # "T-shirt/top" is no file name
         name = f"{i:05d}_true-{safe}"
-        if split.images is not None:
-            write_png(directory / f"{name}.png", split.images[i])
-        else:
+        if split.paths is not None:  # the file itself, as a user would give it to predict
             source = Path(split.paths[i])
             shutil.copyfile(source, directory / f"{name}{source.suffix.lower()}")
+        else:
+            write_png(directory / f"{name}.png", split.images[i])
 
 
 def train(config: Config, run: RunDir | None, *, resume: bool = False, progress: bool = True,
