@@ -26,13 +26,24 @@ class RecordingWriter:
         self.written.append((step, summary))
 
 
+class CountingSession:
+    def __init__(self, sess):
+        self.sess, self.runs = sess, 0
+
+    def run(self, *args, **kwargs):
+        self.runs += 1
+        return self.sess.run(*args, **kwargs)
+
+
 class FakeClock:
     """Counts the steps run_steps drives, one at a time, as StepClock does in one process."""
 
     crossed = StepClock.crossed
+    next_is_last = StepClock.next_is_last
 
-    def __init__(self):
+    def __init__(self, last: int = 0):
         self.step = self.previous = 0
+        self.last = last
 
 
 def run_steps(sess, hooks, clock, op, steps):
@@ -74,6 +85,24 @@ def test_summary_hook_rides_along_or_runs_alone_after_the_step():
             # along: read in the same run as the update; alone: after it, so it sees w = [5, 6, 7]
             assert after[:, 0].min() == pytest.approx(5.0) and after[:, 2].sum() == 3
             assert ridden[:, 2].sum() == 3
+
+
+def test_snapshots_ride_along_with_the_last_step_instead_of_running_after_it():
+    with tf.Graph().as_default():
+        w = tf.Variable([1.0, 2.0, 3.0])
+        update = w.assign_add([1.0, 1.0, 1.0])
+        op = histogram_summary("w", w.read_value())
+        with v1.Session() as sess:
+            sess.run(w.initializer)
+            for last, written in ((5, [1, 2, 4, 5]), (0, [1, 2, 4])):
+                clock = FakeClock(last)
+                hook = PeriodicSummaryHook(clock, op, 2, RecordingWriter())
+                run_steps(sess, [hook], clock, update, 5)
+                assert [s for s, _ in hook.writer.written] == written
+                counting = CountingSession(sess)
+                hook.end(counting)
+                # a known last step was snapshotted in the step itself: nothing runs after it
+                assert (counting.runs, hook.writer.written[-1][0]) == ((0, 5) if last else (1, 5))
 
 
 def test_image_hook_writes_exact_tags_with_its_feed():

@@ -49,10 +49,14 @@ class StepClock(v1.train.SessionRunHook):
     counted, so no hook pays for a read of the global step. ``shared``: other processes
     advance it too (asynchronous workers of a cluster), so it is read with every step, and a
     step may jump; periodic hooks then ask :meth:`crossed` rather than test ``step % every``.
+    ``last``: the run's last step (0: unknown), which the snapshots of step-time tensors ride
+    along with (:meth:`next_is_last`) instead of running once more after it.
     """
 
-    def __init__(self, global_step: tf.Variable, values: Mapping[str, tf.Tensor], shared: bool = False):
+    def __init__(self, global_step: tf.Variable, values: Mapping[str, tf.Tensor], shared: bool = False,
+                 last: int = 0):
         self._global_step = global_step
+        self.last = last
         self._fetches = dict(values)
         if shared:
             self._fetches["_global_step"] = global_step
@@ -70,6 +74,13 @@ class StepClock(v1.train.SessionRunHook):
         # the shared step is read while the update runs: before or after it, so at least + 1
         self.step = max(self.step + 1, int(run_values.results.get("_global_step", 0)))
         self.values = run_values.results
+
+    def next_is_last(self) -> bool:
+        """Whether the step about to run is the run's last: a snapshot due at the end rides
+        along with it (the gradient and activation histograms, the trace) rather than running
+        on its own after it, which took one more forward and backward pass and a new executor
+        for its fetches (2-3 s at the end of a cats_dogs_150 run, Zen 1)."""
+        return self.last > 0 and self.step + 1 == self.last
 
     def crossed(self, every: int, first: bool = False) -> bool:
         """Whether the last step passed a multiple of ``every`` (0 = never), or step 1 with
@@ -267,10 +278,11 @@ class CheckpointHook(v1.train.SessionRunHook):
 
 
 class TraceHook(v1.train.SessionRunHook):
-    """Every ``every`` steps, trace the real train step and attach it to the graph of ``train/``
-    as run metadata ``step<N>`` (TensorBoard then colours nodes by compute time and memory).
+    """Every ``every`` steps and at the run's last step, trace the real train step and attach it
+    to the graph of ``train/`` as run metadata ``step<N>`` (TensorBoard then colours nodes by
+    compute time and memory).
 
-    When training stops at a step with no trace, the forward and backward pass of one more batch
+    When training stops early at a step with no trace, the forward and backward pass of one more batch
     (``final_fetches`` with ``feed``; the update is not applied) is traced, so a short run shows
     one too.
     """
@@ -283,7 +295,8 @@ class TraceHook(v1.train.SessionRunHook):
         self._last = -1
 
     def before_run(self, run_context) -> SessionRunArgs | None:
-        self._tracing = due(self.clock.step + 1, self.every, first=False)
+        self._tracing = due(self.clock.step + 1, self.every, first=False) or (self.every > 0 and
+                                                                            self.clock.next_is_last())
         if self._tracing:
             return SessionRunArgs(None, options=_FULL_TRACE)
         return None
@@ -311,8 +324,8 @@ class PeriodicSummaryHook(v1.train.SessionRunHook):
     and write it.
 
     ``alone=False``: the op rides along with the train step (it needs the step's tensors:
-    gradients, activations); at the last step it runs on its own with ``feed`` (the training
-    feed: one more batch, no update). ``alone=True``: it runs on its own after the step (it
+    gradients, activations), the run's last step included; when training stops early it runs
+    on its own with ``feed`` (the training feed: one more batch, no update). ``alone=True``: it runs on its own after the step (it
     reads only variables, or ``feed``).
     """
 
@@ -325,7 +338,8 @@ class PeriodicSummaryHook(v1.train.SessionRunHook):
 
     def before_run(self, run_context) -> SessionRunArgs | None:
         # the next step's number is a guess when other workers advance it too: ride along when due
-        self._riding = not self.alone and due(self.clock.step + 1, self.every)
+        self._riding = not self.alone and (due(self.clock.step + 1, self.every)
+                                           or (self.every > 0 and self.clock.next_is_last()))
         return SessionRunArgs(self.op) if self._riding else None
 
     def after_run(self, run_context, run_values) -> None:

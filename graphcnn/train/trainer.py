@@ -308,7 +308,7 @@ def loop_hooks(config: Config, run: RunDir | None, data: Prepared, b: Built, sig
     count steps and stop with the chief; its stop hook comes last, after the final checkpoint."""
     tcfg, lcfg, g, task = config.train, config.log, b.g, data.cluster
     clock = StepClock(g.global_step, {"loss": g.loss, "accuracy": g.accuracy, "learning_rate": g.learning_rate},
-                      shared=task is not None and task.mode == "ps")
+                      shared=task is not None and task.mode == "ps", last=data.total_steps)
     if run is None:
         hooks = [clock, StopOnSignalHook(signals), *extra, cluster_stop_hook(task, b, clock, data.total_steps)]
         return LoopHooks(clock, hooks, None, None, None, None, None)
