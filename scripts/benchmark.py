@@ -118,7 +118,7 @@ def worker_trainer(opts: dict) -> dict:
             self.stamps.append(time.perf_counter())
 
     config = trainer_config(opts)
-    dataset = load_dataset(config.data, config.model.channels)
+    dataset = load_dataset(config.data, config.model.channels, size=config.model.input_size)
     timer = StepTimer()
     train(config, RunDir.create(opts["workdir"], opts["name"]), progress=False, dataset=dataset, hooks=[timer])
     batch, per_epoch = config.train.batch_size, max(1, len(dataset.train) // config.train.batch_size)
@@ -382,7 +382,7 @@ def report(results: dict[str, list[dict]], meta: dict) -> str:
            f"numpy {np.__version__}",
            f"- commit: {meta['commit']}" + (f"; reference {meta['ref']}: {meta['ref_commit']}" if meta["ref"] else ""),
            f"- {meta['rounds']} round(s), paths interleaved, order reversed every other round; training paths: "
-           f"{meta['warmup']} warm-up steps, then {meta['steps']} timed; digits preset"
+           f"{meta['warmup']} warm-up steps, then {meta['steps']} timed; {meta['preset']} preset"
            + ("; ab pinned: both sides at once, one CPU each, swapped every round" if meta["pinned"] else "")
            + (f", --set {' '.join(meta['set'])}" if meta["set"] else ""),
            f"- load average before / after: {meta['load_before']} / {meta['load_after']}; wall {meta['wall_s']:.0f} s"]
@@ -529,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": tree_commit(ROOT), "ref": str(args.ref_tree or (args.ref and f"--ref {args.ref}") or ""),
         "ref_commit": ref_commit, "rounds": args.rounds, "warmup": args.warmup, "steps": args.steps,
         "set": args.set, "ab_set": bench.ab_set, "pinned": args.pinned, "load_before": load_before,
+        "preset": args.preset,
         "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()), "wall_s": time.perf_counter() - start})
     print(text)
     if args.out:

@@ -3,16 +3,20 @@
 
     python scripts/make_folder_data.py /tmp/race --train 600 --test 200
     python scripts/folder_race.py /tmp/race [--epochs 3] [--rounds 2] [--paths graphcnn,keras,keras_onednn]
+                                            [--preset cats_dogs_150 | dog_breeds_vgg]
 
 Paths, each a fresh process timed from start to exit, run interleaved (A B C, C B A, ...):
 
-* ``graphcnn``: ``graphcnn train --preset cats_dogs_150 --data DIR`` with horizontal flips,
-  rotation 20 degrees and zoom 0.2, ``--set train.epochs=N``; its test accuracy from results.json.
+* ``graphcnn``: ``graphcnn train --preset cats_dogs_150 --data DIR`` (or ``--preset
+  dog_breeds_vgg``) with horizontal flips, rotation 20 degrees and zoom 0.2, ``--set
+  train.epochs=N``; its test accuracy from results.json.
 * ``keras``: the same job as a Keras 3 user writes it (``--keras-job`` runs it):
-  ``keras.utils.image_dataset_from_directory`` (150x150, batch 32, 20% for validation) with
-  ``cache()`` and ``prefetch``, ``RandomFlip``/``RandomRotation``/``RandomZoom`` layers, the same
-  net (conv32-pool-conv64-pool-conv128-pool, fc128, fc512, dropout 0.5), Adam 1e-3, the same
-  epochs, then ``evaluate`` on ``test_set/``; TF's defaults (TF_ENABLE_ONEDNN_OPTS unset).
+  ``keras.utils.image_dataset_from_directory`` (the preset's size, batch 32, 20% for validation)
+  with ``cache()`` and ``prefetch``, ``RandomFlip``/``RandomRotation``/``RandomZoom`` layers, the
+  same net (cats_dogs_150: conv32-pool-conv64-pool-conv128-pool, fc128, fc512, dropout 0.5 at
+  150x150; dog_breeds_vgg: conv32-conv32-pool-dropout 0.25-conv64-conv64-pool-dropout 0.25,
+  fc512, dropout 0.5 at 224x224), Adam 1e-3, the same epochs, then ``evaluate`` on
+  ``test_set/``; TF's defaults (TF_ENABLE_ONEDNN_OPTS unset).
 * ``keras_onednn``: the same with TF_ENABLE_ONEDNN_OPTS=1.
 
 Prints one line per run and the medians, and each run's peak resident memory.
@@ -39,28 +43,39 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULT = "RACE_RESULT "
 
 
-def tutorial_model(num_classes: int, augment: bool = False, activation: str | None = None):
-    """The Keras 3 tutorial's network on 150x150 RGB images; ``augment``: its flip, rotation and zoom."""
+SIZES = {"cats_dogs_150": 150, "dog_breeds_vgg": 224}  # --preset: the presets raced, and their input size
+
+
+def tutorial_model(num_classes: int, augment: bool = False, activation: str | None = None,
+                   preset: str = "cats_dogs_150"):
+    """The tutorial's network of ``preset`` in Keras 3; ``augment``: its flip, rotation and zoom."""
     import keras
     from keras import layers
 
+    def conv(filters):
+        return layers.Conv2D(filters, 3, padding="same", activation="relu")
+
     augmentation = [layers.RandomFlip("horizontal"), layers.RandomRotation(20 / 360), layers.RandomZoom(0.2)]
-    return keras.Sequential([
-        keras.Input((150, 150, 3)), layers.Rescaling(1 / 255), *(augmentation if augment else []),
-        layers.Conv2D(32, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
-        layers.Conv2D(64, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
-        layers.Conv2D(128, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
-        layers.Flatten(), layers.Dense(128, activation="relu"), layers.Dense(512, activation="relu"),
-        layers.Dropout(0.5), layers.Dense(num_classes, activation=activation),
-    ])
+    if preset == "dog_breeds_vgg":
+        body = [conv(32), conv(32), layers.MaxPooling2D(), layers.Dropout(0.25),
+                conv(64), conv(64), layers.MaxPooling2D(), layers.Dropout(0.25),
+                layers.Flatten(), layers.Dense(512, activation="relu"), layers.Dropout(0.5)]
+    else:
+        body = [conv(32), layers.MaxPooling2D(), conv(64), layers.MaxPooling2D(), conv(128), layers.MaxPooling2D(),
+                layers.Flatten(), layers.Dense(128, activation="relu"), layers.Dense(512, activation="relu"),
+                layers.Dropout(0.5)]
+    size = SIZES[preset]
+    return keras.Sequential([keras.Input((size, size, 3)), layers.Rescaling(1 / 255),
+                             *(augmentation if augment else []), *body,
+                             layers.Dense(num_classes, activation=activation)])
 
 
-def keras_job(data: Path, epochs: int, seed: int = 0) -> None:
+def keras_job(data: Path, epochs: int, seed: int = 0, preset: str = "cats_dogs_150") -> None:
     """The Keras 3 tutorial version of the job; prints the test accuracy."""
     import keras
 
     keras.utils.set_random_seed(seed)
-    kw = dict(image_size=(150, 150), batch_size=32, seed=seed, label_mode="int")
+    kw = dict(image_size=(SIZES[preset], SIZES[preset]), batch_size=32, seed=seed, label_mode="int")
     train = keras.utils.image_dataset_from_directory(data / "training_set", validation_split=0.2, subset="training",
                                                      **kw)
     val = keras.utils.image_dataset_from_directory(data / "training_set", validation_split=0.2, subset="validation",
@@ -69,7 +84,7 @@ def keras_job(data: Path, epochs: int, seed: int = 0) -> None:
     import tensorflow as tf
     num_classes = len(train.class_names)
     train, val = (d.cache().prefetch(tf.data.AUTOTUNE) for d in (train, val))
-    model = tutorial_model(num_classes, augment=True)
+    model = tutorial_model(num_classes, augment=True, preset=preset)
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     model.fit(train, validation_data=val, epochs=epochs, verbose=0)
@@ -89,8 +104,8 @@ def keras_predict_job(data: Path) -> None:
     print(RESULT + json.dumps({"images": int(probabilities.shape[0])}), flush=True)
 
 
-def command(path: str, data: Path, epochs: int, logdir: Path, i: int, run: Path | None = None
-            ) -> tuple[list[str], dict]:
+def command(path: str, data: Path, epochs: int, logdir: Path, i: int, run: Path | None = None,
+            preset: str = "cats_dogs_150") -> tuple[list[str], dict]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("TF_ENABLE_ONEDNN_OPTS", None)
     if path == "predict_graphcnn":
@@ -98,18 +113,19 @@ def command(path: str, data: Path, epochs: int, logdir: Path, i: int, run: Path 
     if path == "predict_keras":
         return [sys.executable, __file__, "--keras-predict-job", str(data)], env
     if path == "graphcnn":
-        argv = [sys.executable, "-m", "graphcnn", "train", "--preset", "cats_dogs_150", "--data", str(data),
+        argv = [sys.executable, "-m", "graphcnn", "train", "--preset", preset, "--data", str(data),
                 "--logdir", str(logdir), "--name", f"race{i}", "--no-progress", "--set", f"train.epochs={epochs}",
                 "--set", "data.validation_fraction=0.2", "--set", "data.augment.horizontal_flip=true",
                 "--set", "data.augment.rotation_range=20", "--set", "data.augment.zoom_range=0.2"]
         return argv, env
     if path == "keras_onednn":
         env["TF_ENABLE_ONEDNN_OPTS"] = "1"
-    return [sys.executable, __file__, "--keras-job", str(data), "--epochs", str(epochs)], env
+    return [sys.executable, __file__, "--keras-job", str(data), "--epochs", str(epochs), "--preset", preset], env
 
 
-def run_once(path: str, data: Path, epochs: int, logdir: Path, i: int, run: Path | None = None) -> dict:
-    argv, env = command(path, data, epochs, logdir, i, run)
+def run_once(path: str, data: Path, epochs: int, logdir: Path, i: int, run: Path | None = None,
+             preset: str = "cats_dogs_150") -> dict:
+    argv, env = command(path, data, epochs, logdir, i, run, preset)
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = proc.stdout.read()
@@ -135,26 +151,28 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--paths", default="graphcnn,keras,keras_onednn")
+    parser.add_argument("--preset", choices=sorted(SIZES), default="cats_dogs_150", help="the job's network")
     parser.add_argument("--predict", type=Path, metavar="RUN", help="race prediction over DIR with this run")
     parser.add_argument("--keras-job", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--keras-predict-job", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.keras_job:
-        keras_job(args.data, args.epochs)
+        keras_job(args.data, args.epochs, preset=args.preset)
         return 0
     if args.keras_predict_job:
         keras_predict_job(args.data)
         return 0
     paths = ["predict_graphcnn", "predict_keras"] if args.predict else args.paths.split(",")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; {args.data}; "
-          f"{args.epochs} epochs; {time.strftime('%Y-%m-%d %H:%M')}")
+    job = "predict" if args.predict else f"{args.preset}, {args.epochs} epochs"
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; {args.data}; {job}; "
+          f"{time.strftime('%Y-%m-%d %H:%M')}")
     results: dict[str, list[dict]] = {p: [] for p in paths}
     with tempfile.TemporaryDirectory() as logdir:
         i = 0
         for r in range(args.rounds):
             for path in (paths if r % 2 == 0 else list(reversed(paths))):
                 i += 1
-                res = run_once(path, args.data, args.epochs, Path(logdir), i, args.predict)
+                res = run_once(path, args.data, args.epochs, Path(logdir), i, args.predict, args.preset)
                 results[path].append(res)
                 print(f"round {r + 1} {path:16s} {res['seconds']:7.1f} s  test accuracy {res['test_accuracy']:.4f}  "
                       f"peak {res['peak_rss_mb']:.0f} MB {res.get('note', '')}", flush=True)
