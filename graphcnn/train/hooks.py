@@ -325,8 +325,8 @@ class PeriodicSummaryHook(v1.train.SessionRunHook):
 
     ``alone=False``: the op rides along with the train step (it needs the step's tensors:
     gradients, activations), the run's last step included; when training stops early it runs
-    on its own with ``feed`` (the training feed: one more batch, no update). ``alone=True``: it runs on its own after the step (it
-    reads only variables, or ``feed``).
+    on its own with ``feed`` (the training feed: one more batch, no update). ``alone=True``: it
+    runs on its own after the step (it reads only variables, or ``feed``).
     """
 
     def __init__(self, clock: StepClock, op: Any, every: int, writer: v1.summary.FileWriter,
