@@ -40,6 +40,7 @@ class FakeClock:
 
     crossed = StepClock.crossed
     next_is_last = StepClock.next_is_last
+    snapshot_due = StepClock.snapshot_due
 
     def __init__(self, last: int = 0):
         self.step = self.previous = 0

@@ -210,4 +210,4 @@ def test_a_folder_trains_from_memory_or_streamed_from_its_files(tmp_path, caplog
         results = json.loads((tmp_path / "logs" / cache / "results.json").read_text())
         assert results["global_step"] == 4 and results["test_count"] > 0
         examples = sorted(p.suffix for p in (tmp_path / "logs" / cache / "examples").iterdir())
-        assert set(examples) <= {".jpg", ".png", ".gif"}  # the files themselves, also when kept in memory
+        assert examples and set(examples) <= {".jpg", ".png", ".gif"}  # the files themselves, also when kept

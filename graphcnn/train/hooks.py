@@ -76,11 +76,15 @@ class StepClock(v1.train.SessionRunHook):
         self.values = run_values.results
 
     def next_is_last(self) -> bool:
-        """Whether the step about to run is the run's last: a snapshot due at the end rides
-        along with it (the gradient and activation histograms, the trace) rather than running
-        on its own after it, which took one more forward and backward pass and a new executor
-        for its fetches (2-3 s at the end of a cats_dogs_150 run, Zen 1)."""
+        """Whether the step about to run is the run's last."""
         return self.last > 0 and self.step + 1 == self.last
+
+    def snapshot_due(self, every: int, first: bool = True) -> bool:
+        """Whether a snapshot of the step's own tensors rides along with the step about to run:
+        every ``every`` steps (0 = never), at step 1 with ``first``, and at the run's last step,
+        rather than on its own after it, which took one more forward and backward pass and a
+        new executor for its fetches (2-3 s at the end of a cats_dogs_150 run, Zen 1)."""
+        return due(self.step + 1, every, first) or (every > 0 and self.next_is_last())
 
     def crossed(self, every: int, first: bool = False) -> bool:
         """Whether the last step passed a multiple of ``every`` (0 = never), or step 1 with
@@ -295,8 +299,7 @@ class TraceHook(v1.train.SessionRunHook):
         self._last = -1
 
     def before_run(self, run_context) -> SessionRunArgs | None:
-        self._tracing = due(self.clock.step + 1, self.every, first=False) or (self.every > 0 and
-                                                                            self.clock.next_is_last())
+        self._tracing = self.clock.snapshot_due(self.every, first=False)
         if self._tracing:
             return SessionRunArgs(None, options=_FULL_TRACE)
         return None
@@ -338,8 +341,7 @@ class PeriodicSummaryHook(v1.train.SessionRunHook):
 
     def before_run(self, run_context) -> SessionRunArgs | None:
         # the next step's number is a guess when other workers advance it too: ride along when due
-        self._riding = not self.alone and (due(self.clock.step + 1, self.every)
-                                           or (self.every > 0 and self.clock.next_is_last()))
+        self._riding = not self.alone and self.clock.snapshot_due(self.every)
         return SessionRunArgs(self.op) if self._riding else None
 
     def after_run(self, run_context, run_values) -> None:
