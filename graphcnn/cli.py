@@ -210,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="training vs validation loss/accuracy plots as PNG in <run>/report/")
     rp.add_argument("run", help="run directory")
     rp.add_argument("--raw", action="store_true", help="every logged training value, not interval means")
+    rp.add_argument("--compare", action="append", default=[], metavar="DIR",
+                    help="also draw report/compare.png: this run's per-epoch curves and test accuracy beside DIR's, "
+                         "another graphcnn run or a Keras TensorBoard(log_dir) folder (repeatable)")
 
     x = sub.add_parser("explain", help="Grad-CAM: a PNG per image of what made the network predict its class")
     x.add_argument("run", help="run directory, checkpoint folder or checkpoint prefix")
@@ -485,10 +488,20 @@ def cmd_filters(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from graphcnn.report import write_report
+    from graphcnn.report import write_comparison, write_report
 
+    # the comparison first: a folder it cannot read fails the command before any figure is written
+    compared = write_comparison(args.run, args.compare) if args.compare else None
     for path in write_report(args.run, raw=args.raw):
         print(path)
+    if compared:
+        path, runs = compared
+        print(path)
+        for run in runs:
+            accuracy = run.validation.get("accuracy")
+            last = f"validation accuracy {accuracy[1][-1]:.4f} at epoch {accuracy[0][-1]:g}" if accuracy else ""
+            test = f"test accuracy {run.test_accuracy:.4f}" if run.test_accuracy is not None else "no test accuracy"
+            print(f"  {run.label}: {', '.join(filter(None, (test, last)))}")
     return 0
 
 

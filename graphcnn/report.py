@@ -14,6 +14,10 @@ Writes into ``<run>/report/``:
   names from ``checkpoints/preprocessing.json``. Runs whose records have no ``confusion``: the
   last ``confusion_matrix`` image of the ``validation/`` events, as logged, and no per-class chart.
 
+With ``--compare`` (:func:`write_comparison`), also ``compare.png``: the per-epoch curves and
+test accuracy of this run beside other runs, graphcnn's or Keras's (a ``keras.callbacks.
+TensorBoard`` log folder), so that the same job run both ways can be read off one figure.
+
 Figures are ``matplotlib.figure.Figure`` objects rendered by the Agg canvas: no pyplot, so no
 global state and no display is touched.
 """
@@ -23,13 +27,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from graphcnn.run_dir import RunDir
+from graphcnn.run_dir import RunDir, RunDirError
 from graphcnn.tensorboard.events import read_images, read_scalars
 
 DPI = 100
@@ -236,3 +241,129 @@ def write_report(run_path: str | Path, raw: bool = False) -> list[Path]:
     if not written:
         raise ValueError(f"{run.root} has no metrics yet (metrics.jsonl and train/ events are empty)")
     return written
+
+
+# ------------------------------------------------------------------------ comparison
+
+Curve = tuple[np.ndarray, np.ndarray]  # (epochs float [N], values float [N])
+
+
+class RunCurves(NamedTuple):
+    """One run's per-epoch curves and test accuracy, whichever tool trained it."""
+
+    label: str
+    train: dict[str, Curve]  # "loss" / "accuracy" -> per-epoch training figure
+    validation: dict[str, Curve]
+    test_accuracy: float | None  # None: not recorded
+
+
+def _graphcnn_curves(run: RunDir, label: str) -> RunCurves:
+    records = [r for r in run.read_metrics() if r.get("split") == "validation" and "epoch" in r]
+    if not records:
+        raise ValueError(f"{run.root} has no validation records with an epoch in metrics.jsonl yet")
+    steps = [int(r["step"]) for r in records]
+    epoch_of = {int(r["step"]): float(r["epoch"]) for r in records}
+    train_scalars = read_scalars(run.train_logs)
+    train, validation = {}, {}
+    for metric in ("loss", "accuracy"):
+        kept = [r for r in records if metric in r]
+        if kept:
+            validation[metric] = (np.array([float(r["epoch"]) for r in kept]), np.array([r[metric] for r in kept]))
+        if train_scalars.get(metric):
+            # the mean over each evaluation interval: what Keras logs as an epoch's training figure
+            at, means = _interval_means(train_scalars[metric], steps)
+            train[metric] = (np.array([epoch_of[int(s)] for s in at]), means)
+    results = json.loads(run.results.read_text()) if run.results.is_file() else {}
+    return RunCurves(label, train, validation, results.get("test_accuracy"))
+
+
+def _keras_curves(folder: Path, label: str) -> RunCurves:
+    def per_epoch(subfolder: str) -> dict[str, Curve]:
+        scalars, curves = read_scalars(folder / subfolder), {}
+        for metric in ("loss", "accuracy"):
+            if scalars.get(f"epoch_{metric}"):
+                steps, values = _points(scalars[f"epoch_{metric}"])
+                curves[metric] = (steps + 1.0, values)
+        return curves
+
+    train, validation = per_epoch("train"), per_epoch("validation")
+    if not train and not validation:
+        raise ValueError(f"{folder} is neither a graphcnn run directory (no config.json) nor a Keras TensorBoard "
+                         "log folder (train/ or validation/ events with epoch_loss or epoch_accuracy)")
+    results = folder / "results.json"
+    test = json.loads(results.read_text()).get("test_accuracy") if results.is_file() else None
+    return RunCurves(label, train, validation, test)
+
+
+def read_curves(path: str | Path, label: str = "") -> RunCurves:
+    """The per-epoch curves of a graphcnn run directory or of a Keras ``TensorBoard(log_dir)`` folder.
+
+    graphcnn: validation from ``metrics.jsonl`` (each record's ``epoch``), training as the mean
+    of the ``train/`` scalars over each evaluation interval, test accuracy from ``results.json``.
+    Keras: ``epoch_loss`` / ``epoch_accuracy`` of ``train/`` and ``validation/`` (Keras writes
+    epoch e at step e - 1); the test accuracy from a ``results.json`` beside them
+    (``{"test_accuracy": ...}``) when the script wrote one: Keras's callback logs ``evaluate``
+    at the step of the last validation, so the events cannot tell the two apart.
+    """
+    path = Path(path)
+    label = label or path.name
+    try:
+        return _graphcnn_curves(RunDir.open(path), label)
+    except RunDirError:
+        if not path.is_dir():
+            raise ValueError(f"{path} is not a folder") from None
+        return _keras_curves(path, label)
+
+
+def comparison_figure(runs: Sequence[RunCurves]) -> Figure:
+    """Accuracy and loss by epoch (validation solid with markers, training dashed, one colour per
+    run) and the test accuracies as bars, side by side."""
+    figure = Figure(figsize=(16, 5), layout="constrained")
+    accuracy_axis, loss_axis, test_axis = figure.subplots(1, 3, width_ratios=[1.0, 1.0, 0.6])
+    last = 1.0
+    for i, run in enumerate(runs):
+        for axis, metric in ((accuracy_axis, "accuracy"), (loss_axis, "loss")):
+            for curves, style, what in ((run.validation, "-", "validation"), (run.train, "--", "train")):
+                if metric in curves:
+                    epochs, values = curves[metric]
+                    axis.plot(epochs, values, style, color=f"C{i}", marker="o" if what == "validation" else None,
+                              markersize=4, linewidth=1.8 if what == "validation" else 1.2,
+                              label=f"{run.label} {what}")
+                    last = max(last, float(epochs.max()))
+    for axis, metric in ((accuracy_axis, "accuracy"), (loss_axis, "loss")):
+        axis.set_xlim(0, last * 1.04)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(metric)
+        axis.set_title(f"{metric} by epoch")
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=8)
+    rows = np.arange(len(runs))
+    tests = [run.test_accuracy for run in runs]
+    bars = test_axis.barh(rows, [t or 0.0 for t in tests], color=[f"C{i}" for i in rows])
+    test_axis.bar_label(bars, [f"{t:.4f}" if t is not None else "not recorded" for t in tests], padding=4)
+    test_axis.set_yticks(rows, [run.label for run in runs])
+    test_axis.invert_yaxis()  # the first run on top, as in the legends
+    test_axis.set_xlim(0, 1.3)  # room right of a bar at 1.0 for its value
+    test_axis.set_xticks(np.linspace(0.0, 1.0, 6))
+    test_axis.set_xlabel("test accuracy")
+    test_axis.set_title("test accuracy")
+    test_axis.grid(True, axis="x", alpha=0.3)
+    return figure
+
+
+def write_comparison(run_path: str | Path, others: Sequence[str | Path]) -> tuple[Path, list[RunCurves]]:
+    """Draw the run at ``run_path`` beside ``others`` (graphcnn runs or Keras TensorBoard log
+    folders, see :func:`read_curves`) into ``<run>/report/compare.png``; labels are the folder
+    names (numbered where two are the same). Returns the path and the curves drawn."""
+    run = RunDir.open(run_path)
+    paths = [run.root, *(Path(p) for p in others)]
+    names = [p.resolve().name for p in paths]
+    labels = [name if names.count(name) == 1 else f"{name} ({i + 1})" for i, name in enumerate(names)]
+    runs = [read_curves(p, label) for p, label in zip(paths, labels)]
+    run.report.mkdir(exist_ok=True)
+    figure = comparison_figure(runs)
+    FigureCanvasAgg(figure)
+    out = run.report / "compare.png"
+    figure.savefig(out, dpi=DPI)
+    return out, runs

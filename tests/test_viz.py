@@ -465,7 +465,8 @@ def _report_run(root: Path, with_confusion: bool = True) -> Path:
     (root / "checkpoints" / "preprocessing.json").write_text(json.dumps({"class_names": names}))
     records = []
     for i, step in enumerate((10, 20, 30)):
-        record = {"split": "validation", "step": step, "loss": 1.0 / (i + 1), "accuracy": 0.5 + 0.1 * i}
+        record = {"split": "validation", "step": step, "epoch": step / 10, "loss": 1.0 / (i + 1),
+                  "accuracy": 0.5 + 0.1 * i}  # ten steps an epoch
         if with_confusion:
             record["confusion"] = [[8 + i, 2 - i, 0], [1, 9, 0], [0, 3, 7]]
         records.append(record)
@@ -512,6 +513,64 @@ def test_write_report_of_an_empty_run_fails(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="no metrics"):
         write_report(tmp_path)
+
+
+def _keras_log_folder(folder: Path, epochs: int = 3) -> None:
+    """A Keras 3 fit's TensorBoard(log_dir) folder, written by the callback itself, and the
+    results.json a script writes beside it."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).random((64, 6, 6, 1), np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0.5).astype(np.int64)
+    model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Flatten(), keras.layers.Dense(2)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(x, y, validation_split=0.25, epochs=epochs, verbose=0,
+              callbacks=[keras.callbacks.TensorBoard(str(folder), write_graph=False, profile_batch=0)])
+    (folder / "results.json").write_text(json.dumps({"test_accuracy": 0.625}))
+
+
+def test_report_compares_a_run_with_a_keras_log_folder(tmp_path, capsys):
+    from graphcnn import cli
+    from graphcnn.report import read_curves
+
+    run = _report_run(tmp_path / "graphcnn")
+    (run / "results.json").write_text(json.dumps({"test_accuracy": 0.7}))
+    _keras_log_folder(tmp_path / "keras")
+
+    mine = read_curves(run)
+    assert mine.label == "graphcnn" and mine.test_accuracy == 0.7
+    np.testing.assert_allclose(mine.validation["accuracy"][0], [1, 2, 3])
+    np.testing.assert_allclose(mine.validation["accuracy"][1], [0.5, 0.6, 0.7])
+    np.testing.assert_allclose(mine.train["loss"][0], [1, 2, 3])  # interval means, at each evaluation's epoch
+    np.testing.assert_allclose(mine.train["loss"][1][0], np.mean([2.0 / s for s in range(1, 11)]))
+    keras_run = read_curves(tmp_path / "keras")
+    assert keras_run.test_accuracy == 0.625
+    for curves in (keras_run.train, keras_run.validation):
+        assert set(curves) == {"loss", "accuracy"}
+        np.testing.assert_allclose(curves["accuracy"][0], [1, 2, 3])  # Keras writes epoch e at step e - 1
+
+    assert cli.main(["report", str(run), "--compare", str(tmp_path / "keras")]) == 0
+    out = capsys.readouterr().out
+    assert str(run / "report" / "compare.png") in out
+    assert "graphcnn: test accuracy 0.7000, validation accuracy 0.7000 at epoch 3" in out
+    assert "keras: test accuracy 0.6250, validation accuracy" in out
+    with Image.open(run / "report" / "compare.png") as image:
+        assert image.size == (1600, 500)
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    for color in ([31, 119, 180], [255, 127, 14]):  # C0 (graphcnn) and C1 (keras): curves and bars
+        assert (np.abs(pixels - color).sum(axis=2) < 30).sum() > 500
+
+
+def test_report_compare_refuses_a_folder_it_cannot_read_before_writing(tmp_path, capsys):
+    from graphcnn import cli
+
+    run = _report_run(tmp_path / "run")
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["report", str(run), "--compare", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("graphcnn: error: ") and str(tmp_path / "empty") in err and len(err.splitlines()) == 1
+    assert not (run / "report").exists()  # nothing written
 
 
 def test_precision_recall():
