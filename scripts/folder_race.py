@@ -2,7 +2,7 @@
 """The tutorials' real job, start to exit: train on a JPEG class-folder tree, graphcnn against Keras.
 
     python scripts/make_folder_data.py /tmp/race --train 600 --test 200
-    python scripts/folder_race.py /tmp/race [--epochs 3] [--rounds 2] [--paths graphcnn,keras,keras_onednn]
+    python scripts/folder_race.py /tmp/race [--epochs 3] [--rounds 2] [--paths graphcnn,keras,keras_onednn,keras2]
                                             [--preset cats_dogs_150 | dog_breeds_vgg]
 
 Paths, each a fresh process timed from start to exit, run interleaved (A B C, C B A, ...):
@@ -18,8 +18,17 @@ Paths, each a fresh process timed from start to exit, run interleaved (A B C, C 
   fc512, dropout 0.5 at 224x224), Adam 1e-3, the same epochs, then ``evaluate`` on
   ``test_set/``; TF's defaults (TF_ENABLE_ONEDNN_OPTS unset).
 * ``keras_onednn``: the same with TF_ENABLE_ONEDNN_OPTS=1.
+* ``keras2``: the job as the Keras 2 tutorials write it, with ``tf_keras`` (``pip install
+  tf_keras scipy``: benchmark-only, not graphcnn's dependencies): ``ImageDataGenerator(rescale,
+  rotation_range=20, zoom_range=0.2, horizontal_flip, validation_split=0.2)
+  .flow_from_directory`` for training and validation, a plain rescaling one for ``test_set/``,
+  the same net without the preprocessing layers; TF's defaults.
 
-Prints one line per run and the medians, and each run's peak resident memory.
+Prints one line per run and the medians, and each run's peak resident memory. ``--keep DIR``
+keeps every run in DIR (``graphcnn-r1``, a graphcnn run directory; ``keras-r1``, the Keras
+job's ``TensorBoard`` log folder with a results.json of its test accuracy) and draws each
+round side by side with ``graphcnn report graphcnn-rN --compare keras-rN ...``
+(``graphcnn-rN/report/compare.png``).
 
 ``--predict RUN`` races prediction instead, over the files of DIR (all its images, any depth):
 ``graphcnn predict RUN DIR --stats`` against a Keras 3 user's ``model.predict`` on
@@ -47,10 +56,14 @@ SIZES = {"cats_dogs_150": 150, "dog_breeds_vgg": 224}  # --preset: the presets r
 
 
 def tutorial_model(num_classes: int, augment: bool = False, activation: str | None = None,
-                   preset: str = "cats_dogs_150"):
-    """The tutorial's network of ``preset`` in Keras 3; ``augment``: its flip, rotation and zoom."""
-    import keras
-    from keras import layers
+                   preset: str = "cats_dogs_150", keras=None):
+    """The tutorial's network of ``preset`` in Keras 3 (or the ``keras`` module given, such as
+    tf_keras, without the rescaling and augmentation layers: its generator does both);
+    ``augment``: its flip, rotation and zoom."""
+    preprocess = keras is None
+    if keras is None:
+        import keras
+    layers = keras.layers
 
     def conv(filters):
         return layers.Conv2D(filters, 3, padding="same", activation="relu")
@@ -65,13 +78,14 @@ def tutorial_model(num_classes: int, augment: bool = False, activation: str | No
                 layers.Flatten(), layers.Dense(128, activation="relu"), layers.Dense(512, activation="relu"),
                 layers.Dropout(0.5)]
     size = SIZES[preset]
-    return keras.Sequential([keras.Input((size, size, 3)), layers.Rescaling(1 / 255),
-                             *(augmentation if augment else []), *body,
+    preprocessing = [layers.Rescaling(1 / 255), *(augmentation if augment else [])] if preprocess else []
+    return keras.Sequential([keras.Input((size, size, 3)), *preprocessing, *body,
                              layers.Dense(num_classes, activation=activation)])
 
 
-def keras_job(data: Path, epochs: int, seed: int = 0, preset: str = "cats_dogs_150") -> None:
-    """The Keras 3 tutorial version of the job; prints the test accuracy."""
+def keras_job(data: Path, epochs: int, seed: int = 0, preset: str = "cats_dogs_150", logs: Path | None = None) -> None:
+    """The Keras 3 tutorial version of the job; prints the test accuracy. ``logs``: also write the
+    fit's TensorBoard logs there, as a Keras user does, and the test accuracy as results.json."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -87,9 +101,37 @@ def keras_job(data: Path, epochs: int, seed: int = 0, preset: str = "cats_dogs_1
     model = tutorial_model(num_classes, augment=True, preset=preset)
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
-    model.fit(train, validation_data=val, epochs=epochs, verbose=0)
+    fit_and_test(keras, model, train, val, test, epochs, logs)
+
+
+def fit_and_test(keras, model, train, val, test, epochs: int, logs: Path | None) -> None:
+    """``fit`` then ``evaluate`` on the test split, printing its accuracy; with ``logs``, the fit's
+    TensorBoard logs there (as a Keras user writes them) and the test accuracy as results.json."""
+    callbacks = [keras.callbacks.TensorBoard(str(logs), write_graph=False, profile_batch=0)] if logs else []
+    model.fit(train, validation_data=val, epochs=epochs, verbose=0, callbacks=callbacks)
     _, accuracy = model.evaluate(test, verbose=0)
+    if logs:
+        (logs / "results.json").write_text(json.dumps({"test_accuracy": float(accuracy)}) + "\n")
     print(RESULT + json.dumps({"test_accuracy": float(accuracy)}), flush=True)
+
+
+def keras2_job(data: Path, epochs: int, seed: int = 0, preset: str = "cats_dogs_150", logs: Path | None = None) -> None:
+    """The Keras 2 tutorials' version of the job (tf_keras, ImageDataGenerator); prints the test accuracy."""
+    import tf_keras
+    from tf_keras.preprocessing.image import ImageDataGenerator
+
+    tf_keras.utils.set_random_seed(seed)
+    augmenting = ImageDataGenerator(rescale=1 / 255, rotation_range=20, zoom_range=0.2, horizontal_flip=True,
+                                    validation_split=0.2)
+    rescaling = ImageDataGenerator(rescale=1 / 255, validation_split=0.2)
+    kw = dict(target_size=(SIZES[preset], SIZES[preset]), batch_size=32, class_mode="sparse", seed=seed)
+    train = augmenting.flow_from_directory(data / "training_set", subset="training", **kw)
+    val = rescaling.flow_from_directory(data / "training_set", subset="validation", **kw)
+    test = ImageDataGenerator(rescale=1 / 255).flow_from_directory(data / "test_set", shuffle=False, **kw)
+    model = tutorial_model(train.num_classes, preset=preset, keras=tf_keras)
+    model.compile(tf_keras.optimizers.Adam(1e-3), tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    fit_and_test(tf_keras, model, train, val, test, epochs, logs)
 
 
 def keras_predict_job(data: Path) -> None:
@@ -104,8 +146,8 @@ def keras_predict_job(data: Path) -> None:
     print(RESULT + json.dumps({"images": int(probabilities.shape[0])}), flush=True)
 
 
-def command(path: str, data: Path, epochs: int, logdir: Path, i: int, run: Path | None = None,
-            preset: str = "cats_dogs_150") -> tuple[list[str], dict]:
+def command(path: str, data: Path, epochs: int, logdir: Path, name: str, run: Path | None = None,
+            preset: str = "cats_dogs_150", keep: bool = False) -> tuple[list[str], dict]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("TF_ENABLE_ONEDNN_OPTS", None)
     if path == "predict_graphcnn":
@@ -114,18 +156,20 @@ def command(path: str, data: Path, epochs: int, logdir: Path, i: int, run: Path 
         return [sys.executable, __file__, "--keras-predict-job", str(data)], env
     if path == "graphcnn":
         argv = [sys.executable, "-m", "graphcnn", "train", "--preset", preset, "--data", str(data),
-                "--logdir", str(logdir), "--name", f"race{i}", "--no-progress", "--set", f"train.epochs={epochs}",
+                "--logdir", str(logdir), "--name", name, "--no-progress", "--set", f"train.epochs={epochs}",
                 "--set", "data.validation_fraction=0.2", "--set", "data.augment.horizontal_flip=true",
                 "--set", "data.augment.rotation_range=20", "--set", "data.augment.zoom_range=0.2"]
         return argv, env
     if path == "keras_onednn":
         env["TF_ENABLE_ONEDNN_OPTS"] = "1"
-    return [sys.executable, __file__, "--keras-job", str(data), "--epochs", str(epochs), "--preset", preset], env
+    job = "--keras2-job" if path == "keras2" else "--keras-job"
+    logs = ["--logs", str(logdir / name)] if keep else []
+    return [sys.executable, __file__, job, str(data), "--epochs", str(epochs), "--preset", preset, *logs], env
 
 
-def run_once(path: str, data: Path, epochs: int, logdir: Path, i: int, run: Path | None = None,
-             preset: str = "cats_dogs_150") -> dict:
-    argv, env = command(path, data, epochs, logdir, i, run, preset)
+def run_once(path: str, data: Path, epochs: int, logdir: Path, name: str, run: Path | None = None,
+             preset: str = "cats_dogs_150", keep: bool = False) -> dict:
+    argv, env = command(path, data, epochs, logdir, name, run, preset, keep)
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = proc.stdout.read()
@@ -138,7 +182,7 @@ def run_once(path: str, data: Path, epochs: int, logdir: Path, i: int, run: Path
     if path.startswith("predict"):
         result["note"] = " ".join(line for line in out.splitlines() if line.startswith(RESULT) or "images/s" in line)
     elif path == "graphcnn":
-        result["test_accuracy"] = json.loads((logdir / f"race{i}" / "results.json").read_text())["test_accuracy"]
+        result["test_accuracy"] = json.loads((logdir / name / "results.json").read_text())["test_accuracy"]
     else:
         line = next(line for line in out.splitlines() if line.startswith(RESULT))
         result["test_accuracy"] = json.loads(line[len(RESULT):])["test_accuracy"]
@@ -153,11 +197,18 @@ def main() -> int:
     parser.add_argument("--paths", default="graphcnn,keras,keras_onednn")
     parser.add_argument("--preset", choices=sorted(SIZES), default="cats_dogs_150", help="the job's network")
     parser.add_argument("--predict", type=Path, metavar="RUN", help="race prediction over DIR with this run")
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the runs here and draw each round's "
+                        "curves side by side (graphcnn report --compare)")
+    parser.add_argument("--logs", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--keras-job", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--keras2-job", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--keras-predict-job", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.keras_job:
-        keras_job(args.data, args.epochs, preset=args.preset)
+        keras_job(args.data, args.epochs, preset=args.preset, logs=args.logs)
+        return 0
+    if args.keras2_job:
+        keras2_job(args.data, args.epochs, preset=args.preset, logs=args.logs)
         return 0
     if args.keras_predict_job:
         keras_predict_job(args.data)
@@ -167,12 +218,14 @@ def main() -> int:
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; {args.data}; {job}; "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
     results: dict[str, list[dict]] = {p: [] for p in paths}
-    with tempfile.TemporaryDirectory() as logdir:
-        i = 0
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as temporary:
+        logdir = args.keep or Path(temporary)
         for r in range(args.rounds):
             for path in (paths if r % 2 == 0 else list(reversed(paths))):
-                i += 1
-                res = run_once(path, args.data, args.epochs, Path(logdir), i, args.predict, args.preset)
+                res = run_once(path, args.data, args.epochs, logdir, f"{path}-r{r + 1}", args.predict, args.preset,
+                               keep=bool(args.keep))
                 results[path].append(res)
                 print(f"round {r + 1} {path:16s} {res['seconds']:7.1f} s  test accuracy {res['test_accuracy']:.4f}  "
                       f"peak {res['peak_rss_mb']:.0f} MB {res.get('note', '')}", flush=True)
@@ -184,6 +237,12 @@ def main() -> int:
     for path in paths[1:]:
         other = statistics.median(r["seconds"] for r in results[path])
         print(f"{path} / {paths[0]} (time): {other / base:.2f}x")
+    if args.keep and "graphcnn" in paths and not args.predict:
+        for r in range(args.rounds):
+            others = [str(args.keep / f"{p}-r{r + 1}") for p in paths if p != "graphcnn"]
+            compare = [a for other in others for a in ("--compare", other)]
+            subprocess.run([sys.executable, "-m", "graphcnn", "report", str(args.keep / f"graphcnn-r{r + 1}"),
+                            *compare], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     return 0
 
 

@@ -1,0 +1,48 @@
+"""Smoke test of scripts/folder_race.py on a tiny JPEG class-folder tree: each path runs start to
+exit, and ``--keep`` leaves the runs and draws them side by side with ``graphcnn report
+--compare``. It never checks speed."""
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "folder_race.py"
+
+
+def _jpeg_tree(root: Path, per_class: dict[str, int]) -> None:
+    """training_set/ and test_set/ with two classes told apart by brightness, 60-90 px JPEGs."""
+    rng = np.random.default_rng(0)
+    for split, count in per_class.items():
+        for k, name in enumerate(("cat", "dog")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                side = int(rng.integers(60, 90))
+                pixels = rng.integers(0, 100, (side, side, 3)) + 120 * k
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.jpg", quality=90)
+
+
+@pytest.mark.slow
+def test_folder_race_keeps_its_runs_and_draws_them_side_by_side(tmp_path):
+    data, keep = tmp_path / "data", tmp_path / "keep"
+    _jpeg_tree(data, {"training_set": 20, "test_set": 5})
+    paths = ["graphcnn", "keras"] + (["keras2"] if importlib.util.find_spec("tf_keras") else [])
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(data), "--epochs", "1", "--rounds", "1",
+                           "--paths", ",".join(paths), "--keep", str(keep)],
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for path in paths:
+        assert re.search(rf"^round 1 {path} +[\d.]+ s  test accuracy (0|1)\.\d{{4}}  peak \d+ MB", proc.stdout, re.M)
+        assert (keep / f"{path}-r1").is_dir()
+    assert (keep / "keras-r1" / "results.json").is_file()  # the Keras job's test accuracy, for the figure
+    assert (keep / "graphcnn-r1" / "report" / "compare.png").is_file()
+    for path in paths:
+        assert re.search(rf"^  {path}-r1: test accuracy [\d.]+, validation accuracy [\d.]+ at epoch 1$",
+                         proc.stdout, re.M), path
