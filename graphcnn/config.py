@@ -86,13 +86,15 @@ class AugmentConfig:
     contrast_range: float = 0.0  # contrast factor uniform in [1 - r, 1 + r]
     fill_mode: str = "nearest"  # nearest | constant | reflect | wrap
     cval: float = 0.0  # fill value for fill_mode=constant, in [0, 1] pixel units
+    erasing: float = 0.0  # probability that a rectangle of the image becomes noise (random erasing)
+    erasing_area: tuple[float, ...] = (0.02, 0.4)  # (low, high): the rectangle's share of the image's area
 
     @property
     def enabled(self) -> bool:
         return bool(
             self.horizontal_flip or self.vertical_flip or self.rotation_range or self.width_shift_range
             or self.height_shift_range or self.shear_range or self.zoom_range
-            or self.brightness_range or self.contrast_range
+            or self.brightness_range or self.contrast_range or self.erasing
         )
 
 

@@ -65,9 +65,11 @@ def test_disabled_returns_input_unchanged_without_ops():
         AugmentConfig(contrast_range=0.5),
         AugmentConfig(horizontal_flip=True, rotation_range=20, width_shift_range=0.1, height_shift_range=0.1,
                       shear_range=10, zoom_range=0.1, brightness_range=(0.8, 1.2), contrast_range=0.2,
-                      fill_mode="reflect"),
+                      fill_mode="reflect", erasing=0.5),
+        AugmentConfig(erasing=1.0),
     ],
-    ids=["hflip", "vflip", "rotation", "wshift", "hshift", "shear", "zoom", "brightness", "contrast", "all"],
+    ids=["hflip", "vflip", "rotation", "wshift", "hshift", "shear", "zoom", "brightness", "contrast", "all",
+         "erasing"],
 )
 @pytest.mark.parametrize("channels", [1, 3])
 def test_shape_dtype_range_and_change(cfg, channels):
@@ -249,3 +251,39 @@ def test_unknown_fill_mode_lists_the_registered_ones():
     with pytest.raises(UnknownChoiceError, match=f"unknown fill mode 'mirror'; choices: {', '.join(FILL_MODES)}$"):
         run_augment(images, AugmentConfig(rotation_range=10.0, fill_mode="mirror"))
     assert tuple(FILL_MODES) == ("nearest", "constant", "reflect", "wrap")
+
+
+def test_erasing_replaces_one_rectangle_of_the_area_asked_with_noise():
+    images = np.full((200, 20, 30, 3), 0.5, np.float32)  # noise never equals 0.5 exactly in all 3 channels
+    with tf.Graph().as_default():
+        out = augment_batch(tf.constant(images), AugmentConfig(erasing=1.0, erasing_area=(0.05, 0.3)),
+                            tf.constant([1, 2], tf.int64))
+        with tf.compat.v1.Session() as sess:
+            out = sess.run(out)
+    changed = (out != 0.5).all(axis=3)  # [B, H, W]
+    shares = []
+    for mask in changed:
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        assert mask.sum() == len(rows) * len(cols)  # one filled rectangle
+        assert np.all(np.diff(rows) == 1) and np.all(np.diff(cols) == 1)
+        shares.append(mask.mean())
+    # the area share asked for, give or take the rounding of the sides and the clipping to the image
+    assert 0.02 <= min(shares) and max(shares) <= 0.36
+    assert np.std(shares) > 0.03  # drawn per image
+    assert 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_erasing_probability_and_validation():
+    images = np.full((400, 8, 8, 1), 0.5, np.float32)
+    with tf.Graph().as_default():
+        out = augment_batch(tf.constant(images), AugmentConfig(erasing=0.25), tf.constant([3, 4], tf.int64))
+        with tf.compat.v1.Session() as sess:
+            out = sess.run(out)
+    erased = (out != 0.5).any(axis=(1, 2, 3)).mean()
+    assert 0.18 < erased < 0.32  # 400 draws at p = 0.25: 4 standard deviations either side
+    assert AugmentConfig(erasing=0.5).enabled and not AugmentConfig().enabled
+    with tf.Graph().as_default():
+        with pytest.raises(ValueError, match="augment.erasing: a probability"):
+            augment_batch(tf.constant(images), AugmentConfig(erasing=1.5), 0)
+        with pytest.raises(ValueError, match="augment.erasing_area"):
+            augment_batch(tf.constant(images), AugmentConfig(erasing=0.5, erasing_area=(0.5, 0.2)), 0)

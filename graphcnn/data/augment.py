@@ -3,7 +3,8 @@
 :func:`augment_batch` works on a whole batch at once. Flips, rotation, shifts, shear and
 zoom are composed into one projective transform per image (about the image centre) and
 applied by a single ``ImageProjectiveTransformV3`` op on the batch; brightness and
-contrast are per-image elementwise ops applied after it.
+contrast are per-image elementwise ops applied after it, and random erasing (Zhong et al.
+2017, Keras's ``RandomErasing``) replaces a random rectangle of some images with noise last.
 
 Reproducibility
 ---------------
@@ -41,6 +42,8 @@ FILL_MODES = {"nearest": "NEAREST", "constant": "CONSTANT", "reflect": "REFLECT"
 # does not depend on which other options are enabled.
 _KEY_HFLIP, _KEY_VFLIP, _KEY_ROTATION, _KEY_SHIFT_X, _KEY_SHIFT_Y = 1, 2, 3, 4, 5
 _KEY_SHEAR, _KEY_ZOOM_X, _KEY_ZOOM_Y, _KEY_BRIGHTNESS, _KEY_CONTRAST = 6, 7, 8, 9, 10
+_KEY_ERASE, _KEY_ERASE_AREA, _KEY_ERASE_RATIO, _KEY_ERASE_Y, _KEY_ERASE_X, _KEY_ERASE_NOISE = 11, 12, 13, 14, 15, 16
+_ERASE_RATIO = 0.3  # the rectangle's height / width is log-uniform in [0.3, 1 / 0.3], as in the paper
 
 _INT32_MAX = 2**31 - 1
 
@@ -69,11 +72,15 @@ def augment_batch(images: tf.Tensor, cfg: AugmentConfig, seed: int | tf.Tensor) 
               and mean the image's per-channel mean.
             * ``fill_mode`` (nearest | constant | reflect | wrap) and ``cval``: how pixels that
               map outside the input are filled by the geometric transform.
+            * ``erasing``: with this probability an image gets one rectangle replaced by uniform
+              noise in [0, 1]; its area is a share uniform in ``erasing_area`` of the image's,
+              its height / width log-uniform in [0.3, 3.3], its place uniform (the rectangle
+              clipped to the image).
 
             The geometric ones compose, as in Keras, to input = R . T . Sh . Z . F (output)
             (rotation, shift, shear, zoom, flip) about the centre ((W - 1)/2, (H - 1)/2),
             sampled bilinearly; then brightness, then contrast, then the result is clipped
-            to [0, 1].
+            to [0, 1]; erasing comes last.
         seed: a Python int or an integer tensor of shape [2]; see the module docstring for
             the reproducibility each gives.
 
@@ -86,6 +93,11 @@ def augment_batch(images: tf.Tensor, cfg: AugmentConfig, seed: int | tf.Tensor) 
     fill_mode = lookup(FILL_MODES, cfg.fill_mode, "fill mode")
     if cfg.brightness_range and (len(cfg.brightness_range) != 2 or cfg.brightness_range[0] > cfg.brightness_range[1]):
         raise ValueError(f"augment.brightness_range: expected (low, high) with low <= high, got {cfg.brightness_range}")
+    if not 0.0 <= cfg.erasing <= 1.0:
+        raise ValueError(f"augment.erasing: a probability in [0, 1], got {cfg.erasing}")
+    area = cfg.erasing_area
+    if cfg.erasing and (len(area) != 2 or not 0.0 < area[0] <= area[1] <= 1.0):
+        raise ValueError(f"augment.erasing_area: expected (low, high) with 0 < low <= high <= 1, got {area}")
 
     with tf.name_scope("augment"):
         images = tf.convert_to_tensor(images, dtype=tf.float32)
@@ -119,8 +131,32 @@ def augment_batch(images: tf.Tensor, cfg: AugmentConfig, seed: int | tf.Tensor) 
             mean = tf.reduce_mean(out, axis=[1, 2], keepdims=True)
             out = (out - mean) * factor[:, None, None, None] + mean
         out = tf.clip_by_value(out, 0.0, 1.0)
+        if cfg.erasing:
+            out = _erase(out, cfg, uniform, seed_pair)
         out.set_shape(static_shape)
         return out
+
+
+def _erase(images: tf.Tensor, cfg: AugmentConfig, uniform, seed_pair: tf.Tensor) -> tf.Tensor:
+    """float32 [B, H, W, C]: each image, with probability ``cfg.erasing``, with one rectangle of
+    uniform noise (see :func:`augment_batch`)."""
+    shape = tf.shape(images)
+    height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    area = uniform(_KEY_ERASE_AREA, *cfg.erasing_area) * height * width
+    ratio = tf.exp(uniform(_KEY_ERASE_RATIO, math.log(_ERASE_RATIO), -math.log(_ERASE_RATIO)))
+    rows = tf.clip_by_value(tf.round(tf.sqrt(area * ratio)), 1.0, height)
+    cols = tf.clip_by_value(tf.round(tf.sqrt(area / ratio)), 1.0, width)
+    top = tf.floor(uniform(_KEY_ERASE_Y, 0.0, 1.0) * (height - rows + 1.0))
+    left = tf.floor(uniform(_KEY_ERASE_X, 0.0, 1.0) * (width - cols + 1.0))
+    erased = uniform(_KEY_ERASE, 0.0, 1.0) < cfg.erasing
+    y = tf.range(height)[None, :]  # [1, H], pixel rows
+    x = tf.range(width)[None, :]
+    in_rows = (y >= top[:, None]) & (y < (top + rows)[:, None])  # [B, H]
+    in_cols = (x >= left[:, None]) & (x < (left + cols)[:, None])  # [B, W]
+    mask = in_rows[:, :, None] & in_cols[:, None, :] & erased[:, None, None]  # [B, H, W]
+    noise = tf.random.stateless_uniform(shape, seed=tf.random.experimental.stateless_fold_in(seed_pair,
+                                                                                            _KEY_ERASE_NOISE))
+    return tf.where(mask[..., None], noise, images)
 
 
 def _seed_pair(seed: int | tf.Tensor) -> tf.Tensor:
