@@ -181,7 +181,7 @@ def worker_ingraph(opts: dict) -> dict:
     v1 = tf.compat.v1
     config = trainer_config(opts)
     m, t = config.model, config.train
-    dataset = load_dataset(config.data, m.channels)
+    dataset = load_dataset(config.data, m.channels, size=m.input_size)  # a folder: kept decoded, as training does
     num_classes, shape = len(dataset.class_names), [m.input_height, m.input_width, m.channels]
     graph = tf.Graph()
     with graph.as_default():
@@ -222,7 +222,7 @@ def worker_keras(opts: dict) -> dict:
 
     config = trainer_config(opts)
     m, t = config.model, config.train
-    dataset = load_dataset(config.data, m.channels)
+    dataset = load_dataset(config.data, m.channels, size=m.input_size)  # a folder: kept decoded, as training does
     x = np.asarray(fit_images(tf.constant(dataset.train.images), m.input_height, m.input_width, m.channels))
     num_classes = len(dataset.class_names)
     y = np.eye(num_classes, dtype=np.float32)[dataset.train.labels]
