@@ -10,7 +10,10 @@ from ``tf.data`` to the step) are timed: when the pipeline keeps up, a prepared 
 prefetch buffer and the op takes microseconds; when it does not, the op blocks until the decode, resize
 and augmentation of the next batch are done. A step *waited* when its ``IteratorGetNext`` took longer than
 ``--threshold-ms``. Printed: the share of traced steps that waited, the median and largest wait, and the
-waits' share of the traced steps' time, as one JSON line (and a sentence).
+waits' share of the traced steps' time, as one JSON line (and a sentence). Training from memory (the
+embedded digits, arrays, a folder the data scan kept decoded) has no iterator: each step takes its
+batch in the graph, so nothing can wait; the line then says so, with the time the step's own input ops
+(``input/train_pipeline/``: index, gather, scale, augment) took, summed over ops.
 
 A traced step is slower than an untraced one (the tracer records every op), which can only make the
 input look *less* of a bottleneck for that step; the pipeline runs in its own threads and is not slowed.
@@ -52,7 +55,8 @@ def main() -> int:
     trace = v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE)
 
     class InputWaitHook(v1.train.SessionRunHook):
-        """Full-traces every ``every``-th step; keeps (step wall ms, IteratorGetNext ms) per traced step."""
+        """Full-traces every ``every``-th step; keeps (step wall ms, IteratorGetNext ms, IteratorGetNext ops,
+        input/train_pipeline ops ms) per traced step."""
 
         def __init__(self):
             self.count, self.samples = 0, []
@@ -70,9 +74,12 @@ def main() -> int:
             if meta is None or not meta.step_stats.dev_stats:
                 return
             wall = (time.perf_counter() - self._start) * 1e3
-            waits = [node.all_end_rel_micros / 1e3 for dev in meta.step_stats.dev_stats for node in dev.node_stats
+            nodes = [node for dev in meta.step_stats.dev_stats for node in dev.node_stats]
+            waits = [node.all_end_rel_micros / 1e3 for node in nodes
                      if "IteratorGetNext" in node.timeline_label or node.node_name.endswith("IteratorGetNext")]
-            self.samples.append((wall, sum(waits)))
+            own = sum(node.all_end_rel_micros / 1e3 for node in nodes
+                      if node.node_name.startswith("input/train_pipeline/"))
+            self.samples.append((wall, sum(waits), len(waits), own))
 
     overrides = list(args.set) + ([f"data.path={args.data}"] if args.data else [])
     config = load(get_preset(args.preset), None, overrides)
@@ -83,15 +90,23 @@ def main() -> int:
     if not hook.samples:
         print("no step was traced: a longer run, or a smaller --warmup/--every", file=sys.stderr)
         return 1
-    waits = [w for _, w in hook.samples]
+    walls, waits = [s[0] for s in hook.samples], [s[1] for s in hook.samples]
     waited = [w for w in waits if w > args.threshold_ms]
     result = {
         "preset": args.preset, "traced_steps": len(waits), "waited_steps": len(waited),
         "waited_share": len(waited) / len(waits), "median_wait_ms": statistics.median(waits),
-        "max_wait_ms": max(waits), "wait_share_of_time": sum(waits) / sum(w for w, _ in hook.samples),
-        "median_traced_step_ms": statistics.median(w for w, _ in hook.samples), "threshold_ms": args.threshold_ms,
+        "max_wait_ms": max(waits), "wait_share_of_time": sum(waits) / sum(walls),
+        "median_traced_step_ms": statistics.median(walls), "threshold_ms": args.threshold_ms,
+        "iterator_ops": sum(s[2] for s in hook.samples),
+        "in_step_input_share": sum(s[3] for s in hook.samples) / sum(walls),
     }
     print(json.dumps(result))
+    if result["iterator_ops"] == 0:
+        print(f"no traced step ran an iterator op: each of the {len(waits)} traced steps took its batch in the "
+              f"graph, so none waited for input; the step's own input ops took "
+              f"{100 * result['in_step_input_share']:.1f}% of its time, summed over ops (median traced step "
+              f"{result['median_traced_step_ms']:.0f} ms)", file=sys.stderr)
+        return 0
     print(f"{len(waited)} of {len(waits)} traced steps ({100 * result['waited_share']:.1f}%) waited more than "
           f"{args.threshold_ms:g} ms for their batch; median IteratorGetNext {result['median_wait_ms']:.3f} ms, "
           f"largest {result['max_wait_ms']:.1f} ms; waiting was {100 * result['wait_share_of_time']:.1f}% of the "

@@ -9,14 +9,16 @@ Two training sources, by what the split holds:
 
 * **in-memory arrays** (the embedded digits, Fashion-MNIST, ``.npz``): the images sit in a
   graph variable kept out of checkpoints (``input/train_pipeline/images``, uint8, resized to
-  the model's size once), and a ``tf.data`` iterator hands out *index* batches of a fresh
-  permutation each epoch, with the batch number. The step gathers, scales and augments its
-  batch itself. An iterator that carried the images cost 6-11% of training throughput on a
-  2-core CPU (BENCHMARKS.md, 2026-12-01): its background threads preempt the compute
-  threads in the middle of each step. Each epoch uses ``len // batch_size`` full batches of
-  its permutation (the rest of that epoch's order is left out, a different few each epoch).
-  A folder of image files that fits in memory arrives here as such arrays, decoded by the
-  data scan at the model's size (:func:`graphcnn.data.sources.load_dataset` with ``size``).
+  the model's size once), and each training step takes the next batch of indices of a
+  fresh permutation each epoch (computed in the graph, no ``tf.data`` iterator), then
+  gathers, scales and augments its batch itself. An iterator that carried the images cost
+  6-11% of training throughput on a 2-core CPU (BENCHMARKS.md, 2026-12-01): its background
+  threads preempt the compute threads in the middle of each step; one that carried only the
+  indices still made the step wait for it now and then (Q17). Each epoch uses
+  ``len // batch_size`` full batches of its permutation (the rest of that epoch's order is
+  left out, a different few each epoch). A folder of image files that fits in memory
+  arrives here as such arrays, decoded by the data scan at the model's size
+  (:func:`graphcnn.data.sources.load_dataset` with ``size``).
 * **image files** (a folder too big to keep, or ``data.cache = none``): paths are shuffled,
   decoded in a parallel ``map``, cached in memory when they fit, batched, preprocessed (and
   augmented) in the pipeline, and prefetched.
@@ -210,13 +212,16 @@ class InputPipeline:
         return ds.prefetch(AUTOTUNE)
 
     def _array_batches(self, mean: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
-        """In-memory training arrays: an iterator of index batches, gathered in the step.
+        """In-memory training arrays: each step takes its batch of indices itself, and gathers it.
 
         Returns (float32 [b, H, W, C] preprocessed and augmented, int64 [b]), b =
-        min(batch_size, len(train)). The permutation of epoch e is a stateless shuffle keyed
-        on (data.seed, e), so it depends on nothing but the seed and the epoch, and
-        :meth:`initialize` can start the stream at any step (a resumed run continues the
-        order it stopped in).
+        min(batch_size, len(train)). Batch number k (a counter the step advances) is batch
+        ``k % per_epoch`` of epoch ``k // per_epoch``, whose permutation is a stateless
+        shuffle keyed on (data.seed, epoch), computed once per epoch: the order depends on
+        nothing but the seed and the step, so :meth:`initialize` can start it at any step (a
+        resumed run continues the order it stopped in). No ``tf.data`` iterator and no input
+        thread: the step never waits for another thread, and nothing preempts its compute
+        threads (BENCHMARKS.md, Q17).
         """
         split, (h, w, c) = self.train_split, self._size()
         n = len(split)
@@ -228,28 +233,27 @@ class InputPipeline:
         stored = (h, w, c) if resize_once else split.images.shape[1:]
         images_in = v1.placeholder(tf.uint8, [n, *stored], name="train_images")
         labels_in = v1.placeholder(tf.int64, [n], name="train_labels")
-        # outside every collection: not checkpointed, not initialized by global_variables_initializer
-        images = v1.Variable(images_in, trainable=False, collections=[], name="images", use_resource=True)
-        labels = v1.Variable(labels_in, trainable=False, collections=[], name="labels", use_resource=True)
         start = v1.placeholder(tf.int64, [], name="start_batch")
+
+        def local(name: str, initial) -> tf.Variable:
+            # outside every collection: not checkpointed, not initialized by global_variables_initializer
+            return v1.Variable(initial, trainable=False, collections=[], name=name, use_resource=True)
+
+        images, labels = local("images", images_in), local("labels", labels_in)
+        counter = local("batch_number", start)  # the next batch's number
+        order = local("order", tf.zeros([n], tf.int64))  # the permutation of epoch order_epoch
+        order_epoch = local("order_epoch", tf.constant(-1, tf.int64))
         seed = tf.constant(self.seed, tf.int64)
+        number = counter.assign_add(1, read_value=True) - 1
+        epoch = number // per_epoch
 
-        def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
-            order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), tf.stack([seed, epoch]))
-            numbers = epoch * per_epoch + tf.range(per_epoch, dtype=tf.int64)
-            return tf.data.Dataset.from_tensor_slices((numbers, tf.reshape(order[:per_epoch * batch],
-                                                                           [per_epoch, batch])))
+        def shuffle() -> tf.Tensor:
+            fresh = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), tf.stack([seed, epoch]))
+            with tf.control_dependencies([order_epoch.assign(epoch)]):
+                return order.assign(fresh, read_value=True)
 
-        ds = tf.data.Dataset.range(start // per_epoch, tf.int64.max).flat_map(epoch_batches)
-        ds = ds.skip(start % per_epoch).prefetch(2)
-        # one thread, no autotuning: the iterator only hands out indices, and more threads would
-        # compete with the step's compute threads
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        options.threading.private_threadpool_size = 1
-        self._train_iterator = v1.data.make_initializable_iterator(ds.with_options(options))
-        number, indices = self._train_iterator.get_next()
-        indices.set_shape([batch])
+        current = tf.cond(tf.equal(order_epoch.read_value(), epoch), order.read_value, shuffle)
+        indices = tf.slice(current, [(number % per_epoch) * batch], [batch])
         x = preprocess(tf.gather(images, indices), h, w, c, mean)
         if self.augment_fn is not None:
             x = self.augment_fn(x, tf.stack([seed, number]))
@@ -258,7 +262,7 @@ class InputPipeline:
         if resize_once:  # run by initialize, in chunks
             raw = v1.placeholder(tf.uint8, [None, *split.images.shape[1:]], name="fit_images")
             fit = (raw, fit_images(raw, h, w, c))
-        self._array_source = (images, labels, images_in, labels_in, start, fit)
+        self._array_source = ([images, labels, counter, order, order_epoch], images_in, labels_in, start, fit)
         return x, y
 
     def build(self) -> InputHandles:
@@ -312,11 +316,11 @@ class InputPipeline:
         if self._array_source is None:
             sess.run(self._train_iterator.initializer, self._feed("train", self.train_split))
             return
-        images, labels, images_in, labels_in, start, fit = self._array_source
+        variables, images_in, labels_in, start, fit = self._array_source
         data = self.train_split.images
         if fit is not None:
             data = np.concatenate([sess.run(fit[1], {fit[0]: data[i:i + 1024]}) for i in range(0, len(data), 1024)])
-        sess.run([images.initializer, labels.initializer, self._train_iterator.initializer],
+        sess.run([v.initializer for v in variables],
                  {images_in: data, labels_in: self.train_split.labels, start: start_step})
 
     def eval_batches(self, sess: v1.Session, split: Split, keep: bool = False
