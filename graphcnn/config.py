@@ -164,6 +164,10 @@ class TrainConfig:
     clip_global_norm: float = 0.0  # > 0: clip gradients to this global norm
     weight_decay: float = 0.0  # L2 on weights (not biases); LayerConfig.weight_decay overrides
     label_smoothing: float = 0.0
+    # > 0: keep an exponential moving average of the trained weights with this decay
+    # (tf.train.ExponentialMovingAverage, as TensorFlow's cifar10 tutorial and tf-slim do; Keras's
+    # use_ema / ema_momentum): validation, best/, the final test and predicting from the run use it
+    moving_average_decay: float = 0.0
     check_numerics: bool = True  # a NaN/Inf loss stops training before the update is applied
     # compute precision of the training graph (variables and checkpoints are float32 either way):
     # auto = mixed_bfloat16 on CPUs with AMX-BF16 or AVX512-BF16 (up to 2x there, same accuracy: BENCHMARKS.md),
@@ -461,6 +465,8 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"train.keep_rates.{group}: keep rate must be in (0, 1], got {rate}")
     if t.batch_size < 1 or t.epochs < 0 or t.learning_rate <= 0:
         raise ConfigError("train.batch_size, train.epochs and train.learning_rate must be positive")
+    if not 0.0 <= t.moving_average_decay < 1.0:
+        raise ConfigError(f"train.moving_average_decay must be in [0, 1) (0 = off), got {t.moving_average_decay}")
     if t.devices != "auto" and not (t.devices.isdigit() and int(t.devices) >= 1) and not all(
             d.strip().startswith("/") for d in t.devices.split(",")):
         raise ConfigError(f"train.devices: '{t.devices}' is not auto, a count or a list like /gpu:0,/gpu:1")

@@ -90,11 +90,12 @@ def test_a_second_signal_waits_for_the_save_then_stops():
         signals._handle(signal.SIGINT, None)
 
 
-def test_resume_is_bit_exact_with_dropout_and_augmentation(tmp_path):
+@pytest.mark.parametrize("decay", [0.0, 0.9], ids=["weights", "with_moving_averages"])
+def test_resume_is_bit_exact_with_dropout_and_augmentation(tmp_path, decay):
     from graphcnn.config import AugmentConfig
 
     def config(epochs):
-        cfg = tiny_config(epochs=epochs)  # dropout on: keep rates 0.9 and 0.5
+        cfg = tiny_config(epochs=epochs, moving_average_decay=decay)  # dropout on: keep rates 0.9 and 0.5
         return dataclasses.replace(cfg, data=dataclasses.replace(
             cfg.data, augment=AugmentConfig(horizontal_flip=True, rotation_range=10, zoom_range=0.1)))
 

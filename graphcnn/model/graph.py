@@ -27,6 +27,7 @@ from graphcnn.model.precision import PRECISIONS, resolve_precision
 from graphcnn.model.scopes import trainable_variables
 
 v1 = tf.compat.v1
+AVERAGE_SUFFIX = "ExponentialMovingAverage"  # the shadow of conv1/weights is conv1/weights/ExponentialMovingAverage
 
 
 class GraphHandles(NamedTuple):
@@ -47,6 +48,10 @@ class GraphHandles(NamedTuple):
     gradients: list[tuple[tf.Tensor, tf.Variable]]  # as applied (an all-reduce worker: its own, before the mean)
     train_op: tf.Operation
     stop_votes: tf.Tensor | None = None  # all-reduce workers: the workers' stop votes of the step
+    # train.moving_average_decay: exchanges the trained weights with their moving averages
+    # (run it twice to exchange them back); None without averages
+    swap_averages: tf.Operation | None = None
+    averages: tuple = ()  # (variable, its moving average) pairs
 
 
 class Replication(NamedTuple):
@@ -75,7 +80,8 @@ def _outputs(logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     return logits, probabilities, classes
 
 
-def inference_graph(model: ModelConfig, num_classes: int) -> tuple[tf.Graph, v1.train.Saver]:
+def inference_graph(model: ModelConfig, num_classes: int, averaged_scopes: Sequence[str] | None = None
+                    ) -> tuple[tf.Graph, v1.train.Saver]:
     """A graph of the forward pass alone, and a Saver over its variables, for serving.
 
     ``input/images`` is a float32 [None, H, W, C] placeholder; ``input/is_training``
@@ -84,6 +90,11 @@ def inference_graph(model: ModelConfig, num_classes: int) -> tuple[tf.Graph, v1.
     checkpoint restores it. No input pipeline, loss, optimizer or summaries: imported and
     run cold, it costs a fraction of the training graph (BENCHMARKS.md, cold predict). It
     computes in float32 whatever ``train.precision`` was, so it runs on any machine.
+
+    ``averaged_scopes`` (a run with ``train.moving_average_decay``: its trainable scopes, ()
+    for all): the saver restores each trained weight from its moving average
+    (``<name>/ExponentialMovingAverage``), so a checkpoint of ``checkpoints/`` predicts as
+    validation measured it; ``best/`` holds the averages under the weights' own names.
     """
     graph = tf.Graph()
     with graph.as_default():
@@ -94,7 +105,12 @@ def inference_graph(model: ModelConfig, num_classes: int) -> tuple[tf.Graph, v1.
             is_training = v1.placeholder_with_default(False, [], name="is_training")
             keep_rates = {g: v1.placeholder_with_default(1.0, [], name=f"keep_rate_{g}") for g in network.keep_groups}
         _outputs(network(images, is_training, keep_rates).logits)
-        saver = v1.train.Saver(v1.global_variables(), sharded=False)
+        variables: list | dict = v1.global_variables()
+        if averaged_scopes is not None:
+            averaged = {v.op.name for v in trainable_variables(v1.trainable_variables(), averaged_scopes)}
+            variables = {(f"{v.op.name}/{AVERAGE_SUFFIX}" if v.op.name in averaged else v.op.name): v
+                         for v in variables}
+        saver = v1.train.Saver(variables, sharded=False)
     return graph, saver
 
 
@@ -132,6 +148,9 @@ def training(tower_losses: Sequence[tuple[tf.Tensor, str | None]], cfg: TrainCon
     variables live. With ``cfg.check_numerics`` the loss and the gradients' global norm pass
     check_numerics ops the update depends on, so a NaN/Inf raises before any weight is updated.
     ``replication``: a cluster worker's gradients are averaged over the workers before clipping.
+    With ``cfg.moving_average_decay`` the train op also updates the weights' moving averages,
+    and the last item returned is [swap op, (variable, average) pairs] (:func:`moving_averages`),
+    else None.
     """
     global_step = v1.train.get_or_create_global_step()
     with v1.variable_scope("train"):  # one scope for variables and ops: no "train_1" in the graph view
@@ -171,7 +190,36 @@ def training(tower_losses: Sequence[tuple[tf.Tensor, str | None]], cfg: TrainCon
         step_ops = list(replication.step_ops) if replication is not None else []
         with tf.control_dependencies(checks + update_ops + step_ops):
             train_op = optimizer.apply_gradients(gradients, global_step=global_step, name="step")
-    return global_step, lr, scale, own or gradients, train_op, votes
+    averages = None
+    if cfg.moving_average_decay > 0:
+        train_op, *averages = moving_averages(train_op, var_list, cfg.moving_average_decay, global_step)
+    return global_step, lr, scale, own or gradients, train_op, votes, averages
+
+
+def moving_averages(train_op: tf.Operation, var_list, decay: float, global_step: tf.Variable
+                    ) -> tuple[tf.Operation, tf.Operation, tuple]:
+    """Keep an exponential moving average of ``var_list``, updated after each train step.
+
+    Returns the train op that also updates the averages, an op that exchanges each variable
+    with its average (run it once to evaluate with the averages, once more to go back), and
+    the (variable, average) pairs. ``num_updates`` is the global step, so early on the decay is
+    ``min(decay, (1 + step) / (10 + step))`` and the averages follow the weights closely. The
+    shadows are named as TensorFlow's cifar10 tutorial has them (``<variable>/
+    ExponentialMovingAverage``, created outside the ``train`` variable scope) and live beside
+    their variables.
+    """
+    with tf.name_scope("train/"):
+        ema = v1.train.ExponentialMovingAverage(decay, num_updates=global_step, name=AVERAGE_SUFFIX)
+        with tf.control_dependencies([train_op]):
+            train_op = ema.apply(var_list)
+    with tf.name_scope("moving_average_swap"):
+        pairs = [(var, ema.average(var)) for var in var_list]
+        values = [(var.read_value(), shadow.read_value()) for var, shadow in pairs]
+        with tf.control_dependencies([t for pair in values for t in pair]):  # both read before either is written
+            swap = tf.group(*[op for (var, shadow), (v, s) in zip(pairs, values)
+                              for op in (var.assign(s, read_value=False), shadow.assign(v, read_value=False))],
+                            name="swap")
+    return train_op, swap, tuple(pairs)
 
 
 def _tower_scope(index: int, device: str | None, count: int):
@@ -222,10 +270,10 @@ def build_graph(config: Config, inputs: InputHandles, num_classes: int, total_st
     net, logits, probabilities, classes = inference(network, inputs, key)
     cross_entropy, total = loss(logits, inputs.labels, net.weight_decay, config.train.label_smoothing)
     accuracy, correct = evaluation(classes, inputs.labels)
-    global_step, lr, scale, gradients, train_op, votes = training(
+    global_step, lr, scale, gradients, train_op, votes, averages = training(
         [(total, None)], config.train, total_steps, net.updates, var_list(), replication=replication)
     return GraphHandles(inputs, net, logits, probabilities, classes, cross_entropy, total, accuracy, correct,
-                        global_step, lr, scale, gradients, train_op, votes)
+                        global_step, lr, scale, gradients, train_op, votes, *(averages or ()))
 
 
 def _replica_key(global_step: tf.Variable, index: int, count: int) -> tf.Tensor:
@@ -267,10 +315,10 @@ def towers(config: Config, inputs: InputHandles, num_classes: int, total_steps: 
     with tf.name_scope("towers"):
         mean_loss = tf.reduce_mean(tf.stack([t for t, _ in tower_losses]), name="loss")
         mean_accuracy = tf.reduce_mean(tf.stack(accuracies), name="accuracy")
-    global_step, lr, scale, gradients, train_op, votes = training(tower_losses, cfg, total_steps, first.updates,
-                                                                  var_list(), param_device, replication)
+    global_step, lr, scale, gradients, train_op, votes, averages = training(
+        tower_losses, cfg, total_steps, first.updates, var_list(), param_device, replication)
     net, logits, probabilities, classes = inference(network, inputs)  # the whole input, for evaluation
     cross_entropy, _ = loss(logits, inputs.labels, net.weight_decay, cfg.label_smoothing)
     _, correct = evaluation(classes, inputs.labels)
     return GraphHandles(inputs, net, logits, probabilities, classes, cross_entropy, mean_loss, mean_accuracy,
-                        correct, global_step, lr, scale, gradients, train_op, votes)
+                        correct, global_step, lr, scale, gradients, train_op, votes, *(averages or ()))

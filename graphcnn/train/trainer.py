@@ -119,7 +119,11 @@ def prepare(config: Config, run: RunDir | None, resume: bool, dataset: Dataset |
                                       *preprocessing_record(config.model.backbone))
         for directory in (run.checkpoints, run.best):
             preprocessing.save(directory, mean)
-        export_inference_graph(*inference_graph(config.model, num_classes), [run.checkpoints, run.best])
+        if tcfg.moving_average_decay > 0:  # checkpoints/ predicts from the averages, best/ holds them as weights
+            export_inference_graph(*inference_graph(config.model, num_classes, tcfg.trainable_scopes),
+                                   [run.checkpoints])
+        export_inference_graph(*inference_graph(config.model, num_classes),
+                               [run.best] if tcfg.moving_average_decay > 0 else [run.checkpoints, run.best])
     log.info("data: %s; %d classes; train %d, validation %d, test %d; %d steps per epoch",
              dataset.name, num_classes, len(dataset.train), len(dataset.validation), len(dataset.test),
              steps_per_epoch)
@@ -187,6 +191,8 @@ class Built(NamedTuple):
     feed: dict  # the training step's feed: is_training and the dropout keep rates
     restore_by_name: bool = False  # the first session restores the latest checkpoint through init_from
     cluster: "ClusterOps | None" = None
+    # train.moving_average_decay: sets the averages that init_from did not restore to their weights
+    reset_averages: tf.Operation | None = None
 
 
 class ClusterOps(NamedTuple):
@@ -236,6 +242,7 @@ def build(config: Config, run: RunDir | None, data: Prepared, resume: bool, new_
         summaries = build_summary_ops(v1.trainable_variables(), conv_kernels, config.log.max_filter_images)
         views = TensorBoardViews(config, run, data.dataset, g, pipeline)
         init_op = v1.global_variables_initializer()
+        reset = _reset_averages(g, init_from) if init_from is not None and g.swap_averages is not None else None
         cluster = None
         if task is not None:
             broadcast = cluster_graph.broadcast(task, v1.global_variables()) if task.mode == "allreduce" else None
@@ -249,7 +256,18 @@ def build(config: Config, run: RunDir | None, data: Prepared, resume: bool, new_
     feed = {inputs.is_training: True}
     feed.update({inputs.keep_rates[group]: tcfg.keep_rates.get(group, 1.0) for group in network.keep_groups})
     return Built(graph, g, pipeline, checkpoints, summaries, views, init_op, init_from, train_writer, val_writer,
-                 feed, by_name, cluster)
+                 feed, by_name, cluster, reset)
+
+
+def _reset_averages(g: GraphHandles, init_from: InitFromCheckpoint) -> tf.Operation:
+    """An op setting each moving average that ``init_from`` does not restore to its weight.
+
+    A fine-tuned run's averages start from the checkpoint's weights; a new stage keeps the
+    averages its checkpoint has and starts the others from their weights."""
+    restored = set(init_from.restored)
+    with tf.name_scope("moving_average_reset"):
+        return tf.group(*[v1.assign(shadow, var) for var, shadow in g.averages
+                          if shadow.op.name not in restored])
 
 
 class RunSessionCreator(v1.train.SessionCreator):
@@ -278,6 +296,8 @@ class RunSessionCreator(v1.train.SessionCreator):
                 log.info("initialized %d variables from %s (excluded: %s; new: %d)", len(b.init_from.restored),
                          b.init_from.checkpoint_path, ", ".join(b.init_from.excluded) or "none",
                          len(b.init_from.missing_in_checkpoint))
+                if b.reset_averages is not None:  # the averages start from the restored weights, not the random ones
+                    sess.run(b.reset_averages)
             self.by_name = False
             if self.pixel_mean is not None:
                 b.g.inputs.pixel_mean.load(self.pixel_mean, sess)
@@ -326,7 +346,7 @@ def loop_hooks(config: Config, run: RunDir | None, data: Prepared, b: Built, sig
     validation = ValidationHook(
         clock, lambda sess: evaluate_split(sess, g, b.pipeline, data.dataset.validation, repeated=True),
         data.steps_per_epoch, tcfg.eval_every_steps, b.val_writer, listeners, interrupted=lambda: signals.raised,
-        validated=lambda: metrics.last_validated)
+        validated=lambda: metrics.last_validated, swap=g.swap_averages)
     stage = run.stage
     # images of the whole step: an all-reduce step is train.batch_size over the workers, and a
     # shared (ps) step counts every worker's batch
@@ -414,12 +434,15 @@ def finish(config: Config, run: RunDir, data: Prepared, b: Built, hooks: LoopHoo
     use_best = tcfg.early_stopping.restore_best and b.checkpoints.best_step is not None
     with b.graph.as_default(), v1.Session(target, graph=b.graph, config=session_config) as sess:
         if use_best:
-            evaluated = step_of(b.checkpoints.restore_best(sess))  # the latest, if best/ is damaged
+            restored = b.checkpoints.restore_best(sess)  # the latest, if best/ is damaged
+            evaluated = step_of(restored)
             if evaluated != final_step:
                 log.info("restored the best checkpoint (step %d, validation %s %.4f) for the final evaluation",
                          evaluated, tcfg.early_stopping.monitor, b.checkpoints.best_metric)
         else:
-            b.checkpoints.restore_latest(sess)
+            restored = b.checkpoints.restore_latest(sess)
+        if b.g.swap_averages is not None and restored is not None and restored.parent != b.checkpoints.best_dir:
+            sess.run(b.g.swap_averages)  # best/ holds the averages as the weights; checkpoints/ holds both
         test = evaluate_split(sess, b.g, b.pipeline, data.dataset.test)
     last_val = hooks.validation.last
     record: dict[str, Any] = {
@@ -482,6 +505,10 @@ def train(config: Config, run: RunDir | None, *, resume: bool = False, progress:
         raise ValueError("new_stage continues a run: give resume=True")
     if (run is None) != (cluster is not None and not cluster.is_chief):
         raise ValueError("run: a directory for a single process or a cluster's chief, None for its other workers")
+    if cluster is not None and config.train.moving_average_decay > 0:
+        # the averages would live on the ps tasks (or in every all-reduce worker) and be exchanged
+        # with the weights around each validation while the other workers train on them
+        raise ValueError("train.moving_average_decay does not run in a cluster yet; set it to 0 there")
     server = start_server(cluster) if cluster is not None else None  # first: the others may wait for it
     data = prepare(config, run, resume, dataset, cluster)
     session_config = devices_session_config(data.devices, session_config)  # logical CPUs for CPU towers

@@ -79,13 +79,18 @@ class ValidationListener(Protocol):
 class ValidationHook(v1.train.SessionRunHook):
     """Validate at each epoch end, every ``every_steps`` steps, and when training ends (unless
     the last step was just validated, or training was interrupted); then tell each listener,
-    in order."""
+    in order.
+
+    ``swap`` (``train.moving_average_decay``): the op exchanging the weights with their moving
+    averages. It runs before the evaluation and again after the listeners, so the evaluation,
+    the views and ``best/`` see the averages, and training and ``checkpoints/`` the weights."""
 
     def __init__(self, clock: StepClock, evaluate: Callable[[v1.Session], EvalResult | None], steps_per_epoch: int,
                  every_steps: int, writer: v1.summary.FileWriter, listeners: Sequence[ValidationListener] = (),
-                 interrupted: Callable[[], bool] = lambda: False, validated: Callable[[], int] = lambda: -1):
+                 interrupted: Callable[[], bool] = lambda: False, validated: Callable[[], int] = lambda: -1,
+                 swap: tf.Operation | None = None):
         self.clock, self.evaluate, self.writer, self.interrupted = clock, evaluate, writer, interrupted
-        self.validated = validated
+        self.validated, self.swap = validated, swap
         self.steps_per_epoch, self.every_steps = steps_per_epoch, every_steps
         self.scalars = ScalarWriter(writer)
         self.listeners = list(listeners)
@@ -108,16 +113,31 @@ class ValidationHook(v1.train.SessionRunHook):
 
     def validate(self, session: v1.Session) -> None:
         step = self._last_step = self.clock.step
-        result = self.evaluate(session)
-        if result is None:
-            return
-        self.last = result
-        self.scalars.write(step, {"loss": result.loss, "accuracy": result.accuracy})
-        for listener in self.listeners:
-            listener.after_validation(session, step, result)
+        with swapped(session, self.swap):
+            result = self.evaluate(session)
+            if result is None:
+                return
+            self.last = result
+            self.scalars.write(step, {"loss": result.loss, "accuracy": result.accuracy})
+            for listener in self.listeners:
+                listener.after_validation(session, step, result)
         self.writer.flush()
         log.info("step %d (epoch %.2f): validation accuracy %.4f, loss %.4f", step, step / self.steps_per_epoch,
                  result.accuracy, result.loss)
+
+
+@contextlib.contextmanager
+def swapped(session: v1.Session, swap: tf.Operation | None):
+    """The weights exchanged with their moving averages inside the block (nothing when ``swap``
+    is None), and exchanged back however the block ends."""
+    if swap is None:
+        yield
+        return
+    session.run(swap)
+    try:
+        yield
+    finally:
+        session.run(swap)
 
 
 def monitored(result: EvalResult, monitor: str) -> float:
