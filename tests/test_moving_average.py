@@ -96,11 +96,11 @@ def test_without_best_the_final_evaluation_swaps_in_the_averages(tmp_path):
 
 
 def test_fine_tuning_starts_the_averages_from_the_restored_weights(averaged_run, tmp_path):
-    run, _ = averaged_run
+    run, result = averaged_run
     cfg = tiny_config(max_steps=1, moving_average_decay=0.999, precision="float32", init_from=str(run.best),
                       keep_rates={"conv": 1.0, "fc": 1.0})
     train(cfg, (new := RunDir.create(tmp_path, "tuned")), progress=False, dataset=synthetic_dataset())
-    restored = tf.train.load_checkpoint(str(run.best / f"model.ckpt-{averaged_run[1].best_step}"))
+    restored = tf.train.load_checkpoint(str(run.best / f"model.ckpt-{result.best_step}"))
     after = tf.train.load_checkpoint(str(new.checkpoints / "model.ckpt-1"))
     w0, w1 = restored.get_tensor("conv1_1/weights").ravel(), after.get_tensor("conv1_1/weights").ravel()
     s1 = after.get_tensor("conv1_1/weights" + SUFFIX).ravel()

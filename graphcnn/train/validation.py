@@ -83,7 +83,8 @@ class ValidationHook(v1.train.SessionRunHook):
 
     ``swap`` (``train.moving_average_decay``): the op exchanging the weights with their moving
     averages. It runs before the evaluation and again after the listeners, so the evaluation,
-    the views and ``best/`` see the averages, and training and ``checkpoints/`` the weights."""
+    the validation views and ``best/`` see the averages, and training and ``checkpoints/`` the
+    weights."""
 
     def __init__(self, clock: StepClock, evaluate: Callable[[v1.Session], EvalResult | None], steps_per_epoch: int,
                  every_steps: int, writer: v1.summary.FileWriter, listeners: Sequence[ValidationListener] = (),
