@@ -294,6 +294,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             result = train(config, run, progress=not args.no_progress, dataset=dataset, cluster=task)
     if result.test is not None:
         print(f"test accuracy: {result.test.accuracy:.4f} ({result.test.count} images)")
+    if result.peak_memory_mb:
+        print(f"peak memory: {result.peak_memory_mb / 1024:.2f} GiB (resident, the whole process)")
     if result.interrupted:
         print(f"interrupted at step {result.global_step}; continue with: graphcnn train --resume {run.root}")
     print(f"best checkpoint: {run.best} (step {result.best_step}); latest: {run.checkpoints}")

@@ -1,5 +1,5 @@
-"""Process-wide TensorFlow settings that must be made before TensorFlow is imported, and
-what keeps TensorFlow's own output off a user's screen.
+"""Process-wide TensorFlow settings that must be made before TensorFlow is imported, what
+keeps TensorFlow's own output off a user's screen, and the process's peak memory.
 
 TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS`` once, at import. On CPUs without AVX-512 VNNI /
 AMX it leaves the oneDNN kernels off, which halves conv-net training speed on such machines
@@ -214,3 +214,14 @@ def configure_logging() -> None:
         handler.setFormatter(logging.Formatter("graphcnn: %(message)s"))
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory so far, in MiB (``getrusage``'s ``ru_maxrss``: KiB on
+    Linux, bytes on macOS); 0.0 where the platform has no ``resource`` module (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024

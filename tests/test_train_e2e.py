@@ -14,6 +14,7 @@ from graphcnn import cli
 from graphcnn.config import EarlyStoppingConfig
 from graphcnn.predict import Predictor
 from graphcnn.run_dir import RunDir, RunDirError
+from graphcnn.runtime import peak_memory_mb
 from graphcnn.train.trainer import train
 
 v1 = tf.compat.v1
@@ -46,6 +47,10 @@ def test_run_learns_and_writes_its_directory(trained):
     assert result.test.accuracy >= 0.9
     results = json.loads(run.results.read_text())
     assert results["global_step"] == 27 and results["test_accuracy"] == pytest.approx(result.test.accuracy)
+    # the process's peak so far: TensorFlow alone takes a few hundred MiB; a peak never falls
+    # (results.json rounds it to 0.1 MiB, so it may read up to 0.05 above the peak now)
+    assert results["peak_memory_mb"] == pytest.approx(result.peak_memory_mb, abs=0.1)
+    assert 100 < results["peak_memory_mb"] <= peak_memory_mb() + 0.05
     assert json.loads(run.config.read_text())["train"]["epochs"] == 3
     assert (run.checkpoints / "model.ckpt-27.meta").exists()
     assert (run.checkpoints / "preprocessing.json").exists() and (run.best / "best.json").exists()

@@ -42,7 +42,7 @@ from graphcnn.model.devices import session_config as devices_session_config
 from graphcnn.model.graph import GraphHandles, Replication, build_graph, inference_graph, network_for
 from graphcnn.model.precision import resolve_precision
 from graphcnn.run_dir import RunDir
-from graphcnn.runtime import configure_logging
+from graphcnn.runtime import configure_logging, peak_memory_mb
 from graphcnn.tensorboard.ops import SummaryOps, build_summary_ops
 from graphcnn.tensorboard.writing import ScalarWriter, write_run_root_summaries
 from graphcnn.train.early_stopping import EarlyStopping, PlateauReducer
@@ -70,6 +70,7 @@ class TrainResult:
     test: EvalResult | None
     best_step: int | None
     images_per_second: float
+    peak_memory_mb: float = 0.0  # the process's peak resident memory at the end (results.json too)
 
 
 # --------------------------------------------------------------------------- 1. prepare
@@ -453,6 +454,9 @@ def finish(config: Config, run: RunDir, data: Prepared, b: Built, hooks: LoopHoo
         "test_accuracy": test.accuracy if test else None, "test_loss": test.loss if test else None,
         "test_count": test.count if test else 0, "images_per_second": hooks.scalars.images_per_second,
         "precision": data.precision,
+        # the whole process so far: the dataset as loaded (kept decoded folders included), the
+        # graph, the training steps and this evaluation
+        "peak_memory_mb": round(peak_memory_mb(), 1),
     }
     if test is not None:
         ScalarWriter(b.val_writer).write(final_step, {"test_accuracy": test.accuracy})
@@ -461,7 +465,7 @@ def finish(config: Config, run: RunDir, data: Prepared, b: Built, hooks: LoopHoo
     dataset = data.dataset
     write_examples(run.examples, dataset.test if len(dataset.test) else dataset.validation, dataset.class_names)
     return TrainResult(run, final_step, hooks.early_stopping.stopped, interrupted, last_val, test,
-                       b.checkpoints.best_step, hooks.scalars.images_per_second)
+                       b.checkpoints.best_step, hooks.scalars.images_per_second, record["peak_memory_mb"])
 
 
 def write_examples(directory: Path, split: Split, class_names: tuple[str, ...], per_class: int = 1,
