@@ -43,19 +43,30 @@ def _preset(name: str, size: int, channels: int, layers: list[LayerConfig], *, k
     )
 
 
-def digits() -> Config:
-    """MNIST-style digits: conv16-conv16-pool-conv32-conv32-pool-fc128 on 28x28 grayscale.
+def _two_conv_blocks(width1: int, width2: int, units: int) -> list[LayerConfig]:
+    """convW1-convW1-pool-convW2-convW2-pool-fcU-dropout("fc"), every layer batch-normalized."""
+    return [
+        conv(width1, batch_norm=True), conv(width1, batch_norm=True), pool(),
+        conv(width2, batch_norm=True), conv(width2, batch_norm=True), pool(),
+        dense(units, batch_norm=True), dropout("fc"),
+    ]
 
-    The default. Adam at 2e-3 with a cosine decay over the run and label smoothing 0.1
-    reach 98.0-98.8% test accuracy on the embedded digits in 20 epochs, float32 or
-    mixed_bfloat16, seeds 0-2 (BENCHMARKS.md).
+
+def digits() -> Config:
+    """MNIST-style digits: conv16-conv16-pool-conv32-conv32-pool-fc128, batch-normalized, on 28x28 grayscale.
+
+    The default. Batch norm before each ReLU, small random rotations, shifts and zooms (5
+    degrees, 5%, 5%; the border filled black, as the digits' own background), Adam at 2e-3
+    with a cosine decay over 30 epochs and label smoothing 0.1: 98.6-99.6% test accuracy
+    on the embedded digits, seeds 0-5, float32 or mixed_bfloat16, in under a minute on 2
+    AVX-512 cores (BENCHMARKS.md, Q12b). Without the batch norm and the augmentation the
+    same net reached 98.2-98.8%.
     """
-    return _preset("digits", 28, 1, [
-        conv(16), conv(16), pool(),
-        conv(32), conv(32), pool(),
-        dense(128), dropout("fc"),
-    ], keep_rates={"fc": 0.5}, epochs=20, batch_size=64, learning_rate=2e-3,
-        schedule=ScheduleConfig(name="cosine", decay_steps=0), label_smoothing=0.1)
+    return _preset("digits", 28, 1, _two_conv_blocks(16, 32, 128),
+        keep_rates={"fc": 0.5}, epochs=30, batch_size=64, learning_rate=2e-3,
+        schedule=ScheduleConfig(name="cosine", decay_steps=0), label_smoothing=0.1,
+        augment=AugmentConfig(rotation_range=5.0, width_shift_range=0.05, height_shift_range=0.05,
+                              zoom_range=0.05, fill_mode="constant"))
 
 
 def ct_scan() -> Config:
@@ -127,6 +138,22 @@ def fashion() -> Config:
         data_path="/usr/share/datasets/fashion-mnist", augment=AugmentConfig(horizontal_flip=True))
 
 
+def fashion_vgg() -> Config:
+    """Fashion-MNIST, two convs per block: conv32-conv32-pool-conv64-conv64-pool-fc256, batch-normalized.
+
+    The accuracy record: the ``fashion`` recipe (batch norm, dropout on fc1, flips, Adam with a
+    cosine decay, label smoothing) on a VGG-style net, with random shifts of up to 10% (black
+    fill) and 30 epochs: 94.11-94.13% test accuracy on seeds 0-2, in 12.5-13.3 minutes
+    start to exit on 2 AVX-512 cores (mixed_bfloat16) (BENCHMARKS.md, Q12b).
+    """
+    return _preset("fashion_vgg", 28, 1, _two_conv_blocks(32, 64, 256),
+        keep_rates={"fc": 0.5}, epochs=30, batch_size=128, learning_rate=2e-3,
+        schedule=ScheduleConfig(name="cosine", decay_steps=0), label_smoothing=0.1,
+        data_path="/usr/share/datasets/fashion-mnist",
+        augment=AugmentConfig(horizontal_flip=True, width_shift_range=0.1, height_shift_range=0.1,
+                              fill_mode="constant"))
+
+
 def _pretrained(backbone: str, size: int, units: int, keep_rate: float) -> Config:
     """A pretrained backbone under a global-average-pool, dense, dropout head, as the transfer-learning
     tutorials build it; horizontal flips. Train it from ``--init-from keras:<file>``, head first:
@@ -160,6 +187,7 @@ def mobilenet_v2() -> Config:
 PRESETS: dict[str, Callable[[], Config]] = {
     "digits": digits,
     "fashion": fashion,
+    "fashion_vgg": fashion_vgg,
     "ct_scan": ct_scan,
     "dog_breeds_vgg": dog_breeds_vgg,
     "cats_dogs_small": cats_dogs_small,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The MNIST-style digits tutorial: conv16-conv16-pool-conv32-conv32-pool-fc128, dropout 0.5.
+"""The MNIST-style digits tutorial: conv16-conv16-pool-conv32-conv32-pool-fc128, batch norm, dropout 0.5.
 
     python scripts/digits_tutorial.py                 # the embedded digits
     python scripts/digits_tutorial.py /usr/share/datasets/fashion-mnist

@@ -8,11 +8,14 @@ from graphcnn.presets import PRESETS, get_preset
 v1 = tf.compat.v1
 
 EXPECTED_VARIABLES = {
-    "digits": ["conv1_1/weights", "conv1_1/biases", "conv1_2/weights", "conv1_2/biases", "conv2_1/weights",
-               "conv2_1/biases", "conv2_2/weights", "conv2_2/biases", "fc1/weights", "fc1/biases",
-               "logits/weights", "logits/biases"],
+    "digits": [f"{layer}/{v}" for layer in ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "fc1")
+               for v in ("weights", "bn/gamma", "bn/beta", "bn/moving_mean", "bn/moving_variance")]
+    + ["logits/weights", "logits/biases"],
     "fashion": [f"{layer}/{v}" for layer in ("conv1_1", "conv2_1", "fc1")
                 for v in ("weights", "bn/gamma", "bn/beta", "bn/moving_mean", "bn/moving_variance")]
+    + ["logits/weights", "logits/biases"],
+    "fashion_vgg": [f"{layer}/{v}" for layer in ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "fc1")
+                    for v in ("weights", "bn/gamma", "bn/beta", "bn/moving_mean", "bn/moving_variance")]
     + ["logits/weights", "logits/biases"],
     "ct_scan": ["conv1_1/weights", "conv1_1/biases", "conv2_1/weights", "conv2_1/biases", "fc1/weights",
                 "fc1/biases", "logits/weights", "logits/biases"],
@@ -28,6 +31,7 @@ EXPECTED_VARIABLES = {
 }
 SHAPES = {"digits": {"conv1_1/weights": [3, 3, 1, 16], "fc1/weights": [7 * 7 * 32, 128]},
           "fashion": {"conv2_1/weights": [3, 3, 32, 96], "conv2_1/bn/gamma": [96], "fc1/weights": [7 * 7 * 96, 256]},
+          "fashion_vgg": {"conv2_2/weights": [3, 3, 64, 64], "fc1/weights": [7 * 7 * 64, 256]},
           "dog_breeds_vgg": {"conv1_1/weights": [3, 3, 3, 32], "fc1/weights": [56 * 56 * 64, 512]},
           "cats_dogs_150": {"fc1/weights": [19 * 19 * 128, 128], "fc2/weights": [128, 512]}}
 KEEP_GROUPS = {"digits": ("fc",), "dog_breeds_vgg": ("conv", "fc")}
