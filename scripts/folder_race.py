@@ -2,7 +2,7 @@
 """The tutorials' real job, start to exit: train on a JPEG class-folder tree, graphcnn against Keras.
 
     python scripts/make_folder_data.py /tmp/race --train 600 --test 200
-    python scripts/folder_race.py /tmp/race [--epochs 3] [--rounds 2] [--paths graphcnn,keras,keras_onednn,keras2]
+    python scripts/folder_race.py /tmp/race [--epochs 3] [--rounds 2] [--paths graphcnn,keras,...]
                                             [--preset cats_dogs_150 | dog_breeds_vgg]
 
 Paths, each a fresh process timed from start to exit, run interleaved (A B C, C B A, ...):
@@ -18,6 +18,9 @@ Paths, each a fresh process timed from start to exit, run interleaved (A B C, C 
   fc512, dropout 0.5 at 224x224), Adam 1e-3, the same epochs, then ``evaluate`` on
   ``test_set/``; TF's defaults (TF_ENABLE_ONEDNN_OPTS unset).
 * ``keras_onednn``: the same with TF_ENABLE_ONEDNN_OPTS=1.
+* ``keras_bf16``: the Keras 3 job under ``keras.mixed_precision.set_global_policy("mixed_bfloat16")``,
+  what graphcnn's ``train.precision = auto`` picks on CPUs with AMX-BF16 or AVX512-BF16.
+* ``graphcnn_fp32``: the graphcnn job with ``train.precision = float32``.
 * ``keras2``: the job as the Keras 2 tutorials write it, with ``tf_keras`` (``pip install
   tf_keras scipy``: benchmark-only, not graphcnn's dependencies): ``ImageDataGenerator(rescale,
   rotation_range=20, zoom_range=0.2, horizontal_flip, validation_split=0.2)
@@ -83,12 +86,16 @@ def tutorial_model(num_classes: int, augment: bool = False, activation: str | No
                              layers.Dense(num_classes, activation=activation)])
 
 
-def keras_job(data: Path, epochs: int, seed: int = 0, preset: str = "cats_dogs_150", logs: Path | None = None) -> None:
+def keras_job(data: Path, epochs: int, seed: int = 0, preset: str = "cats_dogs_150", logs: Path | None = None,
+              bfloat16: bool = False) -> None:
     """The Keras 3 tutorial version of the job; prints the test accuracy. ``logs``: also write the
-    fit's TensorBoard logs there, as a Keras user does, and the test accuracy as results.json."""
+    fit's TensorBoard logs there, as a Keras user does, and the test accuracy as results.json;
+    ``bfloat16``: Keras's mixed_bfloat16 policy."""
     import keras
 
     keras.utils.set_random_seed(seed)
+    if bfloat16:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     kw = dict(image_size=(SIZES[preset], SIZES[preset]), batch_size=32, seed=seed, label_mode="int")
     train = keras.utils.image_dataset_from_directory(data / "training_set", validation_split=0.2, subset="training",
                                                      **kw)
@@ -154,17 +161,18 @@ def command(path: str, data: Path, epochs: int, logdir: Path, name: str, run: Pa
         return [sys.executable, "-m", "graphcnn", "predict", str(run), str(data), "--stats", "--format", "csv"], env
     if path == "predict_keras":
         return [sys.executable, __file__, "--keras-predict-job", str(data)], env
-    if path == "graphcnn":
+    if path in ("graphcnn", "graphcnn_fp32"):
         argv = [sys.executable, "-m", "graphcnn", "train", "--preset", preset, "--data", str(data),
                 "--logdir", str(logdir), "--name", name, "--no-progress", "--set", f"train.epochs={epochs}",
                 "--set", "data.validation_fraction=0.2", "--set", "data.augment.horizontal_flip=true",
                 "--set", "data.augment.rotation_range=20", "--set", "data.augment.zoom_range=0.2"]
-        return argv, env
+        return argv + (["--set", "train.precision=float32"] if path == "graphcnn_fp32" else []), env
     if path == "keras_onednn":
         env["TF_ENABLE_ONEDNN_OPTS"] = "1"
     job = "--keras2-job" if path == "keras2" else "--keras-job"
     logs = ["--logs", str(logdir / name)] if keep else []
-    return [sys.executable, __file__, job, str(data), "--epochs", str(epochs), "--preset", preset, *logs], env
+    bf16 = ["--bfloat16"] if path == "keras_bf16" else []
+    return [sys.executable, __file__, job, str(data), "--epochs", str(epochs), "--preset", preset, *logs, *bf16], env
 
 
 def run_once(path: str, data: Path, epochs: int, logdir: Path, name: str, run: Path | None = None,
@@ -181,7 +189,7 @@ def run_once(path: str, data: Path, epochs: int, logdir: Path, name: str, run: P
     result = {"path": path, "seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "test_accuracy": float("nan")}
     if path.startswith("predict"):
         result["note"] = " ".join(line for line in out.splitlines() if line.startswith(RESULT) or "images/s" in line)
-    elif path == "graphcnn":
+    elif path.startswith("graphcnn"):
         result["test_accuracy"] = json.loads((logdir / name / "results.json").read_text())["test_accuracy"]
     else:
         line = next(line for line in out.splitlines() if line.startswith(RESULT))
@@ -201,11 +209,12 @@ def main() -> int:
                         "curves side by side (graphcnn report --compare)")
     parser.add_argument("--logs", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--keras-job", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bfloat16", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--keras2-job", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--keras-predict-job", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.keras_job:
-        keras_job(args.data, args.epochs, preset=args.preset, logs=args.logs)
+        keras_job(args.data, args.epochs, preset=args.preset, logs=args.logs, bfloat16=args.bfloat16)
         return 0
     if args.keras2_job:
         keras2_job(args.data, args.epochs, preset=args.preset, logs=args.logs)
