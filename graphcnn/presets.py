@@ -59,7 +59,7 @@ def digits() -> Config:
     degrees, 5%, 5%; the border filled black, as the digits' own background), Adam at 2e-3
     with a cosine decay over 30 epochs and label smoothing 0.1: 98.6-99.6% test accuracy
     on the embedded digits, seeds 0-5, float32 or mixed_bfloat16, in under a minute on 2
-    AVX-512 cores (BENCHMARKS.md, Q12b). Without the batch norm and the augmentation the
+    AVX-512 cores (BENCHMARKS.md, Q12). Without the batch norm and the augmentation the
     same net reached 98.2-98.8%.
     """
     return _preset("digits", 28, 1, _two_conv_blocks(16, 32, 128),
@@ -144,7 +144,7 @@ def fashion_vgg() -> Config:
     The accuracy record: the ``fashion`` recipe (batch norm, dropout on fc1, flips, Adam with a
     cosine decay, label smoothing) on a VGG-style net, with random shifts of up to 10% (black
     fill) and 30 epochs: 94.11-94.13% test accuracy on seeds 0-2, in 12.5-13.3 minutes
-    start to exit on 2 AVX-512 cores (mixed_bfloat16) (BENCHMARKS.md, Q12b).
+    start to exit on 2 AVX-512 cores (mixed_bfloat16) (BENCHMARKS.md, Q12).
     """
     return _preset("fashion_vgg", 28, 1, _two_conv_blocks(32, 64, 256),
         keep_rates={"fc": 0.5}, epochs=30, batch_size=128, learning_rate=2e-3,

@@ -12,7 +12,7 @@ Two training sources, by what the split holds:
   the model's size once), and each training step takes the next batch of indices of a
   fresh permutation each epoch (computed in the graph, no ``tf.data`` iterator), then
   gathers, scales and augments its batch itself. An iterator that carried the images cost
-  6-11% of training throughput on a 2-core CPU (BENCHMARKS.md, 2026-12-01): its background
+  6-11% of training throughput on a 2-core CPU (BENCHMARKS.md, "Why it is fast"): its background
   threads preempt the compute threads in the middle of each step; one that carried only the
   indices still made the step wait for it now and then (Q17). Each epoch uses
   ``len // batch_size`` full batches of its permutation (the rest of that epoch's order is

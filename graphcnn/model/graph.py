@@ -88,7 +88,7 @@ def inference_graph(model: ModelConfig, num_classes: int, averaged_scopes: Seque
     (default False) and ``input/keep_rate_<group>`` (default 1.0) keep the training graph's
     names, as do ``output/{logits,probabilities,classes}`` and every variable, so a training
     checkpoint restores it. No input pipeline, loss, optimizer or summaries: imported and
-    run cold, it costs a fraction of the training graph (BENCHMARKS.md, cold predict). It
+    run cold, it costs a fraction of the training graph (BENCHMARKS.md, Q5). It
     computes in float32 whatever ``train.precision`` was, so it runs on any machine.
 
     ``averaged_scopes`` (a run with ``train.moving_average_decay``: its trainable scopes, ()
