@@ -7,16 +7,15 @@ from graphcnn.presets import PRESETS, get_preset
 
 v1 = tf.compat.v1
 
+BN_VARIABLES = ("weights", "bn/gamma", "bn/beta", "bn/moving_mean", "bn/moving_variance")
+# conv-conv-pool-conv-conv-pool-fc, every layer batch-normalized (digits, fashion_vgg)
+TWO_BN_BLOCKS = [f"{layer}/{v}" for layer in ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "fc1")
+                 for v in BN_VARIABLES] + ["logits/weights", "logits/biases"]
 EXPECTED_VARIABLES = {
-    "digits": [f"{layer}/{v}" for layer in ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "fc1")
-               for v in ("weights", "bn/gamma", "bn/beta", "bn/moving_mean", "bn/moving_variance")]
+    "digits": TWO_BN_BLOCKS,
+    "fashion": [f"{layer}/{v}" for layer in ("conv1_1", "conv2_1", "fc1") for v in BN_VARIABLES]
     + ["logits/weights", "logits/biases"],
-    "fashion": [f"{layer}/{v}" for layer in ("conv1_1", "conv2_1", "fc1")
-                for v in ("weights", "bn/gamma", "bn/beta", "bn/moving_mean", "bn/moving_variance")]
-    + ["logits/weights", "logits/biases"],
-    "fashion_vgg": [f"{layer}/{v}" for layer in ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "fc1")
-                    for v in ("weights", "bn/gamma", "bn/beta", "bn/moving_mean", "bn/moving_variance")]
-    + ["logits/weights", "logits/biases"],
+    "fashion_vgg": TWO_BN_BLOCKS,
     "ct_scan": ["conv1_1/weights", "conv1_1/biases", "conv2_1/weights", "conv2_1/biases", "fc1/weights",
                 "fc1/biases", "logits/weights", "logits/biases"],
     "dog_breeds_vgg": ["conv1_1/weights", "conv1_1/biases", "conv1_2/weights", "conv1_2/biases",
