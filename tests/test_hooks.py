@@ -195,3 +195,21 @@ def test_histogram_summary_counts_as_numpy_does_under_its_exact_tag():
     assert flat[0, 0] == 1.5 and flat[-1, 1] == 2.5 and flat[:, 2].sum() == 2
     assert tf.make_ndarray(summaries[2].value[0].tensor)[:, 2].sum() == 0
     assert tf.make_ndarray(summaries[3].value[0].tensor)[:, 2].sum() == values.size
+
+
+def test_large_histograms_are_counted_in_slices_with_the_same_counts(monkeypatch):
+    import graphcnn.tensorboard.ops as tb_ops
+    values = np.random.default_rng(1).standard_normal(4099).astype(np.float32)  # not a multiple of 4
+
+    def buckets(slice_values: int) -> tuple[np.ndarray, int]:
+        monkeypatch.setattr(tb_ops, "HISTOGRAM_SLICE_VALUES", slice_values)
+        with tf.Graph().as_default() as graph, v1.Session() as sess:
+            summary = v1.Summary.FromString(sess.run(histogram_summary("w", tf.constant(values))))
+            ops = sum(op.type == "HistogramFixedWidth" for op in graph.get_operations())
+        return tf.make_ndarray(summary.value[0].tensor), ops
+
+    whole, one = buckets(1 << 22)
+    sliced, four = buckets(1024)
+    assert (one, four) == (1, tb_ops.HISTOGRAM_SLICES)
+    np.testing.assert_array_equal(sliced, whole)
+    assert sliced[:, 2].sum() == values.size
