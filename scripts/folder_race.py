@@ -27,7 +27,8 @@ Paths, each a fresh process timed from start to exit, run interleaved (A B C, C 
   .flow_from_directory`` for training and validation, a plain rescaling one for ``test_set/``,
   the same net without the preprocessing layers; TF's defaults.
 
-Prints one line per run and the medians, and each run's peak resident memory. ``--keep DIR``
+Prints one line per run (with its peak resident memory), the medians, and each path's time
+over the first path's: the ratio of the medians and the ratio in each round. ``--keep DIR``
 keeps every run in DIR (``graphcnn-r1``, a graphcnn run directory; ``keras-r1``, the Keras
 job's ``TensorBoard`` log folder with a results.json of its test accuracy) and draws each
 round side by side with ``graphcnn report graphcnn-rN --compare keras-rN ...``
@@ -197,6 +198,16 @@ def run_once(path: str, data: Path, epochs: int, logdir: Path, name: str, run: P
     return result
 
 
+def ratio_line(path: str, base: str, results: dict[str, list[dict]]) -> str:
+    """``path``'s time over ``base``'s: the ratio of the medians, then the ratio in each round
+    (a round's runs shared the machine's minutes, so their spread is the race's)."""
+    import statistics
+    times = {p: [r["seconds"] for r in results[p]] for p in (path, base)}
+    rounds = ", ".join(f"{a / b:.2f}" for a, b in zip(times[path], times[base]))
+    return (f"{path} / {base} (time): {statistics.median(times[path]) / statistics.median(times[base]):.2f}x "
+            f"(rounds {rounds})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path)
@@ -242,10 +253,8 @@ def main() -> int:
     for path, runs in results.items():
         print(f"{path:13s} median {statistics.median(r['seconds'] for r in runs):7.1f} s  "
               f"accuracy {statistics.median(r['test_accuracy'] for r in runs):.4f}")
-    base = statistics.median(r["seconds"] for r in results[paths[0]])
     for path in paths[1:]:
-        other = statistics.median(r["seconds"] for r in results[path])
-        print(f"{path} / {paths[0]} (time): {other / base:.2f}x")
+        print(ratio_line(path, paths[0], results))
     if args.keep and "graphcnn" in paths and not args.predict:
         for r in range(args.rounds):
             others = [str(args.keep / f"{p}-r{r + 1}") for p in paths if p != "graphcnn"]

@@ -41,6 +41,7 @@ def test_folder_race_keeps_its_runs_and_draws_them_side_by_side(tmp_path):
     for path in paths:
         assert re.search(rf"^round 1 {path} +[\d.]+ s  test accuracy (0|1)\.\d{{4}}  peak \d+ MB", proc.stdout, re.M)
         assert (keep / f"{path}-r1").is_dir()
+    assert re.search(r"^keras / graphcnn \(time\): [\d.]+x \(rounds [\d.]+\)$", proc.stdout, re.M)
     assert (keep / "keras-r1" / "results.json").is_file()  # the Keras job's test accuracy, for the figure
     assert (keep / "graphcnn-r1" / "report" / "compare.png").is_file()
     for path in paths:
@@ -62,3 +63,10 @@ def test_precision_paths_set_the_precision_of_their_side_only(tmp_path):
     assert argv["graphcnn_fp32"] == argv["graphcnn"] + ["--set", "train.precision=float32"]
     assert "--bfloat16" in argv["keras_bf16"] and "--keras-job" in argv["keras_bf16"]
     assert "--bfloat16" not in argv["keras"] and not any(a.startswith("train.precision") for a in argv["graphcnn"])
+
+
+def test_the_ratio_line_gives_the_ratio_of_medians_and_each_round():
+    race = _race_module()
+    results = {"graphcnn": [{"seconds": 58.2}, {"seconds": 63.7}, {"seconds": 59.2}],
+               "keras": [{"seconds": 81.2}, {"seconds": 86.5}, {"seconds": 93.3}]}
+    assert race.ratio_line("keras", "graphcnn", results) == "keras / graphcnn (time): 1.46x (rounds 1.40, 1.36, 1.58)"
