@@ -25,9 +25,10 @@ FEATURE_MAP_MIN_HEIGHT = 96
 # activation histograms bucket the first images of the batch only: 16 images give the same
 # distribution shape at an eighth of the cost of a 128-image batch
 ACTIVATION_HISTOGRAM_IMAGES = 16
-# HistogramFixedWidth counts on one thread (~90 M values/s on Zen 4): the 103 M-value fc1
-# gradient of dog_breeds_vgg took 1.07 s of a 0.92 s step. Tensors this large are counted in
-# this many equal slices at once, on the session's inter-op threads, and the counts added.
+# HistogramFixedWidth counts on one thread: the 103 M-value fc1 gradient of dog_breeds_vgg
+# took 1.07 s inside a step that otherwise takes 0.92 s. Tensors this large are counted in this
+# many equal slices at once, on the session's inter-op threads, and the counts added (the whole
+# histogram alone: 303 -> 184 ms on Zen 4; BENCHMARKS.md, Q13f).
 HISTOGRAM_SLICE_VALUES = 1 << 22
 HISTOGRAM_SLICES = 4
 
