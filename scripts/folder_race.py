@@ -201,7 +201,7 @@ def run_once(path: str, data: Path, epochs: int, logdir: Path, name: str, run: P
 def ratio_line(path: str, base: str, results: dict[str, list[dict]]) -> str:
     """``path``'s time over ``base``'s: the ratio of the medians, then the ratio in each round
     (a round's runs shared the machine's minutes, so their spread is the race's)."""
-    import statistics
+    import statistics  # here, not at the top: the timed Keras jobs run this file too
     times = {p: [r["seconds"] for r in results[p]] for p in (path, base)}
     rounds = ", ".join(f"{a / b:.2f}" for a, b in zip(times[path], times[base]))
     return (f"{path} / {base} (time): {statistics.median(times[path]) / statistics.median(times[base]):.2f}x "

@@ -65,8 +65,8 @@ def _count(x: tf.Tensor, value_range: tf.Tensor, buckets: int, size: int | None)
     """int32 [buckets]: the bucket counts of flat ``x``, in slices when ``size`` is large."""
     if size is None or size < HISTOGRAM_SLICE_VALUES:
         return tf.histogram_fixed_width(x, value_range, nbins=buckets)
-    step = -(-size // HISTOGRAM_SLICES)
-    sizes = [step] * (size // step) + ([size % step] if size % step else [])
+    n = HISTOGRAM_SLICES
+    sizes = [size // n + (i < size % n) for i in range(n)]  # n slices, the first size % n one value longer
     return tf.add_n([tf.histogram_fixed_width(part, value_range, nbins=buckets) for part in tf.split(x, sizes)])
 
 
