@@ -547,8 +547,15 @@ COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit code. Every error becomes one ``graphcnn: error: ...``
-    line on stderr (``--debug``: its traceback) and its exit code (see the module docstring)."""
-    return run(build_parser().parse_args(argv))
+    line on stderr (``--debug``: its traceback) and its exit code (see the module docstring).
+
+    ``argv`` None (the ``graphcnn`` command, ``python -m graphcnn``): the process first
+    relaunches itself once with huge pages for malloc, where that helps
+    (:func:`graphcnn.runtime.relaunch_with_huge_pages`)."""
+    args = build_parser().parse_args(argv)
+    if argv is None:
+        runtime.relaunch_with_huge_pages()
+    return run(args)
 
 
 def run(args: argparse.Namespace) -> int:

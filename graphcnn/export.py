@@ -80,17 +80,33 @@ def _frozen_inputs(graph_def) -> dict[str, object]:
     return frozen
 
 
+def _returned_argument(function) -> int | None:
+    """The index of the argument that ``function`` (a FunctionDef) returns unchanged, through
+    Identity ops, as its first output; None if it returns something else."""
+    args = [a.name for a in function.signature.input_arg]
+    nodes = {n.name: n for n in function.node_def}
+    name = function.ret.get(function.signature.output_arg[0].name, "").split(":")[0] \
+        if function.signature.output_arg else ""
+    while name in nodes and nodes[name].op == "Identity" and nodes[name].input:
+        name = nodes[name].input[0].split(":")[0]
+    return args.index(name) if name in args else None
+
+
 def drop_dropout_masks(graph_def) -> int:
     """Bypass each dropout of ``graph_def`` whose keep rate is frozen at 1.0; the number bypassed.
 
-    graphcnn's dropout (``tf.nn.experimental.stateless_dropout``) is ``SelectV2(uniform >=
-    rate, x / (1 - rate), 0)`` with ``rate = 1 - input/keep_rate_<group>``; at keep rate 1.0
-    the condition always holds, so the select is its second input. Only selects whose
-    condition compares a random draw with a value computed from a keep-rate input qualify.
-    Their consumers are rewired (in place) to that input, of the same shape; the select and
-    its random draw are left without consumers, for the pruning to drop.
+    graphcnn's dropout is ``cond(keep_rate < 1, drop, identity)`` (a ``StatelessIf``) whose
+    ``drop`` branch is ``tf.nn.experimental.stateless_dropout``; runs trained before that
+    have the bare ``SelectV2(uniform >= rate, x / (1 - rate), 0)`` with ``rate = 1 -
+    input/keep_rate_<group>``. At keep rate 1.0 both are their input ``x``. Qualify: an If
+    whose condition is computed from a keep-rate input, whose true branch draws random
+    numbers and whose false branch returns one of its inputs (that input); a select whose
+    condition compares a random draw with a value computed from a keep-rate input (its
+    second input). Their consumers are rewired (in place) to that input, of the same shape;
+    the dropout and its random draw are left without consumers, for the pruning to drop.
     """
     nodes = {n.name: n for n in graph_def.node}
+    functions = {f.signature.name: f for f in graph_def.library.function}
 
     def reaches(name: str, test, depth: int) -> bool:
         node = nodes.get(_node_name(name))
@@ -100,15 +116,26 @@ def drop_dropout_masks(graph_def) -> int:
             return True
         return any(reaches(i, test, depth - 1) for i in node.input if not i.startswith("^"))
 
+    def from_keep_rate(name: str) -> bool:
+        return reaches(name, lambda n: n.name.startswith(_KEEP_RATE_PREFIX), 3)
+
     bypass = {}
     for node in graph_def.node:
+        if node.op in ("StatelessIf", "If") and node.input and from_keep_rate(node.input[0]):
+            then_branch = functions.get(node.attr["then_branch"].func.name)
+            else_branch = functions.get(node.attr["else_branch"].func.name)
+            if then_branch is None or else_branch is None:
+                continue
+            passed = _returned_argument(else_branch)
+            if passed is not None and any(n.op in _RANDOM_OPS for n in then_branch.node_def):
+                bypass[node.name] = node.input[1 + passed]
+            continue
         if node.op not in ("SelectV2", "Select") or len(node.input) != 3:
             continue
         cond = nodes.get(_node_name(node.input[0]))
         if cond is None or cond.op != "GreaterEqual" or len(cond.input) != 2:
             continue
-        if (reaches(cond.input[0], lambda n: n.op in _RANDOM_OPS, 3)
-                and reaches(cond.input[1], lambda n: n.name.startswith(_KEEP_RATE_PREFIX), 3)):
+        if reaches(cond.input[0], lambda n: n.op in _RANDOM_OPS, 3) and from_keep_rate(cond.input[1]):
             bypass[node.name] = node.input[1]
     for node in graph_def.node:
         for i, name in enumerate(node.input):

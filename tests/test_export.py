@@ -19,6 +19,7 @@ from conftest import synthetic_dataset, tiny_config
 from graphcnn.config import EarlyStoppingConfig, LogConfig
 from graphcnn.export import (BYTES_INPUT, BYTES_SIGNATURE, UINT8_INPUT, UINT8_SIGNATURE, ExportError, _Restored,
                              drop_dropout_masks, export_saved_model, export_tflite)
+from graphcnn.model import layers as L
 from graphcnn.predict import Predictor
 from graphcnn.run_dir import RunDir
 from graphcnn.train.trainer import train
@@ -133,22 +134,27 @@ def test_keep_rates_and_training_switch_are_frozen(exported):
     assert restored.dropouts_removed == 2  # dropout1 (conv group) and dropout2 (fc group)
     assert [t.name for t in restored.forward.inputs if t.dtype != tf.resource] == ["input/images:0"]
     ops = {op.type for op in restored.forward.graph.get_operations()}
-    assert not ops & {"StatelessRandomUniformV2", "PlaceholderWithDefault"}
+    assert not ops & {"StatelessRandomUniformV2", "PlaceholderWithDefault", "StatelessIf"}
 
 
-def test_drop_dropout_masks_leaves_other_selects_alone():
+@pytest.mark.parametrize("dropout", ["cond", "select"])
+def test_drop_dropout_masks_leaves_other_selects_alone(dropout):
+    """Today's dropout (a cond on the keep rate) and the bare select of runs trained before it."""
     graph = tf.Graph()
     with graph.as_default():
         x = tf.compat.v1.placeholder(tf.float32, [None, 4], name="x")
         keep = tf.compat.v1.placeholder_with_default(1.0, [], name="input/keep_rate_fc")
-        dropped = tf.nn.experimental.stateless_dropout(x, rate=1.0 - keep, seed=[1, 2])
+        dropped = (L.dropout(x, keep, "dropout1", seed=1, step=tf.constant(2)) if dropout == "cond"
+                   else tf.nn.experimental.stateless_dropout(x, rate=1.0 - keep, seed=[1, 2]))
         kept = tf.where(x >= 0.5, x, 0.0)  # a select on data: not a dropout
-        tf.identity(dropped + kept, name="out")
+        cond = tf.cond(keep > 0.0, lambda: x * 2.0, lambda: tf.identity(x))  # a cond on a keep rate: no dropout
+        tf.identity(dropped + kept + cond, name="out")
     graph_def = graph.as_graph_def()
     assert drop_dropout_masks(graph_def) == 1
     forward = tf.compat.v1.graph_util.extract_sub_graph(graph_def, ["out"])
     ops = [n.op for n in forward.node]
     assert "StatelessRandomUniformV2" not in ops and ops.count("SelectV2") == 1  # the tf.where stays
+    assert ops.count("StatelessIf") == 1  # the other cond stays
 
 
 def test_export_from_a_checkpoint_without_inference_meta_and_refuses_a_used_folder(exported, tmp_path):
@@ -175,6 +181,9 @@ def test_tflite_names_the_ops_it_lacks(exported, tmp_path, monkeypatch):
     import graphcnn.export
 
     monkeypatch.setattr(graphcnn.export, "drop_dropout_masks", lambda graph_def: 0)
+    frozen = graphcnn.export._frozen_inputs  # keep rates frozen below 1.0: the masks' random draws stay
+    monkeypatch.setattr(graphcnn.export, "_frozen_inputs", lambda graph_def: {
+        name: 0.5 if "keep_rate" in name else value for name, value in frozen(graph_def).items()})
     with pytest.raises(ExportError, match="TFLite's builtin ops do not cover this model: .*StatelessRandomUniformV2"):
         export_tflite(run.root, tmp_path / "m.tflite")
     assert list(tmp_path.iterdir()) == []

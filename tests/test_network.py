@@ -146,6 +146,34 @@ def test_keep_rate_defaults_give_deterministic_outputs():
             assert not np.allclose(a, c)
 
 
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
+def test_dropout_draws_no_mask_at_keep_rate_one_and_keeps_its_masks_below(dtype):
+    from graphcnn.model import layers as L
+
+    with tf.Graph().as_default():
+        x = tf.ones([4, 8, 8, 16], dtype)
+        keep = v1.placeholder_with_default(1.0, [], name="keep_rate")
+        step = v1.placeholder_with_default(tf.constant(7, tf.int64), [])
+        y = tf.cast(L.dropout(x, keep, "dropout1", seed=3, step=step), tf.float32)
+        with v1.Session() as sess:
+            meta = v1.RunMetadata()
+            out = sess.run(y, options=v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE), run_metadata=meta)
+            np.testing.assert_array_equal(out, np.ones(out.shape))
+            ran = {n.node_name for d in meta.step_stats.dev_stats for n in d.node_stats}
+            assert not [n for n in ran if "random" in n.lower()]  # evaluation: the identity branch alone
+            meta = v1.RunMetadata()
+            half = sess.run(y, {keep: 0.5}, options=v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE),
+                            run_metadata=meta)
+            assert [n for d in meta.step_stats.dev_stats for n in d.node_stats if "random" in n.node_name.lower()]
+            assert set(np.unique(half)) == {0.0, 2.0} and 0.3 < (half == 0).mean() < 0.7
+            np.testing.assert_array_equal(half, sess.run(y, {keep: 0.5}))  # keyed on (seed, step): the same mask
+            assert not np.array_equal(half, sess.run(y, {keep: 0.5, step: 8}))
+            # the mask drawn as before the identity branch existed: checkpoints resume onto the same masks
+            key = tf.constant([3, 7], tf.int64)
+            bare = tf.nn.experimental.stateless_dropout(tf.cast(x, tf.float32), rate=0.5, seed=key)
+            np.testing.assert_array_equal(half, sess.run(tf.cast(tf.cast(bare, dtype), tf.float32)))
+
+
 @pytest.mark.parametrize("shape", [(16, 5, 5, 3), (16, 3)])
 def test_batch_norm_normalizes_with_batch_moments_and_moves_averages(shape):
     from graphcnn.model.layers import batch_norm

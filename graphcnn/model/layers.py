@@ -163,15 +163,21 @@ def dropout(x: tf.Tensor, keep_rate: tf.Tensor, name: str, seed: int, step: tf.T
     update: the same step draws the same mask, so a resumed run continues exactly as the
     uninterrupted one would have (a stateful generator's position is not in the checkpoint).
     ``step`` None: 0. With keep rate 1.0 (the placeholder default) this is the identity, so
-    evaluation and prediction need no feed.
+    evaluation and prediction need no feed, and draw no mask.
     """
     with tf.name_scope(name):
         key = tf.stack([tf.constant(seed, tf.int64),
                         tf.zeros([], tf.int64) if step is None else tf.cast(step, tf.int64)])
-        # the random draw in float32 (the casts are no ops for a float32 x): bfloat16 random
-        # numbers run on a slow generic kernel (+0.5 ms a step on the digits net)
-        kept = tf.nn.experimental.stateless_dropout(tf.cast(x, tf.float32), rate=1.0 - keep_rate, seed=key)
-        return tf.cast(kept, x.dtype)
+
+        def drop() -> tf.Tensor:
+            # the random draw in float32 (the casts are no ops for a float32 x): bfloat16 random
+            # numbers run on a slow generic kernel (+0.5 ms a step on the digits net)
+            kept = tf.nn.experimental.stateless_dropout(tf.cast(x, tf.float32), rate=1.0 - keep_rate, seed=key)
+            return tf.cast(kept, x.dtype)
+
+        # a tensor rate of 0 still draws the whole mask: skipped at keep rate 1.0, evaluation
+        # and prediction run without it (42 ms of a batch of 32 on dog_breeds_vgg's two)
+        return tf.cond(keep_rate < 1.0, drop, lambda: tf.identity(x))
 
 
 def flatten(x: tf.Tensor, name: str = "flatten") -> tf.Tensor:

@@ -1,0 +1,57 @@
+"""The process-wide settings of graphcnn.runtime: when the command relaunches itself with huge pages."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from graphcnn import runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+GLIBC = ("glibc", "2.36")
+
+
+def thp_mode(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "enabled"
+    path.write_text(text)
+    return str(path)
+
+
+def test_huge_pages_where_the_kernel_gives_them_on_request(tmp_path):
+    mode = thp_mode(tmp_path, "always [madvise] never\n")
+    env = runtime.huge_pages_environ({"PATH": "/bin"}, mode, GLIBC)
+    assert env == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    # the user's other tunables kept, in front
+    env = runtime.huge_pages_environ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, mode, GLIBC)
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+
+
+@pytest.mark.parametrize("environ, mode, libc", [
+    ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "always [madvise] never", GLIBC),  # the user chose
+    ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}, "always [madvise] never", GLIBC),  # relaunched already
+    ({}, "[always] madvise never", GLIBC),  # every mapping gets them already
+    ({}, "always madvise [never]", GLIBC),  # none ever
+    ({}, "always [madvise] never", ("glibc", "2.34")),  # no such tunable before 2.35
+    ({}, "always [madvise] never", ("", "")),  # musl, macOS, Windows
+    ({}, None, GLIBC),  # no transparent huge pages in this kernel
+])
+def test_no_relaunch_where_it_changes_nothing(tmp_path, environ, mode, libc):
+    path = thp_mode(tmp_path, mode) if mode is not None else str(tmp_path / "missing")
+    assert runtime.huge_pages_environ(environ, path, libc) is None
+
+
+@pytest.mark.skipif(runtime.huge_pages_environ() is None, reason="huge pages change nothing on this machine")
+def test_the_command_relaunches_once_with_the_tunable_and_keeps_its_arguments(tmp_path):
+    # `python -c CODE ARGS`: the relaunch runs CODE again with the same arguments; it prints what it saw
+    code = ("import os, sys; from graphcnn import runtime; "
+            "print(os.getpid(), os.environ.get('GLIBC_TUNABLES'), sys.argv[1:], flush=True); "
+            "runtime.relaunch_with_huge_pages()")
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    out = subprocess.run([sys.executable, "-c", code, "train", "--name", "a b"], capture_output=True, text=True,
+                         env={**env, "PYTHONPATH": str(ROOT)}, cwd=tmp_path, timeout=60, check=True).stdout
+    first, second = out.splitlines()
+    assert first.split(" ", 2)[1:] == ["None", "['train', '--name', 'a b']"]
+    assert second.split(" ", 2)[1:] == ["glibc.malloc.hugetlb=1", "['train', '--name', 'a b']"]
+    assert first.split()[0] == second.split()[0]  # the same process, replaced
