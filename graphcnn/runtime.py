@@ -86,8 +86,8 @@ def huge_pages_environ(environ: Mapping[str, str] | None = None, thp_mode_file: 
     Why: TensorFlow's CPU allocator takes every tensor from malloc, and glibc maps each
     block over 32 MB afresh and unmaps it when freed, so each training step faults in its
     large activations and gradients 4 KB at a time. On ``dog_breeds_vgg`` at 224 px that was
-    1.6 M page faults a run and 4-6 s of kernel time; with 2 MB pages, 0.13 M (BENCHMARKS.md).
-    glibc reads its tunables once, at start, hence a relaunch.
+    1.6 M page faults a run; with 2 MB pages 0.13 M, and the run 1.07x faster (BENCHMARKS.md,
+    "Why it is fast"). glibc reads its tunables once, at start, hence a relaunch.
     """
     environ = os.environ if environ is None else environ
     name, version = platform.libc_ver() if libc is None else libc
