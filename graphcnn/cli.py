@@ -161,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print on stderr: images/s, and the time spent waiting for decoding vs in the "
                         "forward pass")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
+    p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default="auto",
+                   help="the forward pass's compute precision; auto: bfloat16 where the CPU computes it "
+                        "natively (AMX-BF16, AVX512-BF16), as train.precision=auto picks it, else float32 "
+                        "(default: auto)")
 
     e = sub.add_parser("evaluate", help="accuracy, per-class precision/recall, confusion matrix",
                        epilog=_EVALUATE_FORMATS, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -352,7 +356,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     files = collect_image_files(args.images)
     start = time.perf_counter()
-    with Predictor(args.checkpoint, prefer_best=not args.latest) as predictor:
+    with Predictor(args.checkpoint, prefer_best=not args.latest, precision=args.precision) as predictor:
         restored = time.perf_counter()
         result = predictor.run_files(files, top_k=args.top_k, batch_size=max(1, args.batch_size),
                                      split_timing=args.stats)
@@ -393,8 +397,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         other = max(0.0, work - result.decode_seconds - result.predict_seconds)
         print(f"graphcnn: {n} image(s) in {work:.2f} s: {n / max(work, 1e-9):.1f} images/s (decode wait "
               f"{result.decode_seconds:.2f} s, forward pass {result.predict_seconds:.2f} s, other {other:.2f} s; "
-              f"decoding runs in parallel, overlapping the forward pass); model restore {restored - start:.2f} s, "
-              "not counted", file=sys.stderr)
+              f"decoding runs in parallel, overlapping the forward pass); {predictor.precision}; model restore "
+              f"{restored - start:.2f} s, not counted", file=sys.stderr)
     return 1 if result.errors else 0
 
 

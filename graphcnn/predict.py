@@ -33,6 +33,7 @@ from graphcnn.data import scan
 from graphcnn.checkpoints import load_first, serving_meta_graph
 from graphcnn.data.pipeline import Preprocessing, fit_images, no_autotune, preprocess
 from graphcnn.data.sources import IMAGE_EXTENSIONS, DataError
+from graphcnn.model.precision import inference_session_config, resolve_precision
 
 v1 = tf.compat.v1
 log = logging.getLogger("graphcnn.predict")
@@ -96,9 +97,16 @@ class Predictor:
     a run's other best, then its latest checkpoints newest first); a checkpoint prefix named
     directly has no fallback. A subclass adds its own ops to the restored graph in
     :meth:`_add_outputs` (:class:`~graphcnn.explain.Explainer`: Grad-CAM's).
+
+    ``precision``: ``float32`` runs the forward pass as it was saved; ``mixed_bfloat16`` in
+    bfloat16 as mixed-precision training computes it (probabilities differ from float32's in
+    the second or third decimal); ``auto`` picks bfloat16 where ``train.precision = auto``
+    would (:func:`~graphcnn.model.precision.resolve_precision`). ``graphcnn predict`` uses
+    ``auto``.
     """
 
-    def __init__(self, checkpoint: str | Path, prefer_best: bool = True):
+    def __init__(self, checkpoint: str | Path, prefer_best: bool = True, precision: str = "float32"):
+        self.precision = resolve_precision(precision)
         load_first(checkpoint, self._load, prefer_best)
 
     def _load(self, checkpoint: Path) -> None:
@@ -138,7 +146,7 @@ class Predictor:
                                                input_map={"input/images:0": self.images})
             self.probabilities = self.graph.get_tensor_by_name("output/probabilities:0")
             self._add_outputs()
-            self.sess = v1.Session(graph=self.graph)
+            self.sess = v1.Session(graph=self.graph, config=inference_session_config(self.precision))
             try:
                 saver.restore(self.sess, str(self.checkpoint))
             except BaseException:

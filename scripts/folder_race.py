@@ -21,6 +21,8 @@ Paths, each a fresh process timed from start to exit, run interleaved (A B C, C 
 * ``keras_bf16``: the Keras 3 job under ``keras.mixed_precision.set_global_policy("mixed_bfloat16")``,
   what graphcnn's ``train.precision = auto`` picks on CPUs with AMX-BF16 or AVX512-BF16.
 * ``graphcnn_fp32``: the graphcnn job with ``train.precision = float32``.
+* ``graphcnn_no_hugepages``: the graphcnn job with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=0``, which
+  keeps malloc on 4 KB pages (the A/B of graphcnn's huge-pages relaunch, ``graphcnn/runtime.py``).
 * ``keras2``: the job as the Keras 2 tutorials write it, with ``tf_keras`` (``pip install
   tf_keras scipy``: benchmark-only, not graphcnn's dependencies): ``ImageDataGenerator(rescale,
   rotation_range=20, zoom_range=0.2, horizontal_flip, validation_split=0.2)
@@ -35,9 +37,10 @@ round side by side with ``graphcnn report graphcnn-rN --compare keras-rN ...``
 (``graphcnn-rN/report/compare.png``).
 
 ``--predict RUN`` races prediction instead, over the files of DIR (all its images, any depth):
-``graphcnn predict RUN DIR --stats`` against a Keras 3 user's ``model.predict`` on
-``keras.utils.image_dataset_from_directory(DIR)`` with the same net (untrained: the work is
-the same), each a fresh process timed from start to exit.
+``graphcnn predict RUN DIR --stats`` (its default precision, ``auto``, and ``--precision float32``)
+against a Keras 3 user's ``model.predict`` on ``keras.utils.image_dataset_from_directory(DIR)``
+with the same net (untrained: the work is the same; float32), each a fresh process timed from
+start to exit.
 """
 
 from __future__ import annotations
@@ -158,11 +161,15 @@ def command(path: str, data: Path, epochs: int, logdir: Path, name: str, run: Pa
             preset: str = "cats_dogs_150", keep: bool = False) -> tuple[list[str], dict]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("TF_ENABLE_ONEDNN_OPTS", None)
-    if path == "predict_graphcnn":
-        return [sys.executable, "-m", "graphcnn", "predict", str(run), str(data), "--stats", "--format", "csv"], env
+    if path in ("predict_graphcnn", "predict_graphcnn_fp32"):
+        precision = "float32" if path.endswith("fp32") else "auto"
+        return [sys.executable, "-m", "graphcnn", "predict", str(run), str(data), "--stats", "--format", "csv",
+                "--precision", precision], env
     if path == "predict_keras":
         return [sys.executable, __file__, "--keras-predict-job", str(data)], env
-    if path in ("graphcnn", "graphcnn_fp32"):
+    if path == "graphcnn_no_hugepages":
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), "glibc.malloc.hugetlb=0"]))
+    if path in ("graphcnn", "graphcnn_fp32", "graphcnn_no_hugepages"):
         argv = [sys.executable, "-m", "graphcnn", "train", "--preset", preset, "--data", str(data),
                 "--logdir", str(logdir), "--name", name, "--no-progress", "--set", f"train.epochs={epochs}",
                 "--set", "data.validation_fraction=0.2", "--set", "data.augment.horizontal_flip=true",
@@ -233,7 +240,7 @@ def main() -> int:
     if args.keras_predict_job:
         keras_predict_job(args.data)
         return 0
-    paths = ["predict_graphcnn", "predict_keras"] if args.predict else args.paths.split(",")
+    paths = ["predict_graphcnn", "predict_graphcnn_fp32", "predict_keras"] if args.predict else args.paths.split(",")
     job = "predict" if args.predict else f"{args.preset}, {args.epochs} epochs"
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; {args.data}; {job}; "
           f"{time.strftime('%Y-%m-%d %H:%M')}")

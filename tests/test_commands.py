@@ -239,6 +239,16 @@ def test_predict_reports_conversions_on_stderr_and_stats(folder_run, predict_fil
                      err)
     assert len(stats) == 1 and re.search(r"4 image\(s\) in [\d.]+ s: [\d.]+ images/s \(decode wait [\d.]+ s, "
                                          r"forward pass [\d.]+ s", stats[0])
+    assert re.search(r"overlapping the forward pass\); (float32|mixed_bfloat16); model restore", stats[0])
+
+
+def test_predict_precision_choices_are_auto_and_the_registered_ones(folder_run, predict_files, capsys):
+    from graphcnn.model.precision import PRECISIONS
+
+    assert re.search(r"--precision \{(.*?)\}", subcommand_help("predict")).group(1).split(",") == ["auto", *PRECISIONS]
+    run, _ = folder_run
+    assert cli.main(["predict", str(run), str(predict_files["good"]), "--stats", "--precision", "float32"]) == 0
+    assert "forward pass); float32; model restore" in capsys.readouterr().err
 
 
 def test_predict_files_decodes_in_parallel_batches_in_input_order(folder_run, predict_files):

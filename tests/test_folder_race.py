@@ -65,6 +65,15 @@ def test_precision_paths_set_the_precision_of_their_side_only(tmp_path):
     assert "--bfloat16" not in argv["keras"] and not any(a.startswith("train.precision") for a in argv["graphcnn"])
 
 
+def test_the_no_hugepages_path_turns_the_tunable_off_and_keeps_the_users(tmp_path, monkeypatch):
+    race = _race_module()
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    argv, env = race.command("graphcnn_no_hugepages", tmp_path, 3, tmp_path, "r1")
+    assert argv == race.command("graphcnn", tmp_path, 3, tmp_path, "r1")[0]
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=0"
+    assert race.command("graphcnn", tmp_path, 3, tmp_path, "r1")[1]["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"
+
+
 def test_the_ratio_line_gives_the_ratio_of_medians_and_each_round():
     race = _race_module()
     results = {"graphcnn": [{"seconds": 58.2}, {"seconds": 63.7}, {"seconds": 59.2}],

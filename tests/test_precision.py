@@ -11,7 +11,7 @@ from graphcnn import config as C
 from graphcnn.data.pipeline import InputPipeline
 from graphcnn.model.graph import build_graph, network_for
 from graphcnn.model.network import Network
-from graphcnn.model.precision import PRECISIONS, cpu_flags, resolve_precision
+from graphcnn.model.precision import PRECISIONS, cpu_flags, inference_session_config, resolve_precision
 from graphcnn.predict import Predictor
 from graphcnn.presets import get_preset
 from graphcnn.registry import UnknownChoiceError
@@ -145,3 +145,38 @@ def test_mixed_bfloat16_run_trains_and_float32_predict_agrees(tmp_path):
     # bfloat16 keeps 8 bits of mantissa: probabilities agree to about 1e-2, the classes exactly here
     np.testing.assert_allclose(probs, result.test.probabilities, atol=0.05)
     assert (probs.argmax(1) == result.test.predictions).mean() >= 11 / 12
+
+
+def test_inference_session_config_rewrites_to_bfloat16_only_when_asked(monkeypatch):
+    rewrite = lambda precision: inference_session_config(precision).graph_options.rewrite_options  # noqa: E731
+    assert rewrite("mixed_bfloat16").auto_mixed_precision_onednn_bfloat16 == rewrite("float32").ON
+    assert rewrite("float32").auto_mixed_precision_onednn_bfloat16 == rewrite("float32").DEFAULT
+    monkeypatch.setattr("graphcnn.model.precision.cpu_flags", lambda: frozenset({"avx2"}))
+    assert rewrite("auto").auto_mixed_precision_onednn_bfloat16 == rewrite("float32").DEFAULT
+
+
+def _conv_types(sess, fetch, feed) -> set:
+    """The dtypes the Conv2D ops ran in, read from the graphs the session actually executed."""
+    options = v1.RunOptions(output_partition_graphs=True)
+    metadata = v1.RunMetadata()
+    sess.run(fetch, feed, options=options, run_metadata=metadata)
+    return {tf.dtypes.as_dtype(node.attr["T"].type) for g in metadata.partition_graphs for node in g.node
+            if "Conv2D" in node.op and "T" in node.attr}
+
+
+def test_predictor_in_bfloat16_agrees_with_float32(tmp_path):
+    cfg = tiny_config(epochs=4)
+    ds = synthetic_dataset()
+    result = train(cfg, RunDir.create(tmp_path, "f32"), progress=False, dataset=ds)
+    runs = {}
+    for precision in ("float32", "mixed_bfloat16"):
+        with Predictor(result.run.root, precision=precision) as p:
+            assert p.precision == precision
+            x = p.preprocess_arrays(ds.test.images)
+            runs[precision] = p.probabilities_for(x), _conv_types(p.sess, p.probabilities, {p.images: x})
+    (f32, f32_types), (bf16, bf16_types) = runs["float32"], runs["mixed_bfloat16"]
+    assert f32_types == {tf.float32}
+    if resolve_precision("auto") == "mixed_bfloat16":  # oneDNN on and native bfloat16: the rewrite runs
+        assert tf.bfloat16 in bf16_types
+    np.testing.assert_allclose(bf16, f32, atol=0.05)
+    assert (bf16.argmax(1) == f32.argmax(1)).mean() >= 11 / 12
