@@ -69,4 +69,3 @@ def inference_session_config(precision: str) -> tf.compat.v1.ConfigProto:
         rewrite = config.graph_options.rewrite_options
         rewrite.auto_mixed_precision_onednn_bfloat16 = rewrite.ON
     return config
-
