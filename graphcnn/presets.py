@@ -144,8 +144,8 @@ def fashion_vgg() -> Config:
     The accuracy record: the ``fashion`` recipe (batch norm, dropout on fc1, flips, Adam with a
     cosine decay, label smoothing) on a VGG-style net, with random shifts of up to 10% (black
     fill) and 30 epochs: 94.11-94.13% test accuracy on seeds 0-2, in 12.5-13.3 minutes
-    start to exit on 2 AVX-512 cores (mixed_bfloat16); 94.0% in 19.6 minutes at float32
-    (BENCHMARKS.md, Q12).
+    start to exit on 2 AMD Zen 4 cores (mixed_bfloat16); 94.0% in 19.6 minutes at float32;
+    93.87-94.19% in 9.1-9.9 minutes on 2 AMX Xeon cores (BENCHMARKS.md, Q12).
     """
     return _preset("fashion_vgg", 28, 1, _two_conv_blocks(32, 64, 256),
         keep_rates={"fc": 0.5}, epochs=30, batch_size=128, learning_rate=2e-3,
