@@ -60,6 +60,9 @@ class ModelConfig:
     initializer: str = "he"  # truncated_normal | glorot | he
     init_stddev: float = 0.1  # for truncated_normal
     batch_norm_decay: float = 0.99
+    # test-time augmentation: validation, test, predict, evaluate and exported models average the
+    # class probabilities of each image and its mirror image (training itself is unchanged)
+    test_time_flip: bool = False
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -249,13 +249,15 @@ class Explainer(Predictor):
 
     Checkpoints are chosen as :class:`~graphcnn.predict.Predictor` chooses them (the best,
     else the latest; a damaged one is skipped with a warning), and it predicts as a Predictor
-    does. ``layer``: a conv layer name (``conv2_2``), default the last conv layer.
+    does, on each image alone (even for a run with ``model.test_time_flip``). ``layer``: a conv
+    layer name (``conv2_2``), default the last conv layer.
     """
 
     def __init__(self, checkpoint: str | Path, layer: str | None = None, prefer_best: bool = True):
         self._layer_wanted = layer
         self._model_error: _ModelError | None = None
-        super().__init__(checkpoint, prefer_best)
+        # Grad-CAM explains one forward pass: no mirror-image average (model.test_time_flip)
+        super().__init__(checkpoint, prefer_best, test_time_flip=False)
         if self._model_error is not None:
             raise ValueError(str(self._model_error)) from None
 

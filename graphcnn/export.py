@@ -21,7 +21,9 @@ bilinear resize and rounding, / 255, minus the training pixel mean when the run 
   TFLite decodes no images and its builtin ops have no antialiased resize).
 
 Both return ``probabilities`` float32 [N, K], ``classes`` int64 [N] and ``class_names``
-string [N] (the predicted class's name). ``assets.extra/graphcnn.json`` records the
+string [N] (the predicted class's name); for a run trained with ``model.test_time_flip`` the
+probabilities are the mean of the image's and its mirror image's, as ``predict`` gives them.
+``assets.extra/graphcnn.json`` records the
 checkpoint, the input size and the class names.
 """
 
@@ -266,6 +268,7 @@ class ServingModule(tf.Module):
         p = restored.preprocessing
         self._size = (p.input_height, p.input_width, p.channels)
         self._forward = restored.forward
+        self._test_time_flip = p.test_time_flip
         # keyed by their graph names (``conv1_1/weights``), as the SavedModel's variables/ lists them
         self.model_variables = {v.name.split(":")[0]: v for v in restored.variables}
         self.pixel_mean = (None if restored.mean is None
@@ -283,6 +286,8 @@ class ServingModule(tf.Module):
         if self.pixel_mean is not None:
             x = x - self.pixel_mean
         probabilities = self._forward(x)
+        if self._test_time_flip:  # as predict and the run's evaluation computed them
+            probabilities = (probabilities + self._forward(tf.reverse(x, [2]))) / 2
         classes = tf.argmax(probabilities, axis=1)
         return {"probabilities": tf.identity(probabilities, name="probabilities"),
                 "classes": tf.identity(classes, name="classes"),

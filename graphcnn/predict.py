@@ -103,10 +103,16 @@ class Predictor:
     the second or third decimal); ``auto`` picks bfloat16 where ``train.precision = auto``
     would (:func:`~graphcnn.model.precision.resolve_precision`). ``graphcnn predict`` uses
     ``auto``.
+
+    ``test_time_flip``: :attr:`probabilities` are the mean of each image's and its mirror
+    image's (the forward pass runs on both); ``None`` (default) does as the run was trained to
+    evaluate (``model.test_time_flip``, recorded in ``preprocessing.json``).
     """
 
-    def __init__(self, checkpoint: str | Path, prefer_best: bool = True, precision: str = "float32"):
+    def __init__(self, checkpoint: str | Path, prefer_best: bool = True, precision: str = "float32",
+                 test_time_flip: bool | None = None):
         self.precision = resolve_precision(precision)
+        self._flip_wanted = test_time_flip
         load_first(checkpoint, self._load, prefer_best)
 
     def _load(self, checkpoint: Path) -> None:
@@ -142,9 +148,17 @@ class Predictor:
                 files = files.with_options(no_autotune())
                 iterator = v1.data.make_initializable_iterator(files)
                 self._files_init, self._next_files = iterator.initializer, iterator.get_next()
+            self.test_time_flip = (self.preprocessing.test_time_flip if self._flip_wanted is None
+                                   else self._flip_wanted)
+            model_input = self.images
+            if self.test_time_flip:  # one forward pass over the images and their mirror images
+                model_input = tf.concat([self.images, tf.reverse(self.images, [2])], 0, name="test_time_flip")
             saver = v1.train.import_meta_graph(str(self.meta_graph), clear_devices=True,
-                                               input_map={"input/images:0": self.images})
+                                               input_map={"input/images:0": model_input})
             self.probabilities = self.graph.get_tensor_by_name("output/probabilities:0")
+            if self.test_time_flip:
+                with tf.name_scope("test_time_flip_mean"):
+                    self.probabilities = tf.reduce_mean(tf.stack(tf.split(self.probabilities, 2)), axis=0)
             self._add_outputs()
             self.sess = v1.Session(graph=self.graph, config=inference_session_config(self.precision))
             try:

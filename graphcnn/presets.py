@@ -32,11 +32,13 @@ def dropout(group: str) -> LayerConfig:
 
 def _preset(name: str, size: int, channels: int, layers: list[LayerConfig], *, keep_rates: dict[str, float],
             epochs: int, batch_size: int = 32, learning_rate: float = 1e-3, initializer: str = "he",
-            backbone: str = "", data_path: str = "", augment: AugmentConfig = AugmentConfig(), **train) -> Config:
+            backbone: str = "", data_path: str = "", augment: AugmentConfig = AugmentConfig(),
+            test_time_flip: bool = False, **train) -> Config:
     return Config(
         preset=name,
         model=ModelConfig(name=name, input_height=size, input_width=size, channels=channels,
-                          layers=tuple(layers), initializer=initializer, backbone=backbone),
+                          layers=tuple(layers), initializer=initializer, backbone=backbone,
+                          test_time_flip=test_time_flip),
         train=TrainConfig(learning_rate=learning_rate, batch_size=batch_size, epochs=epochs, keep_rates=keep_rates,
                           **train),
         data=DataConfig(path=data_path, augment=augment),
@@ -150,7 +152,7 @@ def fashion_vgg() -> Config:
     return _preset("fashion_vgg", 28, 1, _two_conv_blocks(32, 64, 256),
         keep_rates={"fc": 0.5}, epochs=30, batch_size=128, learning_rate=2e-3,
         schedule=ScheduleConfig(name="cosine", decay_steps=0), label_smoothing=0.1,
-        data_path="/usr/share/datasets/fashion-mnist",
+        data_path="/usr/share/datasets/fashion-mnist", test_time_flip=True,
         augment=AugmentConfig(horizontal_flip=True, width_shift_range=0.1, height_shift_range=0.1,
                               fill_mode="constant"))
 

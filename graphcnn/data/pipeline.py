@@ -62,6 +62,8 @@ class Preprocessing:
     # a pretrained backbone's own preprocessing (caffe | tf), which the graph applies to input/images itself
     backbone: str = ""
     backbone_preprocessing: str = ""
+    # the probabilities are the mean of the image's and its mirror image's (model.test_time_flip)
+    test_time_flip: bool = False
 
     def save(self, directory: str | Path, mean: np.ndarray | None) -> None:
         directory = Path(directory)

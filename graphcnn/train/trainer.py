@@ -117,7 +117,8 @@ def prepare(config: Config, run: RunDir | None, resume: bool, dataset: Dataset |
             write_run_root_summaries(config, run.root)  # TensorBoard's custom-scalars layout and HParams
         preprocessing = Preprocessing(config.model.input_height, config.model.input_width, config.model.channels,
                                       dataset.class_names, config.data.mean_subtraction,
-                                      *preprocessing_record(config.model.backbone))
+                                      *preprocessing_record(config.model.backbone),
+                                      test_time_flip=config.model.test_time_flip)
         for directory in (run.checkpoints, run.best):
             preprocessing.save(directory, mean)
         if tcfg.moving_average_decay > 0:  # checkpoints/ predicts from the averages, best/ holds them as weights
@@ -345,7 +346,8 @@ def loop_hooks(config: Config, run: RunDir | None, data: Prepared, b: Built, sig
         listeners.append(PlateauListener(plateau, g.learning_rate_scale, monitor))
     listeners.append(metrics)
     validation = ValidationHook(
-        clock, lambda sess: evaluate_split(sess, g, b.pipeline, data.dataset.validation, repeated=True),
+        clock, lambda sess: evaluate_split(sess, g, b.pipeline, data.dataset.validation, repeated=True,
+                                    flip=config.model.test_time_flip),
         data.steps_per_epoch, tcfg.eval_every_steps, b.val_writer, listeners, interrupted=lambda: signals.raised,
         validated=lambda: metrics.last_validated, swap=g.swap_averages)
     stage = run.stage
@@ -444,7 +446,7 @@ def finish(config: Config, run: RunDir, data: Prepared, b: Built, hooks: LoopHoo
             restored = b.checkpoints.restore_latest(sess)
         if b.g.swap_averages is not None and restored is not None and restored.parent != b.checkpoints.best_dir:
             sess.run(b.g.swap_averages)  # best/ holds the averages as the weights; checkpoints/ holds both
-        test = evaluate_split(sess, b.g, b.pipeline, data.dataset.test)
+        test = evaluate_split(sess, b.g, b.pipeline, data.dataset.test, flip=config.model.test_time_flip)
     last_val = hooks.validation.last
     record: dict[str, Any] = {
         "global_step": final_step, "evaluated_step": evaluated if use_best else final_step,

@@ -50,26 +50,31 @@ class EvalResult:
 
 
 def evaluate_split(sess: v1.Session, g: GraphHandles, pipeline: InputPipeline, split: Split,
-                   repeated: bool = False) -> EvalResult | None:
+                   repeated: bool = False, flip: bool = False) -> EvalResult | None:
     """Run the network over ``split`` (no dropout, batch-norm moving averages).
 
     ``repeated``: the split is evaluated again later (validation), so its preprocessed
-    images may be kept between calls.
+    images may be kept between calls. ``flip`` (``model.test_time_flip``): the predictions and
+    probabilities are those of the mean of each image's and its mirror image's probabilities,
+    as ``predict`` computes them; the loss stays the plain pass's, comparable with training's.
     """
     if len(split) == 0:
         return None
     losses, labels, preds, probs = [], [], [], []
     for images, batch_labels in pipeline.eval_batches(sess, split, keep=repeated):
-        ce, p, c = sess.run([g.cross_entropy, g.probabilities, g.classes],
-                            {g.inputs.images: images, g.inputs.labels: batch_labels})
+        feed = {g.inputs.images: images, g.inputs.labels: batch_labels}
+        ce, p, c = sess.run([g.cross_entropy, g.probabilities, g.classes], feed)
+        if flip:  # NHWC: axis 2 is the width
+            feed[g.inputs.images] = images[:, :, ::-1]
+            p = (p + sess.run(g.probabilities, feed)) / 2
+            c = p.argmax(axis=1)
         losses.append(ce * len(batch_labels))
         labels.append(batch_labels)
         preds.append(c)
         probs.append(p)
-    labels_all, preds_all = np.concatenate(labels), np.concatenate(preds)
+    labels_all, preds_all, probs_all = np.concatenate(labels), np.concatenate(preds), np.concatenate(probs)
     return EvalResult(loss=float(np.sum(losses) / len(labels_all)), accuracy=float(np.mean(labels_all == preds_all)),
-                      count=len(labels_all), labels=labels_all, predictions=preds_all,
-                      probabilities=np.concatenate(probs))
+                      count=len(labels_all), labels=labels_all, predictions=preds_all, probabilities=probs_all)
 
 
 class ValidationListener(Protocol):
