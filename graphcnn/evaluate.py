@@ -150,6 +150,8 @@ def evaluate_run(run_or_checkpoint: str | Path, data_path: str = "", split: str 
         if not labels:
             raise ValueError(f"the {split} split of {data_path or 'the data'} is empty")
         images = _which_images(dataset, data_cfg, split, sum(len(p) for p in parts))
+        if predictor.test_time_flip:
+            images += "; each image's probabilities averaged with its mirror image's (model.test_time_flip)"
         return Metrics.from_predictions(np.concatenate(labels), np.concatenate(preds), predictor.class_names,
                                         images=images)
 

@@ -7,10 +7,12 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from conftest import synthetic_dataset, tiny_config
 from graphcnn.config import EarlyStoppingConfig
 from graphcnn.data.pipeline import PREPROCESSING_FILE, Preprocessing
+from graphcnn.evaluate import evaluate_run
 from graphcnn.explain import Explainer
 from graphcnn.export import UINT8_INPUT, UINT8_SIGNATURE, export_saved_model
 from graphcnn.predict import Predictor
@@ -57,6 +59,20 @@ def test_the_runs_own_test_evaluation_agrees_with_predict(flipped_run):
     accuracy = float(np.mean(expected.argmax(axis=1) == dataset.test.labels))
     assert result.test.accuracy == pytest.approx(accuracy)
     assert json.loads(run.results.read_text())["test_accuracy"] == pytest.approx(accuracy)
+
+
+def test_evaluate_on_a_folder_averages_too(flipped_run, tmp_path):
+    run, _, dataset = flipped_run
+    for i, (image, label) in enumerate(zip(dataset.test.images, dataset.test.labels)):
+        folder = tmp_path / dataset.class_names[label]
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(image[..., 0]).save(folder / f"{i}.png")
+    plain, mirrored = _plain_and_mirrored(run, dataset.test.images)
+    metrics = evaluate_run(run.root, data_path=str(tmp_path))
+    assert metrics.count == len(dataset.test)
+    expected = float(np.mean(((plain + mirrored) / 2).argmax(axis=1) == dataset.test.labels))
+    assert metrics.accuracy == pytest.approx(expected)
+    assert "mirror image" in metrics.images
 
 
 def test_export_and_grad_cam(flipped_run, tmp_path):
