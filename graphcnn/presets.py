@@ -145,9 +145,12 @@ def fashion_vgg() -> Config:
 
     The accuracy record: the ``fashion`` recipe (batch norm, dropout on fc1, flips, Adam with a
     cosine decay, label smoothing) on a VGG-style net, with random shifts of up to 10% (black
-    fill) and 30 epochs: 94.11-94.13% test accuracy on seeds 0-2, in 12.5-13.3 minutes
-    start to exit on 2 AMD Zen 4 cores (mixed_bfloat16); 94.0% in 19.6 minutes at float32;
-    93.87-94.19% in 9.1-9.9 minutes on 2 AMX Xeon cores (BENCHMARKS.md, Q12).
+    fill), 30 epochs, and test-time flips (``model.test_time_flip``: each image's probabilities
+    averaged with its mirror image's, in validation, test and predict): 94.10-94.51% test
+    accuracy on seeds 0-2 in 10.5-11.0 minutes start to exit on 2 AMX Xeon cores
+    (mixed_bfloat16); the flips add 0.28-0.37 points to the same checkpoints. Without them:
+    94.11-94.13% in 12.5-13.3 minutes on 2 AMD Zen 4 cores, 93.87-94.19% on the Xeon, 94.0% in
+    19.6 minutes at float32 on Zen 4 (BENCHMARKS.md, Q12).
     """
     return _preset("fashion_vgg", 28, 1, _two_conv_blocks(32, 64, 256),
         keep_rates={"fc": 0.5}, epochs=30, batch_size=128, learning_rate=2e-3,
