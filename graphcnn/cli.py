@@ -397,8 +397,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         other = max(0.0, work - result.decode_seconds - result.predict_seconds)
         print(f"graphcnn: {n} image(s) in {work:.2f} s: {n / max(work, 1e-9):.1f} images/s (decode wait "
               f"{result.decode_seconds:.2f} s, forward pass {result.predict_seconds:.2f} s, other {other:.2f} s; "
-              f"decoding runs in parallel, overlapping the forward pass); {predictor.precision}; model restore "
-              f"{restored - start:.2f} s, not counted", file=sys.stderr)
+              f"decoding runs in parallel, overlapping the forward pass); {predictor.precision}"
+              f"{', each image and its mirror image (model.test_time_flip)' if predictor.test_time_flip else ''}; "
+              f"model restore {restored - start:.2f} s, not counted", file=sys.stderr)
     return 1 if result.errors else 0
 
 
