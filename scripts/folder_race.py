@@ -18,6 +18,10 @@ Paths, each a fresh process timed from start to exit, run interleaved (A B C, C 
   fc512, dropout 0.5 at 224x224), Adam 1e-3, the same epochs, then ``evaluate`` on
   ``test_set/``; TF's defaults (TF_ENABLE_ONEDNN_OPTS unset).
 * ``keras_onednn``: the same with TF_ENABLE_ONEDNN_OPTS=1.
+* ``keras_no_autotune``: the Keras 3 job with ``tf.data.Options().autotune.enabled = False`` on
+  its three datasets. In TF 2.21 dropping an autotuned iterator waits for the autotuner's sleep,
+  and Keras drops one at each epoch's end: the default job's process sits idle for 5-8 s there in
+  some runs and not in others (see BENCHMARKS.md, Q13m), so this path is the steady Keras job.
 * ``keras_bf16``: the Keras 3 job under ``keras.mixed_precision.set_global_policy("mixed_bfloat16")``,
   what graphcnn's ``train.precision = auto`` picks on CPUs with AMX-BF16 or AVX512-BF16.
 * ``graphcnn_fp32``: the graphcnn job with ``train.precision = float32``.
@@ -91,10 +95,10 @@ def tutorial_model(num_classes: int, augment: bool = False, activation: str | No
 
 
 def keras_job(data: Path, epochs: int, seed: int = 0, preset: str = "cats_dogs_150", logs: Path | None = None,
-              bfloat16: bool = False) -> None:
+              bfloat16: bool = False, autotune: bool = True) -> None:
     """The Keras 3 tutorial version of the job; prints the test accuracy. ``logs``: also write the
     fit's TensorBoard logs there, as a Keras user does, and the test accuracy as results.json;
-    ``bfloat16``: Keras's mixed_bfloat16 policy."""
+    ``bfloat16``: Keras's mixed_bfloat16 policy; ``autotune=False``: tf.data's autotuner off."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -109,6 +113,10 @@ def keras_job(data: Path, epochs: int, seed: int = 0, preset: str = "cats_dogs_1
     import tensorflow as tf
     num_classes = len(train.class_names)
     train, val = (d.cache().prefetch(tf.data.AUTOTUNE) for d in (train, val))
+    if not autotune:
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        train, val, test = (d.with_options(options) for d in (train, val, test))
     model = tutorial_model(num_classes, augment=True, preset=preset)
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
@@ -179,8 +187,8 @@ def command(path: str, data: Path, epochs: int, logdir: Path, name: str, run: Pa
         env["TF_ENABLE_ONEDNN_OPTS"] = "1"
     job = "--keras2-job" if path == "keras2" else "--keras-job"
     logs = ["--logs", str(logdir / name)] if keep else []
-    bf16 = ["--bfloat16"] if path == "keras_bf16" else []
-    return [sys.executable, __file__, job, str(data), "--epochs", str(epochs), "--preset", preset, *logs, *bf16], env
+    flags = {"keras_bf16": ["--bfloat16"], "keras_no_autotune": ["--no-autotune"]}.get(path, [])
+    return [sys.executable, __file__, job, str(data), "--epochs", str(epochs), "--preset", preset, *logs, *flags], env
 
 
 def run_once(path: str, data: Path, epochs: int, logdir: Path, name: str, run: Path | None = None,
@@ -228,11 +236,13 @@ def main() -> int:
     parser.add_argument("--logs", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--keras-job", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bfloat16", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-autotune", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--keras2-job", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--keras-predict-job", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.keras_job:
-        keras_job(args.data, args.epochs, preset=args.preset, logs=args.logs, bfloat16=args.bfloat16)
+        keras_job(args.data, args.epochs, preset=args.preset, logs=args.logs, bfloat16=args.bfloat16,
+                  autotune=not args.no_autotune)
         return 0
     if args.keras2_job:
         keras2_job(args.data, args.epochs, preset=args.preset, logs=args.logs)

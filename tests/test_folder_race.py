@@ -33,7 +33,8 @@ def _jpeg_tree(root: Path, per_class: dict[str, int]) -> None:
 def test_folder_race_keeps_its_runs_and_draws_them_side_by_side(tmp_path):
     data, keep = tmp_path / "data", tmp_path / "keep"
     _jpeg_tree(data, {"training_set": 20, "test_set": 5})
-    paths = ["graphcnn", "keras", "keras_bf16"] + (["keras2"] if importlib.util.find_spec("tf_keras") else [])
+    paths = ["graphcnn", "keras", "keras_bf16", "keras_no_autotune"]
+    paths += ["keras2"] if importlib.util.find_spec("tf_keras") else []
     proc = subprocess.run([sys.executable, str(SCRIPT), str(data), "--epochs", "1", "--rounds", "1",
                            "--paths", ",".join(paths), "--keep", str(keep)],
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True, timeout=600)
@@ -59,10 +60,11 @@ def _race_module():
 def test_precision_paths_set_the_precision_of_their_side_only(tmp_path):
     race = _race_module()
     argv = {path: race.command(path, tmp_path, 3, tmp_path, "r1")[0]
-            for path in ("graphcnn", "graphcnn_fp32", "keras", "keras_bf16")}
+            for path in ("graphcnn", "graphcnn_fp32", "keras", "keras_bf16", "keras_no_autotune")}
     assert argv["graphcnn_fp32"] == argv["graphcnn"] + ["--set", "train.precision=float32"]
     assert "--bfloat16" in argv["keras_bf16"] and "--keras-job" in argv["keras_bf16"]
     assert "--bfloat16" not in argv["keras"] and not any(a.startswith("train.precision") for a in argv["graphcnn"])
+    assert argv["keras_no_autotune"] == argv["keras"] + ["--no-autotune"]
 
 
 def test_the_no_hugepages_path_turns_the_tunable_off_and_keeps_the_users(tmp_path, monkeypatch):
