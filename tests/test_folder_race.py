@@ -57,7 +57,7 @@ def _race_module():
     return module
 
 
-def test_precision_paths_set_the_precision_of_their_side_only(tmp_path):
+def test_each_variant_path_changes_only_its_own_side_and_setting(tmp_path):
     race = _race_module()
     argv = {path: race.command(path, tmp_path, 3, tmp_path, "r1")[0]
             for path in ("graphcnn", "graphcnn_fp32", "keras", "keras_bf16", "keras_no_autotune")}
