@@ -64,6 +64,9 @@ RESULT = "RACE_RESULT "
 
 
 SIZES = {"cats_dogs_150": 150, "dog_breeds_vgg": 224}  # --preset: the presets raced, and their input size
+TRAIN_PATHS = ("graphcnn", "graphcnn_fp32", "graphcnn_no_hugepages", "keras", "keras_onednn", "keras_no_autotune",
+               "keras_bf16", "keras2")  # --paths: the jobs described above
+PREDICT_PATHS = ("predict_graphcnn", "predict_graphcnn_fp32", "predict_keras")  # --predict races these
 
 
 def tutorial_model(num_classes: int, augment: bool = False, activation: str | None = None,
@@ -167,6 +170,8 @@ def keras_predict_job(data: Path) -> None:
 
 def command(path: str, data: Path, epochs: int, logdir: Path, name: str, run: Path | None = None,
             preset: str = "cats_dogs_150", keep: bool = False) -> tuple[list[str], dict]:
+    if path not in TRAIN_PATHS + PREDICT_PATHS:
+        raise ValueError(f"unknown path '{path}'; choices: {', '.join(TRAIN_PATHS + PREDICT_PATHS)}")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("TF_ENABLE_ONEDNN_OPTS", None)
     if path in ("predict_graphcnn", "predict_graphcnn_fp32"):
@@ -223,12 +228,22 @@ def ratio_line(path: str, base: str, results: dict[str, list[dict]]) -> str:
             f"(rounds {rounds})")
 
 
+def _paths(text: str) -> list[str]:
+    """``--paths``: the names, each one of TRAIN_PATHS (argparse turns the error into a usage error)."""
+    paths = text.split(",")
+    unknown = [p for p in paths if p not in TRAIN_PATHS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown path {', '.join(unknown)}; choices: {', '.join(TRAIN_PATHS)}")
+    return paths
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--paths", default="graphcnn,keras,keras_onednn")
+    parser.add_argument("--paths", type=_paths, default="graphcnn,keras,keras_onednn",
+                        help=f"comma-separated, first the reference; choices: {', '.join(TRAIN_PATHS)}")
     parser.add_argument("--preset", choices=sorted(SIZES), default="cats_dogs_150", help="the job's network")
     parser.add_argument("--predict", type=Path, metavar="RUN", help="race prediction over DIR with this run")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the runs here and draw each round's "
@@ -250,7 +265,7 @@ def main() -> int:
     if args.keras_predict_job:
         keras_predict_job(args.data)
         return 0
-    paths = ["predict_graphcnn", "predict_graphcnn_fp32", "predict_keras"] if args.predict else args.paths.split(",")
+    paths = list(PREDICT_PATHS) if args.predict else args.paths
     job = "predict" if args.predict else f"{args.preset}, {args.epochs} epochs"
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; {args.data}; {job}; "
           f"{time.strftime('%Y-%m-%d %H:%M')}")

@@ -2,6 +2,7 @@
 exit, and ``--keep`` leaves the runs and draws them side by side with ``graphcnn report
 --compare``. It never checks speed."""
 
+import argparse
 import importlib.util
 import os
 import re
@@ -81,3 +82,14 @@ def test_the_ratio_line_gives_the_ratio_of_medians_and_each_round():
     results = {"graphcnn": [{"seconds": 58.2}, {"seconds": 63.7}, {"seconds": 59.2}],
                "keras": [{"seconds": 81.2}, {"seconds": 86.5}, {"seconds": 93.3}]}
     assert race.ratio_line("keras", "graphcnn", results) == "keras / graphcnn (time): 1.46x (rounds 1.40, 1.36, 1.58)"
+
+
+def test_an_unknown_path_is_an_error_naming_the_choices(tmp_path):
+    race = _race_module()
+    with pytest.raises(ValueError, match="unknown path 'kears'; choices: graphcnn, "):
+        race.command("kears", tmp_path, 3, tmp_path, "r1")
+    assert race._paths("graphcnn,keras_no_autotune") == ["graphcnn", "keras_no_autotune"]
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown path kras"):
+        race._paths("graphcnn,kras")
+    for path in race.TRAIN_PATHS + race.PREDICT_PATHS:  # every documented name has a command
+        race.command(path, tmp_path, 3, tmp_path, "r1", run=tmp_path)
