@@ -97,6 +97,28 @@ def tutorial_model(num_classes: int, augment: bool = False, activation: str | No
                              layers.Dense(num_classes, activation=activation)])
 
 
+def keras_datasets(data: Path, preset: str = "cats_dogs_150", seed: int = 0, autotune: bool = True) -> tuple:
+    """The Keras 3 tutorial's datasets: ``(train, val, test, class_names)`` from
+    ``image_dataset_from_directory`` (batch 32, 20% of training_set/ for validation), train and
+    val cached and prefetched; ``autotune=False``: tf.data's autotuner off on all three."""
+    import keras
+    import tensorflow as tf
+
+    kw = dict(image_size=(SIZES[preset], SIZES[preset]), batch_size=32, seed=seed, label_mode="int")
+    train = keras.utils.image_dataset_from_directory(data / "training_set", validation_split=0.2, subset="training",
+                                                     **kw)
+    val = keras.utils.image_dataset_from_directory(data / "training_set", validation_split=0.2, subset="validation",
+                                                   **kw)
+    test = keras.utils.image_dataset_from_directory(data / "test_set", shuffle=False, **kw)
+    class_names = train.class_names
+    train, val = (d.cache().prefetch(tf.data.AUTOTUNE) for d in (train, val))
+    if not autotune:
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        train, val, test = (d.with_options(options) for d in (train, val, test))
+    return train, val, test, class_names
+
+
 def keras_job(data: Path, epochs: int, seed: int = 0, preset: str = "cats_dogs_150", logs: Path | None = None,
               bfloat16: bool = False, autotune: bool = True) -> None:
     """The Keras 3 tutorial version of the job; prints the test accuracy. ``logs``: also write the
@@ -107,20 +129,8 @@ def keras_job(data: Path, epochs: int, seed: int = 0, preset: str = "cats_dogs_1
     keras.utils.set_random_seed(seed)
     if bfloat16:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    kw = dict(image_size=(SIZES[preset], SIZES[preset]), batch_size=32, seed=seed, label_mode="int")
-    train = keras.utils.image_dataset_from_directory(data / "training_set", validation_split=0.2, subset="training",
-                                                     **kw)
-    val = keras.utils.image_dataset_from_directory(data / "training_set", validation_split=0.2, subset="validation",
-                                                   **kw)
-    test = keras.utils.image_dataset_from_directory(data / "test_set", shuffle=False, **kw)
-    import tensorflow as tf
-    num_classes = len(train.class_names)
-    train, val = (d.cache().prefetch(tf.data.AUTOTUNE) for d in (train, val))
-    if not autotune:
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        train, val, test = (d.with_options(options) for d in (train, val, test))
-    model = tutorial_model(num_classes, augment=True, preset=preset)
+    train, val, test, class_names = keras_datasets(data, preset, seed, autotune)
+    model = tutorial_model(len(class_names), augment=True, preset=preset)
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     fit_and_test(keras, model, train, val, test, epochs, logs)

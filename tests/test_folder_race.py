@@ -93,3 +93,13 @@ def test_an_unknown_path_is_an_error_naming_the_choices(tmp_path):
         race._paths("graphcnn,kras")
     for path in race.TRAIN_PATHS + race.PREDICT_PATHS:  # every documented name has a command
         race.command(path, tmp_path, 3, tmp_path, "r1", run=tmp_path)
+
+
+def test_the_no_autotune_keras_datasets_have_the_autotuner_off_and_the_default_ones_on(tmp_path):
+    race = _race_module()
+    _jpeg_tree(tmp_path, {"training_set": 5, "test_set": 2})
+    for autotune in (True, False):
+        *datasets, class_names = race.keras_datasets(tmp_path, autotune=autotune)
+        assert class_names == ["cat", "dog"]
+        for dataset in datasets:  # None is tf.data's default: on
+            assert dataset.options().autotune.enabled is (None if autotune else False)
