@@ -148,7 +148,7 @@ def fashion_vgg() -> Config:
     fill), 30 epochs, and test-time flips (``model.test_time_flip``: each image's probabilities
     averaged with its mirror image's, in validation, test and predict): 94.10-94.51% test
     accuracy on seeds 0-2 in 10.5-11.0 minutes start to exit on 2 AMX Xeon cores
-    (mixed_bfloat16), 94.26-94.44% in 14.2-15.2 minutes on 2 AMD Zen 4 cores; the flips add
+    (mixed_bfloat16), 94.26-94.44% in 12.4-15.2 minutes on 2 AMD Zen 4 cores (by the VM's speed); the flips add
     0.28-0.37 points to the same checkpoints. Without them:
     94.11-94.13% in 12.5-13.3 minutes on 2 AMD Zen 4 cores, 93.87-94.19% on the Xeon, 94.0% in
     19.6 minutes at float32 on Zen 4 (BENCHMARKS.md, Q12).
