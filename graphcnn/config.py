@@ -466,8 +466,11 @@ def validate(config: Config) -> Config:
     for group, rate in t.keep_rates.items():
         if not 0.0 < rate <= 1.0:
             raise ConfigError(f"train.keep_rates.{group}: keep rate must be in (0, 1], got {rate}")
-    if t.batch_size < 1 or t.epochs < 0 or t.learning_rate <= 0:
-        raise ConfigError("train.batch_size, train.epochs and train.learning_rate must be positive")
+    for key, value, least in (("batch_size", t.batch_size, 1), ("epochs", t.epochs, 0)):
+        if value < least:
+            raise ConfigError(f"train.{key}: must be at least {least}, got {value}")
+    if not t.learning_rate > 0:  # also catches nan
+        raise ConfigError(f"train.learning_rate: must be positive, got {t.learning_rate}")
     if not 0.0 <= t.moving_average_decay < 1.0:
         raise ConfigError(f"train.moving_average_decay must be in [0, 1) (0 = off), got {t.moving_average_decay}")
     if t.devices != "auto" and not (t.devices.isdigit() and int(t.devices) >= 1) and not all(

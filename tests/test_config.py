@@ -25,6 +25,15 @@ def test_validate_names_the_key():
         C.load(get_preset("digits"), None, ["train.optimizer=adamw"])
     with pytest.raises(C.ConfigError, match=r"train.keep_rates.fc"):
         C.load(get_preset("digits"), None, ["train.keep_rates.fc=1.5"])
+    for override, message in (("train.learning_rate=-1", r"^train.learning_rate: must be positive, got -1"),
+                              ("train.batch_size=0", r"^train.batch_size: must be at least 1, got 0$"),
+                              ("train.epochs=-2", r"^train.epochs: must be at least 0, got -2$")):
+        with pytest.raises(C.ConfigError, match=message):
+            C.load(get_preset("digits"), None, [override])
+    assert C.load(get_preset("digits"), None, ["train.epochs=0"]).train.epochs == 0
+    digits = get_preset("digits")  # a TOML file can say nan, which the --set parser refuses
+    with pytest.raises(C.ConfigError, match=r"^train.learning_rate: must be positive, got nan$"):
+        C.validate(dataclasses.replace(digits, train=dataclasses.replace(digits.train, learning_rate=float("nan"))))
 
 
 def test_config_file_toml_and_json_round_trip(tmp_path):
