@@ -21,7 +21,8 @@ Paths, each a fresh process timed from start to exit, run interleaved (A B C, C 
 * ``keras_no_autotune``: the Keras 3 job with ``tf.data.Options().autotune.enabled = False`` on
   its three datasets. In TF 2.21 dropping an autotuned iterator waits for the autotuner's sleep,
   and Keras drops one at each epoch's end: the default job's process sits idle for 5-8 s there in
-  some runs and not in others (see BENCHMARKS.md, Q13m), so this path is the steady Keras job.
+  some runs and not in others (BENCHMARKS.md, Q13; docs/benchmarks/2026-12-06.md, Q13m), so this
+  path is the steady Keras job.
 * ``keras_bf16``: the Keras 3 job under ``keras.mixed_precision.set_global_policy("mixed_bfloat16")``,
   what graphcnn's ``train.precision = auto`` picks on CPUs with AMX-BF16 or AVX512-BF16.
 * ``graphcnn_fp32``: the graphcnn job with ``train.precision = float32``.

@@ -28,7 +28,7 @@ ACTIVATION_HISTOGRAM_IMAGES = 16
 # HistogramFixedWidth counts on one thread: the 103 M-value fc1 gradient of dog_breeds_vgg
 # took 1.07 s inside a step that otherwise takes 0.92 s. Tensors this large are counted in this
 # many equal slices at once, on the session's inter-op threads, and the counts added (the whole
-# histogram alone: 303 -> 184 ms on Zen 4; BENCHMARKS.md, Q13f).
+# histogram alone: 303 -> 184 ms on Zen 4; docs/benchmarks/2026-12-02_to_2026-12-04.md, Q13f).
 HISTOGRAM_SLICE_VALUES = 1 << 22
 HISTOGRAM_SLICES = 4
 
