@@ -436,8 +436,9 @@ def validate(config: Config) -> Config:
     m, t, d = config.model, config.train, config.data
     if m.channels not in (1, 3):
         raise ConfigError(f"model.channels: must be 1 or 3, got {m.channels}")
-    if m.input_height < 1 or m.input_width < 1:
-        raise ConfigError("model.input_height/input_width: must be positive")
+    for key, value in (("input_height", m.input_height), ("input_width", m.input_width)):
+        if value < 1:
+            raise ConfigError(f"model.{key}: must be at least 1, got {value}")
     if not m.layers and not m.backbone:
         raise ConfigError("model.layers: the network has no layers")
     if m.backbone:
@@ -476,8 +477,9 @@ def validate(config: Config) -> Config:
     if t.devices != "auto" and not (t.devices.isdigit() and int(t.devices) >= 1) and not all(
             d.strip().startswith("/") for d in t.devices.split(",")):
         raise ConfigError(f"train.devices: '{t.devices}' is not auto, a count or a list like /gpu:0,/gpu:1")
-    if not 0.0 <= d.validation_fraction < 1.0 or not 0.0 <= d.test_fraction < 1.0:
-        raise ConfigError("data.validation_fraction and data.test_fraction must be in [0, 1)")
+    for key, value in (("validation_fraction", d.validation_fraction), ("test_fraction", d.test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"data.{key}: must be in [0, 1), got {value}")
     return config
 
 

@@ -27,7 +27,9 @@ def test_validate_names_the_key():
         C.load(get_preset("digits"), None, ["train.keep_rates.fc=1.5"])
     for override, message in (("train.learning_rate=-1", r"^train.learning_rate: must be positive, got -1"),
                               ("train.batch_size=0", r"^train.batch_size: must be at least 1, got 0$"),
-                              ("train.epochs=-2", r"^train.epochs: must be at least 0, got -2$")):
+                              ("train.epochs=-2", r"^train.epochs: must be at least 0, got -2$"),
+                              ("model.input_width=0", r"^model.input_width: must be at least 1, got 0$"),
+                              ("data.test_fraction=1.0", r"^data.test_fraction: must be in \[0, 1\), got 1.0$")):
         with pytest.raises(C.ConfigError, match=message):
             C.load(get_preset("digits"), None, [override])
     assert C.load(get_preset("digits"), None, ["train.epochs=0"]).train.epochs == 0
