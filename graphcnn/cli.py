@@ -34,6 +34,7 @@ from graphcnn import runtime
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NAN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 DEFAULT_LOGDIR = "logs"
+EXPLAIN_METHODS = ("auto", "gradcam", "layercam")  # graphcnn.explain.METHODS, without importing TensorFlow
 
 
 def _add_config_args(p: argparse.ArgumentParser, data: bool = True, finetune: bool = True) -> None:
@@ -218,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also draw report/compare.png: this run's per-epoch curves and test accuracy beside DIR's, "
                          "another graphcnn run or a Keras TensorBoard(log_dir) folder (repeatable)")
 
-    x = sub.add_parser("explain", help="Grad-CAM: a PNG per image of what made the network predict its class")
+    x = sub.add_parser("explain",
+                       help="Grad-CAM / LayerCAM: a PNG per image of what made the network predict its class")
     x.add_argument("run", help="run directory, checkpoint folder or checkpoint prefix")
     x.add_argument("images", nargs="+", help="image files or folders")
     x.add_argument("--out", required=True, metavar="DIR",
@@ -226,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--class", dest="class_name", default=None, metavar="NAME",
                    help="explain this class instead of each image's predicted one")
     x.add_argument("--layer", default=None, metavar="LAYER", help="conv layer to explain at (default: the last)")
+    x.add_argument("--method", default="auto", choices=EXPLAIN_METHODS,
+                   help="gradcam (channels weighed by their mean gradient), layercam (each position by its own "
+                        "gradient); auto: layercam behind a flatten head, gradcam behind a global average pool")
     x.add_argument("--latest", action="store_true", help="use the latest checkpoint instead of the best")
 
     ex = sub.add_parser("export", help="write a SavedModel (TF Serving, tf.saved_model.load) or a TFLite file")
@@ -513,13 +518,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from graphcnn.explain import Explainer
+    from graphcnn.explain import METHOD_LABELS, Explainer
     from graphcnn.predict import collect_image_files
 
     files = collect_image_files(args.images)
-    with Explainer(args.run, layer=args.layer, prefer_best=not args.latest) as explainer:
+    with Explainer(args.run, layer=args.layer, prefer_best=not args.latest, method=args.method) as explainer:
         written, errors = explainer.explain_files(files, args.out, args.class_name)
-        print(f"grad-cam at {explainer.layer} of {explainer.checkpoint}", file=sys.stderr)
+        print(f"{METHOD_LABELS[explainer.method]} at {explainer.layer} of {explainer.checkpoint}", file=sys.stderr)
     for path in written:
         print(path)
     for f, e in errors:

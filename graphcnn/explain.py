@@ -1,9 +1,18 @@
-"""Grad-CAM: which part of an image made the network predict a class.
+"""Grad-CAM and LayerCAM: which part of an image made the network predict a class.
 
-For a class c and a conv layer with feature maps A_k (the layer's activated output), Grad-CAM
-(Selvaraju et al., 2017) weighs each map by the spatial mean of d logit_c / d A_k and keeps
-the positive part of the weighted sum: ``relu(sum_k w_k A_k)``, here upsampled (bilinear)
-to the input size and scaled to [0, 1] per image.
+For a class c and a conv layer with feature maps A_k (the layer's activated output) and
+gradients g_k = d logit_c / d A_k, both keep the positive part of a weighted sum of the maps,
+upsampled (bilinear) to the input size and scaled to [0, 1] per image:
+
+* Grad-CAM (Selvaraju et al., 2017) weighs each map by its gradient's spatial mean:
+  ``relu(sum_k mean_ij(g_k) A_k)``. Right for a global-average-pool head, where the gradient
+  is the same at every position.
+* LayerCAM (Jiang et al., 2021) weighs each position by its own positive gradient:
+  ``relu(sum_k relu(g_k) * A_k)``. Behind a flatten + dense head (every network built from
+  layers here) each position has its own weights, the gradient's mean over positions mostly
+  cancels, and Grad-CAM's map lands on the background or stays empty; LayerCAM's follows the
+  object (studies, 2026-12-06). ``method="auto"`` picks LayerCAM for a flatten head, Grad-CAM
+  otherwise.
 
 Two ways in, both adding the gradient ops once, at graph-building time:
 
@@ -41,8 +50,8 @@ from graphcnn.viz import images as viz_images
 v1 = tf.compat.v1
 log = logging.getLogger("graphcnn.explain")
 
-__all__ = ["Explainer", "GradCamOps", "colorize", "conv_layers", "explain_files", "feature_gradient", "feature_map",
-           "gradcam", "gradcam_grid", "gradcam_ops", "gradcam_view", "overlay"]
+__all__ = ["METHODS", "Explainer", "GradCamOps", "colorize", "conv_layers", "explain_files", "feature_gradient",
+           "feature_map", "gradcam", "gradcam_grid", "gradcam_ops", "gradcam_view", "head_method", "overlay"]
 
 COLORMAP = "jet"
 ALPHA = 0.45  # weight of the heat map over the image
@@ -130,6 +139,44 @@ class _ModelError(Exception):
     """What no other checkpoint of the same run would change (a missing layer)."""
 
 
+METHODS = ("auto", "gradcam", "layercam")
+METHOD_LABELS = {"gradcam": "grad-cam", "layercam": "layercam"}  # in captions and messages
+
+
+def head_method(features: tf.Tensor, logits: tf.Tensor, limit: int = 100_000) -> str:
+    """``layercam`` when ``features`` [N, h, w, K] reach ``logits`` through a flatten (a reshape
+    of the 4-D maps to [N, h*w*K]: each position its own weights), ``gradcam`` otherwise (a
+    global average pool, or nothing that collapses the positions on the way).
+
+    Walks forward from the features (and, for an activation deferred past a max pool, a side
+    branch, from its input: module docstring) through the ops the logits are computed from, so
+    that summaries and views hanging off the features do not count.
+    """
+    on_path, stack = set(), [logits.op]
+    while stack and len(on_path) < limit:  # the logits' ancestors
+        op = stack.pop()
+        if op.name not in on_path:
+            on_path.add(op.name)
+            stack.extend(t.op for t in op.inputs)
+    queue = [features, *features.op.inputs]
+    seen: set[str] = set()
+    while queue:
+        t = queue.pop(0)
+        for op in t.consumers():
+            if op.name in seen or op.name not in on_path:
+                continue
+            seen.add(op.name)
+            if op.inputs and op.inputs[0].shape.rank == 4 and op.outputs and op.outputs[0].shape.rank == 2:
+                if op.type == "Reshape":
+                    return "layercam"
+                if op.type in ("Mean", "Max", "AvgPool"):
+                    return "gradcam"
+            if logits.op.name == op.name:
+                return "gradcam"
+            queue.extend(op.outputs)
+    return "gradcam"
+
+
 class GradCamOps(NamedTuple):
     """What :func:`gradcam_ops` adds to a graph."""
 
@@ -137,23 +184,33 @@ class GradCamOps(NamedTuple):
     # Fetching it gives the classes used.
     class_index: tf.Tensor
     cam: tf.Tensor  # float32 [N, H, W] in [0, 1], H, W the input size
+    method: str = "gradcam"  # the method the map is made with: gradcam or layercam
 
 
-def gradcam_ops(images: tf.Tensor, logits: tf.Tensor, features: tf.Tensor, name: str = "gradcam") -> GradCamOps:
-    """Grad-CAM ops for the images that ``logits`` [N, K] are computed from.
+def gradcam_ops(images: tf.Tensor, logits: tf.Tensor, features: tf.Tensor, name: str = "gradcam",
+                method: str = "auto") -> GradCamOps:
+    """Class-activation-map ops for the images that ``logits`` [N, K] are computed from.
 
     Call once while building the graph (before it is finalized). ``images`` float [N, H, W, C]
     (its H, W are the output size), ``features`` the conv layer's activated output (e.g. a
-    network's ``end_points[layer]``, or :func:`feature_map`). Run ``cam`` with the same feed as
-    the logits (inference mode: batch norm's moving averages, keep rates 1).
+    network's ``end_points[layer]``, or :func:`feature_map`). ``method``: ``gradcam``,
+    ``layercam`` or ``auto`` (:func:`head_method`; module docstring). Run ``cam`` with the same
+    feed as the logits (inference mode: batch norm's moving averages, keep rates 1).
     """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choices: {', '.join(METHODS)}")
+    if method == "auto":
+        method = head_method(features, logits)
     with tf.name_scope(name):
         predicted = tf.argmax(logits, axis=1)
         class_index = v1.placeholder_with_default(predicted, [None], name="class_index")
         target = tf.reduce_sum(tf.gather(tf.cast(logits, tf.float32), class_index, batch_dims=1))
         grads = tf.cast(feature_gradient(target, features), tf.float32)
         maps = tf.cast(features, tf.float32)
-        weights = tf.reduce_mean(grads, axis=[1, 2], keepdims=True)  # [N, 1, 1, K]
+        if method == "layercam":
+            weights = tf.nn.relu(grads)  # [N, h, w, K]: each position its own
+        else:
+            weights = tf.reduce_mean(grads, axis=[1, 2], keepdims=True)  # [N, 1, 1, K]
         cam = tf.nn.relu(tf.reduce_sum(weights * maps, axis=3, keepdims=True))
         size = images.shape.as_list()[1:3]
         if None in size:
@@ -163,7 +220,7 @@ def gradcam_ops(images: tf.Tensor, logits: tf.Tensor, features: tf.Tensor, name:
         high = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
         cam = tf.math.divide_no_nan(cam - low, high - low)  # a map with no positive evidence stays 0
         cam = tf.identity(cam, name="cam")
-    return GradCamOps(class_index, cam)
+    return GradCamOps(class_index, cam, method)
 
 
 # ------------------------------------------------------------------------------ drawing
@@ -245,16 +302,21 @@ def _file_part(text: str) -> str:
 
 
 class Explainer(Predictor):
-    """Grad-CAM for a model restored from a run directory, checkpoint folder or prefix.
+    """Class activation maps for a model restored from a run directory, checkpoint folder or prefix.
 
     Checkpoints are chosen as :class:`~graphcnn.predict.Predictor` chooses them (the best,
     else the latest; a damaged one is skipped with a warning), and it predicts as a Predictor
     does, on each image alone (even for a run with ``model.test_time_flip``). ``layer``: a conv
-    layer name (``conv2_2``), default the last conv layer.
+    layer name (``conv2_2``), default the last conv layer. ``method``: ``auto`` (LayerCAM for a
+    flatten head, Grad-CAM otherwise), ``gradcam`` or ``layercam``; ``.method`` is the one used.
     """
 
-    def __init__(self, checkpoint: str | Path, layer: str | None = None, prefer_best: bool = True):
+    def __init__(self, checkpoint: str | Path, layer: str | None = None, prefer_best: bool = True,
+                 method: str = "auto"):
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choices: {', '.join(METHODS)}")
         self._layer_wanted = layer
+        self._method_wanted = method
         self._model_error: _ModelError | None = None
         # Grad-CAM explains one forward pass: no mirror-image average (model.test_time_flip)
         super().__init__(checkpoint, prefer_best, test_time_flip=False)
@@ -276,7 +338,9 @@ class Explainer(Predictor):
         if self.layer not in self.layers:
             raise _ModelError(f"'{self.layer}' is not a conv layer of this model; its conv layers are: "
                               f"{', '.join(self.layers)}")
-        self.ops = gradcam_ops(self.images, self.logits, feature_map(self.graph, self.layer))
+        self.ops = gradcam_ops(self.images, self.logits, feature_map(self.graph, self.layer),
+                               method=self._method_wanted)
+        self.method = self.ops.method
 
     def class_index(self, class_name: str) -> int:
         """The index of ``class_name``; ValueError listing the classes otherwise."""
@@ -316,9 +380,9 @@ class Explainer(Predictor):
                       batch_size: int = 32) -> tuple[list[Path], list[tuple[str, str]]]:
         """Write ``<stem>_<class>_<probability>.png`` per image file into ``out_dir``.
 
-        Each PNG is the Grad-CAM map over the image as the network sees it (its input size,
+        Each PNG is the map (:attr:`method`) over the image as the network sees it (its input size,
         upscaled to >= 224 px), captioned ``<predicted class> <probability>`` (and, with
-        ``class_name`` other than the prediction, ``grad-cam for <class_name> <its probability>``).
+        ``class_name`` other than the prediction, ``<method> for <class_name> <its probability>``).
         ``<class>`` and ``<probability>`` in the name are the explained class's. Returns the
         files written (in order) and (file, error) for each image that could not be read.
         """
@@ -345,8 +409,8 @@ class Explainer(Predictor):
                 predicted = int(np.argmax(p))
                 picture = overlay(image, cam)
                 if k != predicted:
-                    picture = viz_images.caption_image(picture, f"grad-cam for {self.class_names[k]} {p[k]:.3f}",
-                                                       min_side=MIN_SIDE)
+                    label = f"{METHOD_LABELS[self.method]} for {self.class_names[k]} {p[k]:.3f}"
+                    picture = viz_images.caption_image(picture, label, min_side=MIN_SIDE)
                 picture = viz_images.caption_image(picture, f"{self.class_names[predicted]} {p[predicted]:.3f}",
                                                    min_side=MIN_SIDE)
                 stem = f"{_file_part(Path(f).stem)}_{_file_part(self.class_names[k])}_{p[k]:.3f}"
@@ -362,26 +426,28 @@ class Explainer(Predictor):
 
 
 def gradcam(run_or_checkpoint: str | Path, images: np.ndarray, class_name: str | None = None,
-            layer: str | None = None, prefer_best: bool = True) -> np.ndarray:
-    """Grad-CAM maps float32 [N, H, W] in [0, 1] of a batch of images, from a run or checkpoint alone.
+            layer: str | None = None, prefer_best: bool = True, method: str = "auto") -> np.ndarray:
+    """Class activation maps float32 [N, H, W] in [0, 1] of a batch of images, from a run or checkpoint alone.
 
     ``images`` uint8 [N, h, w, C] (any size) or float32 [N, H, W, C] preprocessed; the map is
     that of ``class_name`` (default: each image's predicted class) at conv layer ``layer``
-    (default: the last). For many calls keep an :class:`Explainer` open instead.
+    (default: the last), made with ``method`` (see :class:`Explainer`). For many calls keep an
+    :class:`Explainer` open instead.
     """
-    with Explainer(run_or_checkpoint, layer=layer, prefer_best=prefer_best) as explainer:
+    with Explainer(run_or_checkpoint, layer=layer, prefer_best=prefer_best, method=method) as explainer:
         target = None if class_name is None else explainer.class_index(class_name)
         return explainer.gradcam(images, target)[0]
 
 
 def explain_files(run_or_checkpoint: str | Path, files: Sequence[str | Path], out_dir: str | Path,
-                  class_name: str | None = None, layer: str | None = None, prefer_best: bool = True) -> list[Path]:
-    """Write a Grad-CAM PNG per image file (see :meth:`Explainer.explain_files`); the PNGs written.
+                  class_name: str | None = None, layer: str | None = None, prefer_best: bool = True,
+                  method: str = "auto") -> list[Path]:
+    """Write a class-activation-map PNG per image file (see :meth:`Explainer.explain_files`); the PNGs written.
 
     An unreadable file is skipped with a warning naming it (logger ``graphcnn.explain``);
     if no file can be read, ValueError names each one and why.
     """
-    with Explainer(run_or_checkpoint, layer=layer, prefer_best=prefer_best) as explainer:
+    with Explainer(run_or_checkpoint, layer=layer, prefer_best=prefer_best, method=method) as explainer:
         written, errors = explainer.explain_files(files, out_dir, class_name)
     for f, error in errors:
         log.warning("cannot read %s: %s", f, error)

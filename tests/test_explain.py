@@ -1,4 +1,4 @@
-"""Grad-CAM (graphcnn.explain): exact gradients, the heat map finds the object, PNGs per file."""
+"""Grad-CAM and LayerCAM (graphcnn.explain): exact gradients, the heat map finds the object, PNGs per file."""
 
 import shutil
 from pathlib import Path
@@ -11,8 +11,8 @@ from PIL import Image
 from conftest import tiny_config
 from graphcnn.config import Config, EarlyStoppingConfig, LayerConfig, LogConfig, ModelConfig, TrainConfig
 from graphcnn.data.sources import Dataset, Split
-from graphcnn.explain import (Explainer, explain_files, feature_gradient, gradcam, gradcam_grid, gradcam_ops,
-                              overlay)
+from graphcnn.explain import (METHODS, Explainer, explain_files, feature_gradient, gradcam, gradcam_grid,
+                              gradcam_ops, head_method, overlay)
 from graphcnn.model.network import Network
 from graphcnn.predict import Predictor
 from graphcnn.run_dir import RunDir
@@ -65,18 +65,68 @@ def _inside(cams: np.ndarray, corners: np.ndarray) -> np.ndarray:
     return np.array([r <= y < r + SIDE and q <= x < q + SIDE for (y, x), (r, q) in zip(peaks, corners)])
 
 
-def test_heatmap_peak_lies_inside_the_square(squares_run):
+@pytest.mark.parametrize("method", ["auto", "gradcam"])
+def test_heatmap_peak_lies_inside_the_square(squares_run, method):
     run, result, test, corners = squares_run
     assert result.test.accuracy >= 0.95
-    with Explainer(run.root) as explainer:
+    with Explainer(run.root, method=method) as explainer:
         assert explainer.layers == ("conv1_1", "conv2_1") and explainer.layer == "conv2_1"
+        # the squares net ends in a flatten + dense head: auto is layercam
+        assert explainer.method == ("layercam" if method == "auto" else method)
         cams, probs, classes = explainer.gradcam(test.images)
     assert cams.shape == (100, SIZE, SIZE) and cams.dtype == np.float32
     assert cams.min() >= 0 and cams.max() <= 1 and np.allclose(cams.max(axis=(1, 2)), 1)
     np.testing.assert_array_equal(classes, probs.argmax(axis=1))
     assert _inside(cams, corners).mean() >= 0.9
     # the module-level call: the same maps
-    np.testing.assert_allclose(gradcam(run.root, test.images[:4]), cams[:4], atol=1e-6)
+    np.testing.assert_allclose(gradcam(run.root, test.images[:4], method=method), cams[:4], atol=1e-6)
+    with pytest.raises(ValueError, match="unknown method 'cam'; choices: auto, gradcam, layercam"):
+        Explainer(run.root, method="cam")
+
+
+def _normalized(cam: np.ndarray) -> np.ndarray:
+    cam = np.maximum(cam, 0)
+    return (cam - cam.min()) / (cam.max() - cam.min())
+
+
+def test_gradcam_and_layercam_maps_are_their_formulas():
+    """Maps A [1, 2, 2, 2] flattened into logits = flatten(A) @ W: d logit_c / dA is W's column c,
+    reshaped; Grad-CAM weighs channel k by its mean, LayerCAM each position by relu(gradient)."""
+    rng = np.random.default_rng(3)
+    maps = rng.uniform(0, 1, (1, 2, 2, 2)).astype(np.float32)
+    w = rng.normal(size=(8, 3)).astype(np.float32)
+    with tf.Graph().as_default(), v1.Session() as sess:
+        images = v1.placeholder(tf.float32, [None, 2, 2, 1])  # the output size: 2x2, no resizing
+        features = v1.placeholder(tf.float32, [None, 2, 2, 2])
+        logits = tf.matmul(tf.reshape(features, [-1, 8]), w)
+        ops = {m: gradcam_ops(images, logits, features, name=m, method=m) for m in ("gradcam", "layercam")}
+        assert ops["gradcam"].method == "gradcam" and ops["layercam"].method == "layercam"
+        feed = {images: np.zeros((1, 2, 2, 1), np.float32), features: maps}
+        for c in range(3):
+            got = {m: sess.run(o.cam, {**feed, o.class_index: [c]})[0] for m, o in ops.items()}
+            grad = w[:, c].reshape(2, 2, 2)
+            want_gradcam = _normalized((maps[0] * grad.mean(axis=(0, 1))).sum(axis=2))
+            want_layercam = _normalized((maps[0] * np.maximum(grad, 0)).sum(axis=2))
+            np.testing.assert_allclose(got["gradcam"], np.nan_to_num(want_gradcam), atol=1e-5)
+            np.testing.assert_allclose(got["layercam"], np.nan_to_num(want_layercam), atol=1e-5)
+        assert not np.allclose(got["gradcam"], got["layercam"])  # the two differ on these numbers
+        with pytest.raises(ValueError, match="unknown method"):
+            gradcam_ops(images, logits, features, method="gradcam++")
+
+
+def test_auto_method_follows_the_head():
+    """layercam behind a flatten, gradcam behind a global average pool, whatever else reads the maps."""
+    with tf.Graph().as_default():
+        x = v1.placeholder(tf.float32, [None, 4, 4, 3])
+        maps = tf.nn.relu(tf.nn.conv2d(x, tf.ones([3, 3, 3, 5]), 1, "SAME"))
+        tf.reshape(maps, [-1, 80], name="a_summary_that_flattens")  # not on the way to the logits
+        gap_logits = tf.matmul(tf.reduce_mean(maps, axis=[1, 2]), tf.ones([5, 2]))
+        flat_logits = tf.matmul(tf.reshape(maps, [-1, 80]), tf.ones([80, 2]))
+        assert head_method(maps, gap_logits) == "gradcam"
+        assert head_method(maps, flat_logits) == "layercam"
+    assert METHODS == ("auto", "gradcam", "layercam")
+    from graphcnn.cli import EXPLAIN_METHODS
+    assert EXPLAIN_METHODS == METHODS  # the CLI's copy, kept free of the TensorFlow import
 
 
 def test_explainer_predicts_as_predictor_and_explains_any_class(squares_run):
@@ -196,3 +246,28 @@ def test_overlay_and_grid_shapes():
     assert gradcam_grid(images[:0], cams[:0], []).shape[2] == 3
     with pytest.raises(ValueError, match="one map per image"):
         gradcam_grid(images, cams[:2], ["a"] * 5)
+
+
+@pytest.mark.slow
+def test_explain_deletion_script_reports_both_methods(tmp_path):
+    """scripts/explain_deletion.py on a tiny digits run: its lines, with falls in [-1, 1]."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    run = RunDir.create(tmp_path, "tiny")
+    assert train(tiny_config(epochs=1, learning_rate=1e-3), run, progress=False).test.accuracy > 0.3  # chance: 0.1
+    script = Path(__file__).resolve().parent.parent / "scripts" / "explain_deletion.py"
+    proc = subprocess.run([sys.executable, str(script), str(run.root), "--images", "40", "--fractions", "0.1,0.2"],
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert f"{run.root}: 40 test images, layer conv2_1" in out
+    for method in ("gradcam", "layercam"):
+        assert re.search(rf"  {method}: maps with no positive evidence [\d.]+%", out)
+        assert re.search(rf"  {method}: median share of the map on the object [\d.]+% \(the object covers", out)
+    falls = re.findall(r"top (\d+)% of the pixels blacked out, mean fall of the class's probability: "
+                       r"gradcam (-?[\d.]+), layercam (-?[\d.]+), random (-?[\d.]+)", out)
+    assert [f[0] for f in falls] == ["10", "20"]
+    assert all(-1 <= float(v) <= 1 for f in falls for v in f[1:])
