@@ -169,7 +169,7 @@ def head_method(features: tf.Tensor, logits: tf.Tensor, limit: int = 100_000) ->
             if op.inputs and op.inputs[0].shape.rank == 4 and op.outputs and op.outputs[0].shape.rank == 2:
                 if op.type == "Reshape":
                     return "layercam"
-                if op.type in ("Mean", "Max", "AvgPool"):
+                if op.type in ("Mean", "Max"):  # a global average (or max) pool
                     return "gradcam"
             if logits.op.name == op.name:
                 return "gradcam"
