@@ -143,7 +143,12 @@ METHODS = ("auto", "gradcam", "layercam")
 METHOD_LABELS = {"gradcam": "grad-cam", "layercam": "layercam"}  # in captions and messages
 
 
-def head_method(features: tf.Tensor, logits: tf.Tensor, limit: int = 100_000) -> str:
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choices: {', '.join(METHODS)}")
+
+
+def head_method(features: tf.Tensor, logits: tf.Tensor) -> str:
     """``layercam`` when ``features`` [N, h, w, K] reach ``logits`` through a flatten (a reshape
     of the 4-D maps to [N, h*w*K]: each position its own weights), ``gradcam`` otherwise (a
     global average pool, or nothing that collapses the positions on the way).
@@ -153,7 +158,7 @@ def head_method(features: tf.Tensor, logits: tf.Tensor, limit: int = 100_000) ->
     that summaries and views hanging off the features do not count.
     """
     on_path, stack = set(), [logits.op]
-    while stack and len(on_path) < limit:  # the logits' ancestors
+    while stack:  # the logits' ancestors
         op = stack.pop()
         if op.name not in on_path:
             on_path.add(op.name)
@@ -197,8 +202,7 @@ def gradcam_ops(images: tf.Tensor, logits: tf.Tensor, features: tf.Tensor, name:
     ``layercam`` or ``auto`` (:func:`head_method`; module docstring). Run ``cam`` with the same
     feed as the logits (inference mode: batch norm's moving averages, keep rates 1).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choices: {', '.join(METHODS)}")
+    _check_method(method)
     if method == "auto":
         method = head_method(features, logits)
     with tf.name_scope(name):
@@ -313,8 +317,7 @@ class Explainer(Predictor):
 
     def __init__(self, checkpoint: str | Path, layer: str | None = None, prefer_best: bool = True,
                  method: str = "auto"):
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choices: {', '.join(METHODS)}")
+        _check_method(method)  # here, not when the graph is built: that error would read as a bad checkpoint
         self._layer_wanted = layer
         self._method_wanted = method
         self._model_error: _ModelError | None = None

@@ -226,6 +226,7 @@ def test_gradcam_ops_on_the_training_networks_end_points(compute_dtype):
         keep = {"conv": v1.placeholder_with_default(1.0, []), "fc": v1.placeholder_with_default(1.0, [])}
         net = Network(model, 3, compute_dtype=compute_dtype)(images, v1.placeholder_with_default(False, []), keep)
         ops = gradcam_ops(images, net.logits, net.end_points["conv2_1"])
+        assert ops.method == "layercam"  # the tiny net's head is a flatten + dense, as the view's nets are
         sess.run(v1.global_variables_initializer())
         cams, classes, logits = sess.run([ops.cam, ops.class_index, net.logits], {images: images_np})
         assert cams.shape == (5, 12, 12) and cams.dtype == np.float32
