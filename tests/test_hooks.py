@@ -197,19 +197,29 @@ def test_histogram_summary_counts_as_numpy_does_under_its_exact_tag():
     assert tf.make_ndarray(summaries[3].value[0].tensor)[:, 2].sum() == values.size
 
 
-def test_large_histograms_are_counted_in_slices_with_the_same_counts(monkeypatch):
+def test_large_histograms_are_counted_on_an_even_sample_with_exact_edges(monkeypatch):
     import graphcnn.tensorboard.ops as tb_ops
-    values = np.random.default_rng(1).standard_normal(4099).astype(np.float32)  # not a multiple of 4
+    monkeypatch.setattr(tb_ops, "HISTOGRAM_SAMPLE_VALUES", 4000)
+    # a [rows, 8] weight whose column j holds j + noise: 8,000 values want a stride of 2, which
+    # would see the even columns only; the extremes sit where the stride taken, 3, skips them
+    rng = np.random.default_rng(1)
+    values = (np.arange(8) + rng.uniform(0.0, 0.5, (1000, 8))).astype(np.float32)
+    values[1, 2], values[2, 3] = -3.0, 11.0
 
-    def buckets(slice_values: int) -> tuple[np.ndarray, int]:
-        monkeypatch.setattr(tb_ops, "HISTOGRAM_SLICE_VALUES", slice_values)
-        with tf.Graph().as_default() as graph, v1.Session() as sess:
-            summary = v1.Summary.FromString(sess.run(histogram_summary("w", tf.constant(values))))
-            ops = sum(op.type == "HistogramFixedWidth" for op in graph.get_operations())
-        return tf.make_ndarray(summary.value[0].tensor), ops
+    def histogram(dtype: tf.DType, rows: int | None) -> np.ndarray:
+        with tf.Graph().as_default(), v1.Session() as sess:
+            tensor = v1.placeholder(dtype, [rows, 8])
+            summary = sess.run(histogram_summary("w", tensor), {tensor: values})
+        return tf.make_ndarray(v1.Summary.FromString(summary).value[0].tensor)
 
-    whole, one = buckets(1 << 22)
-    sliced, four = buckets(1024)
-    assert (one, four) == (1, tb_ops.HISTOGRAM_SLICES)
-    np.testing.assert_array_equal(sliced, whole)
-    assert sliced[:, 2].sum() == values.size
+    exact, _ = np.histogram(values, bins=30, range=(-3.0, 11.0))
+    for buckets in (histogram(tf.float32, 1000), histogram(tf.float32, None), histogram(tf.bfloat16, 1000)):
+        assert buckets[0, 0] == -3.0 and buckets[-1, 1] == 11.0  # min and max of every value
+        assert buckets[:, 2].sum() == pytest.approx(values.size)
+        # every column's bucket is sampled alike: each estimate within 25% of its exact count
+        full = exact > 1000
+        np.testing.assert_allclose(buckets[full, 2], exact[full], rtol=0.25)
+    with tf.Graph().as_default(), v1.Session() as sess:
+        stride = sess.run(tb_ops._sample_stride(tf.size(values), tf.TensorShape([1000, 8])))
+        small = sess.run(tb_ops._sample_stride(tf.constant(1000), tf.TensorShape([1000])))
+    assert (stride, small) == (3, 1)

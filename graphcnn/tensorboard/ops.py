@@ -10,6 +10,7 @@ names (``conv1_1/weights``), ``gradients/<variable>``, ``activations/<layer>``,
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Mapping, NamedTuple, Sequence
 
@@ -25,12 +26,14 @@ FEATURE_MAP_MIN_HEIGHT = 96
 # activation histograms bucket the first images of the batch only: 16 images give the same
 # distribution shape at an eighth of the cost of a 128-image batch
 ACTIVATION_HISTOGRAM_IMAGES = 16
-# HistogramFixedWidth counts on one thread: the 103 M-value fc1 gradient of dog_breeds_vgg
-# took 1.07 s inside a step that otherwise takes 0.92 s. Tensors this large are counted in this
-# many equal slices at once, on the session's inter-op threads, and the counts added (the whole
-# histogram alone: 303 -> 184 ms on Zen 4; docs/benchmarks/2026-12-02_to_2026-12-04.md, Q13f).
-HISTOGRAM_SLICE_VALUES = 1 << 22
-HISTOGRAM_SLICES = 4
+# HistogramFixedWidth counts on one thread, ~400 M values/s on Zen 4: the 103 M-value fc1 weights
+# and gradient of dog_breeds_vgg and its 26 M-value first activations made the two training steps
+# that carry the histograms 1.3-1.5 s slower each, and each weights snapshot 0.3 s (of a 0.9 s
+# step). Larger tensors are counted on an evenly spread sample of about this many values (every
+# s-th value, s sharing no factor with the tensor's trailing dimensions, so every unit, channel
+# and position is sampled alike), scaled to the tensor's size; min and max stay exact. At 30
+# buckets a 1 M sample puts each count within a fraction of a percent of the exact one.
+HISTOGRAM_SAMPLE_VALUES = 1 << 20
 
 
 def histogram_summary(tag: str, values: tf.Tensor, buckets: int = HISTOGRAM_BUCKETS,
@@ -41,33 +44,62 @@ def histogram_summary(tag: str, values: tf.Tensor, buckets: int = HISTOGRAM_BUCK
     [buckets, 3] tensor of (left edge, right edge, count), counted by one vectorized op. The
     legacy HistogramSummary op binary-searches ~1,500 exponential buckets per value: the
     digits net's weight, gradient and activation histograms took ~65 ms per snapshot with it
-    (three training steps), ~11 ms with this. TensorBoard shows both formats in the same
-    dashboards. About 30 graph nodes, so the graph view stays readable.
+    (three training steps), ~11 ms with this. Tensors of more than ``HISTOGRAM_SAMPLE_VALUES``
+    values are counted on an evenly strided sample, the counts scaled to the tensor's size
+    (they add up to it; each is an estimate); the edges (min, max) are exact. About 30 graph
+    nodes, so the graph view stays readable.
     """
     fractions = np.linspace(0.0, 1.0, buckets + 1)
     with tf.name_scope(name):
-        x = tf.reshape(tf.cast(values, tf.float32), [-1])
-        empty = tf.equal(tf.size(x), 0)
-        lo = tf.where(empty, 0.0, tf.reduce_min(x))
-        hi = tf.where(empty, 0.0, tf.reduce_max(x))
+        x = tf.reshape(values, [-1])
+        size = tf.size(x)
+        empty = tf.equal(size, 0)
+        # min and max in the tensor's own dtype: casting all of a large bfloat16 tensor costs more
+        lo = tf.where(empty, 0.0, tf.cast(tf.reduce_min(x), tf.float32))
+        hi = tf.where(empty, 0.0, tf.cast(tf.reduce_max(x), tf.float32))
         pad = tf.where(hi > lo, 0.0, 0.5)  # all values equal: a unit-wide range around them
         lo, hi = lo - pad, hi + pad
-        counts = _count(x, tf.stack([lo, hi]), buckets, values.shape.num_elements())
+        sample = tf.cast(x[::_sample_stride(size, values.shape)], tf.float32)
+        counts = tf.histogram_fixed_width(sample, tf.stack([lo, hi]), nbins=buckets)
+        scale = tf.cast(size, tf.float64) / tf.cast(tf.maximum(tf.size(sample), 1), tf.float64)
         lo64, span = tf.cast(lo, tf.float64), tf.cast(hi - lo, tf.float64)
-        tensor = tf.stack([lo64 + span * fractions[:-1], lo64 + span * fractions[1:], tf.cast(counts, tf.float64)],
-                          axis=1)
+        tensor = tf.stack([lo64 + span * fractions[:-1], lo64 + span * fractions[1:],
+                           tf.cast(counts, tf.float64) * scale], axis=1)
         meta = histogram_metadata.create_summary_metadata(display_name=tag, description="")
         return tf.raw_ops.TensorSummaryV2(tag=tag, tensor=tensor, serialized_summary_metadata=meta.SerializeToString(),
                                           name="summary")
 
 
-def _count(x: tf.Tensor, value_range: tf.Tensor, buckets: int, size: int | None) -> tf.Tensor:
-    """int32 [buckets]: the bucket counts of flat ``x``, in slices when ``size`` is large."""
-    if size is None or size < HISTOGRAM_SLICE_VALUES:
-        return tf.histogram_fixed_width(x, value_range, nbins=buckets)
-    n = HISTOGRAM_SLICES
-    sizes = [size // n + (i < size % n) for i in range(n)]  # n slices, the first size % n one value longer
-    return tf.add_n([tf.histogram_fixed_width(part, value_range, nbins=buckets) for part in tf.split(x, sizes)])
+def _sample_stride(size: tf.Tensor, shape: tf.TensorShape) -> tf.Tensor:
+    """int32 scalar: 1 for up to ``HISTOGRAM_SAMPLE_VALUES`` values, else the smallest stride on
+    the ladder that samples at most about that many and shares no factor with the trailing
+    dimensions that are known (a stride of 512 over a [N, 512] weight would sample one unit)."""
+    trailing = 1
+    for dim in reversed(shape.as_list() if shape.rank is not None else []):
+        if dim is None:
+            break
+        trailing *= dim
+    ladder = [1] + [p for p in _stride_ladder() if trailing % p]
+    need = (size + HISTOGRAM_SAMPLE_VALUES - 1) // HISTOGRAM_SAMPLE_VALUES
+    index = tf.minimum(tf.searchsorted(tf.constant(ladder), need[tf.newaxis])[0], len(ladder) - 1)
+    return tf.constant(ladder)[index]
+
+
+@functools.lru_cache(maxsize=1)
+def _stride_ladder(top: int = 1 << 16) -> list[int]:
+    """Primes from 2 to ``top`` (tensors up to 2**36 values), each at least 1/8 above the one
+    before (68 strides): a sample holds at least half of ``HISTOGRAM_SAMPLE_VALUES``, and from
+    about 20 M values on 89-100% of it."""
+    sieve = np.ones(top + 1, bool)
+    sieve[:2] = False
+    for i in range(2, int(top ** 0.5) + 1):
+        if sieve[i]:
+            sieve[i * i::i] = False
+    ladder: list[int] = []
+    for p in np.flatnonzero(sieve).tolist():
+        if not ladder or p >= ladder[-1] * 9 / 8:
+            ladder.append(p)
+    return ladder
 
 
 class PngImage(NamedTuple):
