@@ -173,6 +173,31 @@ def test_a_run_is_exactly_train_and_validation_with_layout_hparams_and_projector
     assert sorted(p.name for p in run.train_logs.glob("projector*")) == sorted(PROJECTOR_FILES)
 
 
+def test_projector_takes_the_last_validations_features(tmp_path, monkeypatch):
+    from graphcnn.train import view_hooks
+    exported = []
+    monkeypatch.setattr(view_hooks.views, "export_projector",
+                        lambda directory, features, images, labels, predictions, names, step:
+                        exported.append((features, images, predictions, step)))
+    end = view_hooks.ProjectorHook.end
+
+    def end_both_ways(self, session):
+        validated = self._validated
+        assert validated is not None and validated[0] == self.clock.step  # the last step was validated
+        end(self, session)  # from the validation pass
+        self._validated = None
+        end(self, session)  # computed again, as after a stop between validations
+
+    monkeypatch.setattr(view_hooks.ProjectorHook, "end", end_both_ways)
+    train(view_config(gradients_every=0, activations_every=0, feature_maps_every=0, trace_every=0),
+          RunDir.create(tmp_path, "tiny"), progress=False)
+    (features, images, predictions, step), (computed, computed_images, computed_predictions, step2) = exported
+    assert features.shape == (10, 16) and step == step2 > 0
+    np.testing.assert_allclose(features, computed, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(images, computed_images)
+    np.testing.assert_array_equal(predictions, computed_predictions)
+
+
 def all_events_of(path):
     found = {}
     for e in v1.train.summary_iterator(str(path)):

@@ -340,14 +340,14 @@ def loop_hooks(config: Config, run: RunDir | None, data: Prepared, b: Built, sig
     # restores their state on resume
     metrics = MetricsLog(run, data.steps_per_epoch, data.num_classes, early, plateau, b.checkpoints, clock)
     early_hook = EarlyStoppingHook(early)
-    listeners: list[Any] = [*b.views.listeners(b.val_writer), early_hook,
+    listeners: list[Any] = [*b.views.listeners(b.val_writer, clock), early_hook,
                             BestCheckpoint(b.checkpoints, early, run, guard=signals.saving)]
     if tcfg.schedule.plateau_factor > 0:
         listeners.append(PlateauListener(plateau, g.learning_rate_scale, monitor))
     listeners.append(metrics)
     validation = ValidationHook(
         clock, lambda sess: evaluate_split(sess, g, b.pipeline, data.dataset.validation, repeated=True,
-                                    flip=config.model.test_time_flip),
+                                    flip=config.model.test_time_flip, features=config.log.projector_images),
         data.steps_per_epoch, tcfg.eval_every_steps, b.val_writer, listeners, interrupted=lambda: signals.raised,
         validated=lambda: metrics.last_validated, swap=g.swap_averages)
     stage = run.stage

@@ -41,6 +41,7 @@ class EvalResult:
     labels: np.ndarray  # int64 [N]
     predictions: np.ndarray  # int64 [N]
     probabilities: np.ndarray  # float32 [N, K]
+    features: np.ndarray | None = None  # float32 [min(N, features), F]: penultimate features of the first images
 
     def confusion(self, num_classes: int) -> np.ndarray:
         """int64 [K, K]: rows are true classes, columns predicted classes."""
@@ -50,20 +51,28 @@ class EvalResult:
 
 
 def evaluate_split(sess: v1.Session, g: GraphHandles, pipeline: InputPipeline, split: Split,
-                   repeated: bool = False, flip: bool = False) -> EvalResult | None:
+                   repeated: bool = False, flip: bool = False, features: int = 0) -> EvalResult | None:
     """Run the network over ``split`` (no dropout, batch-norm moving averages).
 
     ``repeated``: the split is evaluated again later (validation), so its preprocessed
     images may be kept between calls. ``flip`` (``model.test_time_flip``): the predictions and
     probabilities are those of the mean of each image's and its mirror image's probabilities,
     as ``predict`` computes them; the loss stays the plain pass's, comparable with training's.
+    ``features``: also keep the penultimate features of the first this many images (of the plain
+    pass; the projector's, at no extra cost: the pass computes them anyway).
     """
     if len(split) == 0:
         return None
-    losses, labels, preds, probs = [], [], [], []
+    losses, labels, preds, probs, feats = [], [], [], [], []
+    kept = 0
     for images, batch_labels in pipeline.eval_batches(sess, split, keep=repeated):
         feed = {g.inputs.images: images, g.inputs.labels: batch_labels}
-        ce, p, c = sess.run([g.cross_entropy, g.probabilities, g.classes], feed)
+        if kept < features:
+            ce, p, c, f = sess.run([g.cross_entropy, g.probabilities, g.classes, g.net.penultimate], feed)
+            feats.append(f.reshape(len(f), -1)[: features - kept])
+            kept += len(feats[-1])
+        else:
+            ce, p, c = sess.run([g.cross_entropy, g.probabilities, g.classes], feed)
         if flip:  # NHWC: axis 2 is the width
             feed[g.inputs.images] = images[:, :, ::-1]
             p = (p + sess.run(g.probabilities, feed)) / 2
@@ -74,7 +83,8 @@ def evaluate_split(sess: v1.Session, g: GraphHandles, pipeline: InputPipeline, s
         probs.append(p)
     labels_all, preds_all, probs_all = np.concatenate(labels), np.concatenate(preds), np.concatenate(probs)
     return EvalResult(loss=float(np.sum(losses) / len(labels_all)), accuracy=float(np.mean(labels_all == preds_all)),
-                      count=len(labels_all), labels=labels_all, predictions=preds_all, probabilities=probs_all)
+                      count=len(labels_all), labels=labels_all, predictions=preds_all, probabilities=probs_all,
+                      features=np.concatenate(feats) if feats else None)
 
 
 class ValidationListener(Protocol):
