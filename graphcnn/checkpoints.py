@@ -37,11 +37,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.training import saver as saver_lib
 
 from graphcnn.atomic import write_bytes_atomic, write_text_atomic
 from graphcnn.model.scopes import variable_name
@@ -112,9 +114,12 @@ def step_of(prefix: Path) -> int | None:
 
 
 def clean_leftovers(directory: Path) -> None:
-    """Remove what an interrupted save left: TensorFlow's ``*.tempstate*`` files, our own
-    hidden temporary files (``.<name>.*.tmp``, see :mod:`graphcnn.atomic`) and a ``.meta``
-    without its index."""
+    """Remove what an interrupted save left: TensorFlow's ``*.tempstate*`` files and the
+    ``<prefix>_temp/`` folder of a sharded save, our own hidden temporary files
+    (``.<name>.*.tmp``, see :mod:`graphcnn.atomic`) and a ``.meta`` without its index."""
+    for folder in directory.glob(f"{PREFIX}-*_temp"):
+        log.warning("removing incomplete checkpoint folder %s (left by an interrupted save)", folder)
+        shutil.rmtree(folder, ignore_errors=True)
     leftovers = [*directory.glob("*.tempstate*"), *directory.glob(".*.tmp")]
     # a .meta whose save never got to write the index (the meta is written first)
     leftovers += [m for m in directory.glob(f"{PREFIX}-*.meta") if not m.with_suffix(".index").exists()]
@@ -366,6 +371,47 @@ def _megabytes(n: float) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
 
 
+# A Saver of more than this many bytes of variables writes them as SAVE_SHARDS data files at
+# once (one SaveV2 op each, run side by side on the session's inter-op threads, then merged
+# under one index). On the 2-core VMs of BENCHMARKS.md a process takes in new memory, the page
+# cache of a file it writes included, at about 0.45 GB/s on one thread and 0.75 GB/s on two:
+# the 1.23 GB checkpoint of dog_breeds_vgg (103 M weights and their Adam slots) 3.1 -> 2.4 s.
+# Smaller checkpoints (every net below the 224 px ones) stay one data file.
+SHARD_BYTES = 256 << 20
+SAVE_SHARDS = 2
+
+
+class _SplitSaverBuilder(saver_lib.BulkSaverBuilder):
+    """TensorFlow's saver builder, with each device's variables split further into
+    ``SAVE_SHARDS`` groups of about equal bytes (largest first). TensorFlow's own groups by
+    device only, so a sharded Saver on one CPU would still write one file."""
+
+    def _GroupByDevices(self, saveables):  # noqa: N802 (TensorFlow's name)
+        groups = []
+        for device, group in super()._GroupByDevices(saveables):
+            parts: list[list] = [[] for _ in range(SAVE_SHARDS)]
+            sizes = [0] * SAVE_SHARDS
+            for saveable in sorted(group, key=_saveable_bytes, reverse=True):
+                i = sizes.index(min(sizes))
+                parts[i].append(saveable)
+                sizes[i] += _saveable_bytes(saveable)
+            groups += [(device, part) for part in parts if part]
+        return groups
+
+
+def _saveable_bytes(saveable) -> int:
+    return sum((spec.tensor.shape.num_elements() or 0) * spec.tensor.dtype.size for spec in saveable.specs)
+
+
+def _saver(var_list: Sequence | None, name: str, max_to_keep: int) -> v1.train.Saver:
+    """A Saver of ``var_list`` (None: everything saveable, as ``Saver()``), sharded
+    (:class:`_SplitSaverBuilder`) above ``SHARD_BYTES`` of variables."""
+    sharded = _nbytes(v1.global_variables() if var_list is None else var_list) > SHARD_BYTES
+    return v1.train.Saver(var_list=None if var_list is None else list(var_list), max_to_keep=max_to_keep,
+                          save_relative_paths=True, name=name, sharded=sharded,
+                          builder=_SplitSaverBuilder() if sharded else None)
+
+
 class CheckpointManager:
     """Owns the two Savers of a run. Create inside the graph, before it is finalized.
 
@@ -379,10 +425,10 @@ class CheckpointManager:
         self.keep = keep
         all_variables = v1.global_variables()
         best_vars = list(best_var_list) if best_var_list is not None else model_variables(all_variables)
-        self.saver = v1.train.Saver(max_to_keep=keep, save_relative_paths=True, name="saver")
+        self.saver = _saver(None, "saver", keep)
         # max_to_keep=0: this Saver deletes nothing; save_best removes the previous best only
         # once the new one is complete and recorded
-        self.best_saver = v1.train.Saver(var_list=best_vars, max_to_keep=0, save_relative_paths=True, name="best_saver")
+        self.best_saver = _saver(best_vars, "best_saver", 0)
         self._data_bytes = _nbytes(all_variables)  # a .data file's size: tensors are stored unpadded
         self._best_data_bytes = _nbytes(best_vars)
         self.best_metric: float | None = None

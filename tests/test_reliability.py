@@ -301,6 +301,39 @@ def test_best_of_an_adam_run_is_a_third_and_predicts(trained, tmp_path):
         v1.train.import_meta_graph(str(best) + ".meta", clear_devices=True).restore(sess, str(best))
 
 
+def test_large_checkpoints_are_two_data_files_that_restore_resume_and_predict(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(ckpt, "SHARD_BYTES", 0)  # every checkpoint counts as large
+    run = RunDir.create(tmp_path, "tiny")
+    result = train(tiny_config(epochs=1, precision="float32"), run, progress=False, dataset=synthetic_dataset())
+    for folder in (run.checkpoints, run.best):
+        prefix = checkpoints_on_disk(folder)[-1]
+        files = [f.name.removeprefix(prefix.name) for f in ckpt.checkpoint_files(prefix)]
+        assert files == [".data-00000-of-00002", ".data-00001-of-00002", ".index", ".meta"], files
+        assert all(f.stat().st_size > 0 for f in ckpt.checkpoint_files(prefix))
+        assert not list(folder.glob("*_temp"))  # the save's own temporary folder is gone
+    with Predictor(run.root) as p:
+        probs = p.probabilities_for(p.preprocess_arrays(synthetic_dataset().test.images))
+    np.testing.assert_allclose(probs, result.test.probabilities, rtol=1e-5, atol=1e-6)
+    best = checkpoints_on_disk(run.best)[-1]
+    with tf.Graph().as_default(), v1.Session() as sess:  # its own .meta (a sharded saver) restores it
+        v1.train.import_meta_graph(str(best) + ".meta", clear_devices=True).restore(sess, str(best))
+    saved = tf.train.load_checkpoint(str(checkpoints_on_disk(run.checkpoints)[-1]))
+    # a kill during a sharded save leaves <prefix>_temp/: the next start removes it and resumes
+    leftover = run.checkpoints / "model.ckpt-99_temp"
+    leftover.mkdir()
+    (leftover / "part-00000-of-00002.data-00000-of-00001").write_bytes(b"partial")
+    cfg = tiny_config(epochs=2, precision="float32")
+    cfg.save(run.config)
+    with caplog.at_level(logging.WARNING, logger="graphcnn"):
+        train(cfg, run, resume=True, progress=False, dataset=synthetic_dataset())
+    assert not leftover.exists() and "model.ckpt-99_temp" in caplog.text and "from scratch" not in caplog.text
+    first, last = checkpoints_on_disk(run.checkpoints)[0], checkpoints_on_disk(run.checkpoints)[-1]
+    assert ckpt.step_of(last) == 2 * ckpt.step_of(first)  # resumed from the first epoch's checkpoint
+    reread = tf.train.load_checkpoint(str(first))
+    for name in saved.get_variable_to_shape_map():
+        np.testing.assert_array_equal(reread.get_tensor(name), saved.get_tensor(name), err_msg=name)
+
+
 def _copy_run(run: RunDir, to: Path) -> RunDir:
     import shutil
 
