@@ -31,8 +31,9 @@ ACTIVATION_HISTOGRAM_IMAGES = 16
 # that carry the histograms 1.3-1.5 s slower each, and each weights snapshot 0.3 s (of a 0.9 s
 # step). Larger tensors are counted on an evenly spread sample of about this many values (every
 # s-th value, s sharing no factor with the tensor's trailing dimensions, so every unit, channel
-# and position is sampled alike), scaled to the tensor's size; min and max stay exact. At 30
-# buckets a 1 M sample puts each count within a fraction of a percent of the exact one.
+# and position is sampled alike), scaled to the tensor's size; min and max stay exact. With a
+# 1 M sample of dog_breeds_vgg's fc1 weights the buckets holding 1% of the values or more came
+# within 1% of their exact counts; a thin tail is the sample's (a bucket of 21 values showed 0).
 HISTOGRAM_SAMPLE_VALUES = 1 << 20
 
 
