@@ -561,11 +561,15 @@ def main(argv: list[str] | None = None) -> int:
 
     ``argv`` None (the ``graphcnn`` command, ``python -m graphcnn``): the process first
     relaunches itself once with huge pages for malloc, where that helps
-    (:func:`graphcnn.runtime.relaunch_with_huge_pages`)."""
+    (:func:`graphcnn.runtime.relaunch_with_huge_pages`), and ends without the interpreter's
+    teardown once the command is done (:func:`graphcnn.runtime.exit_now`)."""
     args = build_parser().parse_args(argv)
     if argv is None:
         runtime.relaunch_with_huge_pages()
-    return run(args)
+    code = run(args)
+    if argv is None:
+        runtime.exit_now(code)
+    return code
 
 
 def run(args: argparse.Namespace) -> int:

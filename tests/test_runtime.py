@@ -1,4 +1,5 @@
-"""The process-wide settings of graphcnn.runtime: when the command relaunches itself with huge pages."""
+"""The process-wide settings of graphcnn.runtime: when the command relaunches itself with huge pages,
+and how it ends."""
 
 import os
 import subprocess
@@ -55,3 +56,24 @@ def test_the_command_relaunches_once_with_the_tunable_and_keeps_its_arguments(tm
     assert first.split(" ", 2)[1:] == ["None", "['train', '--name', 'a b']"]
     assert second.split(" ", 2)[1:] == ["glibc.malloc.hugetlb=1", "['train', '--name', 'a b']"]
     assert first.split()[0] == second.split()[0]  # the same process, replaced
+
+
+def _exit_now(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
+    # buffered output and an atexit function that writes a file: both must happen before os._exit
+    code = ("import atexit, pathlib, sys, threading, time; from graphcnn import runtime; "
+            "atexit.register(lambda: pathlib.Path('atexit.txt').write_text('ran')); "
+            "sys.stdout.write('unflushed'); " + body + "; runtime.exit_now(7); print(' and on', end='')")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": ""})
+
+
+def test_exit_now_flushes_runs_the_atexit_functions_and_ends_with_the_code(tmp_path):
+    result = _exit_now(tmp_path, "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()")
+    assert (result.returncode, result.stdout) == (7, "unflushed")  # a daemon thread does not hold it
+    assert (tmp_path / "atexit.txt").read_text() == "ran"
+
+
+def test_exit_now_leaves_the_normal_exit_to_a_process_with_a_thread_still_running(tmp_path):
+    result = _exit_now(tmp_path, "threading.Thread(target=time.sleep, args=(0.5,)).start()")
+    assert (result.returncode, result.stdout) == (0, "unflushed and on")  # returned, the script went on
+    assert (tmp_path / "atexit.txt").read_text() == "ran"

@@ -192,6 +192,11 @@ def test_to_rgb_and_normalize_images():
     out = viz_images.normalize_images(x)
     assert out.dtype == np.uint8 and out.shape == x.shape
     assert out[0].min() == 0 and out[0].max() == 255 and (out[1] == 0).all()  # per image; constant -> 0
+    # thumbnails: every 2nd row and column, stretched by the whole image's range (its max at [1, 1] is left out)
+    thumb = viz_images.normalize_images(x, step=2)
+    assert thumb.shape == (2, 1, 1, 2)
+    np.testing.assert_array_equal(thumb[0, 0, 0], out[0, 0, 0])
+    assert thumb[0].max() < 255
 
 
 # --------------------------------------------------------------------- animations

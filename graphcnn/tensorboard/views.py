@@ -129,9 +129,8 @@ def export_projector(directory: Path, features: np.ndarray, images: np.ndarray, 
     directory.mkdir(parents=True, exist_ok=True)
     np.savetxt(directory / "projector_features.tsv", np.asarray(features, np.float32).reshape(n, dims), fmt="%.5g",
                delimiter="\t")
-    tiles = viz_images.normalize_images(images)
-    factor = max(1, math.ceil(max(tiles.shape[1:3]) / 64))  # sprite tiles <= 64 px
-    tiles = tiles[:, ::factor, ::factor]
+    factor = max(1, math.ceil(max(images.shape[1:3]) / 64))  # sprite tiles <= 64 px
+    tiles = viz_images.normalize_images(images, step=factor)
     side = math.ceil(math.sqrt(n))
     th, tw = tiles.shape[1:3]
     grid = np.zeros((side * side, *tiles.shape[1:]), np.uint8)  # row-major, the empty cells black

@@ -85,12 +85,16 @@ def upscale(image: np.ndarray, factor: int) -> np.ndarray:
     return image if factor <= 1 else image.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
-def normalize_images(images: np.ndarray) -> np.ndarray:
-    """Any real [N, H, W, C] (e.g. preprocessed, mean-subtracted) -> uint8 [N, H, W, C], each image
-    min-max stretched to 0..255 on its own (a constant image becomes 0)."""
-    x = np.asarray(images, np.float32)
-    lo = x.min(axis=(1, 2, 3), keepdims=True)
-    hi = x.max(axis=(1, 2, 3), keepdims=True)
+def normalize_images(images: np.ndarray, step: int = 1) -> np.ndarray:
+    """Any real [N, H, W, C] (e.g. preprocessed, mean-subtracted) -> uint8 [N, ceil(H/step),
+    ceil(W/step), C], each image min-max stretched to 0..255 on its own (a constant image
+    becomes 0). ``step`` keeps every step-th row and column (thumbnails), stretched by the
+    whole image's range; only those are converted (the projector's 120 images at 224 px
+    took 0.4 s whole)."""
+    x = np.asarray(images)
+    lo = x.min(axis=(1, 2, 3), keepdims=True).astype(np.float32)
+    hi = x.max(axis=(1, 2, 3), keepdims=True).astype(np.float32)
+    x = np.asarray(x[:, ::step, ::step], np.float32)
     return np.round((x - lo) / np.maximum(hi - lo, 1e-12) * 255).astype(np.uint8)
 
 
