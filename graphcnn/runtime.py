@@ -127,11 +127,11 @@ def exit_now(code: int) -> None:
     removal of its autograph temp files), then ``os._exit``.
 
     This skips the interpreter's teardown, which frees TensorFlow's graphs, sessions and
-    modules object by object: 0.7-0.8 s after a 224 px run, for nothing a user keeps
-    (BENCHMARKS.md). For the ``graphcnn`` command only, after its work is done and every
-    file it writes is closed. Returns (and the normal exit follows) while a non-daemon thread
-    other than the main one still runs: the normal exit waits for it (daemon threads, such as
-    tqdm's monitor, it abandons as ``os._exit`` does).
+    modules object by object (about 0.8 s after a 224 px run, 1 s of a one-image ``graphcnn
+    predict``; BENCHMARKS.md), for nothing a user keeps. For the ``graphcnn`` command only,
+    after its work is done and every file it writes is closed. Returns (and the normal exit
+    follows) while a non-daemon thread other than the main one still runs: the normal exit
+    waits for it (daemon threads, such as tqdm's monitor, it abandons as ``os._exit`` does).
     """
     main = threading.main_thread()
     if any(t is not main and not t.daemon for t in threading.enumerate()):
