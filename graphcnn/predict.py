@@ -71,6 +71,17 @@ class FileResults:
         return [(f, e) for f, _, e in self.rows if e is not None]
 
 
+def _without_wrong_colours(result: FileResults) -> FileResults:
+    """A BMP with a colour table decodes to its palette indices (:func:`scan.bmp_palette_problem`):
+    it gets that error instead of a prediction, as the training scan makes it a bad file."""
+    for k, (f, prediction, _) in enumerate(result.rows):
+        info = result.images.get(f)
+        if prediction is not None and info is not None and info.indexed_bmp and (why := scan.bmp_palette_problem(f)):
+            result.rows[k] = (f, None, why)
+            del result.images[f]
+    return result
+
+
 def collect_image_files(paths: Iterable[str | Path]) -> list[Path]:
     """Image files named directly, or found (recursively, sorted) in the folders named; a
     ``DataError`` when there are none (a command's bad input, exit 2)."""
@@ -232,7 +243,7 @@ class Predictor:
                 result.images[names[0]] = scan.image_info(*info)
                 result.rows.append((names[0], self._to_predictions(names, probs, top_k)[0], None))
             result.predict_seconds = time.perf_counter() - start
-            return result
+            return _without_wrong_colours(result)
         found: dict[int, Prediction] = {}
         if names:
             self.sess.run(self._files_init, {self._paths: names, self._batch_size: batch_size})
@@ -253,7 +264,7 @@ class Predictor:
                 result.images[f] = scan.image_info(shape, head, tail)
         for i, f in enumerate(names):
             result.rows.append((f, found[i], None) if i in found else (f, None, self._why_unreadable(f)))
-        return result
+        return _without_wrong_colours(result)
 
     def _why_unreadable(self, path: str) -> str:
         """The decoder's own words for a file the pipeline left out (decoded again, alone)."""

@@ -268,6 +268,25 @@ def test_predict_files_decodes_in_parallel_batches_in_input_order(folder_run, pr
     assert result.images[str(predict_files["big"])].width == 400 and result.decode_seconds > 0
 
 
+def test_predict_reads_bmps_and_refuses_colour_table_ones(folder_run, tmp_path):
+    """A grayscale model reads BMPs (the decoder refuses them one channel) and names a BMP with a
+    colour table as unreadable (its decode would be palette indices), batched or alone."""
+    from PIL import Image
+
+    from graphcnn.predict import Predictor
+
+    run, _ = folder_run
+    rgb = RNG.integers(0, 255, (12, 12, 3), dtype=np.uint8)
+    files = [tmp_path / "rgb.bmp", tmp_path / "gray.bmp", tmp_path / "palette.bmp"]
+    Image.fromarray(rgb).save(files[0])
+    Image.fromarray(rgb[..., 0]).save(files[1])
+    Image.fromarray(rgb).convert("P").save(files[2])
+    with Predictor(run) as p:
+        for rows in (p.run_files(files, batch_size=2).rows, [p.run_files([f]).rows[0] for f in files]):
+            assert [err is None for _, _, err in rows] == [True, True, False]
+            assert rows[2][2].startswith("8-bit BMP with a colour table")
+
+
 # --------------------------------------------------------------------------- 11. data errors in one pass
 
 

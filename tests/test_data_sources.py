@@ -359,6 +359,79 @@ def test_scan_keeps_each_file_as_the_training_pipeline_decodes_it(tmp_path):
     assert scan.scan_images(paths).pixels is None
 
 
+def _pillow(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture = Image.fromarray(array)
+    (picture.convert(mode) if mode else picture).save(path)
+    return path
+
+
+def test_bmps_and_cmyk_jpegs_decode_for_a_grayscale_model(tmp_path):
+    """The decoder refuses one channel for every BMP and for CMYK JPEGs: they are decoded at
+    their own channels and made gray, as Pillow's "L" makes them (within rounding)."""
+    from PIL import Image
+
+    from graphcnn.data.pipeline import decode_file
+
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    files = [_pillow(tmp_path / "rgb.bmp", rgb), _pillow(tmp_path / "rgba.bmp", rgb, "RGBA"),
+             _pillow(tmp_path / "gray.bmp", rgb[..., 0]), _pillow(tmp_path / "cmyk.jpg", rgb, "CMYK")]
+    paths = [str(f) for f in files]
+    result = scan.scan_images(paths, fit=(6, 7, 1))
+    assert not result.bad and set(result.rows) == set(paths)
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        path = tf.compat.v1.placeholder(tf.string, [])
+        decoded = decode_file(path, 6, 7, 1)
+        for p in paths:
+            gray = session.run(decoded, {path: p})
+            np.testing.assert_array_equal(result.pixels[result.rows[p]], gray)
+            expected = np.asarray(Image.open(p).convert("L"), np.int64)
+            assert np.abs(gray[..., 0].astype(np.int64) - expected).max() <= 2, p
+    np.testing.assert_array_equal(result.pixels[result.rows[paths[2]]][..., 0], rgb[..., 0])  # gray kept exactly
+    info = scan.scan_images([paths[3]]).images[paths[3]]
+    assert info.cmyk and scan.mode_name(info) == "CMYK"
+    (warning,) = [w for w in scan.conversion_warnings(result.images, 1) if "CMYK" in w]
+    assert paths[3] in warning and "alpha" not in warning
+    alpha = next(w for w in scan.conversion_warnings(result.images, 1) if "alpha" in w)
+    assert paths[1] in alpha and paths[3] not in alpha
+
+
+def test_a_bmp_with_a_colour_table_is_a_bad_file(tmp_path):
+    """TensorFlow decodes an 8-bit BMP's palette indices as gray levels: a colour one is named
+    as a bad file (training) and an unreadable one (predict), a gray ramp one is fine."""
+    rgb = np.random.default_rng(1).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    make_tree(tmp_path / "data", {"a": 3, "b": 3}, c=3)
+    colour = _pillow(tmp_path / "data" / "a" / "palette.bmp", rgb, "P")
+    gray = _pillow(tmp_path / "data" / "b" / "gray8.bmp", rgb[..., 1])
+    ds = load_dataset(cfg(tmp_path / "data", validation_fraction=0.2, test_fraction=0.2), channels=3)
+    bad = next(w for w in ds.warnings if "cannot be decoded" in w)
+    assert f"{colour}: 8-bit BMP with a colour table" in bad and str(gray) not in bad
+    assert str(colour) not in all_paths(ds) and str(gray) in all_paths(ds)
+    assert scan.bmp_palette_problem(str(gray)) is None
+
+
+def test_hidden_files_and_symlinked_duplicates(tmp_path):
+    """Hidden files (macOS's ._x.png) are skipped; a file reached twice in one class is used
+    once (it could land in two splits); a file in two classes is an error naming both."""
+    make_tree(tmp_path, {"a": 4, "b": 4})
+    apple = tmp_path / "a" / "._a_00.png"
+    apple.write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (tmp_path / "a" / "more").mkdir()
+    os.symlink(tmp_path / "a" / "a_00.png", tmp_path / "a" / "more" / "same.png")
+    ds = load_dataset(cfg(tmp_path, validation_fraction=0.25, test_fraction=0.25), channels=1)
+    assert str(apple) not in all_paths(ds) and len(all_paths(ds)) == 8
+    assert any(str(apple) in w and "skipped" in w for w in ds.warnings)
+    again = next(w for w in ds.warnings if "second time" in w)
+    assert str(tmp_path / "a" / "more" / "same.png") in again
+    os.symlink(tmp_path / "a" / "a_01.png", tmp_path / "b" / "stolen.png")
+    with pytest.raises(DataError) as info:
+        load_dataset(cfg(tmp_path), channels=1)
+    assert f"{tmp_path / 'a' / 'a_01.png'} = {tmp_path / 'b' / 'stolen.png'}" in str(info.value)
+
+
 def test_folder_images_that_fit_in_memory_are_kept_from_the_scan(tmp_path, monkeypatch):
     make_tree(tmp_path, {"a": 6, "b": 6}, c=3, fmt="jpg")
     config = cfg(tmp_path, validation_fraction=0.25, test_fraction=0.25)

@@ -230,3 +230,63 @@ def test_a_folder_trains_from_memory_or_streamed_from_its_files(tmp_path, caplog
         assert results["global_step"] == 4 and results["test_count"] > 0
         examples = sorted(p.suffix for p in (tmp_path / "logs" / cache / "examples").iterdir())
         assert examples and set(examples) <= {".jpg", ".png", ".gif"}  # the files themselves, also when kept
+
+
+def _clip(images, seed):
+    """An augmentation that keeps the pixels and, as augment_batch does, clips to [0, 1]."""
+    return tf.clip_by_value(images, 0.0, 1.0)
+
+
+def _gray_files(root, classes: int, per_class: int) -> Split:
+    """Class-ordered PNG paths; file k of class c is filled with the value 10 * c + k."""
+    from PIL import Image
+
+    paths, labels = [], []
+    for c in range(classes):
+        for k in range(per_class):
+            paths.append(str(root / f"{c}_{k}.png"))
+            Image.fromarray(np.full((12, 12), 10 * c + k, np.uint8)).save(paths[-1])
+            labels.append(c)
+    return Split(labels=np.asarray(labels, np.int64), paths=tuple(paths))
+
+
+@pytest.mark.parametrize("source", ["arrays", "files"])
+def test_the_mean_comes_off_after_augmentation(tmp_path, source):
+    """Augmentation clips to [0, 1]: with the mean taken off first, every pixel under the mean
+    became the mean (0 after the clip) and training saw other inputs than evaluation."""
+    cfg = tiny_config()
+    data = dataclasses.replace(cfg.data, mean_subtraction=True)
+    split = _numbered(16) if source == "arrays" else _gray_files(tmp_path, 2, 8)
+    with tf.Graph().as_default():
+        pipeline = InputPipeline(data, cfg.model, split, 8, ("fc",), seed=0, augment_fn=_clip)
+        inputs = pipeline.build()
+        with v1.Session() as sess:
+            sess.run(inputs.pixel_mean.assign(np.full([12, 12, 1], 0.5, np.float32)))
+            pipeline.initialize(sess)
+            images = sess.run(inputs.images, {inputs.is_training: True})
+            evaluated = np.concatenate([x for x, _ in pipeline.eval_batches(sess, split)])
+    values = split.images[:, 0, 0, 0] if source == "arrays" else 10 * split.labels + np.arange(16) % 8
+    np.testing.assert_allclose(evaluated[:, 0, 0, 0], values / 255.0 - 0.5, atol=1e-6)
+    got = images[:, 0, 0, 0]  # every value is 17 or less: all under the mean
+    numbers = np.round((got + 0.5) * 255)
+    assert set(numbers.tolist()) <= set(values.tolist()), numbers  # not clipped to 0 (128 here)
+    np.testing.assert_allclose(got, numbers / 255.0 - 0.5, atol=1e-6)  # as evaluation computes them
+
+
+def test_a_cached_file_split_is_shuffled_whole_before_its_buffer(tmp_path):
+    """A split lists its files class by class; with a cache (data.cache) and a buffer smaller than
+    the split, the first batches held only the first classes when the paths were not shuffled."""
+    cfg = tiny_config()
+    data = dataclasses.replace(cfg.data, cache="memory", shuffle_buffer=4)
+    split = _gray_files(tmp_path, 4, 10)
+    with tf.Graph().as_default():
+        pipeline = InputPipeline(data, cfg.model, split, 8, ("fc",), seed=0)
+        inputs = pipeline.build()
+        with v1.Session() as sess:
+            pipeline.initialize(sess)
+            epochs = [np.concatenate([sess.run(inputs.labels) for _ in range(5)]) for _ in range(2)]
+    for labels in epochs:
+        assert sorted(labels.tolist()) == sorted(split.labels.tolist())  # each file once an epoch
+        # a buffer of 4 over class-ordered paths gives 8 labels from the first 11 files: classes 0-1
+        assert len(set(labels[:8].tolist())) >= 3, labels
+    assert not np.array_equal(epochs[0], epochs[1])  # the buffer reshuffles each epoch

@@ -112,16 +112,29 @@ def fit_images(images: tf.Tensor, height: int, width: int, channels: int) -> tf.
 
 
 def decode_image_bytes(data: tf.Tensor, channels: int) -> tf.Tensor:
-    """A JPEG/PNG/BMP/GIF file's bytes -> its first frame, uint8 [h, w, channels], converted by
-    the decoder itself; a GIF (which the decoder gives only as RGB: "channels must be 0 or 3
-    for GIF") made grayscale by ``rgb_to_grayscale`` for a 1-channel model."""
-    if channels == 1:
-        image = tf.cond(tf.equal(tf.strings.substr(data, 0, 3), b"GIF"),
-                        lambda: tf.image.rgb_to_grayscale(tf.io.decode_image(data, 3, expand_animations=False)),
-                        lambda: tf.io.decode_image(data, 1, expand_animations=False))
-    else:
+    """A JPEG/PNG/BMP/GIF file's bytes -> its first frame, uint8 [h, w, channels].
+
+    RGB models get the decoder's own conversion. A grayscale model gets it for PNGs and
+    JPEGs (a JPEG's luma); the decoder refuses one channel for BMPs (any kind: "channels
+    must be 0, 3 or 4 for BMP"), GIFs ("0 or 3") and CMYK JPEGs ("Unsupported color
+    conversion request"), so those are decoded at their own channels and made grayscale by
+    ``rgb_to_grayscale`` (alpha dropped; a grayscale BMP kept as it is).
+    """
+    if channels != 1:
         image = tf.io.decode_image(data, channels=channels, expand_animations=False)
-    return tf.ensure_shape(image, [None, None, channels])
+        return tf.ensure_shape(image, [None, None, channels])
+
+    def direct():
+        return tf.io.decode_image(data, 1, expand_animations=False)
+
+    def converted():
+        native = tf.io.decode_image(data, 0, expand_animations=False)
+        return tf.cond(tf.equal(tf.shape(native)[-1], 1), lambda: native[..., :1],
+                       lambda: tf.image.rgb_to_grayscale(native[..., :3]))
+
+    png = tf.equal(tf.strings.substr(data, 0, 4), b"\x89PNG")
+    direct_ok = tf.cond(tf.io.is_jpeg(data), lambda: tf.not_equal(tf.io.extract_jpeg_shape(data)[2], 4), lambda: png)
+    return tf.ensure_shape(tf.cond(direct_ok, direct, converted), [None, None, 1])
 
 
 def decode_file(path: tf.Tensor, height: int, width: int, channels: int) -> tf.Tensor:
@@ -187,8 +200,11 @@ class InputPipeline:
         paths = v1.placeholder(tf.string, [None], name=f"{scope}_paths")
         self._split_placeholders[scope] = (paths, labels)
         ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-        if scope == "train" and not self._cache(split):
-            ds = ds.shuffle(len(split), seed=self.seed, reshuffle_each_iteration=True)
+        if scope == "train":
+            # the whole list of paths (a split lists its files class by class); a cached split
+            # is shuffled once here, so that the cache holds a mixed order and the buffer's
+            # shuffle of each epoch (build) starts from it, not from one class after another
+            ds = ds.shuffle(len(split), seed=self.seed, reshuffle_each_iteration=not self._cache(split))
         parallel = self.data.num_parallel_calls or AUTOTUNE
         return ds.map(lambda p, y: (decode_file(p, h, w, c), y), num_parallel_calls=parallel)
 
@@ -201,16 +217,27 @@ class InputPipeline:
             return True
         return len(split) * h * w * c < 2 * 1024**3
 
+    def _augmented(self, x: tf.Tensor, mean: tf.Tensor | None, batch_seed: tf.Tensor) -> tf.Tensor:
+        """A training batch in [0, 1] (float32 [B, H, W, C]) augmented, then minus ``mean``.
+
+        The mean comes off last: augmentation works on [0, 1] pixels (it clips to that range,
+        fills and erases with values in it), so a mean taken off first would be clipped away
+        and training would see other inputs than evaluation.
+        """
+        x = self.augment_fn(x, batch_seed)
+        return x if mean is None else x - mean
+
     def _batches(self, ds: tf.data.Dataset, mean: tf.Tensor | None, training: bool) -> tf.data.Dataset:
         h, w, c = self._size()
         ds = ds.batch(self.batch_size)
-        ds = ds.map(lambda x, y: (preprocess(x, h, w, c, mean), y), num_parallel_calls=AUTOTUNE)
         if training and self.augment_fn is not None:
             # the batch index joins the seed, so the random stream does not depend on which
             # parallel map call gets which batch
-            ds = ds.enumerate().map(
-                lambda i, xy: (self.augment_fn(xy[0], tf.stack([tf.constant(self.seed, tf.int64), i])), xy[1]),
-                num_parallel_calls=AUTOTUNE)
+            seed = tf.constant(self.seed, tf.int64)
+            return ds.enumerate().map(
+                lambda i, xy: (self._augmented(preprocess(xy[0], h, w, c, None), mean, tf.stack([seed, i])), xy[1]),
+                num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+        ds = ds.map(lambda x, y: (preprocess(x, h, w, c, mean), y), num_parallel_calls=AUTOTUNE)
         return ds.prefetch(AUTOTUNE)
 
     def _array_batches(self, mean: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
@@ -256,9 +283,10 @@ class InputPipeline:
 
         current = tf.cond(tf.equal(order_epoch.read_value(), epoch), order.read_value, shuffle)
         indices = tf.slice(current, [(number % per_epoch) * batch], [batch])
-        x = preprocess(tf.gather(images, indices), h, w, c, mean)
         if self.augment_fn is not None:
-            x = self.augment_fn(x, tf.stack([seed, number]))
+            x = self._augmented(preprocess(tf.gather(images, indices), h, w, c, None), mean, tf.stack([seed, number]))
+        else:
+            x = preprocess(tf.gather(images, indices), h, w, c, mean)
         y = tf.gather(labels, indices)
         fit = None
         if resize_once:  # run by initialize, in chunks

@@ -18,6 +18,11 @@ In TF 2.21 every truncation point of a PNG (8- and 16-bit) or JPEG (baseline, pr
 grayscale) makes the decode fail, so truncated PNG/JPEG files come out as bad files. A GIF
 cut off after its first complete frame still decodes, so GIFs without the trailer byte are
 reported separately (:attr:`ImageInfo.gif_truncated`).
+
+Two kinds of files decode without error into other pixels than the file holds, so the scan
+names them: an 8-bit BMP with a colour palette comes out as its palette indices read as gray
+levels (TensorFlow's BMP decoder ignores the colour table; a bad file, with what to do), and a
+CMYK JPEG is converted to RGB by the decoder (a warning, :attr:`ImageInfo.cmyk`).
 """
 
 from __future__ import annotations
@@ -40,10 +45,12 @@ class ImageInfo:
 
     height: int
     width: int
-    channels: int  # 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA (GIFs always decode to 3)
+    channels: int  # 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA or CMYK (GIFs always decode to 3)
     frames: int  # > 1: animated GIF
     bit_depth: int  # 16 for 16-bit PNGs (read from IHDR), else 8
     gif_truncated: bool = False  # a GIF that does not end with the trailer byte 0x3B
+    cmyk: bool = False  # a CMYK JPEG (4 channels in its header), which the decoder converts to RGB
+    indexed_bmp: bool = False  # a BMP of 8 bits or less per pixel: pixel values index a colour table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +78,13 @@ def scan_images(paths: Sequence[str], num_parallel_calls: int = 0,
     if not paths:
         return ScanResult({}, {})
     decoded, pixels = _decode_all(paths, num_parallel_calls, fit)
-    images = {p: decoded[p] for p in paths if p in decoded}
+    wrong = {p: why for p, info in decoded.items() if info.indexed_bmp and (why := bmp_palette_problem(p))}
+    images = {p: decoded[p] for p in paths if p in decoded and p not in wrong}
     failed = [p for p in paths if p not in decoded]
-    rows = {p: i for i, p in enumerate(paths) if p in decoded} if pixels is not None else {}
-    return ScanResult(images, _error_texts(failed), pixels, rows)
+    rows = {p: i for i, p in enumerate(paths) if p in images} if pixels is not None else {}
+    bad = _error_texts(failed)
+    bad.update(wrong)
+    return ScanResult(images, {p: bad[p] for p in paths if p in bad}, pixels, rows)
 
 
 def probe(data):
@@ -127,8 +137,11 @@ def _probe(fit: tuple[int, int, int] | None):
 
     def fn(row, path):
         data = tf.io.read_file(path)
-        if fit is None:
-            return (row, path, *probe(data)[1:])
+        if fit is None:  # a JPEG's channels as its header has them (CMYK: 4), as decode_with_info reports them
+            _, shape4, head, tail = probe(data)
+            header = lambda: tf.concat([shape4[:3], tf.io.extract_jpeg_shape(data)[2:]], 0)  # noqa: E731
+            shape4 = tf.cond(tf.io.is_jpeg(data), header, lambda: shape4)
+            return row, path, shape4, head, tail
         image, shape4, head, tail = decode_with_info(data, *fit)
         return row, path, shape4, head, tail, image
 
@@ -171,7 +184,32 @@ def image_info(shape, head: bytes, tail: bytes) -> ImageInfo:
     frames, height, width, channels = (int(v) for v in shape)
     bit_depth = png_bit_depth(head) or 8
     gif_truncated = head.startswith(b"GIF8") and tail != b"\x3b"
-    return ImageInfo(height, width, channels, frames, bit_depth, gif_truncated)
+    cmyk = head.startswith(b"\xff\xd8") and channels == 4
+    indexed_bmp = head.startswith(b"BM") and len(head) >= 30 and int.from_bytes(head[28:30], "little") <= 8
+    return ImageInfo(height, width, channels, frames, bit_depth, gif_truncated, cmyk, indexed_bmp)
+
+
+def bmp_palette_problem(path: str) -> str | None:
+    """Why an indexed BMP at ``path`` would decode to other pixels than it shows, or None.
+
+    TensorFlow's BMP decoder returns an 8-bit BMP's pixel values, the indices into its colour
+    table, as gray levels: right only when entry i of the table is the gray (i, i, i).
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(54)
+            header_size = int.from_bytes(head[14:18], "little")
+            bits = int.from_bytes(head[28:30], "little")
+            used = int.from_bytes(head[46:50], "little") if header_size >= 40 else 0
+            f.seek(14 + header_size)
+            table = f.read(4 * (used or 1 << bits))
+    except OSError as err:
+        return f"cannot read: {err.strerror}"
+    entries = np.frombuffer(table[: len(table) // 4 * 4], np.uint8).reshape(-1, 4)[:, :3]  # B, G, R
+    if header_size >= 40 and np.array_equal(entries, np.repeat(np.arange(len(entries), dtype=np.uint8)[:, None], 3, 1)):
+        return None
+    return (f"{bits}-bit BMP with a colour table: TensorFlow's decoder reads its palette indices as gray "
+            "levels, not its colours; save it as PNG (or 24-bit BMP)")
 
 
 def _error_texts(paths: list[str]) -> dict[str, str]:
@@ -262,9 +300,11 @@ def conversion_warnings(images: dict[str, ImageInfo], channels: int, examples: i
     warnings = []
     groups = [
         ("have an alpha channel (gray+alpha or RGBA); the alpha channel will be dropped",
-         [p for p, i in images.items() if i.channels in (2, 4)]),
+         [p for p, i in images.items() if i.channels in (2, 4) and not i.cmyk]),
         ("are 16-bit PNGs; they will be converted to 8 bits per channel",
          [p for p, i in images.items() if i.bit_depth == 16]),
+        ("are CMYK JPEGs; the decoder converts them to RGB",
+         [p for p, i in images.items() if i.cmyk]),
         ("are animated GIFs; only the first frame will be used",
          [p for p, i in images.items() if i.frames > 1]),
         ("are GIFs without the end-of-file trailer (probably truncated); the frames that decode will be used",
@@ -289,7 +329,7 @@ MODE_NAMES = {1: "gray", 2: "gray+alpha", 3: "RGB", 4: "RGBA"}
 
 def mode_name(info: ImageInfo) -> str:
     """``gray``, ``RGBA 16-bit``, ``RGB animated (12 frames)``, ...: what a file holds."""
-    name = MODE_NAMES.get(info.channels, f"{info.channels} channels")
+    name = "CMYK" if info.cmyk else MODE_NAMES.get(info.channels, f"{info.channels} channels")
     if info.bit_depth == 16:
         name += " 16-bit"
     if info.frames > 1:

@@ -906,27 +906,48 @@ def _class_folders(tree: Path, warnings: _Warnings) -> dict[str, Path]:
 def _image_files(folder: Path, warnings: _Warnings, errors: list[str]) -> list[str]:
     """Image files under ``folder`` (recursively, sorted); others are reported as skipped, and
     a folder without any is an error added to ``errors``."""
-    images, skipped, seen = [], [], {os.path.realpath(folder)}
+    images, skipped, seen, again = [], [], {os.path.realpath(folder)}, []
+    real_files: set[str] = set()
     for directory, subdirs, files in os.walk(folder, followlinks=True):
         hidden = sorted(d for d in subdirs if d.startswith("."))
         skipped.extend(Path(directory, d) for d in hidden)
         visible = [d for d in sorted(subdirs) if not d.startswith(".")]
         subdirs[:] = [d for d in visible if os.path.realpath(os.path.join(directory, d)) not in seen]  # symlink loops
         seen.update(os.path.realpath(os.path.join(directory, d)) for d in subdirs)
-        for name in sorted(files):
-            target = images if name.lower().endswith(IMAGE_EXTENSIONS) else skipped
-            target.append(Path(directory, name))
+        for name in sorted(files):  # hidden files too: macOS's ._x.jpg beside x.jpg is not an image
+            path = Path(directory, name)
+            if not name.lower().endswith(IMAGE_EXTENSIONS) or name.startswith("."):
+                skipped.append(path)
+            elif os.path.realpath(path) in real_files:  # one file under two names: once, or it could
+                again.append(path)                      # sit in both the training and validation splits
+            else:
+                real_files.add(os.path.realpath(path))
+                images.append(path)
     if skipped:
         warnings.warn(
             f"{folder}: {len(skipped)} non-image entr{'y' if len(skipped) == 1 else 'ies'} skipped "
             f"(not {'/'.join(IMAGE_EXTENSIONS)} files, or hidden):\n" + _listing(skipped)
         )
+    if again:
+        warnings.warn(f"{folder}: {len(again)} file(s) reached a second time through symbolic links, used once:\n"
+                      + _listing(again))
     if not images:
         errors.append(f"class folder {folder} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
     return sorted(os.path.abspath(p) for p in images)
 
 
 def _check_disjoint(train: dict[str, list[str]], test: dict[str, list[str]], errors: list[str]) -> None:
+    """Errors for a file (by its real path: symlinks are followed) in both trees, or under two
+    classes of one tree; the walk itself lists a file once per name it is reached by."""
+    for tree in (train, test):
+        classes: dict[str, dict[str, str]] = {}  # real path -> class -> the first name seen
+        for name, files in tree.items():
+            for p in files:
+                classes.setdefault(os.path.realpath(p), {}).setdefault(name, p)
+        twice = sorted(" = ".join(sorted(by_class.values())) for by_class in classes.values() if len(by_class) > 1)
+        if twice:
+            errors.append(f"{len(twice)} file(s) are in two or more class folders (through symbolic links):\n"
+                          + _listing(twice))
     train_real = {os.path.realpath(p) for files in train.values() for p in files}
     shared = sorted(p for files in test.values() for p in files if os.path.realpath(p) in train_real)
     if shared:
