@@ -139,9 +139,11 @@ def _probe(fit: tuple[int, int, int] | None):
         data = tf.io.read_file(path)
         if fit is None:  # a JPEG's channels as its header has them (CMYK: 4), as decode_with_info reports them
             _, shape4, head, tail = probe(data)
-            header = lambda: tf.concat([shape4[:3], tf.io.extract_jpeg_shape(data)[2:]], 0)  # noqa: E731
-            shape4 = tf.cond(tf.io.is_jpeg(data), header, lambda: shape4)
-            return row, path, shape4, head, tail
+
+            def header():
+                return tf.concat([shape4[:3], tf.io.extract_jpeg_shape(data)[2:]], 0)
+
+            return row, path, tf.cond(tf.io.is_jpeg(data), header, lambda: shape4), head, tail
         image, shape4, head, tail = decode_with_info(data, *fit)
         return row, path, shape4, head, tail, image
 
