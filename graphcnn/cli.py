@@ -577,7 +577,7 @@ def run(args: argparse.Namespace) -> int:
     verbose = getattr(args, "verbose", False)
     runtime.configure(verbose=verbose)  # before TensorFlow is imported; quiets its Python loggers
     runtime.configure_logging()
-    with runtime.native_stderr_filter(enabled=not verbose):
+    with runtime.native_stderr_filter(enabled=not verbose), runtime.terminate_as_interrupt():
         try:
             if args.command != "tensorboard":  # TensorBoard runs in a child process: no TensorFlow import here
                 import tensorflow  # noqa: F401  (here: its import prints the banner the filter drops)

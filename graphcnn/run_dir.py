@@ -40,6 +40,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -54,6 +55,9 @@ from graphcnn.atomic import append_line, write_text_atomic
 log = logging.getLogger("graphcnn.run")
 LOCK_FILE = ".lock"
 _LOCK_WRITE_GRACE_S = 10.0  # a lock file younger than this with no content is being written, not stale
+# the lock files this process holds: a lock naming this process's pid but not among them was
+# left by an earlier process that had the same pid (a container restarted: pids start again)
+_HELD: set[str] = set()
 
 
 class RunDirError(ValueError):
@@ -191,9 +195,11 @@ class RunDir:
             break
         else:
             raise RunDirError(f"{self.root} is being locked by another process at the same moment; try again")
+        _HELD.add(os.path.realpath(path))
         try:
             yield
         finally:
+            _HELD.discard(os.path.realpath(path))
             holder = _read_lock(path)
             if holder is not None and holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
                 path.unlink(missing_ok=True)  # missing: a failed start removed the whole run meanwhile
@@ -214,10 +220,12 @@ class RunDir:
             if host != socket.gethostname():
                 raise RunDirError(f"{self.root} is in use by pid {pid} on host {host} (since {since}); if that "
                                   f"training has ended, delete {path}")
-            if _pid_alive(pid):
+            if (pid != os.getpid() or os.path.realpath(path) in _HELD) and _pid_alive(pid):
                 raise RunDirError(f"{self.root} is in use by pid {pid} on this host ({host}, since {since}); "
                                   f"stop that training first, or if pid {pid} is not graphcnn, delete {path}")
-            log.warning("taking over %s: pid %s on %s (since %s) is not running any more", path, pid, host, since)
+            gone = ("was an earlier process's (this process has its pid)" if pid == os.getpid()
+                    else "is not running any more")
+            log.warning("taking over %s: pid %s on %s (since %s) %s", path, pid, host, since, gone)
         # Remove only the lock just inspected: if another process replaced it meanwhile, the
         # next O_EXCL attempt sees the new one (this narrows, not closes, the window of a race
         # between two processes taking over the same stale lock).
@@ -254,7 +262,7 @@ class RunDir:
 
     def write_state(self, state: dict[str, Any]) -> None:
         """``train_state.json`` (atomically): what ``--resume`` needs beyond the checkpoint."""
-        write_text_atomic(self.train_state, json.dumps(state) + "\n")
+        write_text_atomic(self.train_state, _json(state) + "\n")
 
     def read_state(self) -> dict[str, Any] | None:
         """``train_state.json``, or None if there is none or it cannot be read (with a warning)."""
@@ -268,11 +276,11 @@ class RunDir:
 
     def write_results(self, results: dict[str, Any]) -> None:
         """``results.json`` (atomically): the final metrics."""
-        write_text_atomic(self.results, json.dumps(results, indent=2) + "\n")
+        write_text_atomic(self.results, _json(results, indent=2) + "\n")
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """One line of ``metrics.jsonl``: a single write, fsynced."""
-        append_line(self.metrics, json.dumps(record))
+        append_line(self.metrics, _json(record))
 
     def drop_metrics_after(self, step: int) -> int:
         """Rewrite ``metrics.jsonl`` (atomically) without the records past ``step`` and without
@@ -310,6 +318,21 @@ class RunDir:
         return list(records.values())
 
 
+def _json(value: Any, indent: int | None = None) -> str:
+    """Strict JSON: a float that is not finite (a NaN loss, the throughput of a run too short to
+    measure) is written as null, not as Python's ``NaN``, which JSON parsers refuse."""
+    def finite(v: Any) -> Any:
+        if isinstance(v, float):
+            return v if math.isfinite(v) else None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(x) for x in v]
+        return v
+
+    return json.dumps(finite(value), indent=indent, allow_nan=False)
+
+
 def _read_lock(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
@@ -323,7 +346,7 @@ def _pid_alive(pid: Any) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return False
     if pid == os.getpid():
-        return True
+        return True  # the caller tells this process's own lock from a dead namesake's
     if os.name == "nt":  # os.kill would terminate it; assume alive, the message says how to clear it
         return True
     try:

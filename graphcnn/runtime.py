@@ -36,6 +36,7 @@ import logging
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -200,6 +201,27 @@ if hidden:
               % hidden)
     out.flush()
 '''
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Inside the block SIGTERM raises ``KeyboardInterrupt``, as Ctrl-C does, so that a command
+    stopped by ``kill`` or a scheduler cleans up as after Ctrl-C (a start that fails removes its
+    run folder and lock; exit 130 with one error line) instead of dying at once. Training
+    installs its own handler for the loop (:class:`graphcnn.train.hooks.StopSignals`: finish the
+    step, save) and puts this one back. Outside the main thread it does nothing."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

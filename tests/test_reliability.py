@@ -430,10 +430,13 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path, caplog):
                 pass
     assert not run.lock_file.exists()
 
+    # this pid, but not a lock this process holds: left by an earlier process of the same pid
+    # (a restarted container numbers its processes again): taken over
     run.lock_file.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "x"}))
-    with pytest.raises(RunDirError, match=rf"in use by pid {os.getpid()}"):
-        with run.lock():
-            pass
+    with caplog.at_level(logging.WARNING, logger="graphcnn"), run.lock():
+        assert json.loads(run.lock_file.read_text())["started"] != "x"
+    assert "was an earlier process's (this process has its pid)" in caplog.text
+    caplog.clear()
     run.lock_file.write_text(json.dumps({"pid": 4242, "host": "elsewhere.example", "started": "x"}))
     with pytest.raises(RunDirError, match="in use by pid 4242 on host elsewhere.example"):
         with run.lock():
@@ -581,6 +584,35 @@ def test_exit_2_when_another_trainer_holds_the_run(cli_setup, capsys):
     assert len(lines) == 1 and f"in use by pid {os.getpid()}" in lines[0]
 
 
+def test_sigterm_while_starting_leaves_no_run_folder(cli_setup, capsys, monkeypatch):
+    """SIGTERM before training's own handler (building the graph): as Ctrl-C there, exit 130,
+    one error line and no run folder or lock (the default action once killed the process
+    and left both)."""
+    from graphcnn.train import trainer
+
+    args, logs = cli_setup
+    build = trainer.build
+
+    def build_then_terminated(*a, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return build(*a, **kw)
+
+    def outside(signum, frame):  # stands for the default action (which would end pytest)
+        raise RuntimeError("SIGTERM was not handled by the command")
+
+    monkeypatch.setattr(trainer, "build", build_then_terminated)
+    previous = signal.signal(signal.SIGTERM, outside)
+    try:
+        code = cli.main(["train", *args, "--name", "starting"])
+        after = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 130
+    assert _error_lines(capsys.readouterr().err) == ["graphcnn: error: interrupted"]
+    assert not (logs / "starting").exists()
+    assert after is outside  # put back once the command is done
+
+
 def test_exit_130_interrupted_with_a_checkpoint(cli_setup, capsys):
     args, logs = cli_setup
     default = signal.getsignal(signal.SIGTERM)
@@ -604,3 +636,18 @@ def test_exit_130_interrupted_with_a_checkpoint(cli_setup, capsys):
     out = capsys.readouterr().out
     assert "graphcnn train --resume" in out and checkpoints_on_disk(logs / "stopped" / "checkpoints")
     assert not (logs / "stopped" / ".lock").exists()
+
+
+def test_state_files_are_strict_json(tmp_path):
+    """A float that is not finite (the throughput of a run too short to measure, a NaN loss) is
+    null: Python's NaN is not JSON, and other readers (JavaScript, jq --strict) refuse it."""
+    def strict(text):
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in a state file"))
+
+    run = RunDir.create(tmp_path, "strict")
+    run.write_results({"images_per_second": float("nan"), "nested": {"loss": [1.0, float("inf")]}})
+    run.append_metrics({"step": 1, "split": "validation", "loss": float("nan"), "accuracy": 0.5})
+    run.write_state({"states": [{"step": 1, "early_stopping": {"best": float("-inf")}}]})
+    assert strict(run.results.read_text()) == {"images_per_second": None, "nested": {"loss": [1.0, None]}}
+    assert strict(run.metrics.read_text())["loss"] is None
+    assert strict(run.train_state.read_text())["states"][0]["early_stopping"]["best"] is None

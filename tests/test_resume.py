@@ -56,6 +56,39 @@ def test_kill_between_validation_and_checkpoint_replays_no_validation(tmp_path):
         np.testing.assert_array_equal(final_whole[name], final_killed[name], err_msg=name)
 
 
+def test_many_validations_between_checkpoints_keep_the_restored_steps_state(tmp_path):
+    """18 validations an epoch (batch 2, every 2 steps), a checkpoint an epoch: train_state.json
+    once kept the last 16 states only, so a resume from the epoch checkpoint found no state of
+    its step and started early stopping and the plateau afresh."""
+    def config():
+        return tiny_config(epochs=2, batch_size=2, eval_every_steps=2, keep_rates={"conv": 1.0, "fc": 1.0},
+                           schedule=ScheduleConfig(plateau_factor=0.5, plateau_patience=1))
+
+    whole = RunDir.create(tmp_path, "whole")
+    train(config(), whole, progress=False, dataset=synthetic_dataset())
+    killed = RunDir.create(tmp_path, "killed")
+    train(config(), killed, progress=False, dataset=synthetic_dataset())
+    for f in killed.checkpoints.glob("model.ckpt-72.*"):  # killed before the second epoch's checkpoint
+        f.unlink()
+    assert 36 in [s["step"] for s in json.loads(killed.train_state.read_text())["states"]]
+    result = train(config(), killed, resume=True, progress=False, dataset=synthetic_dataset())
+    assert result.global_step == 72
+    assert validations(killed) == validations(whole)
+    assert json.loads(killed.results.read_text())["best_validation"] == json.loads(whole.results.read_text())[
+        "best_validation"]
+
+
+def test_states_to_keep_covers_every_checkpoint_on_disk():
+    from pathlib import Path
+
+    from graphcnn.train.validation import states_to_keep
+
+    states = [{"step": s} for s in (2, 4, 6, 8, 10)]
+    assert states_to_keep(states, []) == states
+    assert states_to_keep(states, [Path("model.ckpt-5"), Path("model.ckpt-9")]) == states[1:]  # 4 serves step 5
+    assert states_to_keep(states, [Path("model.ckpt-6")]) == states[2:]
+
+
 def test_resume_reads_the_state_file_runs_wrote_before(tmp_path):
     """train_state.json of earlier runs: one state, no step."""
     run = RunDir.create(tmp_path, "old")
@@ -70,10 +103,14 @@ def test_an_unreadable_state_file_is_named_and_the_run_resumes(tmp_path, caplog)
     run = RunDir.create(tmp_path, "empty_state")
     train(plateau_config(1), run, progress=False, dataset=synthetic_dataset())
     run.train_state.write_text("")
+    probe = np.load(run.probe)["indices"]
+    run.probe.write_bytes(run.probe.read_bytes()[:100])  # the feature maps' probe batch, damaged
     plateau_config(2).save(run.config)
     result = train(plateau_config(2), run, resume=True, progress=False, dataset=synthetic_dataset())
     assert result.global_step == 18
     assert any("train_state.json" in r.getMessage() and "cannot read" in r.getMessage() for r in caplog.records)
+    assert any("probe.npz cannot be read" in r.getMessage() for r in caplog.records)
+    np.testing.assert_array_equal(np.load(run.probe)["indices"], probe)  # chosen again, the same way
 
 
 def test_a_second_signal_waits_for_the_save_then_stops():

@@ -36,6 +36,16 @@ def test_early_stopping_stops_and_final_evaluation_uses_best(tmp_path, caplog):
     np.testing.assert_allclose(probs, result.test.probabilities, rtol=1e-5, atol=1e-6)
     assert json.loads(run.results.read_text())["evaluated_step"] == 9
 
+    # resumed once it has stopped: no further step, no validation, the same best (it once
+    # trained one more step, validated it, and could move best/)
+    metrics = run.metrics.read_text()
+    with caplog.at_level("INFO", logger="graphcnn"):
+        again = train(cfg, run, resume=True, progress=False, dataset=synthetic_dataset())
+    assert again.global_step == 27 and again.stopped_early and again.best_step == 9
+    assert "early stopping had ended this run" in caplog.text
+    assert [line for line in run.metrics.read_text().splitlines() if '"validation"' in line] == [
+        line for line in metrics.splitlines() if '"validation"' in line]
+
 
 def test_nan_loss_stops_before_the_update_and_leaves_finite_weights(tmp_path):
     cfg = tiny_config(epochs=5, optimizer="sgd", learning_rate=1e15)

@@ -399,7 +399,9 @@ def fit(b: Built, creator: RunSessionCreator, hooks: LoopHooks, total_steps: int
     """Run the train op until the last step or until a hook asks to stop."""
     try:
         with v1.train.MonitoredSession(session_creator=creator, hooks=hooks.all) as sess:
-            while hooks.clock.step < total_steps and not sess.should_stop():
+            # a resumed run that early stopping had ended (its state says so) takes no step
+            ended = hooks.early_stopping is not None and hooks.early_stopping.stopped
+            while hooks.clock.step < total_steps and not sess.should_stop() and not ended:
                 try:
                     sess.run(b.g.train_op, b.feed)
                 except v1.train.NanLossDuringTrainingError:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, ContextManager, Protocol, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from graphcnn.checkpoints import CheckpointManager
+from graphcnn.checkpoints import CheckpointManager, checkpoints_on_disk, step_of
 from graphcnn.data.pipeline import InputPipeline
 from graphcnn.data.sources import Split
 from graphcnn.model.graph import GraphHandles
@@ -169,6 +170,15 @@ class EarlyStoppingHook(v1.train.SessionRunHook):
         self.early = early
         self.stopped = False
 
+    def after_create_session(self, session, coord) -> None:
+        # MetricsLog (an earlier hook) has restored the state of the resumed step: a run that
+        # early stopping ended trains no further step (fit checks ``stopped`` before the first)
+        if self.early.should_stop and not self.stopped:
+            self.stopped = True
+            log.info("early stopping had ended this run (validation %s best %.4f at step %d, then %d evaluations "
+                     "without improvement): nothing to train; raise train.early_stopping.patience to go on",
+                     self.early.cfg.monitor, self.early.best, self.early.best_step, self.early.wait)
+
     def after_validation(self, session, step: int, result: EvalResult) -> None:
         self.early.update(step, monitored(result, self.early.cfg.monitor))
 
@@ -231,15 +241,15 @@ class MetricsLog(v1.train.SessionRunHook):
     """One ``metrics.jsonl`` line per validation (with its confusion matrix, for ``graphcnn
     report``), and the early-stopping and plateau state that ``--resume`` reads back.
 
-    ``train_state.json`` keeps the state after each of the last few validations, each with its
-    step: a run killed between a validation and the checkpoint of that step resumes from an
-    earlier checkpoint, and must continue from the state of that step, not the later one, or it
-    would replay the validation against the wrong history (a learning rate halved twice, say).
-    For the same reason the metrics lines past the restored step are dropped on resume: the
-    run writes them again.
+    ``train_state.json`` keeps the state after each validation, each with its step: a run killed
+    between a validation and the checkpoint of that step resumes from an earlier checkpoint, and
+    must continue from the state of that step, not the later one, or it would replay the
+    validation against the wrong history (a learning rate halved twice, say). So it keeps every
+    state from the oldest checkpoint on disk on, and the last one before it: whichever
+    checkpoint a resume restores has its state (validating every few steps between epoch
+    checkpoints makes many). For the same reason the metrics lines past the restored step are
+    dropped on resume: the run writes them again.
     """
-
-    KEEP_STATES = 16  # more than the checkpoints a run keeps by default, so one matches
 
     def __init__(self, run: RunDir, steps_per_epoch: int, num_classes: int, early: EarlyStopping,
                  plateau: PlateauReducer, checkpoints: CheckpointManager, clock: StepClock):
@@ -254,7 +264,7 @@ class MetricsLog(v1.train.SessionRunHook):
         state = self.run.read_state() or {}
         # a run of before the history: one state, no step (it fits any restored step)
         usable = [s for s in state.get("states", [state] if state else []) if s.get("step", step) <= step]
-        self._states = usable[-self.KEEP_STATES:]
+        self._states = usable
         if usable:
             self.early.load_state_dict(usable[-1]["early_stopping"])
             self.plateau.load_state_dict(usable[-1]["plateau"])
@@ -274,5 +284,16 @@ class MetricsLog(v1.train.SessionRunHook):
         self._states = [s for s in self._states if s.get("step", -1) < step]
         self._states.append({"step": step, "early_stopping": self.early.state_dict(),
                              "plateau": self.plateau.state_dict()})
-        self._states = self._states[-self.KEEP_STATES:]
+        self._states = states_to_keep(self._states, checkpoints_on_disk(self.checkpoints.checkpoint_dir))
         self.run.write_state({"states": self._states})
+
+
+def states_to_keep(states: list[dict], checkpoints: Sequence[Path]) -> list[dict]:
+    """The states (oldest step first) a resume may need: the last one at or before the oldest
+    checkpoint's step (a checkpoint saved between validations has the one before it), and every
+    later one."""
+    if not checkpoints:
+        return states
+    oldest = step_of(checkpoints[0])
+    upto = [s for s in states if s.get("step", -1) <= oldest]
+    return upto[-1:] + [s for s in states if s.get("step", -1) > oldest]

@@ -15,12 +15,15 @@ adds work to a step that does not log:
 
 from __future__ import annotations
 
+import io
 import logging
+import zipfile
 from typing import Mapping
 
 import numpy as np
 import tensorflow as tf
 
+from graphcnn.atomic import write_bytes_atomic
 from graphcnn.config import Config
 from graphcnn.data.pipeline import InputPipeline
 from graphcnn.data.sources import Dataset, Split
@@ -72,8 +75,10 @@ class FeatureMapHook(PeriodicImageHook):
         indices = v.probe_indices()
         probe = _subset(v.eval_split, indices)
         images = _preprocessed(session, v.pipeline, probe)
-        np.savez(v.run.probe, indices=indices, labels=probe.labels, preprocessed=images,
+        buffer = io.BytesIO()  # read again by --resume: replaced whole, never left half-written
+        np.savez(buffer, indices=indices, labels=probe.labels, preprocessed=images,
                  **({"images": probe.images} if probe.images is not None else {}))
+        write_bytes_atomic(v.run.probe, buffer.getvalue())
         self.feed = {v.g.inputs.images: images}
 
 
@@ -200,10 +205,15 @@ class TensorBoardViews:
         """The probe batch: the saved one on resume, else one image per class first, then the next."""
         path = self.run.probe
         if path.exists():
-            with np.load(path) as saved:
-                indices = saved["indices"]
-            if len(indices) == self.probe_count and indices.max(initial=-1) < len(self.eval_split):
-                return indices
+            try:
+                with np.load(path) as saved:
+                    indices = saved["indices"]
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+                # only the feature-map view's images: a damaged file does not stop a resume
+                log.warning("%s cannot be read (%s); choosing the probe images again", path, err)
+            else:
+                if len(indices) == self.probe_count and indices.max(initial=-1) < len(self.eval_split):
+                    return indices
         labels = self.eval_split.labels
         chosen = sorted(_first_of_each_class(labels)[: self.probe_count])
         rest = [i for i in range(len(labels)) if i not in chosen]
