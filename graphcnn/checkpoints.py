@@ -259,11 +259,16 @@ def load_first(path: str | Path, load: Callable[[Path], object], prefer_best: bo
     from google.protobuf.message import DecodeError
 
     candidates = checkpoint_candidates(path, prefer_best)
-    if len(candidates) == 1:  # its own error is the clearest
-        load(candidates[0])
+    errors = (*RESTORE_ERRORS, OSError, DecodeError)
+    if len(candidates) == 1:  # its own error is the clearest, with the checkpoint named
+        try:
+            load(candidates[0])
+        except CheckpointError:
+            raise
+        except errors as err:
+            raise CheckpointError(f"checkpoint {candidates[0]} cannot be restored: {one_line(err)}") from None
         return candidates[0]
-    return try_candidates(candidates, load, f"no checkpoint at {path} can be restored",
-                          (*RESTORE_ERRORS, OSError, DecodeError))
+    return try_candidates(candidates, load, f"no checkpoint at {path} can be restored", errors)
 
 
 def try_candidates(candidates: Sequence[Path], attempt: Callable[[Path], object], failure: str,

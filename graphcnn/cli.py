@@ -21,10 +21,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import errno
 import json
 import logging
 import os
+import pathlib
 import sys
 import time
 import traceback
@@ -75,6 +77,17 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--task", type=int, default=None, help="with --cluster FILE: this task's index in its job")
 
 
+def _at_least_one(text: str) -> int:
+    """An argparse type: an integer of 1 or more (argparse's own error line otherwise, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def resolve_config(args: argparse.Namespace, base=None):
     """Preset (from --preset, the config file, or the default), then the file, then --set.
     ``base``: start from this config instead of a preset (a run's next stage)."""
@@ -85,7 +98,13 @@ def resolve_config(args: argparse.Namespace, base=None):
     if args.config and preset is None:
         preset = C.read_file(args.config).get("preset")
     overrides = _overrides(args)
-    return C.load(base if base is not None else get_preset(preset or DEFAULT_PRESET), args.config, overrides)
+    config = C.load(base if base is not None else get_preset(preset or DEFAULT_PRESET), args.config, overrides)
+    # the run keeps its config: data paths absolute, so that --resume and evaluate of the run
+    # find the data from any folder (relative ones are read from this one, as given)
+    data = config.data
+    paths = {key: os.path.abspath(os.path.expanduser(value)) for key, value in
+             (("path", data.path), ("test_path", data.test_path)) if value}
+    return dataclasses.replace(config, data=dataclasses.replace(data, **paths)) if paths else config
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -155,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=_PREDICT_FORMATS, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="run directory, checkpoint folder or checkpoint prefix")
     p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--top-k", type=int, default=3, help="classes listed per file, most probable first (default: 3)")
+    p.add_argument("--top-k", type=_at_least_one, default=3,
+                   help="classes listed per file, most probable first (default: 3)")
     p.add_argument("--format", choices=("text", "json", "csv"), default="text")
     p.add_argument("--latest", action="store_true", help="use the latest checkpoint instead of the best")
     p.add_argument("--stats", action="store_true",
@@ -469,9 +489,8 @@ def cmd_augment_preview(args: argparse.Namespace) -> int:
 
     config = resolve_config(args)
     if not config.data.augment.enabled:
-        print("graphcnn: augmentation is off in this config; set e.g. --set data.augment.rotation_range=15",
-              file=sys.stderr)
-        return 2
+        raise ValueError("augmentation is off in this config: nothing to preview; set e.g. "
+                         "--set data.augment.rotation_range=15")
     if args.cols < 2 or args.rows < 1:
         raise ValueError("--rows must be at least 1 and --cols at least 2 (the original and one augmentation)")
     dataset = load_dataset(config.data, config.model.channels)
@@ -612,6 +631,14 @@ def describe_error(err: BaseException) -> tuple[int, str]:
         return EXIT_NAN, _indent(str(err))
     if isinstance(err, FileNotFoundError):
         return EXIT_BAD_INPUT, _os_error_text(err, "")
+    if isinstance(err, (FileExistsError, NotADirectoryError)) and err.filename is not None:
+        # a folder to write in (--logdir, --out) that is, or lies under, a file
+        path = os.fsdecode(err.filename)
+        blocker = next((q for q in (path, *map(str, pathlib.Path(path).parents)) if os.path.isfile(q)), None)
+        if blocker is None:
+            return EXIT_BAD_INPUT, f"{path}: {err.strerror}"
+        return EXIT_BAD_INPUT, (f"{path} is a file, not a folder" if blocker == path
+                                else f"cannot write {path}: {blocker} is a file, not a folder")
     if isinstance(err, (ConfigError, RunDirError, DataError, CheckpointError, ValueError)):
         return EXIT_BAD_INPUT, _indent(str(err))
     if isinstance(err, OSError):

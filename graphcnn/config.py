@@ -312,18 +312,25 @@ def merge(config: Any, data: Mapping[str, Any], where: str = "") -> Any:
 
 
 def read_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML (``.toml``) or JSON (anything else) config file into a dict."""
+    """Read a TOML (``.toml``) or JSON (anything else) config file into a dict; a file that is
+    not text, not valid, or not a table (object) at its top is a ConfigError naming it."""
     path = Path(path)
+    toml = path.suffix.lower() == ".toml"
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (UTF-8); a config is TOML or JSON") from None
     try:
-        if path.suffix == ".toml":
-            return tomllib.loads(text)
-        return json.loads(text)
+        data = tomllib.loads(text) if toml else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {err}") from None
+        raise ConfigError(f"{path}: not valid {'TOML' if toml else 'JSON'}: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a table of keys (a JSON object) at the top, got {type(data).__name__}")
+    if "preset" in data and not isinstance(data["preset"], str):
+        raise ConfigError(f"{path}: preset: expected a preset's name (a string), got {data['preset']!r}")
+    return data
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -349,6 +356,9 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
     """
     for text in overrides:
         key, value = parse_override(text)
+        if key == "preset":  # the name of the preset the config started from, not a switch
+            raise ConfigError("preset: pick a preset with --preset NAME (or preset = \"NAME\" in a config file); "
+                              "--set preset= would only rename the run's preset, not change its network")
         parts = key.split(".")
         obj: Any = config
         for i, part in enumerate(parts[:-1]):
@@ -380,7 +390,44 @@ def load(preset_config: Config, file: str | Path | None = None, overrides: list[
             config = merge(config, data)
         except ConfigError as err:
             raise ConfigError(f"{file}: {err}") from None
-    return validate(apply_overrides(config, list(overrides)))
+    resolved = apply_overrides(config, list(overrides))
+    try:
+        validate(resolved)
+    except ConfigError as err:
+        if file is not None and _invalid(config) == str(err):  # the file's value, not an override's
+            raise ConfigError(f"{file}: {err}") from None
+        raise
+    return _check_keep_rates(resolved, preset_config.train.keep_rates)
+
+
+def _invalid(config: Config) -> str | None:
+    """``validate``'s message for ``config``, None when it is valid."""
+    try:
+        validate(config)
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
+def _check_keep_rates(config: Config, inherited: Mapping[str, float]) -> Config:
+    """The keep-rate groups the user gave match the model's dropout groups: a mistyped group
+    would leave the real one at its preset's rate, and a group without a rate would train
+    without dropout. A group ``inherited`` from the preset whose dropout layers the user took
+    out is dropped. (Not in ``validate``: configs saved with runs are read as they are.)"""
+    groups = keep_groups(config.model)
+    stale = [g for g in config.train.keep_rates if g not in groups and inherited.get(g) == config.train.keep_rates[g]]
+    if stale:
+        rates = {g: r for g, r in config.train.keep_rates.items() if g not in stale}
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, keep_rates=rates))
+    unknown = sorted(set(config.train.keep_rates) - set(groups))
+    if unknown:
+        raise ConfigError(f"train.keep_rates.{unknown[0]}: no dropout layer of the model has keep_group "
+                          f"'{unknown[0]}'; its groups: {', '.join(groups) or 'none (no dropout layers)'}")
+    missing = [g for g in groups if g not in config.train.keep_rates]
+    if missing:
+        raise ConfigError(f"train.keep_rates: no keep rate for the dropout group '{missing[0]}' "
+                          f"(model.layers); set train.keep_rates.{missing[0]}")
+    return config
 
 
 def _choices() -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
@@ -463,6 +510,10 @@ def validate(config: Config) -> Config:
             _check_choice(f"{where}.activation", layer.activation, layer_choices["activation"])
         if layer.type == "pool":
             _check_choice(f"{where}.pool", layer.pool, layer_choices["pool"])
+        for key, value, least in (("kernel_size", layer.kernel_size, 1), ("pool_size", layer.pool_size, 1),
+                                  ("strides", layer.strides, 0)):
+            if value < least:
+                raise ConfigError(f"{where}.{key}: must be at least {least}, got {value}")
         _check_choice(f"{where}.padding", layer.padding, layer_choices["padding"])
     for group, rate in t.keep_rates.items():
         if not 0.0 < rate <= 1.0:
@@ -472,6 +523,13 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"train.{key}: must be at least {least}, got {value}")
     if not t.learning_rate > 0:  # also catches nan
         raise ConfigError(f"train.learning_rate: must be positive, got {t.learning_rate}")
+    if not 0.0 <= t.label_smoothing < 1.0:
+        raise ConfigError(f"train.label_smoothing: must be in [0, 1), got {t.label_smoothing}")
+    a = d.augment
+    for key in ("rotation_range", "width_shift_range", "height_shift_range", "shear_range", "zoom_range",
+                "contrast_range"):
+        if not getattr(a, key) >= 0:
+            raise ConfigError(f"data.augment.{key}: must be 0 (off) or more, got {getattr(a, key)}")
     if not 0.0 <= t.moving_average_decay < 1.0:
         raise ConfigError(f"train.moving_average_decay must be in [0, 1) (0 = off), got {t.moving_average_decay}")
     if t.devices != "auto" and not (t.devices.isdigit() and int(t.devices) >= 1) and not all(

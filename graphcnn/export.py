@@ -29,6 +29,7 @@ checkpoint, the input size and the class names.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ import re
 import secrets
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +45,7 @@ import tensorflow as tf
 from tensorflow.core.framework.variable_pb2 import VariableDef
 from tensorflow.lite.python.convert_phase import ConverterError
 
-from graphcnn.checkpoints import load_first, serving_meta_graph
+from graphcnn.checkpoints import checkpoint_candidates, load_first, serving_meta_graph
 from graphcnn.data.pipeline import Preprocessing, decode_image_bytes, fit_images
 
 v1 = tf.compat.v1
@@ -334,9 +336,35 @@ def export_saved_model(run_or_checkpoint: str | Path, out_dir: str | Path, prefe
     _check_out_dir(out)
     restored = _restore(run_or_checkpoint, prefer_best)
     module = ServingModule(restored)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with _folder_for(out):
+        _write_saved_model(module, restored, out)
+    return out
+
+
+@contextlib.contextmanager
+def _folder_for(out: Path) -> Iterator[None]:
+    """``out``'s parent folders made for the block, and those it made removed again if the
+    block fails (a failed export leaves nothing); an error creating one names ``out``."""
+    missing = [q for q in (out.parent, *out.parent.parents) if not q.exists()]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(out)) from None
+    try:
+        yield
+    except BaseException:
+        for folder in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _write_saved_model(module: "ServingModule", restored: _Restored, out: Path) -> None:
     tmp = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"  # mkdir, not mkdtemp: the umask's modes
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as err:  # name the folder asked for, not the temporary one
+        raise OSError(err.errno, err.strerror, str(out)) from None
     try:
         tf.saved_model.save(module, str(tmp), signatures={BYTES_SIGNATURE: module.serve_bytes,
                                                           UINT8_SIGNATURE: module.serve_uint8})
@@ -356,7 +384,6 @@ def export_saved_model(run_or_checkpoint: str | Path, out_dir: str | Path, prefe
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
 
 
 def is_saved_model(path: str | Path) -> bool:
@@ -376,19 +403,26 @@ def export_tflite(run_or_checkpoint: str | Path, out_path: str | Path, prefer_be
     out = Path(out_path).expanduser()
     if out.is_dir() or (not out.suffix and not out.exists()):
         out = out / "model.tflite"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".graphcnn-export-", dir=out.parent) as scratch:
-        source = Path(run_or_checkpoint)
-        if not is_saved_model(source):
-            source = export_saved_model(run_or_checkpoint, Path(scratch) / "saved_model", prefer_best)
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(source), signature_keys=[UINT8_SIGNATURE])
+    source = Path(run_or_checkpoint)
+    if not is_saved_model(source):
+        checkpoint_candidates(source)  # a missing or empty source fails before any folder is made
+    with _folder_for(out):
         try:
-            data = converter.convert()
-        except ConverterError as err:  # an op without a TFLite builtin kernel (a graph graphcnn did not build?)
-            ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", str(err))))
-            detail = ", ".join(ops) or next((line.strip() for line in str(err).splitlines() if line.strip()), "")[:300]
-            raise ExportError(f"TFLite's builtin ops do not cover this model: {detail}") from None
-    from graphcnn.atomic import write_bytes_atomic
+            scratch_folder = tempfile.TemporaryDirectory(prefix=".graphcnn-export-", dir=out.parent)
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, str(out)) from None
+        with scratch_folder as scratch:
+            if not is_saved_model(source):
+                source = export_saved_model(run_or_checkpoint, Path(scratch) / "saved_model", prefer_best)
+            converter = tf.lite.TFLiteConverter.from_saved_model(str(source), signature_keys=[UINT8_SIGNATURE])
+            try:
+                data = converter.convert()
+            except ConverterError as err:  # an op without a TFLite builtin kernel (a graph graphcnn did not build?)
+                ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", str(err))))
+                detail = ", ".join(ops) or next((line.strip() for line in str(err).splitlines() if line.strip()),
+                                                "")[:300]
+                raise ExportError(f"TFLite's builtin ops do not cover this model: {detail}") from None
+        from graphcnn.atomic import write_bytes_atomic
 
-    write_bytes_atomic(out, data)
+        write_bytes_atomic(out, data)
     return out

@@ -21,6 +21,7 @@ report (:func:`graphcnn.data.scan.conversion_warnings`, as training reports them
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +90,15 @@ def collect_image_files(paths: Iterable[str | Path]) -> list[Path]:
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()))
+            unreadable: list[OSError] = []
+            found = []
+            for directory, _subdirs, names in os.walk(p, onerror=unreadable.append):
+                found += [Path(directory, n) for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+            if unreadable:  # rglob would skip such a folder without a word
+                err = unreadable[0]
+                raise DataError(f"cannot read folder {err.filename}: {err.strerror}"
+                                + (f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""))
+            files.extend(sorted(f for f in found if f.is_file()))
         elif p.is_file():
             files.append(p)
         else:

@@ -273,8 +273,7 @@ def _graphcnn_curves(run: RunDir, label: str) -> RunCurves:
             # the mean over each evaluation interval: what Keras logs as an epoch's training figure
             at, means = _interval_means(train_scalars[metric], steps)
             train[metric] = (np.array([epoch_of[int(s)] for s in at]), means)
-    results = json.loads(run.results.read_text()) if run.results.is_file() else {}
-    return RunCurves(label, train, validation, results.get("test_accuracy"))
+    return RunCurves(label, train, validation, _test_accuracy(run.results))
 
 
 def _keras_curves(folder: Path, label: str) -> RunCurves:
@@ -290,9 +289,21 @@ def _keras_curves(folder: Path, label: str) -> RunCurves:
     if not train and not validation:
         raise ValueError(f"{folder} is neither a graphcnn run directory (no config.json) nor a Keras TensorBoard "
                          "log folder (train/ or validation/ events with epoch_loss or epoch_accuracy)")
-    results = folder / "results.json"
-    test = json.loads(results.read_text()).get("test_accuracy") if results.is_file() else None
-    return RunCurves(label, train, validation, test)
+    return RunCurves(label, train, validation, _test_accuracy(folder / "results.json"))
+
+
+def _test_accuracy(results: Path) -> float | None:
+    """``test_accuracy`` of a results.json (None without the file or the figure); a file that is
+    not a JSON object with a numeric (or null) figure is an error naming it."""
+    if not results.is_file():
+        return None
+    try:
+        value = json.loads(results.read_text()).get("test_accuracy")
+    except (ValueError, AttributeError) as err:  # AttributeError: valid JSON, but not an object
+        raise ValueError(f"{results}: not a results file ({str(err).splitlines()[0] or 'not an object'})") from None
+    if value is not None and not isinstance(value, (int, float)):
+        raise ValueError(f"{results}: test_accuracy is {value!r}, not a number")
+    return value
 
 
 def read_curves(path: str | Path, label: str = "") -> RunCurves:

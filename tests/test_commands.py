@@ -127,6 +127,17 @@ def test_verbose_and_debug_before_or_after_the_subcommand():
     assert not parser.parse_args(["presets"]).verbose
 
 
+def test_the_resolved_config_has_absolute_data_paths(tmp_path, monkeypatch, capsys):
+    """A run keeps its config: a relative --data saved as given broke --resume and evaluate of
+    the run from any other folder."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["config", "--data", "some/data", "--set", "data.test_path=tests_here"]) == 0
+    data = json.loads(capsys.readouterr().out)["data"]
+    assert data["path"] == str(tmp_path / "some" / "data") and data["test_path"] == str(tmp_path / "tests_here")
+    assert cli.main(["config"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"]["path"] == ""  # the embedded digits: no path
+
+
 # --------------------------------------------------------------------------- 9. evaluate
 
 
@@ -285,6 +296,70 @@ def test_predict_reads_bmps_and_refuses_colour_table_ones(folder_run, tmp_path):
         for rows in (p.run_files(files, batch_size=2).rows, [p.run_files([f]).rows[0] for f in files]):
             assert [err is None for _, _, err in rows] == [True, True, False]
             assert rows[2][2].startswith("8-bit BMP with a colour table")
+
+
+def test_a_damaged_checkpoint_or_preprocessing_file_named_directly_is_one_error_naming_it(folder_run, predict_files,
+                                                                                         tmp_path, capsys):
+    import shutil
+
+    run, _ = folder_run
+    best = tmp_path / "best"
+    shutil.copytree(run / "best", best)
+    index = next(best.glob("model.ckpt-*.index"))
+    prefix, good = str(index)[: -len(".index")], str(predict_files["good"])
+    index.write_bytes(b"junk")
+    assert cli.main(["predict", prefix, good]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert f"checkpoint {prefix} cannot be restored" in line
+    shutil.copy(run / "best" / index.name, index)
+    for text, reason in (("{}", "no 'class_names'"), ("not json", "Expecting value")):
+        (best / "preprocessing.json").write_text(text)
+        assert cli.main(["predict", prefix, good]) == 2
+        (line,) = error_lines(capsys.readouterr().err)
+        assert f"{best / 'preprocessing.json'} is damaged ({reason}" in line
+
+
+def test_a_folder_that_cannot_be_read_is_named_not_skipped(tmp_path, monkeypatch):
+    """Path.rglob skipped a folder it could not list without a word (root reads every folder,
+    so the refusal is the operating system's answer, made here)."""
+    from graphcnn.predict import collect_image_files
+
+    write_image(tmp_path / "p" / "ok.png", pattern(0))
+    locked = tmp_path / "p" / "locked"
+    locked.mkdir()
+    scandir = os.scandir
+
+    def refusing(path="."):
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    with pytest.raises(DataError, match=rf"^cannot read folder {locked}: Permission denied$"):
+        collect_image_files([tmp_path / "p"])
+
+
+def test_a_logdir_or_out_that_is_a_file_is_bad_input(tmp_path, tiny_config_file, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert cli.main(["train", "--config", str(tiny_config_file), "--logdir", str(afile), "--no-progress",
+                     "--set", "train.max_steps=1"]) == 2
+    assert error_lines(capsys.readouterr().err) == [f"graphcnn: error: {afile} is a file, not a folder"]
+    assert cli.main(["data", "--out", str(afile / "x")]) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"graphcnn: error: cannot write {afile / 'x'}: {afile} is a file, not a folder"]
+
+
+def test_small_input_mistakes_are_bad_input(capsys):
+    with pytest.raises(SystemExit) as info:  # argparse's own error line, exit 2
+        cli.main(["predict", "run", "x.png", "--top-k", "0"])
+    assert info.value.code == 2 and "--top-k: must be at least 1, got 0" in capsys.readouterr().err
+    assert cli.main(["config", "--set", "preset=fashion"]) == 2  # --set would only rename it
+    assert error_lines(capsys.readouterr().err)[0].startswith("graphcnn: error: preset: pick a preset with --preset")
+    assert cli.main(["augment-preview", "--preset", "ct_scan"]) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        "graphcnn: error: augmentation is off in this config: nothing to preview; set e.g. "
+        "--set data.augment.rotation_range=15"]
 
 
 # --------------------------------------------------------------------------- 11. data errors in one pass

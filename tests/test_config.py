@@ -38,6 +38,52 @@ def test_validate_names_the_key():
         C.validate(dataclasses.replace(digits, train=dataclasses.replace(digits.train, learning_rate=float("nan"))))
 
 
+def test_ranges_of_layers_smoothing_and_augmentation():
+    layers = json.dumps([{"type": "conv", "filters": 4, "kernel_size": 0}, {"type": "flatten"}])
+    for override, message in ((f"model.layers={layers}", r"^model.layers\[0\].kernel_size: must be at least 1, got 0$"),
+                              ('model.layers=[{"type": "pool", "pool_size": 0}, {"type": "flatten"}]',
+                               r"^model.layers\[0\].pool_size: must be at least 1"),
+                              ("train.label_smoothing=5", r"^train.label_smoothing: must be in \[0, 1\), got 5"),
+                              ("data.augment.zoom_range=-0.5", r"^data.augment.zoom_range: must be 0 \(off\) or more")):
+        with pytest.raises(C.ConfigError, match=message):
+            C.load(get_preset("digits"), None, [override])
+
+
+def test_keep_rate_groups_must_be_the_models():
+    """A mistyped group once left the real one at the preset's rate, silently."""
+    with pytest.raises(C.ConfigError, match=r"^train.keep_rates.zz: no dropout layer .* its groups: fc$"):
+        C.load(get_preset("digits"), None, ["train.keep_rates.zz=0.5"])
+    dog = get_preset("dog_breeds_vgg")  # groups conv and fc
+    with pytest.raises(C.ConfigError, match=r"no keep rate for the dropout group 'conv'"):
+        C.load(dog, None, ['train.keep_rates={"fc": 0.5}'])
+    # the preset's fc rate, its dropout layer taken out by the user: dropped, not an error
+    plain = C.load(get_preset("digits"), None, ['model.layers=[{"type": "conv", "filters": 4}, {"type": "flatten"}]'])
+    assert plain.train.keep_rates == {}
+
+
+def test_config_files_that_are_not_tables_or_text_are_named(tmp_path):
+    cases = {"list.json": ("[1, 2]", "expected a table of keys"), "str.json": ('"x"', "expected a table of keys"),
+             "preset.toml": ('preset = ["a"]', r"preset: expected a preset's name"),
+             "upper.TOML": ("[train]\nepochs = 2\n", None)}
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        if message is None:
+            assert C.read_file(tmp_path / name) == {"train": {"epochs": 2}}  # TOML, whatever the suffix's case
+            continue
+        with pytest.raises(C.ConfigError, match=rf"^{tmp_path / name}: {message}"):
+            C.read_file(tmp_path / name)
+    (tmp_path / "bin.toml").write_bytes(b"\xff\xfe\x00junk")
+    with pytest.raises(C.ConfigError, match=rf"^{tmp_path / 'bin.toml'}: not a text file"):
+        C.read_file(tmp_path / "bin.toml")
+    (tmp_path / "choice.toml").write_text('[train]\noptimizer = "adamw"\n')
+    with pytest.raises(C.ConfigError, match=rf"^{tmp_path / 'choice.toml'}: train.optimizer: 'adamw' is not one of"):
+        C.load(get_preset("digits"), tmp_path / "choice.toml")
+    with pytest.raises(C.ConfigError, match=r"^train.optimizer: 'adamw' is not one of"):  # an override's
+        C.load(get_preset("digits"), tmp_path / "upper.TOML", ["train.optimizer=adamw"])
+    # a file value that only the overrides make valid is no error
+    assert C.load(get_preset("digits"), tmp_path / "choice.toml", ["train.optimizer=sgd"]).train.optimizer == "sgd"
+
+
 def test_config_file_toml_and_json_round_trip(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text('preset = "digits"\n[train]\nepochs = 2\n[data]\nmean_subtraction = true\n')

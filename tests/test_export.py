@@ -185,8 +185,20 @@ def test_tflite_names_the_ops_it_lacks(exported, tmp_path, monkeypatch):
     monkeypatch.setattr(graphcnn.export, "_frozen_inputs", lambda graph_def: {
         name: 0.5 if "keep_rate" in name else value for name, value in frozen(graph_def).items()})
     with pytest.raises(ExportError, match="TFLite's builtin ops do not cover this model: .*StatelessRandomUniformV2"):
-        export_tflite(run.root, tmp_path / "m.tflite")
+        export_tflite(run.root, tmp_path / "deep" / "er" / "m.tflite")
+    assert list(tmp_path.iterdir()) == []  # nor the folders made for it
+
+
+def test_a_failed_export_makes_no_folders_and_names_what_was_asked_for(exported, tmp_path):
+    run, saved, tflite, files = exported
+    with pytest.raises(FileNotFoundError):
+        export_tflite(tmp_path / "no_such_run", tmp_path / "ex" / "deep" / "m.tflite")
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "afile").write_text("")
+    for export, out in ((export_saved_model, tmp_path / "afile" / "model"), (export_tflite, tmp_path / "afile" / "m")):
+        with pytest.raises(OSError) as info:
+            export(run.root, out)
+        assert info.value.filename == str(out if export is export_saved_model else out / "model.tflite")
 
 
 @pytest.mark.slow

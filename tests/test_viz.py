@@ -602,3 +602,16 @@ def test_report_confusion_figure_keeps_every_label_inside(names):
         for text in labels:
             box = text.get_window_extent(renderer)
             assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, text.get_text()
+
+
+def test_read_curves_names_a_damaged_results_file(tmp_path):
+    from graphcnn.report import read_curves
+
+    run = _report_run(tmp_path / "run")
+    for text, message in (("{bad", "not a results file"), ("[1]", "not a results file"),
+                          ('{"test_accuracy": "high"}', "test_accuracy is 'high', not a number")):
+        (run / "results.json").write_text(text)
+        with pytest.raises(ValueError, match=rf"^{run / 'results.json'}: {message}"):
+            read_curves(run)
+    (run / "results.json").write_text('{"test_accuracy": 0.75}')
+    assert read_curves(run).test_accuracy == 0.75

@@ -84,12 +84,18 @@ class Preprocessing:
         directory = Path(directory)
         path = directory / PREPROCESSING_FILE
         try:
-            data = json.loads(path.read_text())
+            text = path.read_text()
         except OSError:
             raise FileNotFoundError(f"{path} is missing: it holds the input size, channels and class names") from None
-        data.pop("scale", None)
-        data["class_names"] = tuple(data["class_names"])
-        spec = cls(**data)
+        try:
+            data = json.loads(text)
+            data.pop("scale", None)
+            data["class_names"] = tuple(data["class_names"])
+            spec = cls(**data)
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            reason = f"no {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
+            raise ValueError(f"{path} is damaged ({reason}): it holds the input size, channels and class "
+                             "names") from None
         mean = np.load(directory / MEAN_FILE) if spec.mean_subtraction else None
         return spec, mean
 
