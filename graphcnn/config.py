@@ -165,7 +165,9 @@ class TrainConfig:
     schedule: ScheduleConfig = ScheduleConfig()
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     clip_global_norm: float = 0.0  # > 0: clip gradients to this global norm
-    weight_decay: float = 0.0  # L2 on weights (not biases); LayerConfig.weight_decay overrides
+    # L2 on weights (not biases, nor MobileNetV2's depthwise kernels: tf-slim's regularize_depthwise=False);
+    # LayerConfig.weight_decay overrides
+    weight_decay: float = 0.0
     label_smoothing: float = 0.0
     # > 0: keep an exponential moving average of the trained weights with this decay
     # (tf.train.ExponentialMovingAverage, as TensorFlow's cifar10 tutorial and tf-slim do; Keras's

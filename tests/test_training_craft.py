@@ -103,3 +103,15 @@ def test_fine_tune_excluded_and_frozen_scopes(tmp_path):
         np.testing.assert_array_equal(tuned_values[name], base_values[name])  # frozen, bit-identical
     assert not np.array_equal(tuned_values["fc1/weights"], base_values["fc1/weights"])  # trained
     assert tuned_values["logits/weights"].shape == (16, 4)
+
+
+def test_skipped_mismatched_variables_are_named(tmp_path, caplog):
+    """train.skip_mismatched left a wider head at its initial values without a word."""
+    base = RunDir.create(tmp_path, "base")
+    train(tiny_config(epochs=1), base, progress=False, dataset=synthetic_dataset(num_classes=3))
+    cfg = tiny_config(epochs=1, init_from=str(base.root), skip_mismatched=True)
+    with caplog.at_level("INFO", logger="graphcnn"):
+        train(cfg, RunDir.create(tmp_path, "four"), progress=False, dataset=synthetic_dataset(num_classes=4))
+    assert "other shape: 2)" in caplog.text
+    (warning,) = [r.getMessage() for r in caplog.records if "keep their initial values" in r.getMessage()]
+    assert "logits/weights [16, 4], checkpoint [16, 3]; logits/biases [4], checkpoint [3]" in warning

@@ -295,9 +295,15 @@ class RunSessionCreator(v1.train.SessionCreator):
             sess.run(b.init_op)
             if b.init_from is not None:
                 b.init_from.init_fn(sess)
-                log.info("initialized %d variables from %s (excluded: %s; new: %d)", len(b.init_from.restored),
-                         b.init_from.checkpoint_path, ", ".join(b.init_from.excluded) or "none",
-                         len(b.init_from.missing_in_checkpoint))
+                log.info("initialized %d variables from %s (excluded: %s; new: %d; other shape: %d)",
+                         len(b.init_from.restored), b.init_from.checkpoint_path,
+                         ", ".join(b.init_from.excluded) or "none", len(b.init_from.missing_in_checkpoint),
+                         len(b.init_from.mismatched))
+                if b.init_from.mismatched:  # train.skip_mismatched: say which weights start afresh
+                    log.warning("init_from: %d variable(s) keep their initial values, their shape differs from "
+                                "the checkpoint's (train.skip_mismatched): %s", len(b.init_from.mismatched),
+                                "; ".join(f"{m.name} {list(m.graph_shape)}, checkpoint {list(m.checkpoint_shape)}"
+                                          for m in b.init_from.mismatched))
                 if b.reset_averages is not None:  # the averages start from the restored weights, not the random ones
                     sess.run(b.reset_averages)
             self.by_name = False
