@@ -532,6 +532,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             accuracy = run.validation.get("accuracy")
             last = f"validation accuracy {accuracy[1][-1]:.4f} at epoch {accuracy[0][-1]:g}" if accuracy else ""
             test = f"test accuracy {run.test_accuracy:.4f}" if run.test_accuracy is not None else "no test accuracy"
+            if run.test_epoch is not None and accuracy and run.test_epoch != accuracy[0][-1]:
+                test += f" (the best checkpoint, epoch {run.test_epoch:g})"  # not the weights of the last epoch
             print(f"  {run.label}: {', '.join(filter(None, (test, last)))}")
     return 0
 

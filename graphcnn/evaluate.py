@@ -80,11 +80,15 @@ class Metrics:
                  f"{'class':<{width}}  precision  recall     f1  support"]
         for name, p, r, f, s in zip(names, self.precision, self.recall, self.f1, self.confusion.sum(axis=1)):
             lines.append(f"{name:<{width}}  {p:9.4f}  {r:6.4f}  {f:5.4f}  {s:7d}")
-        lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
-        cell = max(5, len(str(self.confusion.max())) + 1)
-        lines.append(" " * width + "".join(f"{n[:cell - 1]:>{cell}}" for n in names))
-        for name, row in zip(names, self.confusion):
-            lines.append(f"{name:<{width}}" + "".join(f"{v:>{cell}}" for v in row))
+        # columns headed by the rows' numbers: names cut to a column's width could not be told
+        # apart (covid_negative and covid_positive both read "covi")
+        lines += ["", "confusion matrix (rows: true class, columns: predicted, numbered as the rows)"]
+        rows = [f"{i:>{len(str(len(names) - 1))}} {name}" for i, name in enumerate(names)]
+        label = max(len(r) for r in rows)
+        cell = max(5, len(str(self.confusion.max())) + 1, len(str(len(names) - 1)) + 1)
+        lines.append(" " * label + "".join(f"{j:>{cell}}" for j in range(len(names))))
+        for row_label, row in zip(rows, self.confusion):
+            lines.append(f"{row_label:<{label}}" + "".join(f"{v:>{cell}}" for v in row))
         return "\n".join(lines)
 
     def to_csv(self) -> str:

@@ -112,10 +112,11 @@ def line_figure(series: Sequence[Series], title: str, ylabel: str) -> Figure:
     figure = Figure(figsize=(8, 5), layout="constrained")
     axis = figure.add_subplot()
     colors = [TRAIN_COLOR, VALIDATION_COLOR]
+    named = {"train": TRAIN_COLOR, "validation": VALIDATION_COLOR}  # a run's colours, whichever curves it has
     last = 0
     for i, (label, steps, values) in enumerate(series):
         sparse = len(steps) <= 60  # validation: one point per evaluation, worth marking
-        axis.plot(steps, values, label=label, color=colors[i % 2], marker="o" if sparse else None,
+        axis.plot(steps, values, label=label, color=named.get(label, colors[i % 2]), marker="o" if sparse else None,
                   markersize=4, linewidth=1.8)
         last = max(last, int(np.max(steps)) if len(steps) else 0)
     axis.set_xlim(0, max(last, 1) * 1.02)
@@ -132,7 +133,8 @@ def confusion_figure(matrix: np.ndarray, names: Sequence[str], step: int) -> Fig
     count written in its cell (white on dark cells) when K <= 40, full class names on both axes."""
     k = len(names)
     side = min(20.0, max(5.0, 0.55 * k + 2.5))
-    figure = Figure(figsize=(side + 1.2, side), layout="constrained")
+    longest = max(len(n) for n in names)  # room for the names beside and (slanted) below the matrix
+    figure = Figure(figsize=(side + 1.2 + 0.08 * longest, side + 0.06 * longest), layout="constrained")
     axis = figure.add_subplot()
     totals = np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     fraction = matrix / totals
@@ -149,7 +151,7 @@ def confusion_figure(matrix: np.ndarray, names: Sequence[str], step: int) -> Fig
     _class_ticks(axis, names, "y")
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
-    axis.set_title(f"confusion matrix (validation, step {step})")
+    figure.suptitle(f"confusion matrix (validation, step {step})")  # above the colour bar too, never across it
     return figure
 
 
@@ -255,6 +257,7 @@ class RunCurves(NamedTuple):
     train: dict[str, Curve]  # "loss" / "accuracy" -> per-epoch training figure
     validation: dict[str, Curve]
     test_accuracy: float | None  # None: not recorded
+    test_epoch: float | None = None  # the epoch of the checkpoint the test evaluated (best/), when known
 
 
 def _graphcnn_curves(run: RunDir, label: str) -> RunCurves:
@@ -273,7 +276,9 @@ def _graphcnn_curves(run: RunDir, label: str) -> RunCurves:
             # the mean over each evaluation interval: what Keras logs as an epoch's training figure
             at, means = _interval_means(train_scalars[metric], steps)
             train[metric] = (np.array([epoch_of[int(s)] for s in at]), means)
-    return RunCurves(label, train, validation, _test_accuracy(run.results))
+    evaluated = _read_results(run.results).get("evaluated_step")
+    test_epoch = epoch_of.get(int(evaluated)) if isinstance(evaluated, int) else None
+    return RunCurves(label, train, validation, _test_accuracy(run.results), test_epoch)
 
 
 def _keras_curves(folder: Path, label: str) -> RunCurves:
@@ -292,15 +297,23 @@ def _keras_curves(folder: Path, label: str) -> RunCurves:
     return RunCurves(label, train, validation, _test_accuracy(folder / "results.json"))
 
 
-def _test_accuracy(results: Path) -> float | None:
-    """``test_accuracy`` of a results.json (None without the file or the figure); a file that is
-    not a JSON object with a numeric (or null) figure is an error naming it."""
+def _read_results(results: Path) -> dict:
+    """A results.json ({} without the file); one that is not a JSON object is an error naming it."""
     if not results.is_file():
-        return None
+        return {}
     try:
-        value = json.loads(results.read_text()).get("test_accuracy")
-    except (ValueError, AttributeError) as err:  # AttributeError: valid JSON, but not an object
-        raise ValueError(f"{results}: not a results file ({str(err).splitlines()[0] or 'not an object'})") from None
+        data = json.loads(results.read_text())
+    except ValueError as err:
+        raise ValueError(f"{results}: not a results file ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{results}: not a results file (not a JSON object)")
+    return data
+
+
+def _test_accuracy(results: Path) -> float | None:
+    """``test_accuracy`` of a results.json (None without the file or the figure); a figure that
+    is not a number is an error naming the file."""
+    value = _read_results(results).get("test_accuracy")
     if value is not None and not isinstance(value, (int, float)):
         raise ValueError(f"{results}: test_accuracy is {value!r}, not a number")
     return value
@@ -337,7 +350,7 @@ def comparison_figure(runs: Sequence[RunCurves]) -> Figure:
             for curves, style, what in ((run.validation, "-", "validation"), (run.train, "--", "train")):
                 if metric in curves:
                     epochs, values = curves[metric]
-                    axis.plot(epochs, values, style, color=f"C{i}", marker="o" if what == "validation" else None,
+                    axis.plot(epochs, values, style, color=f"C{i}", marker="o" if what == "validation" else "x",
                               markersize=4, linewidth=1.8 if what == "validation" else 1.2,
                               label=f"{run.label} {what}")
                     last = max(last, float(epochs.max()))

@@ -135,7 +135,7 @@ def test_scalars_both_runs_with_every_point(server):
     assert {f"sparsity/{layer}" for layer in ("conv1_1", "pool1", "conv2_1", "pool2", "fc1")} <= set(tags["train"])
     assert {"loss", "accuracy"} <= set(tags["validation"])
     points = get_json(server, "/data/plugin/scalars/scalars?" + q(run="train", tag="loss"))
-    assert [p[1] for p in points] == list(range(2, 28, 2))
+    assert [p[1] for p in points] == [*range(2, 28, 2), 27]  # and the last step
     points = get_json(server, "/data/plugin/scalars/scalars?" + q(run="validation", tag="accuracy"))
     assert [p[1] for p in points] == [9, 18, 27]
 
@@ -198,6 +198,7 @@ def test_hparams_metric_values_when_the_run_is_opened(server, runs):
     assert [g["name"] for g in groups] == ["tiny"]  # the trial: the run's folder name
     assert [s["name"] for s in groups[0]["sessions"]] == ["validation"]
     assert metric_values(groups[0]["sessions"][0]) == pytest.approx(final_metrics(run))
+    assert groups[0]["sessions"][0]["status"] == "STATUS_SUCCESS"  # the session's end is recorded
 
 
 @pytest.mark.parametrize("loader", list(LOADERS))

@@ -57,13 +57,15 @@ def test_run_learns_and_writes_its_directory(trained):
     assert sorted(p.name for p in (run.root / "examples").iterdir())[0].endswith("_true-c0.png")
     records = run.read_metrics()
     assert [r["step"] for r in records if r["split"] == "validation"] == [9, 18, 27]
+    (test,) = [r for r in records if r["split"] == "test"]
+    assert test["step"] == 27 and test["evaluated_step"] == results["evaluated_step"]
 
 
 def test_tensorboard_tags_are_exact(trained):
     cfg, run, result = trained
     train_tags = events(run.train_logs)
-    for tag in ("loss", "accuracy", "learning_rate", "images_per_second"):
-        assert [s for s, _ in train_tags[tag]] == list(range(2, 28, 2)), tag
+    for tag in ("loss", "accuracy", "learning_rate", "images_per_second"):  # every 2 steps, and the last
+        assert [s for s, _ in train_tags[tag]] == [*range(2, 28, 2), 27], tag
     assert {"conv1_1/weights", "conv1_1/biases", "conv2_1/bn/gamma", "fc1/weights", "logits/biases"} <= {
         t for t, v in train_tags.items() if v[0][1] == "histo"}
     assert [s for s, _ in train_tags["filters/conv1_1"]] == [1, 3, 6, 9, 12, 15, 18, 21, 24, 27]

@@ -615,3 +615,29 @@ def test_read_curves_names_a_damaged_results_file(tmp_path):
             read_curves(run)
     (run / "results.json").write_text('{"test_accuracy": 0.75}')
     assert read_curves(run).test_accuracy == 0.75
+
+
+def test_evaluate_text_confusion_columns_are_numbered_as_the_rows():
+    """Names cut to a column's width once read 'covi covi' for covid_negative and covid_positive."""
+    from graphcnn.evaluate import Metrics
+
+    names = ("covid_negative", "covid_positive", "normal")
+    m = Metrics.from_predictions(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), names)
+    lines = m.to_text().splitlines()
+    start = lines.index("confusion matrix (rows: true class, columns: predicted, numbered as the rows)")
+    header, *rows = lines[start + 1:start + 5]
+    assert header.split() == ["0", "1", "2"]
+    assert [r.split() for r in rows] == [["0", "covid_negative", "1", "1", "0"], ["1", "covid_positive", "0", "1", "0"],
+                                         ["2", "normal", "1", "0", "1"]]
+    assert all(len(r) == len(header) for r in rows)  # the counts stand under their column numbers
+
+
+def test_gradcam_view_shows_each_image_once():
+    from graphcnn.train.view_hooks import gradcam_indices
+
+    labels = np.array([0, 1, 2, 0, 1])
+    predictions = np.array([1, 1, 0, 2, 0])  # images 0, 2, 3, 4 are mistakes; 0 is also a probe image
+    probabilities = np.full((5, 3), 0.1)
+    probabilities[[0, 2, 3, 4], predictions[[0, 2, 3, 4]]] = [0.9, 0.5, 0.8, 0.7]
+    assert gradcam_indices([0, 1], labels, predictions, probabilities, 2).tolist() == [0, 1, 3, 4]
+    assert gradcam_indices([0, 1], labels, predictions, probabilities, 9).tolist() == [0, 1, 3, 4, 2]

@@ -161,6 +161,16 @@ def hparams_summaries(config: Config, trial_id: str, start_time_secs: float | No
     return [v1.Summary.FromString(session.SerializeToString())]
 
 
+def hparams_end_summary(finished: bool) -> v1.Summary:
+    """The end of this run's HParams session (its Status column): success when training ran to
+    its end (or early stopping ended it), running when it was interrupted and can be resumed."""
+    from tensorboard.plugins.hparams import api_pb2
+    from tensorboard.plugins.hparams import summary as hp_v1
+
+    status = api_pb2.STATUS_SUCCESS if finished else api_pb2.STATUS_RUNNING
+    return v1.Summary.FromString(hp_v1.session_end_pb(status).SerializeToString())
+
+
 def write_setup_events(directory: Path, summaries: list[v1.Summary], wall_time: float | None = None) -> Path:
     """One event file of ``summaries`` at step 0 in ``directory``, written once before training.
 

@@ -126,8 +126,14 @@ class StageHook(v1.train.SessionRunHook):
 
 
 class ScalarsHook(v1.train.SessionRunHook):
-    """Every ``every`` steps: ``loss``, ``accuracy``, ``learning_rate`` and
-    ``images_per_second`` (over the steps since the last write) to ``train/``."""
+    """Every ``every`` steps, and after the last: ``loss``, ``accuracy``, ``learning_rate`` and
+    ``images_per_second`` to ``train/``.
+
+    ``images_per_second`` counts the time of the training steps themselves (each step's
+    ``Session.run``, with the fetches hooks add to it) since the last write: not the validations,
+    checkpoints and snapshots that run between steps, which made the curve dip at every
+    evaluation without the training getting any slower.
+    """
 
     def __init__(self, clock: StepClock, writer: ScalarWriter, every: int, batch_size: int,
                  constants: Mapping[str, float] | None = None):
@@ -135,20 +141,27 @@ class ScalarsHook(v1.train.SessionRunHook):
         self.constants = dict(constants or {})  # written with each write (the ``stage`` of a staged run)
         self.speed = 0.0
         self.speeds: list[float] = []  # images/s per window, for the run's summary figure
-        self._images, self._start = 0, time.perf_counter()
+        self._images, self._seconds, self._started = 0, 0.0, 0.0
+        self._written = -1  # the step of the last write
 
-    def after_create_session(self, session, coord) -> None:
-        self._images, self._start = 0, time.perf_counter()
+    def before_run(self, run_context) -> None:
+        self._started = time.perf_counter()
 
     def after_run(self, run_context, run_values) -> None:
+        self._seconds += time.perf_counter() - self._started
         self._images += self.batch_size * (self.clock.step - self.clock.previous)  # all workers' steps
-        step = self.clock.step
-        if not self.clock.crossed(self.every):
-            return
-        now = time.perf_counter()
-        self.speed = self._images / max(now - self._start, 1e-9)
+        if self.clock.crossed(self.every):
+            self._write()
+
+    def end(self, session) -> None:
+        if self._images and self.clock.values and self._written != self.clock.step:
+            self._write()  # the steps since the last write: a run's curves end at its last step
+
+    def _write(self) -> None:
+        self.speed = self._images / max(self._seconds, 1e-9)
         self.speeds.append(self.speed)
-        self._images, self._start = 0, now
+        self._images, self._seconds = 0, 0.0
+        self._written = step = self.clock.step
         values = self.clock.values
         self.writer.write(step, {"loss": values["loss"], "accuracy": values["accuracy"],
                                  "learning_rate": values["learning_rate"], "images_per_second": self.speed,

@@ -44,7 +44,7 @@ from graphcnn.model.precision import resolve_precision
 from graphcnn.run_dir import RunDir
 from graphcnn.runtime import configure_logging, peak_memory_mb
 from graphcnn.tensorboard.ops import SummaryOps, build_summary_ops
-from graphcnn.tensorboard.writing import ScalarWriter, write_run_root_summaries
+from graphcnn.tensorboard.writing import ScalarWriter, hparams_end_summary, write_run_root_summaries
 from graphcnn.train.early_stopping import EarlyStopping, PlateauReducer
 from graphcnn.train.finetune import InitFromCheckpoint, build_init_from_checkpoint
 from graphcnn.train.keras_init import KERAS_PREFIX, build_init_from_keras
@@ -468,9 +468,12 @@ def finish(config: Config, run: RunDir, data: Prepared, b: Built, hooks: LoopHoo
         # graph, the training steps and this evaluation
         "peak_memory_mb": round(peak_memory_mb(), 1),
     }
+    if config.log.hparams:
+        b.val_writer.add_summary(hparams_end_summary(finished=not interrupted), final_step)
     if test is not None:
         ScalarWriter(b.val_writer).write(final_step, {"test_accuracy": test.accuracy})
-        run.append_metrics({"step": final_step, "split": "test", "loss": test.loss, "accuracy": test.accuracy})
+        run.append_metrics({"step": final_step, "split": "test", "loss": test.loss, "accuracy": test.accuracy,
+                            "evaluated_step": record["evaluated_step"]})  # the weights of this step's checkpoint
     run.write_results(record)
     dataset = data.dataset
     write_examples(run.examples, dataset.test if len(dataset.test) else dataset.validation, dataset.class_names)

@@ -82,6 +82,16 @@ class FeatureMapHook(PeriodicImageHook):
         self.feed = {v.g.inputs.images: images}
 
 
+def gradcam_indices(probe, labels: np.ndarray, predictions: np.ndarray, probabilities: np.ndarray,
+                    mistakes: int) -> np.ndarray:
+    """The images of the ``gradcam`` view: the probe images, then up to ``mistakes`` of the
+    most confident mistakes that are not probe images already (each image shown once)."""
+    wrong = np.flatnonzero(labels != predictions)
+    wrong = wrong[~np.isin(wrong, np.asarray(probe, np.int64))]
+    worst = wrong[np.argsort(-probabilities[wrong, predictions[wrong]], kind="stable")]
+    return np.array([*probe, *worst[:mistakes]], np.int64)
+
+
 class EvalViewsHook:
     """A validation listener: confusion matrix, most confident mistakes, per-class PR curves,
     and Grad-CAM of the probe images and the mistakes."""
@@ -118,9 +128,7 @@ class EvalViewsHook:
         probe = self.probe
         if probe is None:  # no feature-map probe: the first image of each class
             probe = _first_of_each_class(labels)
-        wrong = np.flatnonzero(labels != result.predictions)
-        worst = wrong[np.argsort(-result.probabilities[wrong, result.predictions[wrong]], kind="stable")]
-        indices = np.array([*probe, *worst[: self.cfg.max_misclassified]], np.int64)
+        indices = gradcam_indices(probe, labels, result.predictions, result.probabilities, self.cfg.max_misclassified)
         subset = _subset(self.split, indices)
         preprocessed = _preprocessed(session, self.pipeline, subset)
         display = subset.images if subset.images is not None else viz_images.normalize_images(preprocessed)
