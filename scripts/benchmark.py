@@ -428,7 +428,8 @@ def report(results: dict[str, list[dict]], meta: dict) -> str:
                     f"Each side: `python -m graphcnn.cli train --no-progress "
                     f"{' '.join('--set ' + o for o in meta['ab_set'])}` with PYTHONPATH set to its tree; images/s "
                     "is `images_per_second` of results.json (the trainer's median over its 10-step logging windows "
-                    "after the first).",
+                    "after the first; since 2026-12-07 of the steps' own time, without what runs between them: "
+                    "compare two trees on the same side of that change).",
                     f"Test accuracy, this checkout: {', '.join(f'{x:.4f}' for x in acc['ab_current'])}; reference: "
                     f"{', '.join(f'{x:.4f}' for x in acc['ab_ref'])}: "
                     + ("identical in every run" if len(set(acc["ab_current"] + acc["ab_ref"])) == 1
