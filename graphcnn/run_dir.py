@@ -46,7 +46,7 @@ import shutil
 import socket
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -87,6 +87,8 @@ def _entry(name: str) -> property:
 @dataclass(frozen=True)
 class RunDir:
     root: Path
+    # what this process did with the run so far (mark_trained): not part of its identity
+    _state: dict = field(default_factory=dict, compare=False, repr=False)
 
     config = _entry("config.json")
     train_logs = _entry("train")
@@ -141,17 +143,27 @@ class RunDir:
         interrupt during startup) leaves nothing behind to clutter ``logs/`` or block the name.
 
         Only the directory this call created is removed, never one that existed before (create
-        refuses those), and never a run with a checkpoint in ``checkpoints/`` or ``best/`` (a
-        run stopped by NaN keeps its last good checkpoint, and can be resumed).
+        refuses those), never a run with a checkpoint in ``checkpoints/`` or ``best/`` (a run
+        stopped by NaN keeps its last good checkpoint, and can be resumed), and never one that
+        has trained a step (:meth:`mark_trained`: its logs show what happened).
         """
         run = cls.create(logs_root, name, prefix)
         try:
             yield run
         except BaseException:
-            if not run.has_checkpoint():
-                log.debug("removing %s: the run failed before its first checkpoint", run.root)
+            if not run.has_checkpoint() and not run.trained:
+                log.debug("removing %s: the run failed before it trained a step", run.root)
                 shutil.rmtree(run.root, ignore_errors=True)
             raise
+
+    def mark_trained(self) -> None:
+        """Training has taken a step in this run: the start succeeded, so a later failure (a NaN
+        loss before the first checkpoint, say) keeps the run and its TensorBoard logs."""
+        self._state["trained"] = True
+
+    @property
+    def trained(self) -> bool:
+        return bool(self._state.get("trained"))
 
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":

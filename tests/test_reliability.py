@@ -404,6 +404,12 @@ def test_a_failed_start_removes_only_the_directory_it_created(tmp_path):
             raise RuntimeError("NaN after the first checkpoint")
     assert (tmp_path / "nan" / "checkpoints" / "model.ckpt-1.index").exists()
 
+    with pytest.raises(RuntimeError):
+        with RunDir.starting(tmp_path, "trained") as run:
+            run.mark_trained()  # steps ran: the start succeeded, whatever comes next
+            raise RuntimeError("NaN before the first checkpoint")
+    assert (tmp_path / "trained").is_dir()
+
     (tmp_path / "existing").mkdir()
     (tmp_path / "existing" / "keep.txt").write_text("mine")
     with pytest.raises(RunDirError, match="already exists"):
@@ -548,6 +554,22 @@ def test_exit_3_nan_keeps_the_run_with_its_checkpoint(cli_setup, capsys):
     lines = _error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and "NaN or Inf" in lines[0]
     assert checkpoints_on_disk(logs / "nan" / "checkpoints") and not (logs / "nan" / ".lock").exists()
+
+
+def test_a_nan_before_any_checkpoint_keeps_the_run_and_says_it_once(cli_setup, capsys):
+    """check_numerics off: the NaN at step 1-2 came before any checkpoint, and the whole run
+    (its logs show the divergence) was removed as if the start had failed; TensorFlow's
+    NanTensorHook added an 'ERROR:tensorflow:Model diverged' line beside graphcnn's."""
+    args, logs = cli_setup
+    argv = ["train", *args, "--name", "diverged", "--set", 'train.optimizer="sgd"', "--set",
+            "train.learning_rate=1e30", "--set", "train.check_numerics=false"]
+    assert cli.main(argv) == 3
+    err = capsys.readouterr().err
+    assert _error_lines(err) == [line for line in err.splitlines() if "NaN" in line or "diverged" in line]
+    assert "the loss is NaN" in _error_lines(err)[0] and "the run is kept" in _error_lines(err)[0]
+    run = logs / "diverged"
+    assert (run / "config.json").exists() and not checkpoints_on_disk(run / "checkpoints")
+    assert not (run / ".lock").exists()
 
 
 def test_exit_1_disk_full_is_one_line_naming_the_file_and_the_start_is_undone(cli_setup, capsys, monkeypatch):

@@ -584,7 +584,9 @@ def test_precision_recall():
     np.testing.assert_allclose(recall, [0.8, 0.9, 0.0])
 
 
-@pytest.mark.parametrize("names", [["covid_negative", "covid_positive"], [f"class_name{i:02d}" for i in range(10)]])
+@pytest.mark.parametrize("names", [["covid_negative", "covid_positive"], [f"class_name{i:02d}" for i in range(10)],
+                                   ["covid_negative_from_hospital_A_ward_3", "covid_positive_from_hospital_A_ward_3",
+                                    "pneumonia", "normal"]])
 def test_report_confusion_figure_keeps_every_label_inside(names):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -602,6 +604,10 @@ def test_report_confusion_figure_keeps_every_label_inside(names):
         for text in labels:
             box = text.get_window_extent(renderer)
             assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, text.get_text()
+        title = axis.title.get_window_extent(renderer)
+        for other in figure.axes[1:]:  # the colour bar: its tick labels stay clear of the title
+            for tick in other.get_yticklabels():
+                assert not title.overlaps(tick.get_window_extent(renderer)), tick.get_text()
 
 
 def test_read_curves_names_a_damaged_results_file(tmp_path):

@@ -61,6 +61,7 @@ class StepClock(v1.train.SessionRunHook):
         if shared:
             self._fetches["_global_step"] = global_step
         self.step = self.previous = 0
+        self.steps_run = 0  # the steps this process has run (0: none yet)
         self.values: Mapping[str, Any] = {}
 
     def after_create_session(self, session, coord) -> None:
@@ -73,6 +74,7 @@ class StepClock(v1.train.SessionRunHook):
         self.previous = self.step
         # the shared step is read while the update runs: before or after it, so at least + 1
         self.step = max(self.step + 1, int(run_values.results.get("_global_step", 0)))
+        self.steps_run += 1
         self.values = run_values.results
 
     def next_is_last(self) -> bool:
@@ -92,6 +94,19 @@ class StepClock(v1.train.SessionRunHook):
         if every <= 0:
             return False
         return self.previous // every != self.step // every or (first and self.previous < 1 <= self.step)
+
+
+class NanLossHook(v1.train.SessionRunHook):
+    """With ``train.check_numerics`` off: a NaN loss stops training (``NanLossDuringTrainingError``,
+    which the trainer turns into its one error line). The clock's own fetch of the loss is read:
+    TensorFlow's ``NanTensorHook`` fetched it again and logged an ERROR line of its own."""
+
+    def __init__(self, clock: StepClock):
+        self.clock = clock
+
+    def after_run(self, run_context, run_values) -> None:
+        if np.isnan(self.clock.values["loss"]):
+            raise v1.train.NanLossDuringTrainingError
 
 
 class EventsHook(v1.train.SessionRunHook):

@@ -48,7 +48,7 @@ from graphcnn.tensorboard.writing import ScalarWriter, hparams_end_summary, writ
 from graphcnn.train.early_stopping import EarlyStopping, PlateauReducer
 from graphcnn.train.finetune import InitFromCheckpoint, build_init_from_checkpoint
 from graphcnn.train.keras_init import KERAS_PREFIX, build_init_from_keras
-from graphcnn.train.hooks import (CheckpointHook, EventsHook, PeriodicImageHook, PeriodicSummaryHook,
+from graphcnn.train.hooks import (CheckpointHook, EventsHook, NanLossHook, PeriodicImageHook, PeriodicSummaryHook,
                                   ProgressBarHook, ScalarsHook, StageHook, StepClock, StopOnSignalHook, StopSignals,
                                   TraceHook)
 from graphcnn.train.validation import (BestCheckpoint, EarlyStoppingHook, EvalResult, MetricsLog, PlateauListener,
@@ -383,7 +383,7 @@ def loop_hooks(config: Config, run: RunDir | None, data: Prepared, b: Built, sig
                                 [b.train_writer, b.val_writer], guard=signals.saving)
     hooks += [validation, checkpoint, early_hook, StopOnSignalHook(signals)]
     if not tcfg.check_numerics:  # unguarded: the update is applied, but a NaN loss still stops the run
-        hooks.append(v1.train.NanTensorHook(g.loss))
+        hooks.append(NanLossHook(clock))
     hooks += extra
     if task is not None:
         hooks.append(cluster_stop_hook(task, b, clock, data.total_steps))
@@ -413,7 +413,7 @@ def fit(b: Built, creator: RunSessionCreator, hooks: LoopHooks, total_steps: int
                 except v1.train.NanLossDuringTrainingError:
                     raise FloatingPointError(
                         f"training stopped at step {hooks.clock.step}: the loss is NaN. train.check_numerics is "
-                        "off, so that update was applied; the checkpoints saved before it are intact. Lower "
+                        "off, so that update was applied; the run is kept, with the checkpoints saved before it. Lower "
                         "train.learning_rate or set train.clip_global_norm.") from None
                 except tf.errors.InvalidArgumentError as err:
                     if "NaN or Inf" not in err.message:
@@ -543,7 +543,11 @@ def train(config: Config, run: RunDir | None, *, resume: bool = False, progress:
             loop = loop_hooks(config, run, data, b, signals, progress, hooks)
             creator = session_creator(b, data, resume, session_config, target)
             with b.graph.as_default():
-                fit(b, creator, loop, data.total_steps)
+                try:
+                    fit(b, creator, loop, data.total_steps)
+                finally:
+                    if run is not None and loop.clock.steps_run:
+                        run.mark_trained()  # a failure from here on keeps the run (RunDir.starting)
             interrupted = signals.raised
         if run is None:
             log.info("%s: stopped at global step %d", cluster.describe(), loop.clock.step)
