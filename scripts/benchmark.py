@@ -132,22 +132,25 @@ def worker_trainer(opts: dict) -> dict:
 
 
 def training_mflop(config, num_classes: int) -> float:
-    """MFLOP per image of a training step: 3x the forward pass's convolutions and matrix products
-    (2 per multiply-add; the backward pass computes two such products per forward one)."""
+    """MFLOP per image of a training step: the forward pass's convolutions and matrix products
+    (2 per multiply-add) 3x (the backward pass computes two such products per forward one: the
+    weights' gradient and the input's), but the first layer's 2x (nothing needs the gradient of
+    the images)."""
     import tensorflow as tf
 
     from graphcnn.model.graph import inference_graph
 
     graph, _ = inference_graph(config.model, num_classes)
-    flops = 0
-    for op in graph.get_operations():
+    flops, first = 0, True
+    for op in graph.get_operations():  # in the order the network was built: the first is the images' layer
         if op.type in ("Conv2D", "DepthwiseConv2dNative", "MatMul"):
             out = op.outputs[0].shape.as_list()[1:]
             kernel = op.inputs[1].shape.as_list()
             per_output = (kernel[0] * kernel[1] * (kernel[2] if op.type == "Conv2D" else 1)
                           if op.type != "MatMul" else kernel[0])
-            flops += 2 * per_output * int(tf.TensorShape(out).num_elements())
-    return 3 * flops / 1e6
+            flops += (2 if first else 3) * 2 * per_output * int(tf.TensorShape(out).num_elements())
+            first = False
+    return flops / 1e6
 
 
 def worker_matmul(opts: dict) -> dict:
@@ -212,6 +215,28 @@ def worker_ingraph(opts: dict) -> dict:
     return dict(rates(np.diff(stamps), t.batch_size), mflop=training_mflop(config, num_classes))
 
 
+def keras_augmentation(keras, a) -> list:
+    """Keras 3 preprocessing layers for graphcnn's ``data.augment`` (flips, rotation, shifts,
+    zoom, as the in-graph augmentation draws them); the others have no layer here: an error."""
+    if not a.enabled:
+        return []
+    unmirrored = [k for k in ("shear_range", "contrast_range", "erasing", "brightness_range") if getattr(a, k)]
+    if unmirrored:
+        raise ValueError(f"the Keras path has no layer for data.augment {', '.join(unmirrored)}")
+    L, fill_mode = keras.layers, a.fill_mode  # the same names: nearest, constant, reflect, wrap
+    flips = {(True, False): "horizontal", (False, True): "vertical", (True, True): "horizontal_and_vertical"}
+    flip = flips.get((a.horizontal_flip, a.vertical_flip))
+    out = [L.RandomFlip(flip)] if flip else []
+    if a.rotation_range:
+        out.append(L.RandomRotation(a.rotation_range / 360, fill_mode=fill_mode, fill_value=a.cval))
+    if a.width_shift_range or a.height_shift_range:
+        out.append(L.RandomTranslation(a.height_shift_range, a.width_shift_range, fill_mode=fill_mode,
+                                       fill_value=a.cval))
+    if a.zoom_range:
+        out.append(L.RandomZoom(a.zoom_range, fill_mode=fill_mode, fill_value=a.cval))
+    return out
+
+
 def worker_keras(opts: dict) -> dict:
     """``keras`` / ``keras_onednn``: the preset's layers as a Keras 3 Sequential model, trained by ``fit``."""
     import keras
@@ -226,18 +251,29 @@ def worker_keras(opts: dict) -> dict:
     x = np.asarray(fit_images(tf.constant(dataset.train.images), m.input_height, m.input_width, m.channels))
     num_classes = len(dataset.class_names)
     y = np.eye(num_classes, dtype=np.float32)[dataset.train.labels]
-    L, layers = keras.layers, [keras.Input(x.shape[1:])]
+    L, layers = keras.layers, [keras.Input(x.shape[1:]), *keras_augmentation(keras, config.data.augment)]
+
+    def weighted(core, layer) -> list:  # graphcnn's order: no bias under batch norm, BN, then the activation
+        if not layer.batch_norm:
+            return [core(activation=layer.activation)]
+        return [core(activation=None, use_bias=False),
+                L.BatchNormalization(momentum=m.batch_norm_decay, epsilon=1e-3), L.Activation(layer.activation)]
+
     for layer in m.layers:
         if layer.type == "conv":
-            layers.append(L.Conv2D(layer.filters, layer.kernel_size, strides=layer.strides or 1,
-                                   padding=layer.padding.lower(), activation=layer.activation))
+            layers += weighted(lambda **kw: L.Conv2D(layer.filters, layer.kernel_size, strides=layer.strides or 1,
+                                                     padding=layer.padding.lower(), **kw), layer)
         elif layer.type == "pool":
             pool = L.MaxPooling2D if layer.pool == "max" else L.AveragePooling2D
             layers.append(pool(layer.pool_size, strides=layer.strides or None, padding=layer.padding.lower()))
         elif layer.type == "dense":
-            layers += [L.Flatten(), L.Dense(layer.units, activation=layer.activation)]
+            layers += [L.Flatten(), *weighted(lambda **kw: L.Dense(layer.units, **kw), layer)]
         elif layer.type == "dropout":
             layers.append(L.Dropout(1.0 - t.keep_rates.get(layer.keep_group, 1.0)))
+        elif layer.type == "batch_norm":
+            layers.append(L.BatchNormalization(momentum=m.batch_norm_decay, epsilon=1e-3))
+        elif layer.type == "flatten":
+            layers.append(L.Flatten())
         else:
             raise ValueError(f"no Keras equivalent here for layer type {layer.type!r}")
     model = keras.Sequential(layers + [L.Flatten(), L.Dense(num_classes)])  # Flatten of a flat tensor: a no-op

@@ -9,14 +9,25 @@ Paths, each a fresh process timed from start to exit, run interleaved (A B C, C 
 
 * ``graphcnn``: ``graphcnn train --preset cats_dogs_150 --data DIR`` (or ``--preset
   dog_breeds_vgg``) with horizontal flips, rotation 20 degrees and zoom 0.2, ``--set
-  train.epochs=N``; its test accuracy from results.json.
+  train.epochs=N``, and the test on the last epoch's weights, as Keras's (``--set
+  train.early_stopping.restore_best=false``; its default tests ``best/``); its test accuracy
+  from results.json. The command relaunches itself with huge pages for malloc (its default,
+  ``graphcnn/runtime.py``); the Keras jobs run as TensorFlow starts them (``keras_hugepages``
+  gives them the same).
 * ``keras``: the same job as a Keras 3 user writes it (``--keras-job`` runs it):
   ``keras.utils.image_dataset_from_directory`` (the preset's size, batch 32, 20% for validation)
-  with ``cache()`` and ``prefetch``, ``RandomFlip``/``RandomRotation``/``RandomZoom`` layers, the
-  same net (cats_dogs_150: conv32-pool-conv64-pool-conv128-pool, fc128, fc512, dropout 0.5 at
-  150x150; dog_breeds_vgg: conv32-conv32-pool-dropout 0.25-conv64-conv64-pool-dropout 0.25,
-  fc512, dropout 0.5 at 224x224), Adam 1e-3, the same epochs, then ``evaluate`` on
-  ``test_set/``; TF's defaults (TF_ENABLE_ONEDNN_OPTS unset).
+  with ``cache()``, ``shuffle`` and ``prefetch`` as TensorFlow's tutorial has them,
+  ``RandomFlip``/``RandomRotation``/``RandomZoom`` layers, the same net (cats_dogs_150:
+  conv32-pool-conv64-pool-conv128-pool, fc128, fc512, dropout 0.5 at 150x150; dog_breeds_vgg:
+  conv32-conv32-pool-dropout 0.25-conv64-conv64-pool-dropout 0.25, fc512, dropout 0.5 at
+  224x224; pools padded SAME as graphcnn's, so the shapes and parameter counts are the same),
+  Adam 1e-3, the same epochs, then ``evaluate`` on ``test_set/``; TF's defaults
+  (TF_ENABLE_ONEDNN_OPTS unset). Left as each tool has them: the initializers (He truncated
+  normal against Glorot uniform), rotation's fill (nearest against reflect), zoom (graphcnn
+  draws height and width apart, RandomZoom keeps the aspect), resizing (antialiased against
+  not), Adam's epsilon (1e-8 against 1e-7).
+* ``keras_hugepages``: the Keras 3 job with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, the huge
+  pages graphcnn's command gives itself.
 * ``keras_onednn``: the same with TF_ENABLE_ONEDNN_OPTS=1.
 * ``keras_no_autotune``: the Keras 3 job with ``tf.data.Options().autotune.enabled = False`` on
   its three datasets. In TF 2.21 dropping an autotuned iterator waits for the autotuner's sleep,
@@ -66,7 +77,7 @@ RESULT = "RACE_RESULT "
 
 SIZES = {"cats_dogs_150": 150, "dog_breeds_vgg": 224}  # --preset: the presets raced, and their input size
 TRAIN_PATHS = ("graphcnn", "graphcnn_fp32", "graphcnn_no_hugepages", "keras", "keras_onednn", "keras_no_autotune",
-               "keras_bf16", "keras2")  # --paths: the jobs described above
+               "keras_bf16", "keras_hugepages", "keras2")  # --paths: the jobs described above
 PREDICT_PATHS = ("predict_graphcnn", "predict_graphcnn_fp32", "predict_keras")  # --predict races these
 
 
@@ -83,13 +94,16 @@ def tutorial_model(num_classes: int, augment: bool = False, activation: str | No
     def conv(filters):
         return layers.Conv2D(filters, 3, padding="same", activation="relu")
 
+    def pool():  # graphcnn's pools pad SAME: 75 -> 38 -> 19 at 150 px (Keras's default VALID: 75 -> 37 -> 18)
+        return layers.MaxPooling2D(padding="same")
+
     augmentation = [layers.RandomFlip("horizontal"), layers.RandomRotation(20 / 360), layers.RandomZoom(0.2)]
     if preset == "dog_breeds_vgg":
-        body = [conv(32), conv(32), layers.MaxPooling2D(), layers.Dropout(0.25),
-                conv(64), conv(64), layers.MaxPooling2D(), layers.Dropout(0.25),
+        body = [conv(32), conv(32), pool(), layers.Dropout(0.25),
+                conv(64), conv(64), pool(), layers.Dropout(0.25),
                 layers.Flatten(), layers.Dense(512, activation="relu"), layers.Dropout(0.5)]
     else:
-        body = [conv(32), layers.MaxPooling2D(), conv(64), layers.MaxPooling2D(), conv(128), layers.MaxPooling2D(),
+        body = [conv(32), pool(), conv(64), pool(), conv(128), pool(),
                 layers.Flatten(), layers.Dense(128, activation="relu"), layers.Dense(512, activation="relu"),
                 layers.Dropout(0.5)]
     size = SIZES[preset]
@@ -112,7 +126,10 @@ def keras_datasets(data: Path, preset: str = "cats_dogs_150", seed: int = 0, aut
                                                    **kw)
     test = keras.utils.image_dataset_from_directory(data / "test_set", shuffle=False, **kw)
     class_names = train.class_names
-    train, val = (d.cache().prefetch(tf.data.AUTOTUNE) for d in (train, val))
+    # as TensorFlow's tutorial: cache, then shuffle (its batches) each epoch; the files were
+    # shuffled once before batching, and a cache alone would replay that order every epoch
+    train = train.cache().shuffle(1000, seed=seed).prefetch(tf.data.AUTOTUNE)
+    val = val.cache().prefetch(tf.data.AUTOTUNE)
     if not autotune:
         options = tf.data.Options()
         options.autotune.enabled = False
@@ -197,10 +214,14 @@ def command(path: str, data: Path, epochs: int, logdir: Path, name: str, run: Pa
         argv = [sys.executable, "-m", "graphcnn", "train", "--preset", preset, "--data", str(data),
                 "--logdir", str(logdir), "--name", name, "--no-progress", "--set", f"train.epochs={epochs}",
                 "--set", "data.validation_fraction=0.2", "--set", "data.augment.horizontal_flip=true",
-                "--set", "data.augment.rotation_range=20", "--set", "data.augment.zoom_range=0.2"]
+                "--set", "data.augment.rotation_range=20", "--set", "data.augment.zoom_range=0.2",
+                # the test on the last epoch's weights, as Keras's evaluate after fit (not best/'s)
+                "--set", "train.early_stopping.restore_best=false"]
         return argv + (["--set", "train.precision=float32"] if path == "graphcnn_fp32" else []), env
     if path == "keras_onednn":
         env["TF_ENABLE_ONEDNN_OPTS"] = "1"
+    if path == "keras_hugepages":  # what graphcnn's command relaunches itself with (graphcnn.runtime)
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), "glibc.malloc.hugetlb=1"]))
     job = "--keras2-job" if path == "keras2" else "--keras-job"
     logs = ["--logs", str(logdir / name)] if keep else []
     flags = {"keras_bf16": ["--bfloat16"], "keras_no_autotune": ["--no-autotune"]}.get(path, [])

@@ -77,6 +77,33 @@ def test_the_no_hugepages_path_turns_the_tunable_off_and_keeps_the_users(tmp_pat
     assert race.command("graphcnn", tmp_path, 3, tmp_path, "r1")[1]["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"
 
 
+@pytest.mark.parametrize("preset", ["cats_dogs_150", "dog_breeds_vgg"])
+def test_the_keras_net_is_the_presets_net(preset):
+    """The race's fairness rests on it: Keras's default VALID pools made cats_dogs_150 75 -> 37 -> 18
+    (5.47 M weights) where graphcnn's SAME pools give 75 -> 38 -> 19 (6.08 M)."""
+    import tensorflow as tf
+
+    from graphcnn.model.network import Network
+    from graphcnn.presets import get_preset
+
+    race = _race_module()
+    model = get_preset(preset).model
+    with tf.Graph().as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, model.input_height, model.input_width, model.channels])
+        network = Network(model, 4)
+        network(images, tf.constant(False), {g: tf.constant(1.0) for g in network.keep_groups})
+        ours = sum(int(np.prod(v.shape.as_list())) for v in tf.compat.v1.trainable_variables())
+    assert race.tutorial_model(4, preset=preset).count_params() == ours
+
+
+def test_the_keras_hugepages_path_gives_keras_what_graphcnn_relaunches_with(tmp_path, monkeypatch):
+    race = _race_module()
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    argv, env = race.command("keras_hugepages", tmp_path, 3, tmp_path, "r1")
+    assert argv == race.command("keras", tmp_path, 3, tmp_path, "r1")[0]
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+
+
 def test_the_ratio_line_gives_the_ratio_of_medians_and_each_round():
     race = _race_module()
     results = {"graphcnn": [{"seconds": 58.2}, {"seconds": 63.7}, {"seconds": 59.2}],
