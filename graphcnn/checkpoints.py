@@ -295,7 +295,8 @@ def one_line(err: BaseException) -> str:
     OpError's message without its graph-execution noise)."""
     text = err.message if isinstance(err, tf.errors.OpError) else str(err)
     noise = ("Graph execution error", "Detected at node", "File ", "Node:", "[[", "(most recent call",
-             "Original stack trace", "Errors may have originated", "Restoring from checkpoint failed")
+             "Original stack trace", "Errors may have originated", "Restoring from checkpoint failed",
+             "From /job:")  # a cluster task's error: its own words are on the next line
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith(noise):

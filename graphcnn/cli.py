@@ -358,9 +358,18 @@ def _train_cluster_task(args: argparse.Namespace, task) -> int:
     from graphcnn.train.trainer import train
 
     if task.job == "ps":
-        serve(task, start_server(task))
+        server = start_server(task)
+        try:
+            serve(task, server)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (cluster-local's, once the workers are done): its end
+            logging.getLogger("graphcnn.cluster").info("%s: stopped", task.describe())
         return EXIT_OK
-    config = C.from_json_file(RunDir.open(args.resume).config) if args.resume else resolve_config(args)
+    if args.resume:
+        config = C.from_json_file(RunDir.open(args.resume).config)
+        if args.next_stage:  # the chief's stage: the same options on the config it continues from
+            config = resolve_config(args, base=config)
+    else:
+        config = resolve_config(args)
     result = train(config, None, progress=False, cluster=task)
     return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
 

@@ -278,3 +278,27 @@ def test_a_killed_ps_stops_the_workers_with_an_error_naming_it(tmp_path):
             if p.poll() is None:
                 p.kill()
             p.wait()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_ps_task_stops_on_ctrl_c_or_sigterm(tmp_path, stop):
+    """server.join() waited in native code, past every signal handler: only SIGKILL ended a ps,
+    and cluster-local's every ps run ended its grace period late."""
+    ps, w0 = free_ports(2)
+    cluster = {"ps": [f"127.0.0.1:{ps}"], "worker": [f"127.0.0.1:{w0}"]}
+    log = tmp_path / "ps.log"
+    proc = subprocess.Popen([sys.executable, "-m", "graphcnn", "train", "--cluster", "--no-progress", *TRAIN],
+                            env=dict(os.environ, TF_CONFIG=tf_config(cluster, "ps", 0)), stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while "serving at" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        proc.send_signal(stop)
+        assert proc.wait(timeout=20) == 0, log.read_text()
+        assert "stopped" in log.read_text() and "graphcnn: error" not in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()

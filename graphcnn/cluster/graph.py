@@ -33,6 +33,11 @@ v1 = tf.compat.v1
 GROUP_KEY = 1
 REDUCE_INSTANCE = 1
 BROADCAST_INSTANCE = 100
+# how long a collective waits for the other workers before it fails (DeadlineExceeded, one error
+# line) instead of forever: a peer that died before it joined (a graph that does not match, say)
+# left the chief blocked in the broadcast, past any signal. Long enough for a worker's start
+# and for the chief's validations, which the others wait for in their next step's reduce.
+COLLECTIVE_TIMEOUT_SECONDS = 1800.0
 
 
 def session_config(task: ClusterTask, base: v1.ConfigProto | None = None, peers: bool = True) -> v1.ConfigProto:
@@ -131,7 +136,7 @@ def allreduce_gradients(task: ClusterTask, state: SharedState
                              + [tf.reshape(state.stop_vote, [1])], axis=0)
             summed = tf.raw_ops.CollectiveReduce(
                 input=flat, group_size=task.num_workers, group_key=GROUP_KEY, instance_key=REDUCE_INSTANCE,
-                merge_op="Add", final_op="Id", subdiv_offsets=[0])
+                merge_op="Add", final_op="Id", subdiv_offsets=[0], timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS)
             sizes = [int(np.prod(g.shape.as_list())) for g in grads]
             parts = tf.split(summed, sizes + [1])
             averaged = [tf.cast(tf.reshape(p / task.num_workers, tf.shape(g)), g.dtype)
@@ -159,7 +164,7 @@ def broadcast(task: ClusterTask, variables: Sequence[tf.Variable]) -> Broadcast:
         for i, (dtype, group) in enumerate(sorted(by_dtype.items(), key=lambda item: item[0].name)):
             sizes = [int(np.prod(v.shape.as_list())) for v in group]
             common = dict(group_size=task.num_workers, group_key=GROUP_KEY, instance_key=BROADCAST_INSTANCE + i,
-                          shape=[sum(sizes)])
+                          shape=[sum(sizes)], timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS)
             flat = tf.concat([tf.reshape(v.read_value(), [-1]) for v in group], axis=0)
             sends.append(tf.raw_ops.CollectiveBcastSend(input=flat, **common).op)
             received = tf.raw_ops.CollectiveBcastRecv(T=dtype, **common)

@@ -128,7 +128,10 @@ def run_local(num_ps: int, num_workers: int, train_args: Sequence[str], base_por
     finally:
         for t in tasks:
             t.signal(signal.SIGTERM)
-        _wait(tasks, GRACE_SECONDS)
+        try:
+            _wait(tasks, GRACE_SECONDS)
+        except KeyboardInterrupt:  # another Ctrl-C: no more waiting, but never a task left running
+            code = 130
         for t in tasks:
             if t.process.poll() is None:
                 t.process.kill()

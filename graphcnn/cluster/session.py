@@ -64,9 +64,14 @@ def _check_port_free(address: str) -> None:
 
 
 def serve(task: ClusterTask, server: tf.distribute.Server) -> None:
-    """A ps task: hold the variables and serve the workers until the process is stopped."""
+    """A ps task: hold the variables and serve the workers until the process is stopped.
+
+    The server's threads serve; this one waits in Python, where Ctrl-C and SIGTERM reach it (as
+    ``KeyboardInterrupt``; the command ends there, exit 0): ``server.join()`` waits in native
+    code, which no signal handler interrupts, so only SIGKILL stopped a ps."""
     log.info("%s serving at %s; stop it with Ctrl-C when training is done", task.describe(), task.address)
-    server.join()
+    while True:
+        time.sleep(3600)
 
 
 def lost_task(err: tf.errors.OpError) -> str:

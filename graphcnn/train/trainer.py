@@ -147,8 +147,14 @@ def prepare(config: Config, run: RunDir | None, resume: bool, dataset: Dataset |
     log.info("precision: %s%s", precision, " (train.precision = auto)" if tcfg.precision == "auto" else "")
     devices = resolve_devices(tcfg.devices)
     if len(devices) > 1:
+        # this process's batch: an all-reduce worker's share of train.batch_size is what its towers split
+        if batch_size % len(devices):
+            raise ValueError(f"train.batch_size: this process's batch of {batch_size} images does not split evenly "
+                             f"over its {len(devices)} devices ({', '.join(devices)})"
+                             + (f" (train.batch_size {tcfg.batch_size} over {cluster.num_workers} workers)"
+                                if batch_size != tcfg.batch_size else ""))
         log.info("devices: %s, one tower each (%d images per tower and step)", ", ".join(devices),
-                 tcfg.batch_size // len(devices))
+                 batch_size // len(devices))
     return Prepared(dataset, steps_per_epoch, total_steps, mean, precision, devices, batch_size, cluster)
 
 
