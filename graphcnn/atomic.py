@@ -20,7 +20,7 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["append_line", "fsync_directory", "write_bytes_atomic", "write_text_atomic"]
+__all__ = ["append_line", "fsync_directory", "naming", "write_bytes_atomic", "write_text_atomic"]
 
 
 def fsync_directory(directory: str | Path) -> None:
@@ -47,7 +47,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     try:
         fd, tmp = _create_temporary(path)
     except OSError as err:  # name the file being written, not the temporary one
-        raise _naming(err, path) from None
+        raise naming(err, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -58,7 +58,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(err, OSError):
-            raise _naming(err, path) from None
+            raise naming(err, path) from None
         raise
     fsync_directory(path.parent)
 
@@ -77,8 +77,9 @@ def _create_temporary(path: Path) -> tuple[int, str]:
     raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path))
 
 
-def _naming(err: OSError, path: Path) -> OSError:
-    """``err`` with ``path`` as its file name (same type, errno and strerror)."""
+def naming(err: OSError, path: str | Path) -> OSError:
+    """``err`` with ``path`` as its file name (same type, errno and strerror): an error about a
+    temporary file or folder, told as one about the file the user asked for."""
     if err.errno is None:
         return err
     return type(err)(err.errno, err.strerror, str(path))

@@ -45,6 +45,7 @@ import tensorflow as tf
 from tensorflow.core.framework.variable_pb2 import VariableDef
 from tensorflow.lite.python.convert_phase import ConverterError
 
+from graphcnn.atomic import naming, write_bytes_atomic
 from graphcnn.checkpoints import checkpoint_candidates, load_first, serving_meta_graph
 from graphcnn.data.pipeline import Preprocessing, decode_image_bytes, fit_images
 
@@ -349,7 +350,7 @@ def _folder_for(out: Path) -> Iterator[None]:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise OSError(err.errno, err.strerror, str(out)) from None
+        raise naming(err, out) from None
     try:
         yield
     except BaseException:
@@ -364,7 +365,7 @@ def _write_saved_model(module: "ServingModule", restored: _Restored, out: Path) 
     try:
         tmp.mkdir()
     except OSError as err:  # name the folder asked for, not the temporary one
-        raise OSError(err.errno, err.strerror, str(out)) from None
+        raise naming(err, out) from None
     try:
         tf.saved_model.save(module, str(tmp), signatures={BYTES_SIGNATURE: module.serve_bytes,
                                                           UINT8_SIGNATURE: module.serve_uint8})
@@ -410,7 +411,7 @@ def export_tflite(run_or_checkpoint: str | Path, out_path: str | Path, prefer_be
         try:
             scratch_folder = tempfile.TemporaryDirectory(prefix=".graphcnn-export-", dir=out.parent)
         except OSError as err:
-            raise OSError(err.errno, err.strerror, str(out)) from None
+            raise naming(err, out) from None
         with scratch_folder as scratch:
             if not is_saved_model(source):
                 source = export_saved_model(run_or_checkpoint, Path(scratch) / "saved_model", prefer_best)
@@ -422,7 +423,5 @@ def export_tflite(run_or_checkpoint: str | Path, out_path: str | Path, prefer_be
                 detail = ", ".join(ops) or next((line.strip() for line in str(err).splitlines() if line.strip()),
                                                 "")[:300]
                 raise ExportError(f"TFLite's builtin ops do not cover this model: {detail}") from None
-        from graphcnn.atomic import write_bytes_atomic
-
         write_bytes_atomic(out, data)
     return out

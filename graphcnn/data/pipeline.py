@@ -223,14 +223,17 @@ class InputPipeline:
             return True
         return len(split) * h * w * c < 2 * 1024**3
 
-    def _augmented(self, x: tf.Tensor, mean: tf.Tensor | None, batch_seed: tf.Tensor) -> tf.Tensor:
-        """A training batch in [0, 1] (float32 [B, H, W, C]) augmented, then minus ``mean``.
+    def _training_batch(self, images: tf.Tensor, mean: tf.Tensor | None, batch_seed: tf.Tensor) -> tf.Tensor:
+        """uint8 [B, h, w, c] -> float32 [B, H, W, C] in [0, 1], augmented, then minus ``mean``.
 
         The mean comes off last: augmentation works on [0, 1] pixels (it clips to that range,
         fills and erases with values in it), so a mean taken off first would be clipped away
         and training would see other inputs than evaluation.
         """
-        x = self.augment_fn(x, batch_seed)
+        h, w, c = self._size()
+        x = preprocess(images, h, w, c, None)
+        if self.augment_fn is not None:
+            x = self.augment_fn(x, batch_seed)
         return x if mean is None else x - mean
 
     def _batches(self, ds: tf.data.Dataset, mean: tf.Tensor | None, training: bool) -> tf.data.Dataset:
@@ -240,9 +243,8 @@ class InputPipeline:
             # the batch index joins the seed, so the random stream does not depend on which
             # parallel map call gets which batch
             seed = tf.constant(self.seed, tf.int64)
-            return ds.enumerate().map(
-                lambda i, xy: (self._augmented(preprocess(xy[0], h, w, c, None), mean, tf.stack([seed, i])), xy[1]),
-                num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+            return ds.enumerate().map(lambda i, xy: (self._training_batch(xy[0], mean, tf.stack([seed, i])), xy[1]),
+                                      num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
         ds = ds.map(lambda x, y: (preprocess(x, h, w, c, mean), y), num_parallel_calls=AUTOTUNE)
         return ds.prefetch(AUTOTUNE)
 
@@ -289,10 +291,7 @@ class InputPipeline:
 
         current = tf.cond(tf.equal(order_epoch.read_value(), epoch), order.read_value, shuffle)
         indices = tf.slice(current, [(number % per_epoch) * batch], [batch])
-        if self.augment_fn is not None:
-            x = self._augmented(preprocess(tf.gather(images, indices), h, w, c, None), mean, tf.stack([seed, number]))
-        else:
-            x = preprocess(tf.gather(images, indices), h, w, c, mean)
+        x = self._training_batch(tf.gather(images, indices), mean, tf.stack([seed, number]))
         y = tf.gather(labels, indices)
         fit = None
         if resize_once:  # run by initialize, in chunks

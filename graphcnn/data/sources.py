@@ -918,10 +918,10 @@ def _image_files(folder: Path, warnings: _Warnings, errors: list[str]) -> list[s
             path = Path(directory, name)
             if not name.lower().endswith(IMAGE_EXTENSIONS) or name.startswith("."):
                 skipped.append(path)
-            elif os.path.realpath(path) in real_files:  # one file under two names: once, or it could
-                again.append(path)                      # sit in both the training and validation splits
+            elif (real := os.path.realpath(path)) in real_files:  # one file under two names: once, or it
+                again.append(path)                                  # could sit in two splits
             else:
-                real_files.add(os.path.realpath(path))
+                real_files.add(real)
                 images.append(path)
     if skipped:
         warnings.warn(
@@ -939,17 +939,18 @@ def _image_files(folder: Path, warnings: _Warnings, errors: list[str]) -> list[s
 def _check_disjoint(train: dict[str, list[str]], test: dict[str, list[str]], errors: list[str]) -> None:
     """Errors for a file (by its real path: symlinks are followed) in both trees, or under two
     classes of one tree; the walk itself lists a file once per name it is reached by."""
+    by_real: list[dict[str, dict[str, str]]] = []  # per tree: real path -> class -> the first name seen
     for tree in (train, test):
-        classes: dict[str, dict[str, str]] = {}  # real path -> class -> the first name seen
+        classes: dict[str, dict[str, str]] = {}
         for name, files in tree.items():
             for p in files:
                 classes.setdefault(os.path.realpath(p), {}).setdefault(name, p)
+        by_real.append(classes)
         twice = sorted(" = ".join(sorted(by_class.values())) for by_class in classes.values() if len(by_class) > 1)
         if twice:
             errors.append(f"{len(twice)} file(s) are in two or more class folders (through symbolic links):\n"
                           + _listing(twice))
-    train_real = {os.path.realpath(p) for files in train.values() for p in files}
-    shared = sorted(p for files in test.values() for p in files if os.path.realpath(p) in train_real)
+    shared = sorted(p for real, by_class in by_real[1].items() if real in by_real[0] for p in by_class.values())
     if shared:
         errors.append(f"{len(shared)} file(s) are in both the training and the test tree:\n" + _listing(shared))
 

@@ -244,8 +244,8 @@ class MetricsLog(v1.train.SessionRunHook):
     ``train_state.json`` keeps the state after each validation, each with its step: a run killed
     between a validation and the checkpoint of that step resumes from an earlier checkpoint, and
     must continue from the state of that step, not the later one, or it would replay the
-    validation against the wrong history (a learning rate halved twice, say). So it keeps every
-    state from the oldest checkpoint on disk on, and the last one before it: whichever
+    validation against the wrong history (a learning rate halved twice, say). So it keeps the
+    last state at or before the oldest checkpoint on disk and every later one: whichever
     checkpoint a resume restores has its state (validating every few steps between epoch
     checkpoints makes many). For the same reason the metrics lines past the restored step are
     dropped on resume: the run writes them again.
