@@ -88,6 +88,22 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _next_stage_config(last, new):
+    """The next stage's config: ``new`` unless it changes the model, the data or where the
+    weights came from, which a stage that goes on from the last one's checkpoint cannot."""
+    from graphcnn import config as C
+
+    before, after = C.to_dict(last), C.to_dict(new)
+    changed = [f"{section}.{key}" for section in ("model", "data") for key in after[section]
+               if after[section][key] != before[section].get(key)]
+    changed += [f"train.{key}" for key in ("init_from", "exclude_scopes", "skip_mismatched")
+                if after["train"][key] != before["train"][key]]
+    if changed:
+        raise C.ConfigError(f"--next-stage keeps the run's model, data and initial weights: {', '.join(changed)} "
+                            "cannot change (start a new run with --init-from RUN to train another)")
+    return new
+
+
 def resolve_config(args: argparse.Namespace, base=None):
     """Preset (from --preset, the config file, or the default), then the file, then --set.
     ``base``: start from this config instead of a preset (a run's next stage)."""
@@ -305,7 +321,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.next_stage:
             if args.preset or args.data:
                 raise C.ConfigError("--next-stage keeps the run's model and data: drop --preset/--data")
-            config = resolve_config(args, base=config)
+            if args.init_from is not None or args.exclude_scopes is not None:
+                raise C.ConfigError("--next-stage goes on from the run's own latest checkpoint: drop "
+                                    "--init-from/--exclude-scopes (they apply to a new run)")
+            config = _next_stage_config(config, resolve_config(args, base=config))
         elif args.overrides or args.config or args.preset or args.data or args.init_from:
             print("graphcnn: --resume continues with the run's saved config.json; "
                   "other config options are ignored (a new stage of the run: --next-stage)", file=sys.stderr)
@@ -367,7 +386,7 @@ def _train_cluster_task(args: argparse.Namespace, task) -> int:
     if args.resume:
         config = C.from_json_file(RunDir.open(args.resume).config)
         if args.next_stage:  # the chief's stage: the same options on the config it continues from
-            config = resolve_config(args, base=config)
+            config = _next_stage_config(config, resolve_config(args, base=config))
     else:
         config = resolve_config(args)
     result = train(config, None, progress=False, cluster=task)

@@ -498,6 +498,9 @@ def validate(config: Config) -> Config:
         if min(m.input_height, m.input_width) < smallest:
             raise ConfigError(f"model.input_height/input_width: backbone {m.backbone} needs at least "
                               f"{smallest}x{smallest}, got {m.input_height}x{m.input_width}")
+        if d.mean_subtraction:  # its weights expect the preprocessing they were trained with, and only it
+            raise ConfigError(f"data.mean_subtraction: backbone {m.backbone} applies its own preprocessing "
+                              "(keras.applications'); set it to false")
     if t.init_from.startswith("keras:") and not m.backbone:
         raise ConfigError("train.init_from: a keras: weights file initializes a backbone; set model.backbone "
                           "(or pick a preset that has one: vgg16, resnet50, inception_v3, mobilenet_v2)")

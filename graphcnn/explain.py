@@ -390,8 +390,7 @@ class Explainer(Predictor):
         files written (in order) and (file, error) for each image that could not be read.
         """
         target = None if class_name is None else self.class_index(class_name)
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        out = Path(out_dir)  # made with the first map: no images read, no folder
         written: list[Path] = []
         errors: list[tuple[str, str]] = []
         used: set[str] = set()
@@ -423,6 +422,7 @@ class Explainer(Predictor):
                     name = f"{stem}_{n}"
                 used.add(name)
                 path = out / f"{name}.png"
+                out.mkdir(parents=True, exist_ok=True)
                 viz_images.write_png(path, picture)
                 written.append(path)
         return written, errors

@@ -261,6 +261,17 @@ class RunDir:
             stage += 1
         return stage
 
+    def stage_trainable_scopes(self) -> list[tuple[str, ...]]:
+        """``train.trainable_scopes`` of each stage on disk: the earlier stages' and config.json's
+        (() for all variables); a config that cannot be read counts as all."""
+        scopes = []
+        for path in [*(self.stage_config(k) for k in range(1, self.stage)), self.config]:
+            try:
+                scopes.append(tuple(json.loads(path.read_text())["train"].get("trainable_scopes", ())))
+            except (OSError, ValueError, KeyError, TypeError):
+                scopes.append(())
+        return scopes
+
     def start_stage(self, config: Any) -> int:
         """Begin the next stage with ``config``: keep ``config.json`` as ``config.stage<k>.json``,
         then write the new one (each step atomic: a kill leaves either stage's config in force).

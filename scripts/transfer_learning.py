@@ -120,18 +120,26 @@ def main() -> int:
     train(["--resume", str(run), "--next-stage", *common, "--trainable-scopes", ",".join(unfreeze + head),
            "--set", f"train.epochs={epochs1 + epochs2}",
            "--set", f"train.learning_rate={rate1 * float(s2.get('learning_rate_factor', 0.1))}"])
-    transfer = json.loads((run / "results.json").read_text())["test_accuracy"]
-    print(f"transfer ({epochs1} + {epochs2} epochs): test accuracy {transfer:.4f} "
+    print(f"transfer ({epochs1} + {epochs2} epochs): {accuracy(run)} "
           f"({time.perf_counter() - started:.0f} s); TensorBoard: graphcnn tensorboard {run}")
     if args.scratch:
         started = time.perf_counter()
         train(["--preset", args.preset, "--data", args.data, "--logdir", args.logdir, "--name", f"{name}-scratch",
                *common,
                "--set", f"train.epochs={epochs1 + epochs2}", "--set", f"train.learning_rate={rate1}"])
-        scratch = json.loads((Path(args.logdir) / f"{name}-scratch" / "results.json").read_text())["test_accuracy"]
-        print(f"from scratch ({epochs1 + epochs2} epochs): test accuracy {scratch:.4f} "
+        print(f"from scratch ({epochs1 + epochs2} epochs): {accuracy(Path(args.logdir) / f'{name}-scratch')} "
               f"({time.perf_counter() - started:.0f} s)")
     return 0
+
+
+def accuracy(run: Path) -> str:
+    """The run's test accuracy from results.json, or its last validation's without a test split."""
+    results = json.loads((run / "results.json").read_text())
+    if results.get("test_accuracy") is not None:
+        return f"test accuracy {results['test_accuracy']:.4f}"
+    if results.get("validation_accuracy") is not None:
+        return f"validation accuracy {results['validation_accuracy']:.4f} (no test split)"
+    return "no test or validation split"
 
 
 if __name__ == "__main__":

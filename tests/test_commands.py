@@ -496,3 +496,11 @@ def test_next_stage_needs_resume_and_keeps_model_and_data(tmp_path, capsys):
     get_preset("digits").save(run / "config.json")
     assert cli.main(["train", "--resume", str(run), "--next-stage", "--preset", "fashion"]) == 2
     assert "--next-stage keeps the run's model and data" in capsys.readouterr().err
+    # nor through --set, nor the weights it started from (a stage goes on from the run's checkpoint)
+    assert cli.main(["train", "--resume", str(run), "--next-stage", "--set", "data.path=/elsewhere",
+                     "--set", "model.initializer=glorot"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("graphcnn: error: --next-stage keeps the run's model, data and initial weights: "
+                          "model.initializer, data.path cannot change"), err
+    assert cli.main(["train", "--resume", str(run), "--next-stage", "--init-from", str(run)]) == 2
+    assert "drop --init-from/--exclude-scopes" in capsys.readouterr().err

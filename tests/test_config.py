@@ -202,3 +202,5 @@ def test_backbone_choices_and_constraints_are_checked():
         validate(apply_overrides(get_preset("inception_v3"), ["model.input_height=64"]))
     with pytest.raises(ConfigError, match="train.init_from: a keras: weights file initializes a backbone"):
         validate(apply_overrides(get_preset("digits"), ["train.init_from=keras:/x.h5"]))
+    with pytest.raises(ConfigError, match="data.mean_subtraction: backbone resnet50 applies its own preprocessing"):
+        validate(apply_overrides(get_preset("resnet50"), ["data.mean_subtraction=true"]))

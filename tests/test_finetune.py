@@ -204,3 +204,21 @@ def test_training_state_names_rules():
         tf.compat.v1.get_variable("head/beta1_power", [])
         state = training_state_names(tf.compat.v1.global_variables())
     assert state == {"conv1/weights/Momentum", "head/beta1_power"}
+
+
+def test_the_mean_image_is_never_taken_from_another_run(tmp_path):
+    """input/pixel_mean is the new run's own (its data; here another input size): fine-tuning
+    leaves it out, where a shape check would otherwise refuse the run."""
+    prefix = str(tmp_path / "model.ckpt")
+    with tf.Graph().as_default():
+        make_variables(3)
+        tf.compat.v1.get_variable("input/pixel_mean", [32, 32, 3], initializer=tf.compat.v1.ones_initializer())
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.train.Saver().save(sess, prefix)
+    with tf.Graph().as_default():
+        make_variables(3)
+        tf.compat.v1.get_variable("input/pixel_mean", [40, 40, 3], initializer=tf.compat.v1.zeros_initializer())
+        result = build_init_from_checkpoint(prefix, tf.compat.v1.global_variables())
+    assert "input/pixel_mean" in result.training_state and not result.mismatched
+    assert result.restored == ["conv1/weights", "conv1/biases", "logits/weights", "logits/biases"]

@@ -109,3 +109,27 @@ def test_fine_tuning_starts_the_averages_from_the_restored_weights(averaged_run,
     # one update from the restored weights (an average started from the random initial values would not
     # be a mix of these two)
     assert moved.any() and 0 < a.mean() < 1 and np.allclose(a, a.mean(), atol=1e-3)
+
+
+def test_every_checkpoint_of_a_staged_run_still_predicts(tmp_path):
+    """Stage 2 trains a layer stage 1 froze: stage 1's checkpoints have no average of it, so
+    checkpoints/inference.meta reads that layer as itself (the others from their averages)
+    and every checkpoint of the run restores."""
+    data = synthetic_dataset()
+    stage1 = tiny_config(epochs=1, moving_average_decay=0.9, precision="float32", checkpoints_to_keep=5,
+                         trainable_scopes=("fc1", "logits"))
+    run = RunDir.create(tmp_path, "staged")
+    first = train(stage1, run, progress=False, dataset=data)
+    stage2 = tiny_config(epochs=2, moving_average_decay=0.9, precision="float32", checkpoints_to_keep=5,
+                         trainable_scopes=("conv2_1", "fc1", "logits"))
+    second = train(stage2, run, resume=True, progress=False, dataset=data, new_stage=True)
+    for step in (first.global_step, second.global_step):
+        with Predictor(run.checkpoints / f"model.ckpt-{step}") as p:
+            probabilities = p.probabilities_for(p.preprocess_arrays(data.test.images))
+        assert probabilities.shape == (len(data.test), 3) and np.isfinite(probabilities).all()
+    # stage 1's checkpoint predicts as its own validation measured it: fc1 and logits from their averages
+    with Predictor(run.checkpoints / f"model.ckpt-{first.global_step}") as p:
+        probabilities = p.probabilities_for(p.preprocess_arrays(data.validation.images))
+    recorded = [r for r in run.read_metrics() if r.get("split") == "validation" and r["step"] == first.global_step]
+    assert recorded and np.mean(probabilities.argmax(1) == data.validation.labels) == pytest.approx(
+        recorded[0]["accuracy"])

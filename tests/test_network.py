@@ -304,3 +304,34 @@ def test_unknown_layer_type_lists_the_registered_types():
         net = Network(model, 3)  # a library caller that skipped config.validate
         with pytest.raises(UnknownChoiceError, match=f"unknown layer type 'conv3d'; choices: {', '.join(LAYERS)}$"):
             net(v1.placeholder(tf.float32, [None, 12, 12, 1]), tf.constant(False), {})
+
+
+@pytest.mark.parametrize("name", ["truncated_normal", "he"])
+def test_truncated_normal_initializers(name, monkeypatch):
+    """Under BIG_TRUNCATED_NORMAL values the initializers draw what TensorFlow's own would (the
+    presets' seeds keep their numbers); at or over it the inverse-CDF route draws the same
+    distribution: N(0, s^2) cut at +-2 s, s = 0.1 or He's sqrt(2 / fan_in) / 0.8796."""
+    from graphcnn.model import layers as L
+
+    reference = {"truncated_normal": v1.truncated_normal_initializer(stddev=0.1),
+                 "he": v1.variance_scaling_initializer(scale=2.0, mode="fan_in", distribution="truncated_normal")}
+
+    def draw(initializer, shape):
+        with tf.Graph().as_default():
+            v1.set_random_seed(3)
+            w = v1.get_variable("w", shape, initializer=initializer)
+            with v1.Session() as sess:
+                sess.run(v1.global_variables_initializer())
+                return sess.run(w)
+
+    small = (3, 3, 8, 16)
+    np.testing.assert_array_equal(draw(L.get_initializer(name), small), draw(reference[name], small))
+    monkeypatch.setattr(L, "BIG_TRUNCATED_NORMAL", 1000)
+    big = (3, 3, 32, 64)  # 18,432 values; fan_in 288
+    fast = draw(L.get_initializer(name), big)
+    assert not np.array_equal(fast, draw(reference[name], big))  # the other route
+    s = 0.1 if name == "truncated_normal" else np.sqrt(2.0 / 288) / 0.87962566103423978
+    assert np.abs(fast).max() <= 2 * s * (1 + 1e-6) and np.abs(fast).max() > 1.95 * s
+    assert abs(fast.mean()) < 0.02 * s
+    assert fast.std() == pytest.approx(0.87962566 * s, rel=0.02)  # a cut N(0, 1) has stddev 0.8796
+    assert np.mean(np.abs(fast) < s) == pytest.approx(0.6827 / 0.9545, abs=0.01)  # the share within 1 s

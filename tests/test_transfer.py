@@ -78,6 +78,16 @@ def test_two_stages_train_only_their_scopes_in_one_run(tmp_path, keras_file, how
     np.testing.assert_array_equal(after1["vgg16/conv5/conv5_3/biases"], keras_weights["block5_conv3/bias"])
     step1 = int(after1["global_step"])
     assert step1 > 0
+    # the head has no conv layer: the Grad-CAM view is the backbone's last block's
+    if how == "next_stage":
+        from graphcnn.tensorboard.events import read_images
+        from graphcnn.train.view_hooks import last_block
+        assert "gradcam" in read_images(run.validation_logs)
+        with tf.Graph().as_default():
+            from graphcnn.model.network import Network
+            net = Network(stage1.model, 2)
+            out = net(tf.zeros([1, 32, 32, 3]), tf.constant(False), {g: tf.constant(1.0) for g in net.keep_groups})
+            assert last_block(out.end_points) == "vgg16/conv5/conv5_3"
 
     stage2 = dataclasses.replace(stage1, train=dataclasses.replace(
         stage1.train, epochs=2, learning_rate=1e-4, trainable_scopes=("vgg16/conv5", *HEAD)))
@@ -103,3 +113,50 @@ def test_two_stages_train_only_their_scopes_in_one_run(tmp_path, keras_file, how
              for e in tf.compat.v1.train.summary_iterator(str(f)) for v in e.summary.value if v.tag == "stage/begins"]
     assert texts == [(step1 + 1, f"stage 2 from step {step1 + 1}: trains vgg16/conv5, fc1, logits at learning "
                                  "rate 0.0001, until epoch 2")]
+
+
+def test_resume_before_the_first_checkpoint_starts_from_init_from_again(tmp_path, keras_file):
+    """A run killed in its first epoch has its config and no checkpoint: --resume starts it as
+    it first started, from the Keras file (not from random weights)."""
+    path, keras_weights = keras_file
+    data = rgb(synthetic_dataset(n_per_class=8, num_classes=2), 32)
+    run = RunDir.create(tmp_path, "killed")
+    config = stage_config(path, epochs=1, trainable_scopes=HEAD)
+    run.write_config(config)
+    train(config, run, resume=True, progress=False, dataset=data)
+    after = weights(run)
+    assert int(after["global_step"]) > 0
+    np.testing.assert_array_equal(after["vgg16/conv1/conv1_1/weights"], keras_weights["block1_conv1/kernel"])
+    np.testing.assert_array_equal(after["vgg16/conv5/conv5_3/biases"], keras_weights["block5_conv3/bias"])
+
+
+def test_a_new_stage_has_its_own_patience_and_learning_rate(tmp_path):
+    """Stage 1 stops early after its learning rate was halved; stage 2, like a new Keras fit(),
+    trains: its counts start again and its learning rate is its own. A stage that would train
+    nothing is refused and leaves the run as it was."""
+    from conftest import tiny_config
+    from graphcnn.config import EarlyStoppingConfig, ScheduleConfig
+
+    data = synthetic_dataset()
+    never_improves = EarlyStoppingConfig(patience=1, min_delta=0.9, restore_best=False)
+    stage1 = tiny_config(epochs=6, early_stopping=never_improves,
+                         schedule=ScheduleConfig(plateau_factor=0.5, plateau_patience=1))
+    run = RunDir.create(tmp_path, "stages")
+    first = train(stage1, run, progress=False, dataset=data)
+    steps = len(data.train) // stage1.train.batch_size
+    assert first.stopped_early and first.global_step == 2 * steps  # the second validation did not improve
+    reader = tf.train.load_checkpoint(str(run.checkpoints))
+    assert reader.get_tensor("train/learning_rate_scale") == 0.5
+
+    stage2 = dataclasses.replace(stage1, train=dataclasses.replace(
+        stage1.train, epochs=6, learning_rate=0.001, schedule=ScheduleConfig()))
+    second = train(stage2, run, resume=True, progress=False, dataset=data, new_stage=True)
+    assert second.global_step == 3 * steps and second.stopped_early  # one epoch: patience 1 again
+    assert tf.train.load_checkpoint(str(run.checkpoints)).get_tensor("train/learning_rate_scale") == 1.0
+
+    config_before = run.config.read_text()
+    stage3 = dataclasses.replace(stage2, train=dataclasses.replace(stage2.train, epochs=3))
+    with pytest.raises(ValueError, match=rf"--next-stage: the run has trained {3 * steps} steps and this stage's "
+                                         rf"train.epochs \(or train.max_steps\) ends at step {3 * steps}"):
+        train(stage3, run, resume=True, progress=False, dataset=data, new_stage=True)
+    assert run.config.read_text() == config_before and not run.stage_config(2).exists()

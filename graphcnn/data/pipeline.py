@@ -46,6 +46,7 @@ from graphcnn.data.sources import Split
 v1 = tf.compat.v1
 AUTOTUNE = tf.data.AUTOTUNE
 MEAN_FILE = "pixel_mean.npy"
+PIXEL_MEAN_VARIABLE = "input/pixel_mean"  # the training graph's mean image: float32 [H, W, C]
 EVAL_CACHE_BYTES = 1 << 30  # preprocessed in-memory evaluation splits kept between evaluations
 PREPROCESSING_FILE = "preprocessing.json"
 
@@ -304,7 +305,7 @@ class InputPipeline:
         """Create the ``input`` scope: iterators, placeholders and the pixel-mean variable."""
         h, w, c = self._size()
         with tf.name_scope("input"):
-            pixel_mean = v1.get_variable("input/pixel_mean", [h, w, c], tf.float32,
+            pixel_mean = v1.get_variable(PIXEL_MEAN_VARIABLE, [h, w, c], tf.float32,
                                          initializer=v1.zeros_initializer(), trainable=False)
             mean = pixel_mean if self.data.mean_subtraction else None
             with tf.name_scope("train_pipeline"):

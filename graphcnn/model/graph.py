@@ -80,7 +80,7 @@ def _outputs(logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     return logits, probabilities, classes
 
 
-def inference_graph(model: ModelConfig, num_classes: int, averaged_scopes: Sequence[str] | None = None
+def inference_graph(model: ModelConfig, num_classes: int, averaged_scopes: Sequence[Sequence[str]] | None = None
                     ) -> tuple[tf.Graph, v1.train.Saver]:
     """A graph of the forward pass alone, and a Saver over its variables, for serving.
 
@@ -91,10 +91,12 @@ def inference_graph(model: ModelConfig, num_classes: int, averaged_scopes: Seque
     run cold, it costs a fraction of the training graph (BENCHMARKS.md, Q5). It
     computes in float32 whatever ``train.precision`` was, so it runs on any machine.
 
-    ``averaged_scopes`` (a run with ``train.moving_average_decay``: its trainable scopes, ()
-    for all): the saver restores each trained weight from its moving average
-    (``<name>/ExponentialMovingAverage``), so a checkpoint of ``checkpoints/`` predicts as
-    validation measured it; ``best/`` holds the averages under the weights' own names.
+    ``averaged_scopes`` (a run with ``train.moving_average_decay``: the trainable scopes of
+    each of its stages, () for all): the saver restores each weight that every stage trained
+    from its moving average (``<name>/ExponentialMovingAverage``), so a checkpoint of
+    ``checkpoints/`` predicts as validation measured it; ``best/`` holds the averages under
+    the weights' own names. A weight only a later stage trains is read as itself: the earlier
+    stages' checkpoints have no average of it, and every checkpoint of the run must restore.
     """
     graph = tf.Graph()
     with graph.as_default():
@@ -107,7 +109,8 @@ def inference_graph(model: ModelConfig, num_classes: int, averaged_scopes: Seque
         _outputs(network(images, is_training, keep_rates).logits)
         variables: list | dict = v1.global_variables()
         if averaged_scopes is not None:
-            averaged = {v.op.name for v in trainable_variables(v1.trainable_variables(), averaged_scopes)}
+            averaged = set.intersection(*[{v.op.name for v in trainable_variables(v1.trainable_variables(), scopes)}
+                                          for scopes in averaged_scopes])
             variables = {(f"{v.op.name}/{AVERAGE_SUFFIX}" if v.op.name in averaged else v.op.name): v
                          for v in variables}
         saver = v1.train.Saver(variables, sharded=False)

@@ -27,11 +27,48 @@ ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor] | None] = {
     "linear": None,
 }
 
+# A truncated normal of at least this many values is drawn through the inverse CDF instead of
+# TensorFlow's TruncatedNormal op: the same distribution, about 2.8x faster (the op's Box-Muller
+# and rejection loop take 1.6 s for dog_breeds_vgg's 103 M-value fc1 on 2 Zen 4 cores, a
+# uniform draw and erfinv 0.6 s; BENCHMARKS.md). Smaller tensors keep the op, and with it the
+# numbers each seed has always given the presets' smaller networks.
+BIG_TRUNCATED_NORMAL = 1 << 23
+_TWO_SIGMA = math.erf(2 / math.sqrt(2))  # the share of N(0, 1) within +-2
+
+
+class TruncatedNormal:
+    """N(0, stddev^2) cut at +-2 stddev, as ``tf.compat.v1.truncated_normal_initializer``; with
+    ``fan_in_scale`` the stddev is ``sqrt(scale / fan_in)`` corrected for the cut, as
+    ``variance_scaling_initializer(scale, "fan_in", "truncated_normal")`` has it (He's init
+    with scale 2). Seeded by the graph-level seed, as those are."""
+
+    def __init__(self, stddev: float = 0.1, fan_in_scale: float | None = None):
+        self.stddev, self.fan_in_scale = stddev, fan_in_scale
+
+    def _op_initializer(self) -> Callable[..., tf.Tensor]:
+        if self.fan_in_scale is None:
+            return v1.truncated_normal_initializer(stddev=self.stddev)
+        return v1.variance_scaling_initializer(scale=self.fan_in_scale, mode="fan_in",
+                                               distribution="truncated_normal")
+
+    def __call__(self, shape, dtype=tf.float32, partition_info=None) -> tf.Tensor:
+        shape = [int(d) for d in shape]
+        if math.prod(shape) < BIG_TRUNCATED_NORMAL:
+            return self._op_initializer()(shape, dtype=dtype, partition_info=partition_info)
+        stddev = self.stddev
+        if self.fan_in_scale is not None:  # fan_in: everything but the output axis (kernel h * w * in)
+            # 0.8796... is the stddev of N(0, 1) cut at +-2, as variance_scaling_initializer divides by
+            stddev = math.sqrt(self.fan_in_scale / max(1, math.prod(shape[:-1]))) / 0.87962566103423978
+        # x = sqrt(2) erfinv(u) is N(0, 1) for u uniform in (-1, 1); u within +-erf(sqrt 2) cuts it at +-2
+        u = tf.random.uniform(shape, -_TWO_SIGMA, _TWO_SIGMA, dtype=tf.float32)
+        return tf.cast(tf.math.erfinv(u) * (math.sqrt(2.0) * stddev), dtype)
+
+
 # name -> stddev -> a new initializer; only truncated_normal reads the stddev
-INITIALIZERS: dict[str, Callable[[float], tf.keras.initializers.Initializer]] = {
-    "truncated_normal": lambda stddev: v1.truncated_normal_initializer(stddev=stddev),
+INITIALIZERS: dict[str, Callable[[float], Callable[..., tf.Tensor]]] = {
+    "truncated_normal": lambda stddev: TruncatedNormal(stddev),
     "glorot": lambda stddev: v1.glorot_uniform_initializer(),
-    "he": lambda stddev: v1.variance_scaling_initializer(scale=2.0, mode="fan_in", distribution="truncated_normal"),
+    "he": lambda stddev: TruncatedNormal(fan_in_scale=2.0),
 }
 
 # LayerConfig.pool -> the pooling op
@@ -43,7 +80,7 @@ def get_activation(name: str) -> Callable[[tf.Tensor], tf.Tensor] | None:
     return lookup(ACTIVATIONS, name, "activation")
 
 
-def get_initializer(name: str, stddev: float = 0.1) -> tf.keras.initializers.Initializer:
+def get_initializer(name: str, stddev: float = 0.1) -> Callable[..., tf.Tensor]:
     """Weight initializer by name: ``truncated_normal`` (stddev), ``glorot`` or ``he``."""
     return lookup(INITIALIZERS, name, "initializer")(stddev)
 

@@ -189,7 +189,7 @@ class Network:
             weight_decay = tf.add_n(terms) if terms else tf.constant(0.0)
         return NetworkOutput(logits, end_points, tuple(updates), penultimate, weight_decay, kernels, keras_layers)
 
-    def initializer(self, name: str) -> tf.keras.initializers.Initializer:
+    def initializer(self, name: str) -> Callable[..., tf.Tensor]:
         """The initializer called ``name``, or the model's default when ``name`` is empty."""
         return L.get_initializer(name or self.model.initializer, self.model.init_stddev)
 

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from graphcnn.model.scopes import scope_matches, variable_name
 from graphcnn.checkpoints import TRAINING_STATE_SCOPES, resolve_checkpoint, training_state_names
+from graphcnn.data.pipeline import PIXEL_MEAN_VARIABLE
 
 __all__ = [
     "InitFromCheckpoint", "Mismatch", "build_init_from_checkpoint", "training_state_names", "TRAINING_STATE_SCOPES",
@@ -57,7 +58,8 @@ def build_init_from_checkpoint(checkpoint: str, variables: Sequence[tf.Variable]
     Call inside the graph that holds ``variables`` (it creates the restore ops). Variables
     under ``exclude_scopes`` are not restored; nor is training state (global step,
     optimizer slots, the ``train`` scope; see :func:`training_state_names`), even when the
-    checkpoint has it; variables the checkpoint lacks (new layers) keep their initializers.
+    checkpoint has it, nor the mean image ``input/pixel_mean`` (the new run computes its own);
+    variables the checkpoint lacks (new layers) keep their initializers.
 
     Args:
         checkpoint: a file prefix, a directory with a ``checkpoint`` state file, or a run
@@ -82,7 +84,8 @@ def build_init_from_checkpoint(checkpoint: str, variables: Sequence[tf.Variable]
     ckpt_dtypes = reader.get_variable_to_dtype_map()
 
     variables = list(variables)
-    state_names = set() if training_state else training_state_names(variables)
+    # the mean image is the new run's own (its data, perhaps its input size): never another run's
+    state_names = set() if training_state else training_state_names(variables) | {PIXEL_MEAN_VARIABLE}
     restored, excluded, missing, training_state = [], [], [], []
     mismatched: list[Mismatch] = []
     dtype_notes: dict[str, str] = {}

@@ -31,7 +31,8 @@ from graphcnn.cluster import graph as cluster_graph
 from graphcnn.cluster.session import (AllReduceStopHook, ChiefSessionCreator, PsStopHook, WorkerSessionCreator,
                                       start_server)
 from graphcnn.cluster.spec import ClusterTask
-from graphcnn.checkpoints import CheckpointManager, export_inference_graph, lacks_variables, step_of
+from graphcnn.checkpoints import (CheckpointManager, checkpoints_on_disk, export_inference_graph,
+                                  lacks_variables, step_of)
 from graphcnn.config import Config
 from graphcnn.data.check import DataCheck, report_text
 from graphcnn.data.pipeline import InputPipeline, Preprocessing, augment_fn_for, compute_pixel_mean
@@ -96,10 +97,9 @@ class Prepared:
 
 def prepare(config: Config, run: RunDir | None, resume: bool, dataset: Dataset | None,
             cluster: ClusterTask | None = None) -> Prepared:
-    """Load the data; write config.json (new runs), the data report, and the checkpoint
-    folders' preprocessing.json and inference.meta (written before the first checkpoint, so
-    every checkpoint can be predicted from). A worker of a cluster trains on its shard of the
-    training split; only the chief writes (``run`` is None on the others)."""
+    """Load the data and resolve what the graph needs (steps, pixel mean, precision, devices).
+    A worker of a cluster trains on its shard of the training split. Writes nothing: the run's
+    files come once the graph is built (:func:`write_run_files`)."""
     tcfg = config.train
     if dataset is None:
         dataset = load_dataset(config.data, config.model.channels, size=config.model.input_size)
@@ -109,23 +109,6 @@ def prepare(config: Config, run: RunDir | None, resume: bool, dataset: Dataset |
     total_steps = tcfg.max_steps if tcfg.max_steps > 0 else tcfg.epochs * steps_per_epoch
     # the pixel mean of the whole training split: every worker normalizes alike
     mean = compute_pixel_mean(dataset.train, config.model) if config.data.mean_subtraction else None
-    if run is not None:
-        # the report `graphcnn data` writes: source, classes and counts, sizes, every bad or converted file
-        write_text_atomic(run.data_report, report_text(DataCheck(config, dataset.source, dataset, None)))
-        if not resume:
-            run.write_config(config)
-            write_run_root_summaries(config, run.root)  # TensorBoard's custom-scalars layout and HParams
-        preprocessing = Preprocessing(config.model.input_height, config.model.input_width, config.model.channels,
-                                      dataset.class_names, config.data.mean_subtraction,
-                                      *preprocessing_record(config.model.backbone),
-                                      test_time_flip=config.model.test_time_flip)
-        for directory in (run.checkpoints, run.best):
-            preprocessing.save(directory, mean)
-        if tcfg.moving_average_decay > 0:  # checkpoints/ predicts from the averages, best/ holds them as weights
-            export_inference_graph(*inference_graph(config.model, num_classes, tcfg.trainable_scopes),
-                                   [run.checkpoints])
-        export_inference_graph(*inference_graph(config.model, num_classes),
-                               [run.best] if tcfg.moving_average_decay > 0 else [run.checkpoints, run.best])
     log.info("data: %s; %d classes; train %d, validation %d, test %d; %d steps per epoch",
              dataset.name, num_classes, len(dataset.train), len(dataset.validation), len(dataset.test),
              steps_per_epoch)
@@ -156,6 +139,30 @@ def prepare(config: Config, run: RunDir | None, resume: bool, dataset: Dataset |
         log.info("devices: %s, one tower each (%d images per tower and step)", ", ".join(devices),
                  batch_size // len(devices))
     return Prepared(dataset, steps_per_epoch, total_steps, mean, precision, devices, batch_size, cluster)
+
+
+def write_run_files(config: Config, run: RunDir, data: Prepared, resume: bool) -> None:
+    """Write config.json (a new run), the data report, and the checkpoint folders'
+    preprocessing.json and inference.meta: once the graph is built (a stage that cannot start
+    leaves its run as it was), before the first checkpoint (every checkpoint can be predicted
+    from)."""
+    tcfg, dataset = config.train, data.dataset
+    # the report `graphcnn data` writes: source, classes and counts, sizes, every bad or converted file
+    write_text_atomic(run.data_report, report_text(DataCheck(config, dataset.source, dataset, None)))
+    if not resume:
+        run.write_config(config)
+        write_run_root_summaries(config, run.root)  # TensorBoard's custom-scalars layout and HParams
+    preprocessing = Preprocessing(config.model.input_height, config.model.input_width, config.model.channels,
+                                  dataset.class_names, config.data.mean_subtraction,
+                                  *preprocessing_record(config.model.backbone),
+                                  test_time_flip=config.model.test_time_flip)
+    for directory in (run.checkpoints, run.best):
+        preprocessing.save(directory, data.pixel_mean)
+    if tcfg.moving_average_decay > 0:  # checkpoints/ predicts from the averages, best/ holds them as weights
+        stages = [*run.stage_trainable_scopes(), tcfg.trainable_scopes] if resume else [tcfg.trainable_scopes]
+        export_inference_graph(*inference_graph(config.model, data.num_classes, stages), [run.checkpoints])
+    export_inference_graph(*inference_graph(config.model, data.num_classes),
+                           [run.best] if tcfg.moving_average_decay > 0 else [run.checkpoints, run.best])
 
 
 def _worker_share(dataset: Dataset, batch_size: int, task: ClusterTask) -> tuple[Dataset, int]:
@@ -237,7 +244,9 @@ def build(config: Config, run: RunDir | None, data: Prepared, resume: bool, new_
         # (a cluster's other workers get the variables from the chief: run is None there)
         by_name = run is not None and (new_stage or (
             resume and run.stage > 1 and lacks_variables(run.checkpoints, v1.global_variables())))
-        fresh = run is not None and not resume  # --init-from applies to a new run's first session
+        # --init-from applies to a new run's first session, and to a resumed run that has no
+        # checkpoint yet (killed in its first epoch): it starts again as it first started
+        fresh = run is not None and (not resume or not checkpoints_on_disk(run.checkpoints))
         if by_name:
             init_from = build_init_from_checkpoint(str(run.checkpoints), v1.global_variables(), training_state=True)
         elif fresh and tcfg.init_from.startswith(KERAS_PREFIX):
@@ -297,7 +306,8 @@ class RunSessionCreator(v1.train.SessionCreator):
         self.restored = None if self.by_name else b.checkpoints.restore_latest(sess)
         if self.restored is None:
             if self.resume and not self.by_name:
-                log.warning("no checkpoint in %s: starting from scratch", b.checkpoints.checkpoint_dir)
+                log.warning("no checkpoint in %s: starting from %s", b.checkpoints.checkpoint_dir,
+                            "scratch" if b.init_from is None else f"{b.init_from.checkpoint_path} again")
             sess.run(b.init_op)
             if b.init_from is not None:
                 b.init_from.init_fn(sess)
@@ -335,7 +345,7 @@ class LoopHooks(NamedTuple):
 
 
 def loop_hooks(config: Config, run: RunDir | None, data: Prepared, b: Built, signals: StopSignals, progress: bool,
-               extra: Sequence[v1.train.SessionRunHook]) -> LoopHooks:
+               extra: Sequence[v1.train.SessionRunHook], new_stage: bool = False) -> LoopHooks:
     """The built-in hooks, then ``extra``. The clock comes first (the others read its step);
     validation comes before the latest checkpoint, so the final one is saved after the final
     validation has set the learning-rate scale. A cluster's other workers (``run`` None) only
@@ -350,7 +360,8 @@ def loop_hooks(config: Config, run: RunDir | None, data: Prepared, b: Built, sig
     monitor = tcfg.early_stopping.monitor
     plateau = PlateauReducer(tcfg.schedule, "max" if monitor == "accuracy" else "min", base_rate=tcfg.learning_rate)
     # restores their state on resume
-    metrics = MetricsLog(run, data.steps_per_epoch, data.num_classes, early, plateau, b.checkpoints, clock)
+    metrics = MetricsLog(run, data.steps_per_epoch, data.num_classes, early, plateau, b.checkpoints, clock,
+                         b.g.learning_rate_scale, new_stage)
     early_hook = EarlyStoppingHook(early)
     listeners: list[Any] = [*b.views.listeners(b.val_writer, clock), early_hook,
                             BestCheckpoint(b.checkpoints, early, run, guard=signals.saving)]
@@ -541,12 +552,16 @@ def train(config: Config, run: RunDir | None, *, resume: bool = False, progress:
         session_config, finish_config = (cluster_graph.session_config(cluster, session_config, peers)
                                          for peers in (True, False))
     b = build(config, run, data, resume, new_stage)
-    if new_stage:  # once its graph is built: a stage that cannot start leaves the run as it was
+    if new_stage:
+        _check_stage_trains(run, data.total_steps)
+    if run is not None:  # once the graph is built: a stage that cannot start leaves the run as it was
+        write_run_files(config, run, data, resume)
+    if new_stage:
         log.info("stage %d of this run begins", run.start_stage(config))
     target = server.target if server is not None else ""
     try:
         with StopSignals() as signals, logging_redirect_tqdm([logging.getLogger("graphcnn")]):
-            loop = loop_hooks(config, run, data, b, signals, progress, hooks)
+            loop = loop_hooks(config, run, data, b, signals, progress, hooks, new_stage)
             creator = session_creator(b, data, resume, session_config, target)
             with b.graph.as_default():
                 try:
@@ -563,6 +578,17 @@ def train(config: Config, run: RunDir | None, *, resume: bool = False, progress:
         for writer in (b.train_writer, b.val_writer):
             if writer is not None:
                 writer.close()
+
+
+def _check_stage_trains(run: RunDir, total_steps: int) -> None:
+    """A new stage goes on from the run's step: refuse one whose train.epochs (or max_steps)
+    ends at or before it, which would train nothing."""
+    latest = checkpoints_on_disk(run.checkpoints)
+    done = step_of(latest[-1]) if latest else 0
+    if done is not None and total_steps <= done:
+        raise ValueError(f"--next-stage: the run has trained {done} steps and this stage's train.epochs (or "
+                         f"train.max_steps) ends at step {total_steps}; a stage goes on from the run's step, so "
+                         "raise train.epochs to the epochs of every stage together")
 
 
 def session_creator(b: Built, data: Prepared, resume: bool, config: v1.ConfigProto | None,

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager, Protocol, Sequence
+from typing import Any, Callable, ContextManager, Protocol, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -249,12 +249,20 @@ class MetricsLog(v1.train.SessionRunHook):
     checkpoint a resume restores has its state (validating every few steps between epoch
     checkpoints makes many). For the same reason the metrics lines past the restored step are
     dropped on resume: the run writes them again.
+
+    ``new_stage``: a stage of transfer learning begins (``--next-stage``). As a new Keras
+    ``fit()`` with new callbacks, it gets its own patience: the early-stopping and plateau
+    counts start again (their best so far stays: ``best/`` is the run's best) and the learning
+    rate is the stage's own (``scale`` back to 1). That state is recorded at the stage's first
+    step, so a resume before the stage's first checkpoint starts the stage the same way.
     """
 
     def __init__(self, run: RunDir, steps_per_epoch: int, num_classes: int, early: EarlyStopping,
-                 plateau: PlateauReducer, checkpoints: CheckpointManager, clock: StepClock):
+                 plateau: PlateauReducer, checkpoints: CheckpointManager, clock: StepClock,
+                 scale: tf.Variable | None = None, new_stage: bool = False):
         self.run, self.steps_per_epoch, self.num_classes = run, steps_per_epoch, num_classes
         self.early, self.plateau, self.checkpoints, self.clock = early, plateau, checkpoints, clock
+        self.scale, self.new_stage = scale, new_stage
         self._states: list[dict] = []
         self.last_validated = -1  # the step of the last validation on record
 
@@ -268,6 +276,13 @@ class MetricsLog(v1.train.SessionRunHook):
         if usable:
             self.early.load_state_dict(usable[-1]["early_stopping"])
             self.plateau.load_state_dict(usable[-1]["plateau"])
+        if self.new_stage:
+            self.new_stage = False  # once: a recovered session is the same stage
+            self.early.wait = self.plateau.wait = 0
+            self._record_state(step, stage_start=True)
+        starts = self._states[-1] if self._states else {}
+        if starts.get("stage_start") and starts.get("step") == step and self.scale is not None:
+            self.scale.load(1.0, session)  # the last stage's checkpoint holds its own scale
         dropped = self.run.drop_metrics_after(step)
         self.last_validated = max((r["step"] for r in self.run.read_metrics() if r.get("split") == "validation"),
                                   default=-1)
@@ -281,9 +296,12 @@ class MetricsLog(v1.train.SessionRunHook):
                                  "loss": result.loss, "accuracy": result.accuracy,
                                  "best": self.checkpoints.best_step == step,
                                  "confusion": result.confusion(self.num_classes).tolist()})
+        self._record_state(step)
+
+    def _record_state(self, step: int, **extra: Any) -> None:
         self._states = [s for s in self._states if s.get("step", -1) < step]
         self._states.append({"step": step, "early_stopping": self.early.state_dict(),
-                             "plateau": self.plateau.state_dict()})
+                             "plateau": self.plateau.state_dict(), **extra})
         self._states = states_to_keep(self._states, checkpoints_on_disk(self.checkpoints.checkpoint_dir))
         self.run.write_state({"states": self._states})
 

@@ -183,6 +183,15 @@ class ProjectorHook(v1.train.SessionRunHook):
             log.warning("projector export failed: %s", err)
 
 
+def last_block(end_points: Mapping[str, tf.Tensor]) -> str | None:
+    """The last end point of a backbone that is a feature map and not a pool (``vgg16/conv5/conv5_3``,
+    ``resnet50/conv5/block3``, ``inception_v3/mixed10``, ``mobilenet_v2/conv_last``): the layer
+    Grad-CAM is usually shown for, as in Keras's examples. None without a backbone."""
+    blocks = [name for name, t in end_points.items()
+              if "/" in name and t.shape.rank == 4 and "pool" not in name.rsplit("/", 1)[-1]]
+    return blocks[-1] if blocks else None
+
+
 class TensorBoardViews:
     """The trainer's entry point: ops at graph-building time, hooks and listeners after."""
 
@@ -195,11 +204,13 @@ class TensorBoardViews:
         kinds["logits"] = "dense"
         self.ops = build_view_ops(g.gradients if cfg.gradients_every > 0 else [], g.net.end_points, kinds,
                                   cfg.activations_every > 0, self.probe_count)
+        # Grad-CAM's layer: the head's last conv, else a backbone's last block (its features)
         convs = [name for name, kind in kinds.items() if kind == "conv"]
+        layer = convs[-1] if convs else last_block(g.net.end_points)
         # Grad-CAM's gradient ops, built once here (before the graph is finalized); they run only
         # when the validation view fetches them, in inference mode (the inputs' defaults)
-        self.gradcam = (gradcam_ops(g.inputs.images, g.logits, g.net.end_points[convs[-1]])
-                        if cfg.gradcam and convs and len(dataset.validation) else None)
+        self.gradcam = (gradcam_ops(g.inputs.images, g.logits, g.net.end_points[layer])
+                        if cfg.gradcam and layer and len(dataset.validation) else None)
         self._projector: ProjectorHook | None = None
 
     def projector(self, clock: StepClock) -> ProjectorHook | None:
