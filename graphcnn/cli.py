@@ -77,6 +77,14 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--task", type=int, default=None, help="with --cluster FILE: this task's index in its job")
 
 
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535."""
+    value = _at_least_one(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {value}")
+    return value
+
+
 def _at_least_one(text: str) -> int:
     """An argparse type: an integer of 1 or more (argparse's own error line otherwise, exit 2)."""
     try:
@@ -181,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "graphcnn cluster-local --ps 1 --workers 2 -- --preset cats_dogs_150 --data DIR")
     cl.add_argument("--ps", type=int, default=1, help="parameter-server tasks; 0: synchronous all-reduce (default: 1)")
     cl.add_argument("--workers", type=int, default=2, help="worker tasks; worker 0 is the chief (default: 2)")
-    cl.add_argument("--port", type=int, default=None,
+    cl.add_argument("--port", type=_port, default=None,
                     help="first of the consecutive ports the tasks listen on (default: free ports)")
     cl.add_argument("train_args", nargs=argparse.REMAINDER, metavar="-- TRAIN_ARGS",
                     help="the `graphcnn train` options of every task, after --")
@@ -223,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(d, data=False, finetune=False)
     d.add_argument("--out", default="data_check", help="folder for samples.png and data_report.txt "
                                                       "(default: ./data_check)")
-    d.add_argument("--per-class", type=int, default=8, help="samples per class in samples.png (default: 8)")
+    d.add_argument("--per-class", type=_at_least_one, default=8, help="samples per class in samples.png (default: 8)")
 
     a = sub.add_parser("augment-preview", help="write a PNG grid of augmented training samples",
                        description="Write a PNG grid: each row a training image (the column labelled "
@@ -239,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tb = sub.add_parser("tensorboard", help="run TensorBoard on a run (or a folder of runs), keeping every image")
     tb.add_argument("logdir", nargs="?", default=DEFAULT_LOGDIR, help="run directory or parent folder (default: logs)")
-    tb.add_argument("--port", type=int, default=6006)
+    tb.add_argument("--port", type=_port, default=6006)
     tb.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default, this machine only) or 0.0.0.0")
 
     fl = sub.add_parser("filters", help="filter snapshots from a run's events as PNG frames + animated PNG/GIF")
@@ -428,7 +436,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
              "top_k": [{"class": c, "probability": q} for c, q in pr.top_k] if pr else [], "error": err}
             for f, pr, err in result.rows], indent=2))
     elif args.format == "csv":
-        w = csv.writer(sys.stdout)
+        w = csv.writer(sys.stdout, lineterminator="\n")  # as evaluate writes, and every other line
         w.writerow(["file", "class", "probability"]
                    + [f"top{i + 1}_{key}" for i in range(k) for key in ("class", "probability")] + ["error"])
         for f, pr, err in result.rows:
@@ -625,6 +633,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the command ``args.command`` of parsed arguments (:func:`main`, the tutorial scripts)."""
     verbose = getattr(args, "verbose", False)
     runtime.configure(verbose=verbose)  # before TensorFlow is imported; quiets its Python loggers
+    # a file name that is not UTF-8 (Latin-1 bytes) is printed as its own bytes, as ls does
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(errors="surrogateescape")
     runtime.configure_logging()
     with runtime.native_stderr_filter(enabled=not verbose), runtime.terminate_as_interrupt():
         try:

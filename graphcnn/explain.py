@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -399,7 +400,7 @@ class Explainer(Predictor):
             good, fitted = [], []
             for f in names[start:start + batch_size]:
                 try:
-                    fitted.append(self.sess.run(self._single, {self._path: f}))
+                    fitted.append(self.sess.run(self._single, {self._path: os.fsencode(f)}))
                     good.append(f)
                 except tf.errors.OpError as err:
                     errors.append((f, clean_message(err.message)))

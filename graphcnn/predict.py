@@ -33,7 +33,7 @@ import tensorflow as tf
 from graphcnn.data import scan
 from graphcnn.checkpoints import load_first, serving_meta_graph
 from graphcnn.data.pipeline import Preprocessing, fit_images, no_autotune, preprocess
-from graphcnn.data.sources import IMAGE_EXTENSIONS, DataError
+from graphcnn.data.sources import IMAGE_EXTENSIONS, DataError, walk_image_files
 from graphcnn.model.precision import inference_session_config, resolve_precision
 
 v1 = tf.compat.v1
@@ -84,21 +84,23 @@ def _without_wrong_colours(result: FileResults) -> FileResults:
 
 
 def collect_image_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Image files named directly, or found (recursively, sorted) in the folders named; a
-    ``DataError`` when there are none (a command's bad input, exit 2)."""
+    """Image files named directly, or found in the folders named as training finds them
+    (recursively, sorted, links followed, hidden entries skipped: macOS's ``._x.jpg`` is no
+    image); a ``DataError`` when there are none (a command's bad input, exit 2)."""
     paths = list(paths)
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             unreadable: list[OSError] = []
-            found = []
-            for directory, _subdirs, names in os.walk(p, onerror=unreadable.append):
-                found += [Path(directory, n) for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+            found, skipped, _again = walk_image_files(p, onerror=unreadable.append)
             if unreadable:  # rglob would skip such a folder without a word
                 err = unreadable[0]
                 raise DataError(f"cannot read folder {err.filename}: {err.strerror}"
                                 + (f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""))
-            files.extend(sorted(f for f in found if f.is_file()))
+            if skipped:
+                log.info("%s: %d entries skipped (not %s files, or hidden)", p, len(skipped),
+                         "/".join(IMAGE_EXTENSIONS))
+            files.extend(f for f in found if f.is_file())
         elif p.is_file():
             files.append(p)
         else:
@@ -245,7 +247,8 @@ class Predictor:
         if len(names) == 1 and not split_timing:  # the usual CLI call: one graph pruning, not two
             start = time.perf_counter()
             try:
-                probs, *info = self.sess.run([self.probabilities, *self._single_info], {self._path: names[0]})
+                probs, *info = self.sess.run([self.probabilities, *self._single_info],
+                                             {self._path: os.fsencode(names[0])})
             except tf.errors.OpError as err:
                 result.rows.append((names[0], None, scan.describe_failure(names[0], err.message)))
             else:
@@ -255,7 +258,9 @@ class Predictor:
             return _without_wrong_colours(result)
         found: dict[int, Prediction] = {}
         if names:
-            self.sess.run(self._files_init, {self._paths: names, self._batch_size: batch_size})
+            # bytes: the file system's names, UTF-8 or not
+            self.sess.run(self._files_init, {self._paths: [os.fsencode(n) for n in names],
+                                             self._batch_size: batch_size})
         while names:
             start = time.perf_counter()
             try:
@@ -278,7 +283,7 @@ class Predictor:
     def _why_unreadable(self, path: str) -> str:
         """The decoder's own words for a file the pipeline left out (decoded again, alone)."""
         try:
-            self.sess.run(self._single, {self._path: path})
+            self.sess.run(self._single, {self._path: os.fsencode(path)})
         except tf.errors.OpError as err:
             return scan.describe_failure(path, err.message)
         return "could not be read while predicting (it reads now: changed meanwhile?)"

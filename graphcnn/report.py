@@ -25,6 +25,9 @@ global state and no display is touched.
 from __future__ import annotations
 
 import json
+import re
+import textwrap
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -38,6 +41,7 @@ from graphcnn.run_dir import RunDir, RunDirError
 from graphcnn.tensorboard.events import read_images, read_scalars
 
 DPI = 100
+MANY_CLASSES = 30  # more: class names in 6 pt, upright (_class_ticks)
 TRAIN_COLOR, VALIDATION_COLOR = "tab:orange", "tab:blue"  # TensorBoard's colours of the two runs
 Series = tuple[str, np.ndarray, np.ndarray]  # (legend label, steps, values)
 
@@ -97,10 +101,15 @@ def precision_recall(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _class_ticks(axis, names: Sequence[str], which: str) -> None:
-    """Full class names as tick labels; long column names slanted so they never overlap."""
+    """Full class names as tick labels; long column names slanted so they never overlap, and
+    many classes (dog breeds: 120) in small upright columns: a figure at its size cap gives
+    each about 16 px, room for 6 pt text turned 90 degrees, not for a 45-degree slant."""
     ticks = range(len(names))
+    many = len(names) > MANY_CLASSES
     if which == "y":
-        axis.set_yticks(ticks, names)
+        axis.set_yticks(ticks, names, fontsize=6 if many else None)
+    elif many:
+        axis.set_xticks(ticks, names, rotation=90, fontsize=6)
     elif max(len(n) for n in names) * len(names) > 60:  # slanted
         axis.set_xticks(ticks, names, rotation=45, ha="right", rotation_mode="anchor")
     else:
@@ -150,8 +159,9 @@ def confusion_figure(matrix: np.ndarray, names: Sequence[str], step: int) -> Fig
     _class_ticks(axis, names, "y")
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
-    # padded: a title wider than a narrow matrix (long class names) clears the colour bar's top label
-    axis.set_title(f"confusion matrix (validation, step {step})", pad=14)
+    # the figure's title, not the axis's: long class names leave a narrow matrix that a title
+    # centred over it would overrun
+    figure.suptitle(f"confusion matrix (validation, step {step})")
     return figure
 
 
@@ -169,13 +179,13 @@ def per_class_figure(matrix: np.ndarray, names: Sequence[str], step: int) -> Fig
         for group in bars:
             axis.bar_label(group, fmt="%.2f", fontsize=8, padding=2)
     _class_ticks(axis, names, "x")
-    axis.set_ylim(0, 1.25)  # room above 1.0 for the values and the legend
+    axis.set_ylim(0, 1.12)  # room above 1.0 for the values
     axis.set_yticks(np.linspace(0.0, 1.0, 6))
     axis.set_xlabel("class")
     axis.set_ylabel("precision / recall")
-    axis.set_title(f"per-class precision and recall (validation, step {step})")
     axis.grid(True, axis="y", alpha=0.3)
-    axis.legend(loc="upper center", ncols=2)  # in the band above 1.0: never over a bar
+    figure.suptitle(f"per-class precision and recall (validation, step {step})")
+    figure.legend(loc="outside right center")  # beside the chart: never over a bar, its value or the title
     return figure
 
 
@@ -199,8 +209,7 @@ def write_report(run_path: str | Path, raw: bool = False) -> list[Path]:
     docstring) and return their paths. Raises RunDirError for a folder that is not a run and
     ValueError for a run with nothing logged yet."""
     run = RunDir.open(run_path)
-    out = run.report
-    out.mkdir(exist_ok=True)
+    out = run.report  # made with the first figure: a run with nothing to draw gets no empty folder
     train = read_scalars(run.train_logs)
     records = [r for r in run.read_metrics() if r.get("split") == "validation"]
     by_step = _validation_by_step(run, records)
@@ -208,8 +217,8 @@ def write_report(run_path: str | Path, raw: bool = False) -> list[Path]:
     written: list[Path] = []
 
     def save(figure: Figure, name: str) -> None:
-        FigureCanvasAgg(figure)  # attaches itself to the figure: render with Agg, whatever the backend
-        figure.savefig(out / name, dpi=DPI)
+        out.mkdir(exist_ok=True)
+        _save(figure, out / name)
         written.append(out / name)
 
     for metric in ("loss", "accuracy"):
@@ -238,6 +247,7 @@ def write_report(run_path: str | Path, raw: bool = False) -> list[Path]:
         logged = read_images(run.validation_logs, "confusion_matrix").get("confusion_matrix")
         if logged:
             path = out / "confusion_matrix.png"
+            out.mkdir(exist_ok=True)
             path.write_bytes(logged[-1][1])
             written.append(path)
     if not written:
@@ -263,7 +273,8 @@ class RunCurves(NamedTuple):
 def _graphcnn_curves(run: RunDir, label: str) -> RunCurves:
     records = [r for r in run.read_metrics() if r.get("split") == "validation" and "epoch" in r]
     if not records:
-        raise ValueError(f"{run.root} has no validation records with an epoch in metrics.jsonl yet")
+        raise ValueError(f"{run.root} has no validation records with an epoch in metrics.jsonl (trained without "
+                         "a validation split, or not validated yet): nothing to draw by epoch")
     steps = [int(r["step"]) for r in records]
     epoch_of = {int(r["step"]): float(r["epoch"]) for r in records}
     train_scalars = read_scalars(run.train_logs)
@@ -361,12 +372,16 @@ def comparison_figure(runs: Sequence[RunCurves]) -> Figure:
         axis.set_ylabel(metric)
         axis.set_title(f"{metric} by epoch")
         axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=8)
+    # one legend for both charts (they have the same runs and curves), below them: with many
+    # runs (a sweep) a legend inside a chart covers its curves
+    handles, labels = max((a.get_legend_handles_labels() for a in (accuracy_axis, loss_axis)), key=lambda h: len(h[1]))
+    if handles:
+        figure.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize=8)
     rows = np.arange(len(runs))
     tests = [run.test_accuracy for run in runs]
     bars = test_axis.barh(rows, [t or 0.0 for t in tests], color=[f"C{i}" for i in rows])
     test_axis.bar_label(bars, [f"{t:.4f}" if t is not None else "not recorded" for t in tests], padding=4)
-    test_axis.set_yticks(rows, [run.label for run in runs])
+    test_axis.set_yticks(rows, [_wrap(run.label) for run in runs])  # sweep runs have long names
     test_axis.invert_yaxis()  # the first run on top, as in the legends
     test_axis.set_xlim(0, 1.3)  # room right of a bar at 1.0 for its value
     test_axis.set_xticks(np.linspace(0.0, 1.0, 6))
@@ -374,6 +389,17 @@ def comparison_figure(runs: Sequence[RunCurves]) -> Figure:
     test_axis.set_title("test accuracy")
     test_axis.grid(True, axis="x", alpha=0.3)
     return figure
+
+
+def _wrap(label: str, width: int = 28) -> str:
+    """``label`` in lines of about ``width``, broken after commas (a sweep run's
+    ``learning_rate=0.001,batch_size=64``), a part longer than that broken where it must."""
+    lines = [""]
+    for part in re.split(r"(?<=,)", label):
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(textwrap.fill(line, width, break_on_hyphens=False) for line in lines)
 
 
 def write_comparison(run_path: str | Path, others: Sequence[str | Path]) -> tuple[Path, list[RunCurves]]:
@@ -387,7 +413,15 @@ def write_comparison(run_path: str | Path, others: Sequence[str | Path]) -> tupl
     runs = [read_curves(p, label) for p, label in zip(paths, labels)]
     run.report.mkdir(exist_ok=True)
     figure = comparison_figure(runs)
-    FigureCanvasAgg(figure)
     out = run.report / "compare.png"
-    figure.savefig(out, dpi=DPI)
+    _save(figure, out)
     return out, runs
+
+
+def _save(figure: Figure, path: Path) -> None:
+    FigureCanvasAgg(figure)  # attaches itself to the figure: render with Agg, whatever the backend
+    with warnings.catch_warnings():
+        # a class name in a script DejaVu Sans lacks (CJK) is drawn with boxes; matplotlib's
+        # warning per glyph, with its source line, is not for graphcnn's users
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
+        figure.savefig(path, dpi=DPI)

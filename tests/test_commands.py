@@ -216,6 +216,7 @@ def test_predict_csv_and_json_have_a_row_per_file_with_errors(folder_run, predic
     folder = predict_files["good"].parent
     assert cli.main(["predict", str(run), str(folder), "--format", "csv", "--top-k", "2"]) == 1
     out, err = capsys.readouterr()
+    assert "\r" not in out  # lines end in \n, as evaluate's
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [Path(r["file"]).name for r in rows] == sorted(p.name for p in predict_files.values())
     assert list(rows[0]) == ["file", "class", "probability", "top1_class", "top1_probability", "top2_class",
@@ -337,6 +338,57 @@ def test_a_folder_that_cannot_be_read_is_named_not_skipped(tmp_path, monkeypatch
     monkeypatch.setattr(os, "scandir", refusing)
     with pytest.raises(DataError, match=rf"^cannot read folder {locked}: Permission denied$"):
         collect_image_files([tmp_path / "p"])
+
+
+def test_predict_reads_a_folder_as_training_does_and_any_file_name(folder_run, tmp_path, capsys):
+    """Hidden entries skipped (macOS's ._x.jpg is no image), linked folders followed, and a
+    file name that is not UTF-8 (Latin-1 bytes) predicted like any other."""
+    run, _ = folder_run
+    folder = tmp_path / "p"
+    write_image(folder / "a.png", pattern(0))
+    (folder / "._a.png").write_bytes(b"\0\5\26\7Mac OS X")
+    write_image(folder / ".thumbnails" / "t.png", pattern(1))
+    write_image(tmp_path / "elsewhere" / "linked.png", pattern(2))
+    (folder / "link").symlink_to(tmp_path / "elsewhere")
+    latin1 = os.fsdecode(bytes(folder) + b"/caf\xe9.png")
+    write_image(Path(latin1), pattern(3))
+    assert cli.main(["predict", str(run), str(folder), "--format", "json"]) == 0  # JSON escapes the odd byte
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted(os.path.relpath(r["file"], folder) for r in rows) == sorted(
+        ["a.png", os.path.join("link", "linked.png"), os.path.relpath(latin1, folder)])
+    assert all(r["error"] is None and r["class"] in ("a", "b") for r in rows)
+
+
+def test_export_explain_and_latest_through_the_command_line(folder_run, predict_files, tmp_path, monkeypatch,
+                                                           capsys):
+    """The commands as a user types them (test_export.py compares what they export with predict):
+    export writes a SavedModel and a TFLite file, explain --class draws that class's map, and
+    --latest reaches every command that restores a checkpoint."""
+    from graphcnn import predict as P
+
+    run, _ = folder_run
+    good = str(predict_files["good"])
+    assert cli.main(["export", str(run), "--out", str(tmp_path / "model" / "1")]) == 0
+    assert (tmp_path / "model" / "1" / "saved_model.pb").exists() and "signatures" in capsys.readouterr().out
+    assert cli.main(["export", str(run), "--format", "tflite", "--out", str(tmp_path / "model.tflite")]) == 0
+    assert (tmp_path / "model.tflite").stat().st_size > 0
+    assert cli.main(["explain", str(run), good, "--class", "b", "--out", str(tmp_path / "why")]) == 0
+    (png,) = (tmp_path / "why").glob("*.png")
+    assert png.name.startswith("1_good_b_")
+    capsys.readouterr()
+
+    chosen = []
+    restore = P.Predictor.__init__
+
+    def spy(self, checkpoint, prefer_best=True, *args, **kwargs):
+        chosen.append(prefer_best)
+        restore(self, checkpoint, prefer_best, *args, **kwargs)
+
+    monkeypatch.setattr(P.Predictor, "__init__", spy)
+    for argv in (["predict", str(run), good], ["evaluate", str(run)], ["explain", str(run), good, "--out",
+                                                                      str(tmp_path / "why2")]):
+        assert cli.main([*argv, "--latest"]) == 0, argv
+    assert chosen == [False, False, False]
 
 
 def test_a_logdir_or_out_that_is_a_file_is_bad_input(tmp_path, tiny_config_file, capsys):

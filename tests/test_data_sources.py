@@ -194,6 +194,17 @@ def test_folder_training_set_test_set_layout(tmp_path, caplog):
     assert {r.getMessage() for r in caplog.records} == set(ds.warnings)
 
 
+def test_a_file_in_both_the_training_and_the_test_tree_is_an_error(tmp_path):
+    """The guard against a test accuracy measured on training images: a file reached from both
+    trees (here a symbolic link) is named, with the tree it was found in."""
+    make_tree(tmp_path / "training_set", {"cats": 4, "dogs": 4})
+    make_tree(tmp_path / "test_set", {"cats": 2, "dogs": 2})
+    leak = tmp_path / "test_set" / "cats" / "leaked.png"
+    os.symlink(tmp_path / "training_set" / "cats" / "cats_00.png", leak)
+    with pytest.raises(DataError, match=rf"1 file\(s\) are in both the training and the test tree:\n.*{leak}"):
+        load_dataset(cfg(tmp_path, validation_fraction=0.25), channels=1)
+
+
 def test_folder_separate_test_path_and_class_mismatch(tmp_path):
     make_tree(tmp_path / "train", {"a": 4, "b": 4})
     make_tree(tmp_path / "test", {"a": 2, "b": 2})

@@ -505,6 +505,12 @@ def test_sweep_exit_codes_and_a_failed_sweep_leaves_nothing(cli_setup, tmp_path,
     assert cli.main(["train", *args, "--name", "badgrid", "--data", str(tmp_path / "missing"), *sweep]) == 2
     assert len(_error_lines(capsys.readouterr().err)) == 1 and not (logs / "badgrid").exists()
     assert cli.main(["train", *args, "--name", "..", *sweep]) == 2
+    capsys.readouterr()
+    # two points that would be one folder: refused before the first trains
+    assert cli.main(["train", *args, "--name", "twice", "--sweep", "data.path=/a b,/a_b"]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "grid points (data.path=/a b) and (data.path=/a_b) would both be the run path=_a_b" in line
+    assert not (logs / "twice").exists()
 
 
 @pytest.mark.parametrize("data", ["missing", "/dev/null", "X.pickle"])
@@ -650,7 +656,7 @@ def test_exit_130_interrupted_with_a_checkpoint(cli_setup, capsys):
     sender = threading.Thread(target=send_sigterm_once_training, daemon=True)
     sender.start()
     try:
-        code = cli.main(["train", *args, "--name", "stopped", "--set", "train.epochs=100000"])
+        code = cli.main(["train", *args, "--name", "stopped", "--set", "train.epochs=400"])  # bounded: fails, not hangs
     finally:
         done.set()
         sender.join(5)

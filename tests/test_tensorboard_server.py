@@ -296,7 +296,6 @@ def test_launcher_prints_the_address_once_warm_and_sigterm_stops_tensorboard(run
         assert get_json(url, "/data/plugin/projector/runs") == ["train"]
         children = descendants(launcher.pid)
         assert children  # TensorBoard (and its data server)
-        started = time.monotonic()
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(timeout=30) == 128 + signal.SIGTERM
         deadline = time.monotonic() + 10
@@ -304,7 +303,6 @@ def test_launcher_prints_the_address_once_warm_and_sigterm_stops_tensorboard(run
             time.sleep(0.1)
         assert not [p for p in children if alive(p)], "TensorBoard left running"
         assert port_free(port)
-        assert time.monotonic() - started < 20
     finally:
         if launcher.poll() is None:
             launcher.kill()

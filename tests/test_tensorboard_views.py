@@ -310,9 +310,7 @@ def test_stop_ends_the_whole_process_group():
     process = launcher.spawn([sys.executable, "-c", code], stdout=subprocess.PIPE)
     try:
         grandchild = int(process.stdout.readline())
-        started = time.monotonic()
-        assert launcher.stop(process, timeout=5) == -signal.SIGTERM
-        assert time.monotonic() - started < 5
+        assert launcher.stop(process, timeout=5) == -signal.SIGTERM  # SIGTERM's code: no SIGKILL was needed
         deadline = time.monotonic() + 5
         while alive(grandchild) and time.monotonic() < deadline:
             time.sleep(0.05)

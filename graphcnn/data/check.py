@@ -10,6 +10,7 @@ grid of samples, a row per class, as the model sees them.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass
 
@@ -227,7 +228,7 @@ def _decode_samples(items: list[tuple[Split, int]], config: Config) -> np.ndarra
         if items[0][0].images is not None:  # a dataset holds arrays of one size, or files
             x = fit_images(tf.constant(np.stack([s.images[i] for s, i in items])), h, w, c)
         else:
-            files = tf.data.Dataset.from_tensor_slices([s.paths[i] for s, i in items])
+            files = tf.data.Dataset.from_tensor_slices([os.fsencode(s.paths[i]) for s, i in items])
             x = tf.compat.v1.data.make_one_shot_iterator(
                 files.map(lambda p: decode_file(p, h, w, c), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                 .batch(len(items))).get_next()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -341,7 +342,8 @@ class InputPipeline:
     # -- session-time ---------------------------------------------------------------
     def _feed(self, scope: str, split: Split) -> dict:
         paths_ph, labels_ph = self._split_placeholders[scope]
-        return {paths_ph: np.asarray(split.paths, dtype=object), labels_ph: split.labels}
+        # as bytes, the file system's own: a name that is not UTF-8 (a Latin-1 é) is no valid str for TensorFlow
+        return {paths_ph: np.asarray([os.fsencode(p) for p in split.paths], dtype=object), labels_ph: split.labels}
 
     def initialize(self, sess: v1.Session, start_step: int = 0) -> None:
         """Start the training iterator (the arrays are copied into the graph once).
@@ -407,7 +409,7 @@ def compute_pixel_mean(split: Split, model: ModelConfig, batch_size: int = 256) 
         if split.images is not None:
             ds = tf.data.Dataset.from_tensor_slices(split.images)
         else:
-            ds = tf.data.Dataset.from_tensor_slices(list(split.paths)).map(
+            ds = tf.data.Dataset.from_tensor_slices([os.fsencode(p) for p in split.paths]).map(
                 lambda p: decode_file(p, h, w, c), num_parallel_calls=AUTOTUNE)
         ds = ds.batch(batch_size).map(lambda x: tf.reduce_sum(preprocess(x, h, w, c, None), axis=0))
         total = ds.reduce(tf.zeros([h, w, c]), lambda acc, s: acc + s)

@@ -903,12 +903,15 @@ def _class_folders(tree: Path, warnings: _Warnings) -> dict[str, Path]:
     return folders
 
 
-def _image_files(folder: Path, warnings: _Warnings, errors: list[str]) -> list[str]:
-    """Image files under ``folder`` (recursively, sorted); others are reported as skipped, and
-    a folder without any is an error added to ``errors``."""
+def walk_image_files(folder: Path, onerror: Callable[[OSError], None] | None = None
+                     ) -> tuple[list[Path], list[Path], list[Path]]:
+    """``(images, skipped, again)`` under ``folder``, recursively and sorted, as training reads
+    a folder: symbolic links followed (each real folder once), hidden entries and files that
+    are not images skipped, a file reached a second time through a link in ``again``.
+    ``onerror``: as ``os.walk``'s (a folder that cannot be listed)."""
     images, skipped, seen, again = [], [], {os.path.realpath(folder)}, []
     real_files: set[str] = set()
-    for directory, subdirs, files in os.walk(folder, followlinks=True):
+    for directory, subdirs, files in os.walk(folder, followlinks=True, onerror=onerror):
         hidden = sorted(d for d in subdirs if d.startswith("."))
         skipped.extend(Path(directory, d) for d in hidden)
         visible = [d for d in sorted(subdirs) if not d.startswith(".")]
@@ -923,6 +926,13 @@ def _image_files(folder: Path, warnings: _Warnings, errors: list[str]) -> list[s
             else:
                 real_files.add(real)
                 images.append(path)
+    return images, skipped, again
+
+
+def _image_files(folder: Path, warnings: _Warnings, errors: list[str]) -> list[str]:
+    """Image files under ``folder`` (recursively, sorted); others are reported as skipped, and
+    a folder without any is an error added to ``errors``."""
+    images, skipped, again = walk_image_files(folder)
     if skipped:
         warnings.warn(
             f"{folder}: {len(skipped)} non-image entr{'y' if len(skipped) == 1 else 'ies'} skipped "

@@ -309,7 +309,8 @@ def run_tensorboard(logdir: str | Path, port: int = 6006, host: str = "127.0.0.1
     if port_in_use(host, port):
         print(f"graphcnn: error: port {port} is in use (another TensorBoard?); choose one with --port", file=sys.stderr)
         return 1
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    named = f"[{host}]" if ":" in host else host  # an IPv6 address goes in brackets in a URL
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else named}:{port}"
     process = spawn(tensorboard_command(logdir, port, host, extra), stdout=subprocess.PIPE)
     relay = threading.Thread(target=_relay, args=(process.stdout, sys.stderr), daemon=True)
     relay.start()
@@ -331,7 +332,7 @@ def run_tensorboard(logdir: str | Path, port: int = 6006, host: str = "127.0.0.1
                 raise
             relay.join(timeout=2)
             return process.returncode
-        where = f"http://{host}:{port}/" if host not in ("0.0.0.0", "") else f"{url}/ (all interfaces)"
+        where = f"{url}/" if host not in ("0.0.0.0", "") else f"{url}/ (all interfaces)"
         print(f"TensorBoard at {where} for {logdir} (ready in {time.monotonic() - started:.1f} s; Ctrl-C to stop)",
               file=out, flush=True)
         code = process.wait()

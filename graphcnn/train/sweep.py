@@ -48,6 +48,10 @@ def run_name(point: list[tuple[str, str]]) -> str:
     return re.sub(r"[^A-Za-z0-9._=,+-]", "_", name)[:120]
 
 
+def _describe(point: list[tuple[str, str]]) -> str:
+    return "(" + ", ".join(f"{k}={v}" for k, v in point) + ")"
+
+
 def train_sweep(args: argparse.Namespace, resolve_config: Callable[[argparse.Namespace], object]) -> int:
     """Train every grid point as its own run; returns the exit code (130 if interrupted).
 
@@ -69,6 +73,12 @@ def train_sweep(args: argparse.Namespace, resolve_config: Callable[[argparse.Nam
         point_args = copy.copy(args)
         point_args.overrides = list(args.overrides) + [f"{k}={v}" for k, v in point]
         configs.append(resolve_config(point_args))
+    names: dict[str, list[tuple[str, str]]] = {}
+    for point in points:  # one folder per point: two that name the same folder fail before anything trains
+        if (other := names.setdefault(run_name(point), point)) is not point:
+            raise ValueError(f"--sweep: the grid points {_describe(other)} and {_describe(point)} would both be the "
+                             f"run {run_name(point)}; give each value once, and values that differ in letters or "
+                             "digits")
     name = check_run_name(args.name) if args.name else f"sweep-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     parent = Path(args.logdir) / name
     exists = RunDirError(f"{parent} already exists; choose another --name")
