@@ -4,6 +4,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# the tests' subprocesses (scripts, cluster tasks, the CLI) import this checkout's graphcnn,
+# not whichever one is installed (an editable install of another checkout, say)
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join([_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

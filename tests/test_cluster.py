@@ -205,7 +205,9 @@ def test_killed_workers_and_chief_rejoin_and_the_run_completes(tmp_path):
     cluster = {"ps": [f"127.0.0.1:{ps}"], "worker": [f"127.0.0.1:{w0}", f"127.0.0.1:{w1}"]}
     run = tmp_path / "fault"
     base = [sys.executable, "-m", "graphcnn", "train", "--cluster", "--no-progress", "--logdir", str(tmp_path),
-            "--name", "fault", "--set", "train.max_steps=2000", "--set", "train.eval_every_steps=300", *TRAIN]
+            # the chief is killed near step 300-500 and one worker trains alone while it restarts:
+            # 1000 steps leave both a share after the restart (2000 took 40 s longer, to test the same)
+            "--name", "fault", "--set", "train.max_steps=1000", "--set", "train.eval_every_steps=300", *TRAIN]
 
     def start(job, index, log_name, extra=()):
         env = dict(os.environ, TF_CONFIG=tf_config(cluster, job, index))
@@ -242,7 +244,7 @@ def test_killed_workers_and_chief_rejoin_and_the_run_completes(tmp_path):
         steps = re.search(r"worker 0: (\d+), worker 1: (\d+)", chief)
         assert steps and int(steps[1]) > 0 and int(steps[2]) > 0, chief  # both train after the chief's restart
         assert "stopped at global step" in (tmp_path / "w1b.log").read_text()
-        assert json.loads((run / "results.json").read_text())["global_step"] >= 2000
+        assert json.loads((run / "results.json").read_text())["global_step"] >= 1000
     finally:
         for p in procs.values():
             if p.poll() is None:

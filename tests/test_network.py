@@ -135,6 +135,17 @@ def test_keep_rate_defaults_give_deterministic_outputs():
         g = build_graph(cfg, inputs, 3, 10, net)
         assert inputs.images.name == "input/images:0" and g.probabilities.name == "output/probabilities:0"
         assert sorted(t.name for t in inputs.keep_rates.values()) == ["input/keep_rate_conv:0", "input/keep_rate_fc:0"]
+        # the rest of the README's naming contract (what restored checkpoints and plain-TF users look up)
+        graph = tf.compat.v1.get_default_graph()
+        contract = {"input/labels:0": (tf.int64, [None]), "input/is_training:0": (tf.bool, []),
+                    "output/logits:0": (tf.float32, [None, 3]), "output/classes:0": (tf.int64, [None])}
+        for name, (dtype, shape) in contract.items():
+            tensor = graph.get_tensor_by_name(name)
+            assert (tensor.dtype, tensor.shape.as_list()) == (dtype, shape), name
+        by_name = {v.op.name: v for v in v1.global_variables()}
+        assert by_name["input/pixel_mean"].shape.as_list() == [12, 12, 1]
+        assert {"global_step", "train/learning_rate_scale", "conv1_1/weights", "conv1_1/biases",
+                "fc1/weights", "logits/weights", "logits/biases"} <= set(by_name)
         with v1.Session() as sess:
             sess.run(v1.global_variables_initializer())
             x = np.random.default_rng(0).random((5, 12, 12, 1), np.float32)

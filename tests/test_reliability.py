@@ -49,6 +49,26 @@ def test_atomic_write_replaces_whole_and_a_failed_write_keeps_the_old_file(tmp_p
     assert target.read_text() == "new\n" and os.listdir(tmp_path) == ["state.json"]  # no leftover
 
 
+def test_a_run_writes_every_state_file_by_replacing_it_whole(tmp_path, monkeypatch):
+    """Where the run's files are written, not only the helper: each state file of a run, and
+    each checkpoint's .meta, goes through a temporary file and os.replace (a kill leaves the
+    old one or the new one)."""
+    replaced: list[str] = []
+    real_replace = os.replace
+
+    def spy(src, dst, *args, **kwargs):
+        replaced.append(Path(dst).relative_to(run.root).as_posix())
+        return real_replace(src, dst, *args, **kwargs)
+
+    run = RunDir.create(tmp_path, "atomic")
+    monkeypatch.setattr(os, "replace", spy)
+    result = train(tiny_config(epochs=1), run, progress=False, dataset=synthetic_dataset())
+    step = result.global_step
+    assert {"config.json", "train_state.json", "results.json", "probe.npz", "checkpoints/preprocessing.json",
+            "checkpoints/inference.meta", "best/preprocessing.json", "best/inference.meta", "best/best.json",
+            f"checkpoints/model.ckpt-{step}.meta", f"best/model.ckpt-{step}.meta"} <= set(replaced), replaced
+
+
 def test_append_line_after_a_torn_line_keeps_the_new_line_whole(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_bytes(b'{"step": 1}\n{"step": 2, "spl')  # killed in the middle of a write

@@ -190,7 +190,7 @@ def test_projector_takes_the_last_validations_features(tmp_path, monkeypatch):
 
     monkeypatch.setattr(view_hooks.ProjectorHook, "end", end_both_ways)
     train(view_config(gradients_every=0, activations_every=0, feature_maps_every=0, trace_every=0),
-          RunDir.create(tmp_path, "tiny"), progress=False)
+          RunDir.create(tmp_path, "tiny"), progress=False, dataset=synthetic_dataset())
     (features, images, predictions, step), (computed, computed_images, computed_predictions, step2) = exported
     assert features.shape == (10, 16) and step == step2 > 0
     np.testing.assert_allclose(features, computed, rtol=1e-5, atol=1e-6)
