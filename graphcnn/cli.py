@@ -102,10 +102,14 @@ def _next_stage_config(last, new):
     from graphcnn import config as C
 
     before, after = C.to_dict(last), C.to_dict(new)
-    changed = [f"{section}.{key}" for section in ("model", "data") for key in after[section]
+    # what makes the model and its data (the classes, the splits, the input); how the data is
+    # read and augmented, and test-time flips, may change
+    fixed = {"model": [k for k in after["model"] if k != "test_time_flip"],
+             "data": ["source", "path", "test_path", "validation_fraction", "test_fraction", "seed",
+                      "mean_subtraction"],
+             "train": ["init_from", "exclude_scopes", "skip_mismatched"]}
+    changed = [f"{section}.{key}" for section, keys in fixed.items() for key in keys
                if after[section][key] != before[section].get(key)]
-    changed += [f"train.{key}" for key in ("init_from", "exclude_scopes", "skip_mismatched")
-                if after["train"][key] != before["train"][key]]
     if changed:
         raise C.ConfigError(f"--next-stage keeps the run's model, data and initial weights: {', '.join(changed)} "
                             "cannot change (start a new run with --init-from RUN to train another)")

@@ -556,3 +556,9 @@ def test_next_stage_needs_resume_and_keeps_model_and_data(tmp_path, capsys):
                           "model.initializer, data.path cannot change"), err
     assert cli.main(["train", "--resume", str(run), "--next-stage", "--init-from", str(run)]) == 2
     assert "drop --init-from/--exclude-scopes" in capsys.readouterr().err
+    from graphcnn.cli import _next_stage_config
+    from graphcnn.config import apply_overrides
+    last = get_preset("digits")
+    changed = apply_overrides(last, ["data.augment.rotation_range=10", "data.cache=none", "train.learning_rate=1e-4",
+                                     "model.test_time_flip=true"])
+    assert _next_stage_config(last, changed) is changed  # how it trains and reads, not what
