@@ -80,6 +80,26 @@ def conv_layers(graph: tf.Graph) -> list[str]:
     return list(dict.fromkeys(layers))
 
 
+def backbone_block(graph: tf.Graph, backbone: str) -> tuple[str, tf.Tensor] | None:
+    """A pretrained backbone's output, where it is a block's (``resnet50/conv5/block3``: after
+    the residual add and relu; ``inception_v3/mixed10``: all four branches), as ``(its scope,
+    the tensor)``: the layer Keras's Grad-CAM examples explain (``conv5_block3_out``,
+    ``mixed10``). None without a backbone, or where its output is a pool (VGG16's ``pool5``:
+    its last conv explains at twice the resolution)."""
+    if not backbone:
+        return None
+    found = None
+    for op in graph.get_operations():
+        if op.name.startswith(backbone + "/") and not _OTHER_COPY.search(op.name):
+            for t in op.outputs:
+                if t.shape.rank == 4 and any(not c.name.startswith(backbone + "/") and "gradients" not in c.name
+                                             for c in t.consumers()):
+                    found = t  # the last 4-D tensor the head reads
+    if found is None or found.op.type in ("MaxPool", "AvgPool"):
+        return None
+    return found.op.name.rpartition("/")[0], found
+
+
 def feature_map(graph: tf.Graph, layer: str) -> tf.Tensor:
     """The activated output of conv layer ``layer``: float [N, h, w, filters].
 
@@ -335,15 +355,18 @@ class Explainer(Predictor):
 
     def _add_outputs(self) -> None:
         self.logits = self.graph.get_tensor_by_name("output/logits:0")
-        self.layers = tuple(conv_layers(self.graph))
+        convs = conv_layers(self.graph)
+        block = backbone_block(self.graph, self.preprocessing.backbone)
+        # a backbone's output block is the default (and a choice) beside its conv layers
+        self.layers = tuple(convs + ([block[0]] if block and block[0] not in convs else []))
         if not self.layers:
             raise _ModelError(f"{self.meta_graph}: the model has no conv layer to explain")
-        self.layer = self._layer_wanted or self.layers[-1]
+        self.layer = self._layer_wanted or (block[0] if block else self.layers[-1])
         if self.layer not in self.layers:
             raise _ModelError(f"'{self.layer}' is not a conv layer of this model; its conv layers are: "
                               f"{', '.join(self.layers)}")
-        self.ops = gradcam_ops(self.images, self.logits, feature_map(self.graph, self.layer),
-                               method=self._method_wanted)
+        features = block[1] if block and self.layer == block[0] else feature_map(self.graph, self.layer)
+        self.ops = gradcam_ops(self.images, self.logits, features, method=self._method_wanted)
         self.method = self.ops.method
 
     def class_index(self, class_name: str) -> int:

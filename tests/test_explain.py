@@ -272,3 +272,25 @@ def test_explain_deletion_script_reports_both_methods(tmp_path):
                        r"gradcam (-?[\d.]+), layercam (-?[\d.]+), random (-?[\d.]+)", out)
     assert [f[0] for f in falls] == ["10", "20"]
     assert all(-1 <= float(v) <= 1 for f in falls for v in f[1:])
+
+
+def test_a_backbones_output_block_is_the_default_layer():
+    """Grad-CAM on a pretrained backbone explains its output block, as Keras's examples do
+    (resnet50's conv5_block3_out after the add and relu, inception_v3's whole mixed10), not the
+    last conv op built (mixed10's pool branch: 192 of its 2,048 channels); VGG16 keeps its last
+    conv (its output is a pool)."""
+    from graphcnn.explain import backbone_block, conv_layers
+    from graphcnn.model.graph import inference_graph
+    from graphcnn.presets import get_preset
+
+    expected = {"vgg16": None, "resnet50": ("resnet50/conv5/block3", "Relu", 2048),
+                "inception_v3": ("inception_v3/mixed10", "ConcatV2", 2048),
+                "mobilenet_v2": ("mobilenet_v2/conv_last", "Relu6", 1280)}
+    for name, want in expected.items():
+        graph, _ = inference_graph(get_preset(name).model, 2)
+        block = backbone_block(graph, name)
+        if want is None:
+            assert block is None and conv_layers(graph)[-1] == "vgg16/conv5/conv5_3"
+        else:
+            assert (block[0], block[1].op.type, block[1].shape[-1]) == want, name
+    assert backbone_block(graph, "") is None
