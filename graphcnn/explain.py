@@ -57,7 +57,10 @@ __all__ = ["METHODS", "Explainer", "GradCamOps", "colorize", "conv_layers", "exp
 COLORMAP = "jet"
 ALPHA = 0.45  # weight of the heat map over the image
 MIN_SIDE = 224  # px: the long side of a written explanation, at least
+# the op types of a conv layer, and the names their ops have in it (tf.nn.depthwise_conv2d names
+# its op "depthwise": a MobileNet block's <block>/depthwise/depthwise)
 _CONV_OPS = ("Conv2D", "DepthwiseConv2dNative")
+_CONV_OP_NAMES = ("Conv2D", "DepthwiseConv2dNative", "depthwise")
 # scopes of conv ops that are not a layer of the model itself: gradients, the towers' copies
 _OTHER_COPY = re.compile(r"(^|/)(gradients|tower_\d+)(/|$)")
 _ACTIVATIONS_AFTER_POOL = ("Relu", "LeakyRelu")  # network._activation_commutes_with
@@ -75,7 +78,7 @@ def conv_layers(graph: tf.Graph) -> list[str]:
     layers = []
     for op in graph.get_operations():
         scope, _, last = op.name.rpartition("/")
-        if op.type in _CONV_OPS and last in _CONV_OPS and scope and not _OTHER_COPY.search(scope):
+        if op.type in _CONV_OPS and last in _CONV_OP_NAMES and scope and not _OTHER_COPY.search(scope):
             layers.append(scope)
     return list(dict.fromkeys(layers))
 
@@ -111,7 +114,8 @@ def feature_map(graph: tf.Graph, layer: str) -> tf.Tensor:
     if layer not in layers:
         raise ValueError(f"'{layer}' is not a conv layer of this model; its conv layers are: "
                          f"{', '.join(layers) or '(none)'}")
-    conv = next(op for op in graph.get_operations() if op.name in (f"{layer}/{t}" for t in _CONV_OPS))
+    conv = next(op for op in graph.get_operations()
+                if op.type in _CONV_OPS and op.name in (f"{layer}/{t}" for t in _CONV_OP_NAMES))
     t = conv.outputs[0]
     shape = t.shape.as_list()[1:]
     seen = {t.op.name}

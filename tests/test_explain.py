@@ -293,4 +293,8 @@ def test_a_backbones_output_block_is_the_default_layer():
             assert block is None and conv_layers(graph)[-1] == "vgg16/conv5/conv5_3"
         else:
             assert (block[0], block[1].op.type, block[1].shape[-1]) == want, name
+        if name == "mobilenet_v2":  # its depthwise convs are layers too (tf.nn names their op "depthwise")
+            from graphcnn.explain import feature_map
+            assert "mobilenet_v2/block1/depthwise" in conv_layers(graph)
+            assert feature_map(graph, "mobilenet_v2/block1/depthwise").op.type == "Relu6"
     assert backbone_block(graph, "") is None
