@@ -154,9 +154,14 @@ def test_a_new_stage_has_its_own_patience_and_learning_rate(tmp_path):
     assert second.global_step == 3 * steps and second.stopped_early  # one epoch: patience 1 again
     assert tf.train.load_checkpoint(str(run.checkpoints)).get_tensor("train/learning_rate_scale") == 1.0
 
-    config_before = run.config.read_text()
+    config_before, preprocessing_before = run.config.read_text(), (run.best / "preprocessing.json").read_text()
     stage3 = dataclasses.replace(stage2, train=dataclasses.replace(stage2.train, epochs=3))
     with pytest.raises(ValueError, match=rf"--next-stage: the run has trained {3 * steps} steps and this stage's "
                                          rf"train.epochs \(or train.max_steps\) ends at step {3 * steps}"):
         train(stage3, run, resume=True, progress=False, dataset=data, new_stage=True)
+    assert run.config.read_text() == config_before and not run.stage_config(2).exists()
+    # a stage that cannot start (other classes: the logits differ) leaves every file of the run
+    with pytest.raises(ValueError, match="logits/weights"):
+        train(stage2, run, resume=True, progress=False, dataset=synthetic_dataset(num_classes=4), new_stage=True)
+    assert (run.best / "preprocessing.json").read_text() == preprocessing_before
     assert run.config.read_text() == config_before and not run.stage_config(2).exists()
