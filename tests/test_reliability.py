@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -699,3 +700,33 @@ def test_state_files_are_strict_json(tmp_path):
     assert strict(run.results.read_text()) == {"images_per_second": None, "nested": {"loss": [1.0, None]}}
     assert strict(run.metrics.read_text())["loss"] is None
     assert strict(run.train_state.read_text())["states"][0]["early_stopping"]["best"] is None
+
+
+@pytest.mark.slow
+def test_a_run_killed_by_sigkill_resumes_to_the_same_weights(cli_setup, tmp_path):
+    """What the fault campaign does a hundred times (RELIABILITY.md), once as a test: the
+    command killed with SIGKILL as soon as its first checkpoint is on disk, then --resume,
+    ends with the weights of the same run left alone, bit for bit."""
+    args, logs = cli_setup
+    command = [sys.executable, "-m", "graphcnn", "train", *args, "--set", "train.max_steps=600",
+               "--set", "log.histograms_every=0", "--set", "log.filters_every=0"]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    alone = subprocess.run([*command, "--name", "alone"], env=env, capture_output=True, text=True, timeout=600)
+    assert alone.returncode == 0, alone.stderr
+    killed = subprocess.Popen([*command, "--name", "killed"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not checkpoints_on_disk(logs / "killed" / "checkpoints") and killed.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    killed.kill()
+    assert killed.wait() == -signal.SIGKILL, "the run ended before it could be killed: give it more steps"
+    resumed = subprocess.run([sys.executable, "-m", "graphcnn", "train", "--resume", str(logs / "killed"),
+                              "--no-progress"], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0 and "resumed from" in resumed.stderr, resumed.stderr
+    final = [tf.train.load_checkpoint(str(logs / name / "checkpoints" / "model.ckpt-600"))
+             for name in ("alone", "killed")]
+    names = [n for n in final[0].get_variable_to_shape_map() if n != "global_step"]
+    assert "fc1/weights" in names
+    for name in names:
+        np.testing.assert_array_equal(final[0].get_tensor(name), final[1].get_tensor(name), err_msg=name)
