@@ -391,6 +391,27 @@ def test_export_explain_and_latest_through_the_command_line(folder_run, predict_
     assert chosen == [False, False, False]
 
 
+def test_the_readmes_plain_tensorflow_snippet_runs_as_written(folder_run, tmp_path, capsys, monkeypatch):
+    """The README's restore-and-predict snippet, verbatim but for the run and the image (one of
+    another size, so its resize runs): it prints the class graphcnn predict gives."""
+    import contextlib
+    import re as regex
+
+    run, _ = folder_run
+    readme = (ROOT / "README.md").read_text()
+    snippet = regex.search(r"Restore and predict with plain TensorFlow.*?```python\n(.*?)```", readme, regex.S)[1]
+    write_image(tmp_path / "digit.png", RNG.integers(0, 255, (20, 17), dtype=np.uint8))
+    monkeypatch.chdir(tmp_path)
+    out, namespace = io.StringIO(), {}
+    with contextlib.redirect_stdout(out):
+        exec(snippet.replace("logs/<run>", str(run)), namespace)
+    assert cli.main(["predict", str(run), str(tmp_path / "digit.png"), "--precision", "float32",
+                     "--format", "json"]) == 0
+    (expected,) = json.loads(capsys.readouterr().out)
+    assert out.getvalue().strip() == expected["class"]
+    assert float(namespace["probs"].max()) == pytest.approx(expected["probability"], abs=1e-6)  # the same input
+
+
 def test_a_logdir_or_out_that_is_a_file_is_bad_input(tmp_path, tiny_config_file, capsys):
     afile = tmp_path / "afile"
     afile.write_text("")
