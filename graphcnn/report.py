@@ -272,12 +272,20 @@ class RunCurves(NamedTuple):
 
 def _graphcnn_curves(run: RunDir, label: str) -> RunCurves:
     records = [r for r in run.read_metrics() if r.get("split") == "validation" and "epoch" in r]
-    if not records:
+    train_scalars = read_scalars(run.train_logs)
+    results = _read_results(run.results)
+    if records:
+        steps = [int(r["step"]) for r in records]
+        epoch_of = {int(r["step"]): float(r["epoch"]) for r in records}
+    elif isinstance(results.get("steps_per_epoch"), int) and results["steps_per_epoch"] > 0:
+        # no validation split: the training curves by epoch, each epoch's mean (as Keras logs them)
+        per_epoch = results["steps_per_epoch"]
+        last = max((s for points in train_scalars.values() for s, _ in points), default=0)
+        steps = list(range(per_epoch, last + per_epoch, per_epoch))
+        epoch_of = {s: s / per_epoch for s in steps}
+    else:
         raise ValueError(f"{run.root} has no validation records with an epoch in metrics.jsonl (trained without "
                          "a validation split, or not validated yet): nothing to draw by epoch")
-    steps = [int(r["step"]) for r in records]
-    epoch_of = {int(r["step"]): float(r["epoch"]) for r in records}
-    train_scalars = read_scalars(run.train_logs)
     train, validation = {}, {}
     for metric in ("loss", "accuracy"):
         kept = [r for r in records if metric in r]
@@ -287,7 +295,7 @@ def _graphcnn_curves(run: RunDir, label: str) -> RunCurves:
             # the mean over each evaluation interval: what Keras logs as an epoch's training figure
             at, means = _interval_means(train_scalars[metric], steps)
             train[metric] = (np.array([epoch_of[int(s)] for s in at]), means)
-    evaluated = _read_results(run.results).get("evaluated_step")
+    evaluated = results.get("evaluated_step")
     test_epoch = epoch_of.get(int(evaluated)) if isinstance(evaluated, int) else None
     return RunCurves(label, train, validation, _test_accuracy(run.results), test_epoch)
 

@@ -556,6 +556,23 @@ def test_report_compares_a_run_with_a_keras_log_folder(tmp_path, capsys):
         assert (np.abs(pixels - color).sum(axis=2) < 30).sum() > 500
 
 
+def test_report_compare_draws_a_run_without_validation_by_its_training_epochs(tmp_path):
+    """A run trained without a validation split has no epochs in metrics.jsonl: its
+    results.json's steps_per_epoch puts its training curves (each epoch's mean) on the axis."""
+    from graphcnn.report import read_curves
+
+    run = _report_run(tmp_path / "run")
+    (run / "metrics.jsonl").write_text(json.dumps({"split": "test", "step": 30, "accuracy": 0.7}) + "\n")
+    with pytest.raises(ValueError, match="trained without a validation split"):
+        read_curves(run)  # a run of before steps_per_epoch was recorded
+    (run / "results.json").write_text(json.dumps({"test_accuracy": 0.7, "steps_per_epoch": 10,
+                                                  "evaluated_step": 30}))
+    curves = read_curves(run)
+    assert curves.validation == {} and curves.test_accuracy == 0.7 and curves.test_epoch == 3.0
+    np.testing.assert_allclose(curves.train["loss"][0], [1, 2, 3])
+    np.testing.assert_allclose(curves.train["loss"][1][2], np.mean([2.0 / s for s in range(21, 31)]))
+
+
 def test_report_compare_refuses_a_folder_it_cannot_read_before_writing(tmp_path, capsys):
     from graphcnn import cli
 

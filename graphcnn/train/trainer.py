@@ -475,6 +475,7 @@ def finish(config: Config, run: RunDir, data: Prepared, b: Built, hooks: LoopHoo
     last_val = hooks.validation.last
     record: dict[str, Any] = {
         "global_step": final_step, "evaluated_step": evaluated if use_best else final_step,
+        "steps_per_epoch": data.steps_per_epoch,  # what puts a run without validation on an epoch axis (report)
         "interrupted": interrupted, "stopped_early": hooks.early_stopping.stopped,
         "validation_accuracy": last_val.accuracy if last_val else None,
         "best_validation": b.checkpoints.best_metric,
