@@ -81,10 +81,10 @@ class AugmentConfig:
     horizontal_flip: bool = False
     vertical_flip: bool = False
     rotation_range: float = 0.0  # degrees: uniform in [-r, r]
-    width_shift_range: float = 0.0  # fraction of width: uniform in [-r, r]
-    height_shift_range: float = 0.0  # fraction of height
+    width_shift_range: float = 0.0  # fraction of width (under 1; not pixels): uniform in [-r, r]
+    height_shift_range: float = 0.0  # fraction of height (under 1)
     shear_range: float = 0.0  # shear angle in degrees: uniform in [-r, r]
-    zoom_range: float = 0.0  # scale uniform in [1 - r, 1 + r]
+    zoom_range: float = 0.0  # scale uniform in [1 - r, 1 + r], r under 1
     brightness_range: tuple[float, ...] = ()  # (low, high) multiplicative factors, () = off
     contrast_range: float = 0.0  # contrast factor uniform in [1 - r, 1 + r]
     fill_mode: str = "nearest"  # nearest | constant | reflect | wrap
@@ -535,6 +535,22 @@ def validate(config: Config) -> Config:
                 "contrast_range"):
         if not getattr(a, key) >= 0:
             raise ConfigError(f"data.augment.{key}: must be 0 (off) or more, got {getattr(a, key)}")
+    for key in ("width_shift_range", "height_shift_range", "zoom_range", "contrast_range"):
+        if getattr(a, key) >= 1:  # ImageDataGenerator reads a shift of 1 or more as pixels: these are fractions
+            raise ConfigError(f"data.augment.{key}: a fraction under 1 (of the image's size for shifts: 0.1 is "
+                              f"10%, not pixels; of the scale for zoom and contrast), got {getattr(a, key)}")
+    if a.brightness_range and (len(a.brightness_range) != 2
+                               or not 0.0 <= a.brightness_range[0] <= a.brightness_range[1]):
+        raise ConfigError("data.augment.brightness_range: (low, high) factors with 0 <= low <= high, got "
+                          f"{list(a.brightness_range)}")
+    if not 0.0 <= a.erasing <= 1.0:
+        raise ConfigError(f"data.augment.erasing: a probability in [0, 1], got {a.erasing}")
+    if a.erasing and (len(a.erasing_area) != 2 or not 0.0 < a.erasing_area[0] <= a.erasing_area[1] <= 1.0):
+        raise ConfigError("data.augment.erasing_area: (low, high) with 0 < low <= high <= 1, got "
+                          f"{list(a.erasing_area)}")
+    if not 0.0 <= a.cval <= 1.0:
+        raise ConfigError(f"data.augment.cval: a fill value in [0, 1] pixel units (pixels are scaled by 1/255 "
+                          f"first: 128 is 0.5), got {a.cval}")
     if not 0.0 <= t.moving_average_decay < 1.0:
         raise ConfigError(f"train.moving_average_decay must be in [0, 1) (0 = off), got {t.moving_average_decay}")
     if t.devices != "auto" and not (t.devices.isdigit() and int(t.devices) >= 1) and not all(

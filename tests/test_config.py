@@ -44,7 +44,17 @@ def test_ranges_of_layers_smoothing_and_augmentation():
                               ('model.layers=[{"type": "pool", "pool_size": 0}, {"type": "flatten"}]',
                                r"^model.layers\[0\].pool_size: must be at least 1"),
                               ("train.label_smoothing=5", r"^train.label_smoothing: must be in \[0, 1\), got 5"),
-                              ("data.augment.zoom_range=-0.5", r"^data.augment.zoom_range: must be 0 \(off\) or more")):
+                              ("data.augment.zoom_range=-0.5", r"^data.augment.zoom_range: must be 0 \(off\) or more"),
+                              # ImageDataGenerator's pixels (a shift of 4) wrecked 82% of the images here
+                              ("data.augment.width_shift_range=4", r"^data.augment.width_shift_range: a fraction under "
+                                                                   r"1 \(of the image's size for shifts: 0.1 is 10%, "
+                                                                   r"not pixels"),
+                              ("data.augment.zoom_range=1.5", r"^data.augment.zoom_range: a fraction under 1"),
+                              ("data.augment.brightness_range=[1.5, 0.5]",
+                               r"^data.augment.brightness_range: \(low, high\) factors with 0 <= low <= high"),
+                              ("data.augment.brightness_range=[-1, 3]", r"^data.augment.brightness_range"),
+                              ("data.augment.erasing=2", r"^data.augment.erasing: a probability in \[0, 1\], got 2"),
+                              ("data.augment.cval=255", r"^data.augment.cval: a fill value in \[0, 1\] pixel units")):
         with pytest.raises(C.ConfigError, match=message):
             C.load(get_preset("digits"), None, [override])
 

@@ -290,3 +290,33 @@ def test_a_cached_file_split_is_shuffled_whole_before_its_buffer(tmp_path):
         # a buffer of 4 over class-ordered paths gives 8 labels from the first 11 files: classes 0-1
         assert len(set(labels[:8].tolist())) >= 3, labels
     assert not np.array_equal(epochs[0], epochs[1])  # the buffer reshuffles each epoch
+
+
+def _noise(images, seed):
+    """An augmentation whose draw shows in every pixel: uniform noise keyed on the batch seed."""
+    return tf.clip_by_value(images + tf.random.stateless_uniform(tf.shape(images), seed, 0.0, 0.1), 0.0, 1.0)
+
+
+@pytest.mark.parametrize("cache", ["none", "memory"])
+def test_a_streamed_file_split_resumes_where_the_step_is(tmp_path, cache):
+    """A resumed run streaming its files (data.cache none, or a split too big to keep) goes on
+    with batch ``step`` of the uninterrupted order, files and augmentation alike; it restarted
+    at batch 0 (the same images, the same draws) before."""
+    cfg = tiny_config()
+    data = dataclasses.replace(cfg.data, cache=cache, shuffle_buffer=5)
+    split = _gray_files(tmp_path, 2, 7)  # 14 files, 4 a batch: batches cross the epochs' edges
+
+    def batches(start, steps):
+        with tf.Graph().as_default():
+            pipeline = InputPipeline(data, cfg.model, split, 4, ("fc",), seed=0, augment_fn=_noise)
+            inputs = pipeline.build()
+            with v1.Session() as sess:
+                pipeline.initialize(sess, start)
+                return [sess.run([inputs.images, inputs.labels], {inputs.is_training: True}) for _ in range(steps)]
+
+    straight = batches(0, 9)
+    resumed = batches(5, 4)
+    for (images, labels), (want_images, want_labels) in zip(resumed, straight[5:]):
+        np.testing.assert_array_equal(labels, want_labels)
+        np.testing.assert_array_equal(images, want_images)
+    assert not np.array_equal(resumed[0][0], straight[0][0])

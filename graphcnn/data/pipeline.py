@@ -201,8 +201,10 @@ class InputPipeline:
     def _size(self) -> tuple[int, int, int]:
         return self.model.input_height, self.model.input_width, self.model.channels
 
-    def _file_dataset(self, split: Split, scope: str) -> tf.data.Dataset:
-        """Elements (uint8 [h, w, c], int64 label) of a file split; the paths enter via placeholders."""
+    def _file_dataset(self, split: Split, scope: str, skip: tf.Tensor | None = None) -> tf.data.Dataset:
+        """Elements (uint8 [h, w, c], int64 label) of a file split; the paths enter via placeholders.
+        ``skip`` (training, not cached): the epochs repeat, and that many files are passed over
+        before any is decoded (a resumed run's place in the order)."""
         h, w, c = self._size()
         labels = v1.placeholder(tf.int64, [None], name=f"{scope}_labels")
         paths = v1.placeholder(tf.string, [None], name=f"{scope}_paths")
@@ -213,6 +215,8 @@ class InputPipeline:
             # is shuffled once here, so that the cache holds a mixed order and the buffer's
             # shuffle of each epoch (build) starts from it, not from one class after another
             ds = ds.shuffle(len(split), seed=self.seed, reshuffle_each_iteration=not self._cache(split))
+        if skip is not None:
+            ds = ds.repeat().skip(skip)
         parallel = self.data.num_parallel_calls or AUTOTUNE
         return ds.map(lambda p, y: (decode_file(p, h, w, c), y), num_parallel_calls=parallel)
 
@@ -238,15 +242,17 @@ class InputPipeline:
             x = self.augment_fn(x, batch_seed)
         return x if mean is None else x - mean
 
-    def _batches(self, ds: tf.data.Dataset, mean: tf.Tensor | None, training: bool) -> tf.data.Dataset:
+    def _batches(self, ds: tf.data.Dataset, mean: tf.Tensor | None, training: bool,
+                 start: tf.Tensor | int = 0) -> tf.data.Dataset:
         h, w, c = self._size()
         ds = ds.batch(self.batch_size)
         if training and self.augment_fn is not None:
-            # the batch index joins the seed, so the random stream does not depend on which
-            # parallel map call gets which batch
+            # the batch index (from ``start``, a resumed run's step) joins the seed, so the random
+            # stream does not depend on which parallel map call gets which batch
             seed = tf.constant(self.seed, tf.int64)
-            return ds.enumerate().map(lambda i, xy: (self._training_batch(xy[0], mean, tf.stack([seed, i])), xy[1]),
-                                      num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+            return ds.enumerate(start).map(
+                lambda i, xy: (self._training_batch(xy[0], mean, tf.stack([seed, i])), xy[1]),
+                num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
         ds = ds.map(lambda x, y: (preprocess(x, h, w, c, mean), y), num_parallel_calls=AUTOTUNE)
         return ds.prefetch(AUTOTUNE)
 
@@ -313,11 +319,16 @@ class InputPipeline:
                 if self.train_split.images is not None:
                     train_images, train_labels = self._array_batches(mean)
                 else:
-                    ds = self._file_dataset(self.train_split, "train")
+                    # a resumed run's global step: the order and the augmentation go on from it
+                    self._start_step = v1.placeholder(tf.int64, [], name="train_start_step")
+                    skip = self._start_step * self.batch_size
                     if self._cache(self.train_split):  # decoded once, then shuffled within a buffer
                         buffer = min(len(self.train_split), self.data.shuffle_buffer)
-                        ds = ds.cache().shuffle(buffer, seed=self.seed, reshuffle_each_iteration=True)
-                    ds = self._batches(ds.repeat(), mean, training=True)
+                        ds = (self._file_dataset(self.train_split, "train").cache()
+                              .shuffle(buffer, seed=self.seed, reshuffle_each_iteration=True).repeat().skip(skip))
+                    else:  # the files passed over are not decoded
+                        ds = self._file_dataset(self.train_split, "train", skip=skip)
+                    ds = self._batches(ds, mean, training=True, start=self._start_step)
                     self._train_iterator = v1.data.make_initializable_iterator(ds)
                     train_images, train_labels = self._train_iterator.get_next()
             with tf.name_scope("eval_pipeline"):
@@ -348,11 +359,14 @@ class InputPipeline:
     def initialize(self, sess: v1.Session, start_step: int = 0) -> None:
         """Start the training iterator (the arrays are copied into the graph once).
 
-        In-memory arrays continue their batch order from ``start_step`` (the global step of a
-        resumed run); a file source starts a fresh shuffle.
+        Training continues its batch order and augmentation from ``start_step`` (the global step
+        of a resumed run): in-memory arrays by their permutation of each epoch, a file source by
+        passing over that many batches of its seeded order (a cached one decodes them: its cache
+        fills in the first epoch).
         """
         if self._array_source is None:
-            sess.run(self._train_iterator.initializer, self._feed("train", self.train_split))
+            sess.run(self._train_iterator.initializer,
+                     {**self._feed("train", self.train_split), self._start_step: start_step})
             return
         variables, images_in, labels_in, start, fit = self._array_source
         data = self.train_split.images
