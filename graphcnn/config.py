@@ -128,7 +128,7 @@ class ScheduleConfig:
     """Learning rate as a function of the global step, times a plateau factor."""
 
     name: str = "constant"  # constant | step | exponential | cosine
-    warmup_steps: int = 0  # linear warm-up from 0 to the base rate over N steps
+    warmup_steps: int = 0  # the schedule times (s + 1) / N for the first N steps (base / N at step 0)
     decay_steps: int = 1000  # step/exponential: period; cosine: length (0 = the whole run)
     decay_rate: float = 0.1  # step/exponential: multiplier per period
     min_learning_rate: float = 0.0  # cosine: floor
@@ -153,7 +153,8 @@ class TrainConfig:
 
     optimizer: str = "adam"  # adam | sgd | momentum | rmsprop
     learning_rate: float = 1e-3
-    momentum: float = 0.9  # momentum, rmsprop
+    momentum: float = 0.9  # the momentum optimizer's (TF1's form: velocity of raw gradients, times the rate)
+    rmsprop_momentum: float = 0.0  # rmsprop's, 0 as Keras's RMSprop
     batch_size: int = 64
     epochs: int = 10
     max_steps: int = 0  # > 0: stop at this global step even before `epochs`

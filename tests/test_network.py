@@ -346,3 +346,29 @@ def test_truncated_normal_initializers(name, monkeypatch):
     assert abs(fast.mean()) < 0.02 * s
     assert fast.std() == pytest.approx(0.87962566 * s, rel=0.02)  # a cut N(0, 1) has stddev 0.8796
     assert np.mean(np.abs(fast) < s) == pytest.approx(0.6827 / 0.9545, abs=0.01)  # the share within 1 s
+
+
+def test_rmsprop_computes_what_keras_rmsprop_does():
+    """TF1's RMSProp started its mean square at 1 (small gradients held back for about a hundred
+    steps, then ten times Keras's steps) and took train.momentum's 0.9: now Keras's numbers, on
+    TF1's op and slot names."""
+    from graphcnn.config import TrainConfig
+    from graphcnn.model.optimizers import get_optimizer
+
+    keras = pytest.importorskip("keras")
+    gradient = np.array([0.5, -0.01, 2.0], np.float32)
+    with tf.Graph().as_default():
+        w = v1.get_variable("w", initializer=np.zeros(3, np.float32))
+        step = get_optimizer(TrainConfig(optimizer="rmsprop"), 1e-3).apply_gradients([(tf.constant(gradient), w)])
+        assert [v.op.name for v in v1.global_variables()] == ["w", "w/RMSProp", "w/RMSProp_1"]
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            for _ in range(5):
+                sess.run(step)
+            mine = sess.run(w)
+    theirs = keras.Variable(np.zeros(3, np.float32))
+    optimizer = keras.optimizers.RMSprop(1e-3)
+    for _ in range(5):
+        optimizer.apply_gradients([(tf.constant(gradient), theirs)])
+    np.testing.assert_allclose(mine, np.asarray(theirs), rtol=1e-6)
+    assert abs(mine[1]) > 0.01  # the small gradient moves from the first steps
