@@ -464,6 +464,12 @@ class CheckpointManager:
         self.saver.recover_last_checkpoints([str(p) for p in found[: found.index(restored) + 1]])
         return restored
 
+    def adopt_on_disk(self) -> None:
+        """Count the checkpoints already on disk (a new stage's: the last stage's) towards
+        ``keep``, as :meth:`restore_latest` does for the one it restores: the Saver deletes the
+        oldest of them as new ones come, instead of leaving them forever."""
+        self.saver.recover_last_checkpoints([str(p) for p in checkpoints_on_disk(self.checkpoint_dir)])
+
     def save(self, sess: v1.Session, step: int) -> str:
         return self._save(self.saver, sess, self.checkpoint_dir, step)
 

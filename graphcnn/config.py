@@ -157,7 +157,7 @@ class TrainConfig:
     rmsprop_momentum: float = 0.0  # rmsprop's, 0 as Keras's RMSprop
     batch_size: int = 64
     epochs: int = 10
-    max_steps: int = 0  # > 0: stop at this global step even before `epochs`
+    max_steps: int = 0  # > 0: the run's length in global steps, instead of `epochs`
     eval_every_steps: int = 0  # > 0: also evaluate on validation every N steps
     keep_rates: Mapping[str, float] = dataclasses.field(default_factory=dict)  # group -> keep rate
     checkpoints_to_keep: int = 5

@@ -34,9 +34,14 @@ def run_tutorial(description: str, preset: str, options: list[str], demo_options
         args.preset = args.preset or preset
         script_options = list(options)
         if not args.data:
-            shrunk = f" ({', '.join(demo_options)})" if demo_options else ""
+            # the demo's settings, but for the keys you set (train.max_steps would replace your train.epochs)
+            yours = {o.split("=", 1)[0] for o in args.overrides}
+            if yours & {"train.epochs", "train.max_steps"}:
+                yours |= {"train.epochs", "train.max_steps"}
+            demo = [o for o in demo_options if o.split("=", 1)[0] not in yours]
+            shrunk = f" ({', '.join(demo)})" if demo else ""
             print(f"no data directory given: demonstrating {preset} on the embedded digits{shrunk}")
-            script_options += demo_options
+            script_options += demo
         args.overrides = script_options + args.overrides  # yours come last: they win
     return cli.run(args)
 

@@ -40,4 +40,9 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        sys.exit(__doc__)
+    unknown = [name for name in sys.argv[1:] if name not in BACKBONES]
+    if unknown:
+        sys.exit(f"keras_layer_order.py: unknown backbone {', '.join(unknown)}; choices: {', '.join(BACKBONES)}")
     main(sys.argv[1:])

@@ -135,11 +135,12 @@ def test_a_new_stage_has_its_own_patience_and_learning_rate(tmp_path):
     trains: its counts start again and its learning rate is its own. A stage that would train
     nothing is refused and leaves the run as it was."""
     from conftest import tiny_config
+    from graphcnn.checkpoints import checkpoints_on_disk
     from graphcnn.config import EarlyStoppingConfig, ScheduleConfig
 
     data = synthetic_dataset()
     never_improves = EarlyStoppingConfig(patience=1, min_delta=0.9, restore_best=False)
-    stage1 = tiny_config(epochs=6, early_stopping=never_improves,
+    stage1 = tiny_config(epochs=6, early_stopping=never_improves, checkpoints_to_keep=1,
                          schedule=ScheduleConfig(plateau_factor=0.5, plateau_patience=1))
     run = RunDir.create(tmp_path, "stages")
     first = train(stage1, run, progress=False, dataset=data)
@@ -152,6 +153,8 @@ def test_a_new_stage_has_its_own_patience_and_learning_rate(tmp_path):
         stage1.train, epochs=6, learning_rate=0.001, schedule=ScheduleConfig()))
     second = train(stage2, run, resume=True, progress=False, dataset=data, new_stage=True)
     assert second.global_step == 3 * steps and second.stopped_early  # one epoch: patience 1 again
+    # the last stage's checkpoints count towards checkpoints_to_keep (they were left forever)
+    assert [p.name for p in checkpoints_on_disk(run.checkpoints)] == [f"model.ckpt-{3 * steps}"]
     assert tf.train.load_checkpoint(str(run.checkpoints)).get_tensor("train/learning_rate_scale") == 1.0
 
     config_before, preprocessing_before = run.config.read_text(), (run.best / "preprocessing.json").read_text()

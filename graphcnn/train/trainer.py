@@ -304,6 +304,8 @@ class RunSessionCreator(v1.train.SessionCreator):
         # a new stage's first session restores the last stage's checkpoint by name (init_from);
         # a later one (MonitoredSession's recovery) finds this stage's own checkpoints
         self.restored = None if self.by_name else b.checkpoints.restore_latest(sess)
+        if self.by_name:
+            b.checkpoints.adopt_on_disk()  # the last stage's checkpoints count towards checkpoints_to_keep
         if self.restored is None:
             if self.resume and not self.by_name:
                 log.warning("no checkpoint in %s: starting from %s", b.checkpoints.checkpoint_dir,
