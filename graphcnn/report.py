@@ -432,4 +432,5 @@ def _save(figure: Figure, path: Path) -> None:
         # a class name in a script DejaVu Sans lacks (CJK) is drawn with boxes; matplotlib's
         # warning per glyph, with its source line, is not for graphcnn's users
         warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
-        figure.savefig(path, dpi=DPI)
+        # "tight": constrained layout leaves a fixed-aspect matrix's axis title at the very edge
+        figure.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.15)

@@ -391,13 +391,23 @@ def test_export_explain_and_latest_through_the_command_line(folder_run, predict_
     assert chosen == [False, False, False]
 
 
-def test_the_readmes_plain_tensorflow_snippet_runs_as_written(folder_run, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("mean_subtraction", [False, True])
+def test_the_readmes_plain_tensorflow_snippet_runs_as_written(folder_run, tmp_path, capsys, monkeypatch,
+                                                              tiny_config_file, mean_subtraction):
     """The README's restore-and-predict snippet, verbatim but for the run and the image (one of
-    another size, so its resize runs): it prints the class graphcnn predict gives."""
+    another size, so its resize runs): it prints the class graphcnn predict gives, and the same
+    probability (with mean subtraction too: the snippet subtracts the run's mean image)."""
     import contextlib
     import re as regex
 
-    run, _ = folder_run
+    run, data = folder_run
+    if mean_subtraction:
+        assert cli.main(["train", "--config", str(tiny_config_file), "--data", str(data), "--logdir",
+                         str(tmp_path / "logs"), "--name", "mean", "--no-progress", "--set", "train.max_steps=6",
+                         "--set", "data.mean_subtraction=true"]) == 0
+        run = tmp_path / "logs" / "mean"
+        assert (run / "best" / "pixel_mean.npy").is_file()
+        capsys.readouterr()
     readme = (ROOT / "README.md").read_text()
     snippet = regex.search(r"Restore and predict with plain TensorFlow.*?```python\n(.*?)```", readme, regex.S)[1]
     write_image(tmp_path / "digit.png", RNG.integers(0, 255, (20, 17), dtype=np.uint8))
@@ -410,6 +420,25 @@ def test_the_readmes_plain_tensorflow_snippet_runs_as_written(folder_run, tmp_pa
     (expected,) = json.loads(capsys.readouterr().out)
     assert out.getvalue().strip() == expected["class"]
     assert float(namespace["probs"].max()) == pytest.approx(expected["probability"], abs=1e-6)  # the same input
+
+
+def test_the_readmes_hook_example_runs_as_written(tmp_path, monkeypatch):
+    """README, Extending: the SessionRunHook example, verbatim. Its fetch rides on every
+    training step (three losses for three steps) and train() returns the test result."""
+    import contextlib
+    import re as regex
+    import textwrap
+
+    readme = (ROOT / "README.md").read_text()
+    snippet = textwrap.dedent(regex.search(r"A test runs this:\n\n  ```python\n(.*?)  ```", readme, regex.S)[1])
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(snippet, {})
+    lines = out.getvalue().splitlines()
+    assert [line.split()[0] for line in lines] == ["loss"] * 3 + [lines[-1]]
+    assert all(np.isfinite(float(line.split()[1])) for line in lines[:3]) and 0 <= float(lines[-1]) <= 1
+    assert (tmp_path / "logs" / "hooked" / "results.json").is_file()
 
 
 def test_a_logdir_or_out_that_is_a_file_is_bad_input(tmp_path, tiny_config_file, capsys):

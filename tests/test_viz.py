@@ -592,13 +592,18 @@ def test_precision_recall():
 
 @pytest.mark.parametrize("names", [["covid_negative", "covid_positive"], [f"class_name{i:02d}" for i in range(10)],
                                    ["covid_negative_from_hospital_A_ward_3", "covid_positive_from_hospital_A_ward_3",
-                                    "pneumonia", "normal"]])
-def test_report_confusion_figure_keeps_every_label_inside(names):
+                                    "pneumonia", "normal"], ["ankle_boot", "sneaker"]])
+def test_report_confusion_figure_keeps_every_label_inside(names, tmp_path):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from graphcnn.report import confusion_figure, per_class_figure
+    from graphcnn.report import _save, confusion_figure, per_class_figure
 
     matrix = np.diag(np.full(len(names), 30)) + 2
+    for i, make in enumerate((confusion_figure, per_class_figure)):  # as written: no ink on the PNG's edges
+        _save(make(matrix, names, 100), tmp_path / f"{i}.png")
+        pixels = np.asarray(Image.open(tmp_path / f"{i}.png").convert("L"))
+        for edge in (pixels[:3], pixels[-3:], pixels[:, :3], pixels[:, -3:]):
+            assert edge.min() == 255, (make.__name__, names)
     for figure in (confusion_figure(matrix, names, 100), per_class_figure(matrix, names, 100)):
         canvas = FigureCanvasAgg(figure)
         canvas.draw()
