@@ -443,6 +443,8 @@ class CheckpointManager:
         record = read_best_record(self.best_dir)
         if record is not None:
             self.best_metric, self.best_step = record["value"], int(record["step"])
+        elif found := checkpoints_on_disk(self.best_dir):  # best.json lost or damaged: the newest
+            self.best_step = step_of(found[-1])  # (its value: the trainer's metrics log has it)
 
     # -- latest -------------------------------------------------------------------------
     def restore_latest(self, sess: v1.Session) -> Path | None:

@@ -301,6 +301,14 @@ class RunDir:
         """``results.json`` (atomically): the final metrics."""
         write_text_atomic(self.results, _json(results, indent=2) + "\n")
 
+    def read_results(self) -> dict[str, Any] | None:
+        """``results.json``, or None if there is none or it is not a JSON object."""
+        try:
+            results = json.loads(self.results.read_text())
+        except (OSError, ValueError):
+            return None
+        return results if isinstance(results, dict) else None
+
     def append_metrics(self, record: dict[str, Any]) -> None:
         """One line of ``metrics.jsonl``: a single write, fsynced."""
         append_line(self.metrics, _json(record))

@@ -43,7 +43,7 @@ class FakeClock:
     snapshot_due = StepClock.snapshot_due
 
     def __init__(self, last: int = 0):
-        self.step = self.previous = 0
+        self.step = self.previous = self.steps_run = 0
         self.last = last
 
 
@@ -55,6 +55,7 @@ def run_steps(sess, hooks, clock, op, steps):
         fetches = [r.fetches if r is not None else [] for r in requests]
         results = sess.run([op, fetches])[1]
         clock.previous, clock.step = clock.step, clock.step + 1
+        clock.steps_run += 1
         for hook, result in zip(hooks, results):
             hook.after_run(context, v1.train.SessionRunValues(result, None, None))
 

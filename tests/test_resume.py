@@ -113,6 +113,34 @@ def test_an_unreadable_state_file_is_named_and_the_run_resumes(tmp_path, caplog)
     np.testing.assert_array_equal(np.load(run.probe)["indices"], probe)  # chosen again, the same way
 
 
+@pytest.mark.parametrize("damage", ["train_state.json", "best/best.json"])
+def test_a_lost_state_or_best_record_is_rebuilt_and_the_run_ends_as_if_whole(tmp_path, damage, caplog):
+    """train_state.json (early stopping, plateau) is rebuilt from metrics.jsonl's validations,
+    a lost best.json from best/'s checkpoint: a worse model never replaces best/, and the run
+    ends as the undamaged one (the same learning rates, validations, best and test)."""
+    def config(epochs):
+        return dataclasses.replace(plateau_config(epochs), train=dataclasses.replace(
+            plateau_config(epochs).train, eval_every_steps=3, learning_rate=0.05))
+
+    runs = {}
+    for name in ("whole", "damaged"):
+        run = runs[name] = RunDir.create(tmp_path, name)
+        train(config(2), run, progress=False, dataset=synthetic_dataset())
+        if name == "damaged":
+            (run.root / damage).write_text('{"states": [')
+        config(5).save(run.config)
+        train(config(5), run, resume=True, progress=False, dataset=synthetic_dataset())
+    whole, damaged = runs["whole"], runs["damaged"]
+    assert validations(damaged) == validations(whole)
+    assert json.loads(damaged.results.read_text())["evaluated_step"] == json.loads(whole.results.read_text())[
+        "evaluated_step"]
+    assert json.loads((damaged.best / "best.json").read_text()) == json.loads((whole.best / "best.json").read_text())
+    for name, value in weights(whole.checkpoints).items():
+        np.testing.assert_array_equal(weights(damaged.checkpoints)[name], value, err_msg=name)
+    assert json.loads(damaged.train_state.read_text())["states"][-1] == json.loads(whole.train_state.read_text())[
+        "states"][-1]
+
+
 def test_a_second_signal_waits_for_the_save_then_stops():
     signals = StopSignals()
     signals._handle(signal.SIGINT, None)
@@ -125,6 +153,65 @@ def test_a_second_signal_waits_for_the_save_then_stops():
     assert saved == [True]
     with pytest.raises(KeyboardInterrupt):  # outside a save it stops at once
         signals._handle(signal.SIGINT, None)
+
+
+def test_a_signal_saves_before_the_final_snapshots(tmp_path, monkeypatch):
+    """Ctrl-C: the checkpoint is written right after the step, before the other hooks' end
+    (histograms of one more batch, a trace, the projector: seconds that a second Ctrl-C cut
+    short, losing every step since the last checkpoint)."""
+    import os
+
+    from graphcnn import checkpoints
+    from graphcnn.train import hooks
+
+    order = []
+    save = checkpoints.CheckpointManager.save
+    monkeypatch.setattr(checkpoints.CheckpointManager, "save",
+                        lambda self, sess, step: (order.append(f"save {step}"), save(self, sess, step))[1])
+    for cls in (hooks.TraceHook, hooks.PeriodicSummaryHook, hooks.PeriodicImageHook):
+        monkeypatch.setattr(cls, "end", lambda self, session, name=cls.__name__: order.append(name))
+
+    class CtrlC(tf.compat.v1.train.SessionRunHook):
+        steps = 0
+
+        def after_run(self, run_context, run_values):
+            self.steps += 1
+            if self.steps == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    cfg = tiny_config(epochs=3)
+    cfg = dataclasses.replace(cfg, log=dataclasses.replace(cfg.log, trace_every=100))
+    result = train(cfg, RunDir.create(tmp_path, "r"), progress=False, dataset=synthetic_dataset(), hooks=[CtrlC()])
+    assert result.interrupted and result.global_step == 3
+    assert order[0] == "save 3" and {"TraceHook", "PeriodicSummaryHook", "PeriodicImageHook"} <= set(order[1:])
+
+
+def test_resuming_a_finished_run_adds_no_events_and_keeps_its_results(tmp_path):
+    """--resume of a run that had ended trains nothing: no second snapshot, trace or test
+    scalar at its last step, and results.json keeps what only training measured."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def steps(folder):
+        acc = EventAccumulator(str(folder), size_guidance={"tensors": 0, "images": 0, "scalars": 0})
+        acc.Reload()
+        tags = acc.Tags()
+        return ({t: [e.step for e in acc.Tensors(t)] for t in tags["tensors"]}
+                | {t: [e.step for e in acc.Images(t)] for t in tags["images"]}
+                | {t: [e.step for e in acc.Scalars(t)] for t in tags["scalars"]}, sorted(tags["run_metadata"]))
+
+    cfg = tiny_config(epochs=2)
+    run = RunDir.create(tmp_path, "done")
+    first = train(cfg, run, progress=False, dataset=synthetic_dataset())
+    before = [steps(run.train_logs), steps(run.validation_logs)]
+    results = json.loads(run.results.read_text())
+    again = train(cfg, run, resume=True, progress=False, dataset=synthetic_dataset())
+    assert again.global_step == first.global_step == 18 and again.test.accuracy == first.test.accuracy
+    assert [steps(run.train_logs), steps(run.validation_logs)] == before
+    after = json.loads(run.results.read_text())
+    assert after["validation_accuracy"] == results["validation_accuracy"] is not None
+    assert after["images_per_second"] == results["images_per_second"] > 0
+    assert [r for r in run.read_metrics() if r.get("split") == "test"] == [
+        {"step": 18, "split": "test", "loss": first.test.loss, "accuracy": first.test.accuracy, "evaluated_step": 18}]
 
 
 @pytest.mark.parametrize("decay", [0.0, 0.9], ids=["weights", "with_moving_averages"])

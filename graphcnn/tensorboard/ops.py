@@ -58,15 +58,19 @@ def histogram_summary(tag: str, values: tf.Tensor, buckets: int = HISTOGRAM_BUCK
         # min and max in the tensor's own dtype: casting all of a large bfloat16 tensor costs more
         lo = tf.where(empty, 0.0, tf.cast(tf.reduce_min(x), tf.float32))
         hi = tf.where(empty, 0.0, tf.cast(tf.reduce_max(x), tf.float32))
+        # a NaN or an infinity (a diverging step, caught by train.check_numerics in the same
+        # sess.run) must not fail here first: histogram_fixed_width refuses NaN values and range
+        lo = tf.where(tf.math.is_finite(lo), lo, 0.0)
+        hi = tf.where(tf.math.is_finite(hi), hi, 0.0)
         pad = tf.where(hi > lo, 0.0, 0.5)  # all values equal: a unit-wide range around them
         lo, hi = lo - pad, hi + pad
         stride = _sample_stride(size, values.shape)
         if isinstance(stride, int) and stride == 1:  # known to be small: every value, no sample ops
-            counts = tf.histogram_fixed_width(tf.cast(x, tf.float32), tf.stack([lo, hi]), nbins=buckets)
+            counts = tf.histogram_fixed_width(_finite(tf.cast(x, tf.float32)), tf.stack([lo, hi]), nbins=buckets)
             counts = tf.cast(counts, tf.float64)
         else:
             sample = tf.cast(x[::stride], tf.float32)
-            counts = tf.histogram_fixed_width(sample, tf.stack([lo, hi]), nbins=buckets)
+            counts = tf.histogram_fixed_width(_finite(sample), tf.stack([lo, hi]), nbins=buckets)
             scale = tf.cast(size, tf.float64) / tf.cast(tf.maximum(tf.size(sample), 1), tf.float64)
             counts = tf.cast(counts, tf.float64) * scale
         lo64, span = tf.cast(lo, tf.float64), tf.cast(hi - lo, tf.float64)
@@ -74,6 +78,11 @@ def histogram_summary(tag: str, values: tf.Tensor, buckets: int = HISTOGRAM_BUCK
         meta = histogram_metadata.create_summary_metadata(display_name=tag, description="")
         return tf.raw_ops.TensorSummaryV2(tag=tag, tensor=tensor, serialized_summary_metadata=meta.SerializeToString(),
                                           name="summary")
+
+
+def _finite(x: tf.Tensor) -> tf.Tensor:
+    """``x`` with NaN and infinities counted as 0."""
+    return tf.where(tf.math.is_finite(x), x, tf.zeros_like(x))
 
 
 def _sample_stride(size: tf.Tensor, shape: tf.TensorShape) -> int | tf.Tensor:

@@ -265,12 +265,18 @@ class StopSignals:
 
 
 class StopOnSignalHook(v1.train.SessionRunHook):
-    def __init__(self, signals: StopSignals):
-        self.signals = signals
+    """Stops after the step a signal came in, and saves (``save``: the checkpoint hook's) at
+    once: before the other hooks' ``end`` (final snapshots, a trace, the projector: seconds) that
+    a second signal would cut short."""
+
+    def __init__(self, signals: StopSignals, save: Callable[[v1.Session], None] | None = None):
+        self.signals, self.save = signals, save
 
     def after_run(self, run_context, run_values) -> None:
         if self.signals.raised:
             run_context.request_stop()
+            if self.save is not None:
+                self.save(run_context.session)
 
 
 class CheckpointHook(v1.train.SessionRunHook):
@@ -337,7 +343,8 @@ class TraceHook(v1.train.SessionRunHook):
             self._write(run_values.run_metadata)
 
     def end(self, session) -> None:
-        if self.final_fetches is not None and self._last != self.clock.step and self.clock.step > 0:
+        # steps_run: a resumed run that trains no step (it had ended) has this step's already
+        if self.final_fetches is not None and self._last != self.clock.step and self.clock.steps_run > 0:
             metadata = v1.RunMetadata()
             session.run(self.final_fetches, self.feed, options=_FULL_TRACE, run_metadata=metadata)
             self._write(metadata)
@@ -379,7 +386,7 @@ class PeriodicSummaryHook(v1.train.SessionRunHook):
             self._write(run_context.session.run(self.op, self.feed))
 
     def end(self, session) -> None:
-        if self.every > 0 and self._last != self.clock.step and self.clock.step > 0:
+        if self.every > 0 and self._last != self.clock.step and self.clock.steps_run > 0:
             self._write(session.run(self.op, self.feed))
 
     def _write(self, summary) -> None:

@@ -400,7 +400,7 @@ def loop_hooks(config: Config, run: RunDir | None, data: Prepared, b: Built, sig
         hooks.append(TraceHook(clock, b.train_writer, lcfg.trace_every, [grad for grad, _ in g.gradients], b.feed))
     checkpoint = CheckpointHook(clock, b.checkpoints, data.steps_per_epoch, tcfg.checkpoint_every_steps,
                                 [b.train_writer, b.val_writer], guard=signals.saving)
-    hooks += [validation, checkpoint, early_hook, StopOnSignalHook(signals)]
+    hooks += [validation, checkpoint, early_hook, StopOnSignalHook(signals, save=checkpoint.save)]
     if not tcfg.check_numerics:  # unguarded: the update is applied, but a NaN loss still stops the run
         hooks.append(NanLossHook(clock))
     hooks += extra
@@ -488,10 +488,17 @@ def finish(config: Config, run: RunDir, data: Prepared, b: Built, hooks: LoopHoo
         # graph, the training steps and this evaluation
         "peak_memory_mb": round(peak_memory_mb(), 1),
     }
-    if config.log.hparams:
+    # a resumed run that had already ended (its results.json is of this step) trained nothing
+    # now: its events at this step are written, and what only training measures is kept
+    previous = run.read_results() if hooks.clock.steps_run == 0 else None
+    ended_before = previous is not None and previous.get("global_step") == final_step
+    if ended_before:
+        record.update({key: previous.get(key) for key in ("validation_accuracy", "images_per_second")})
+    if config.log.hparams and not ended_before:
         b.val_writer.add_summary(hparams_end_summary(finished=not interrupted), final_step)
     if test is not None:
-        ScalarWriter(b.val_writer).write(final_step, {"test_accuracy": test.accuracy})
+        if not ended_before:
+            ScalarWriter(b.val_writer).write(final_step, {"test_accuracy": test.accuracy})
         run.append_metrics({"step": final_step, "split": "test", "loss": test.loss, "accuracy": test.accuracy,
                             "evaluated_step": record["evaluated_step"]})  # the weights of this step's checkpoint
     run.write_results(record)

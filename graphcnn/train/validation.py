@@ -273,9 +273,22 @@ class MetricsLog(v1.train.SessionRunHook):
         # a run of before the history: one state, no step (it fits any restored step)
         usable = [s for s in state.get("states", [state] if state else []) if s.get("step", step) <= step]
         self._states = usable
+        monitor = self.early.cfg.monitor
+        history = [r for r in self.run.read_metrics() if r.get("split") == "validation" and r["step"] <= step]
         if usable:
             self.early.load_state_dict(usable[-1]["early_stopping"])
             self.plateau.load_state_dict(usable[-1]["plateau"])
+        elif history:  # train_state.json lost or damaged: its state is a function of the validations
+            scale = 1.0
+            for record in history:
+                self.early.update(record["step"], record[monitor])
+                scale = self.plateau.update(record[monitor], scale) if self.plateau.enabled else scale
+            log.warning("early stopping and plateau state rebuilt from the %d validations in %s", len(history),
+                        self.run.metrics)
+            self._record_state(step)
+        best_step = self.checkpoints.best_step
+        if best_step is not None and self.checkpoints.best_metric is None:  # best.json lost
+            self.checkpoints.best_metric = next((r[monitor] for r in history if r["step"] == best_step), None)
         if self.new_stage:
             self.new_stage = False  # once: a recovered session is the same stage
             self.early.wait = self.plateau.wait = 0
