@@ -86,8 +86,9 @@ def naming(err: OSError, path: str | Path) -> OSError:
 
 
 def write_text_atomic(path: str | Path, text: str, encoding: str = "utf-8") -> None:
-    """:func:`write_bytes_atomic` for text."""
-    write_bytes_atomic(path, text.encode(encoding))
+    """:func:`write_bytes_atomic` for text. A file name that is not UTF-8 (os.fsdecode's lone
+    surrogates, as in a data report) is written as its own bytes."""
+    write_bytes_atomic(path, text.encode(encoding, errors="surrogateescape"))
 
 
 def append_line(path: str | Path, line: str, encoding: str = "utf-8") -> None:

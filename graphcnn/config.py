@@ -560,6 +560,11 @@ def validate(config: Config) -> Config:
     for key, value in (("validation_fraction", d.validation_fraction), ("test_fraction", d.test_fraction)):
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"data.{key}: must be in [0, 1), got {value}")
+    if d.num_parallel_calls < 0:
+        raise ConfigError(f"data.num_parallel_calls: decode threads, at least 1 (0: tf.data's autotune), "
+                          f"got {d.num_parallel_calls}")
+    if d.shuffle_buffer < 1:
+        raise ConfigError(f"data.shuffle_buffer: images, at least 1, got {d.shuffle_buffer}")
     return config
 
 

@@ -100,7 +100,7 @@ def collect_image_files(paths: Iterable[str | Path]) -> list[Path]:
             if skipped:
                 log.info("%s: %d entries skipped (not %s files, or hidden)", p, len(skipped),
                          "/".join(IMAGE_EXTENSIONS))
-            files.extend(f for f in found if f.is_file())
+            files.extend(found)  # a broken link among them gets its error row
         elif p.is_file():
             files.append(p)
         else:

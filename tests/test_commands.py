@@ -357,6 +357,10 @@ def test_predict_reads_a_folder_as_training_does_and_any_file_name(folder_run, t
     assert sorted(os.path.relpath(r["file"], folder) for r in rows) == sorted(
         ["a.png", os.path.join("link", "linked.png"), os.path.relpath(latin1, folder)])
     assert all(r["error"] is None and r["class"] in ("a", "b") for r in rows)
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")  # a broken link: its own error row, exit 1
+    assert cli.main(["predict", str(run), str(folder), "--format", "json"]) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["error"] is not None for r in rows if r["file"].endswith("gone.png")] == [True] and len(rows) == 4
 
 
 def test_export_explain_and_latest_through_the_command_line(folder_run, predict_files, tmp_path, monkeypatch,
@@ -546,6 +550,19 @@ def test_data_command_reports_writes_and_exits_0(tmp_path, capsys):
     assert "verdict: the data can train" in report and "broken.jpg" in report
     grid = np.asarray(Image.open(out / "samples.png"))
     assert grid.ndim == 3 and grid.shape[1] >= 4 * 96 and grid.shape[0] >= 2 * 96  # two rows of 4 tiles
+
+
+def test_data_and_train_report_a_bad_file_whose_name_is_not_utf8(tmp_path, monkeypatch):
+    """The report names it by its own bytes (its writer refused the name: exit 2, no report)."""
+    data = make_folder(tmp_path / "data", {"cats": 8, "dogs": 8})
+    Path(os.fsdecode(bytes(data / "cats") + b"/bad\xe9.jpg")).write_bytes(b"garbage")  # a Latin-1 name
+    stdout = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(stdout, encoding="utf-8", errors="surrogateescape"))
+    assert cli.main(["data", str(data), "--out", str(tmp_path / "check")]) == 0
+    assert cli.main(["train", "--data", str(data), "--logdir", str(tmp_path / "logs"), "--name", "r", "--no-progress",
+                     "--set", "train.max_steps=1", "--preset", "digits"]) == 0
+    for report in (tmp_path / "check" / "data_report.txt", tmp_path / "logs" / "r" / "data_report.txt"):
+        assert b"bad\xe9.jpg: Unknown image file format" in report.read_bytes()
 
 
 def test_data_command_exits_2_after_writing_the_report(tmp_path, capsys):

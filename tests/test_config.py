@@ -54,7 +54,9 @@ def test_ranges_of_layers_smoothing_and_augmentation():
                                r"^data.augment.brightness_range: \(low, high\) factors with 0 <= low <= high"),
                               ("data.augment.brightness_range=[-1, 3]", r"^data.augment.brightness_range"),
                               ("data.augment.erasing=2", r"^data.augment.erasing: a probability in \[0, 1\], got 2"),
-                              ("data.augment.cval=255", r"^data.augment.cval: a fill value in \[0, 1\] pixel units")):
+                              ("data.augment.cval=255", r"^data.augment.cval: a fill value in \[0, 1\] pixel units"),
+                              ("data.num_parallel_calls=-3", r"^data.num_parallel_calls: decode threads, at least 1"),
+                              ("data.shuffle_buffer=0", r"^data.shuffle_buffer: images, at least 1, got 0")):
         with pytest.raises(C.ConfigError, match=message):
             C.load(get_preset("digits"), None, [override])
 

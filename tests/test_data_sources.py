@@ -443,6 +443,49 @@ def test_hidden_files_and_symlinked_duplicates(tmp_path):
     assert f"{tmp_path / 'a' / 'a_01.png'} = {tmp_path / 'b' / 'stolen.png'}" in str(info.value)
 
 
+def test_fifos_are_skipped_broken_links_named_and_webp_read(tmp_path):
+    """A FIFO named x.jpg would block the scan forever: skipped and listed. A broken link is a
+    bad file by name. WebP, which TensorFlow decodes, is an image extension."""
+    from PIL import Image
+
+    make_tree(tmp_path, {"a": 4, "b": 4})
+    os.mkfifo(tmp_path / "a" / "pipe.jpg")
+    os.symlink(tmp_path / "nowhere.png", tmp_path / "b" / "broken.png")
+    Image.fromarray(image(c=3)).save(tmp_path / "b" / "web.webp")
+    ds = load_dataset(cfg(tmp_path, validation_fraction=0.25, test_fraction=0.25), channels=1)
+    assert str(tmp_path / "b" / "web.webp") in all_paths(ds) and len(all_paths(ds)) == 9
+    assert any(str(tmp_path / "a" / "pipe.jpg") in w and "skipped" in w for w in ds.warnings)
+    assert any(str(tmp_path / "b" / "broken.png") in w for w in ds.warnings)
+
+
+def test_split_folders_are_refused_with_the_folders_to_give(tmp_path):
+    for split in ("train", "val", "test"):
+        make_tree(tmp_path / split, {"cats": 2, "dogs": 2})
+    with pytest.raises(DataError, match=rf"^{tmp_path}: holds the splits train/, val/, test/, not classes: give "
+                                        rf"--data {tmp_path / 'train'} \(its class folders\) and --set "
+                                        rf"data.test_path={tmp_path / 'test'};"):
+        load_dataset(cfg(tmp_path), channels=1)
+    ds = load_dataset(cfg(tmp_path / "train", test_path=str(tmp_path / "test")), channels=1)
+    assert ds.class_names == ("cats", "dogs") and len(ds.test) == 4
+
+
+def test_graphcnn_output_inside_the_data_folder_is_no_class(tmp_path):
+    """`graphcnn data .` and `graphcnn train --data .` run from inside the data folder write
+    data_check/ and logs/ there: the next read skips them (named) instead of training on them."""
+    make_tree(tmp_path, {"a": 4, "b": 4})
+    write_png(tmp_path / "data_check" / "samples.png", image(c=3))
+    (tmp_path / "data_check" / "data_report.txt").write_text("report")
+    (tmp_path / "logs" / "run1" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "logs" / "run1" / "config.json").write_text("{}")
+    write_png(tmp_path / "logs" / "run1" / "examples" / "x.png", image())
+    (tmp_path / "logs" / "run2").mkdir()
+    (tmp_path / "logs" / "run2" / ".lock").write_text("1 host")
+    ds = load_dataset(cfg(tmp_path, validation_fraction=0.25, test_fraction=0.25), channels=1)
+    assert ds.class_names == ("a", "b")
+    skipped = next(w for w in ds.warnings if "graphcnn's own output" in w)
+    assert str(tmp_path / "data_check") in skipped and str(tmp_path / "logs") in skipped
+
+
 def test_folder_images_that_fit_in_memory_are_kept_from_the_scan(tmp_path, monkeypatch):
     make_tree(tmp_path, {"a": 6, "b": 6}, c=3, fmt="jpg")
     config = cfg(tmp_path, validation_fraction=0.25, test_fraction=0.25)

@@ -141,6 +141,19 @@ def test_a_lost_state_or_best_record_is_rebuilt_and_the_run_ends_as_if_whole(tmp
         "states"][-1]
 
 
+def test_resume_refuses_data_whose_classes_changed_and_writes_nothing(tmp_path):
+    """A class folder added since the run started: restoring the 3-class weights under 4
+    names would relabel every prediction of the run (preprocessing.json rewritten)."""
+    from graphcnn.data.sources import DataError
+
+    run = RunDir.create(tmp_path, "r")
+    train(tiny_config(epochs=1), run, progress=False, dataset=synthetic_dataset())
+    before = {p: p.read_bytes() for p in run.root.rglob("*") if p.is_file()}
+    with pytest.raises(DataError, match=r"its classes \(c0, c1, c2, c3\) are not the ones .* on \(c0, c1, c2\)"):
+        train(tiny_config(epochs=2), run, resume=True, progress=False, dataset=synthetic_dataset(num_classes=4))
+    assert {p: p.read_bytes() for p in run.root.rglob("*") if p.is_file()} == before
+
+
 def test_a_second_signal_waits_for_the_save_then_stops():
     signals = StopSignals()
     signals._handle(signal.SIGINT, None)

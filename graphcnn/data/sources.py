@@ -37,6 +37,7 @@ import math
 import os
 import pickle
 import re
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -48,7 +49,7 @@ from graphcnn.registry import UnknownChoiceError, lookup
 
 log = logging.getLogger("graphcnn.data")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 DIGITS_PNG = Path(__file__).with_name("digits.png")
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -881,16 +882,50 @@ def _unnest(tree: Path) -> Path:
     return tree
 
 
+SPLIT_FOLDER_NAMES = ("train", "training", "val", "valid", "validation", "test", "testing")
+
+
+def _graphcnn_output(folder: Path) -> bool:
+    """A folder graphcnn wrote, not a class: ``graphcnn data``'s report folder, or a logs folder
+    of runs (a command run from inside the data folder writes them there)."""
+    if (folder / "data_report.txt").is_file() and (folder / "samples.png").is_file():
+        return True
+    with os.scandir(folder) as entries:  # d_type: no stat for the files of a class folder
+        return any(e.is_dir() and (os.path.isfile(os.path.join(e.path, ".lock"))  # a run starting now
+                                   or os.path.isfile(os.path.join(e.path, "config.json"))
+                                   and os.path.isdir(os.path.join(e.path, "checkpoints"))) for e in entries)
+
+
+def _has_subfolders(folder: Path) -> bool:
+    with os.scandir(folder) as entries:
+        return any(e.is_dir() and not e.name.startswith(".") for e in entries)
+
+
 def _class_folders(tree: Path, warnings: _Warnings) -> dict[str, Path]:
-    """Class name -> folder for the visible subfolders of ``tree``; stray files are reported."""
-    folders, skipped, hidden = {}, [], []
+    """Class name -> folder for the visible subfolders of ``tree``; stray files are reported,
+    graphcnn's own output folders skipped, and a tree of split folders (train/, val/, test/)
+    refused: its classes are one level down."""
+    folders, skipped, hidden, ours = {}, [], [], []
     for child in sorted(tree.iterdir()):
         if child.name.startswith("."):
             hidden.append(child)
         elif child.is_dir():
-            folders[child.name] = child
+            if _graphcnn_output(child):
+                ours.append(child)
+            else:
+                folders[child.name] = child
         else:
             skipped.append(child)
+    if ours:
+        warnings.warn(f"{tree}: graphcnn's own output skipped (not classes):\n" + _listing(ours))
+    if len(folders) >= 2 and all(n.lower() in SPLIT_FOLDER_NAMES and _has_subfolders(f) for n, f in folders.items()):
+        names = sorted(folders, key=lambda n: SPLIT_FOLDER_NAMES.index(n.lower()))
+        train = next((n for n in names if n.lower() in ("train", "training")), names[0])
+        test = next((n for n in names if n.lower() in ("test", "testing")), None)
+        raise DataError(f"{tree}: holds the splits {', '.join(n + '/' for n in names)}, not classes: give --data "
+                        f"{tree / train} (its class folders)"
+                        + (f" and --set data.test_path={tree / test}" if test else "")
+                        + "; the validation split comes from data.validation_fraction")
     if not folders:
         raise DataError(
             f"{tree}: no class subfolders (expected one subfolder per class"
@@ -901,6 +936,15 @@ def _class_folders(tree: Path, warnings: _Warnings) -> dict[str, Path]:
     if hidden:
         warnings.warn(f"{tree}: hidden entries skipped:\n" + _listing(hidden))
     return folders
+
+
+def _special(path: Path) -> bool:
+    """A FIFO, socket or device (reading a FIFO waits forever); a broken link is not special:
+    it is read, and named as a bad file."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def walk_image_files(folder: Path, onerror: Callable[[OSError], None] | None = None
@@ -919,7 +963,7 @@ def walk_image_files(folder: Path, onerror: Callable[[OSError], None] | None = N
         seen.update(os.path.realpath(os.path.join(directory, d)) for d in subdirs)
         for name in sorted(files):  # hidden files too: macOS's ._x.jpg beside x.jpg is not an image
             path = Path(directory, name)
-            if not name.lower().endswith(IMAGE_EXTENSIONS) or name.startswith("."):
+            if not name.lower().endswith(IMAGE_EXTENSIONS) or name.startswith(".") or _special(path):
                 skipped.append(path)
             elif (real := os.path.realpath(path)) in real_files:  # one file under two names: once, or it
                 again.append(path)                                  # could sit in two splits

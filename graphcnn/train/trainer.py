@@ -36,7 +36,7 @@ from graphcnn.checkpoints import (CheckpointManager, checkpoints_on_disk, export
 from graphcnn.config import Config
 from graphcnn.data.check import DataCheck, report_text
 from graphcnn.data.pipeline import InputPipeline, Preprocessing, augment_fn_for, compute_pixel_mean
-from graphcnn.data.sources import Dataset, Split, load_dataset
+from graphcnn.data.sources import Dataset, DataError, Split, load_dataset
 from graphcnn.model.backbones import preprocessing_record
 from graphcnn.model.devices import resolve_devices
 from graphcnn.model.devices import session_config as devices_session_config
@@ -103,6 +103,8 @@ def prepare(config: Config, run: RunDir | None, resume: bool, dataset: Dataset |
     tcfg = config.train
     if dataset is None:
         dataset = load_dataset(config.data, config.model.channels, size=config.model.input_size)
+    if resume and run is not None:
+        _check_same_classes(run, dataset)
     num_classes = len(dataset.class_names)
     # the step count of the whole run: a cluster's workers share the global step
     steps_per_epoch = max(1, len(dataset.train) // tcfg.batch_size)
@@ -139,6 +141,20 @@ def prepare(config: Config, run: RunDir | None, resume: bool, dataset: Dataset |
         log.info("devices: %s, one tower each (%d images per tower and step)", ", ".join(devices),
                  batch_size // len(devices))
     return Prepared(dataset, steps_per_epoch, total_steps, mean, precision, devices, batch_size, cluster)
+
+
+def _check_same_classes(run: RunDir, dataset: Dataset) -> None:
+    """A resumed run trains on the classes it started with: a class folder added or renamed
+    since would restore the weights under other names (its preprocessing.json rewritten, every
+    prediction of the run mislabelled from then on)."""
+    try:
+        recorded = Preprocessing.load(run.checkpoints)[0].class_names
+    except (OSError, ValueError, KeyError):
+        return  # a run killed before its files were written: nothing recorded to differ from
+    if tuple(recorded) != tuple(dataset.class_names):
+        raise DataError(f"{dataset.name}: its classes ({', '.join(dataset.class_names)}) are not the ones {run.root} "
+                        f"trained on ({', '.join(recorded)}): --resume continues a run on its own data. Train a new "
+                        f"run, or start one from this run's weights: --init-from {run.root} --exclude-scopes logits")
 
 
 def write_run_files(config: Config, run: RunDir, data: Prepared, resume: bool) -> None:
