@@ -30,6 +30,7 @@ import pathlib
 import sys
 import time
 import traceback
+from typing import NoReturn
 
 from graphcnn import runtime
 
@@ -125,6 +126,11 @@ def resolve_config(args: argparse.Namespace, base=None):
     preset = args.preset
     if args.config and preset is None:
         preset = C.read_file(args.config).get("preset")
+        if preset is not None and base is None:
+            try:
+                get_preset(preset)
+            except C.ConfigError as err:  # the file's choice: name the file
+                raise C.ConfigError(f"{args.config}: {err}") from None
     overrides = _overrides(args)
     config = C.load(base if base is not None else get_preset(preset or DEFAULT_PRESET), args.config, overrides)
     # the run keeps its config: data paths absolute, so that --resume and evaluate of the run
@@ -178,8 +184,19 @@ class, as the model sees them: resized and converted to its input) and OUT/data_
 report lists every problem)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as graphcnn's: one ``graphcnn: error:`` line, exit 2 (its
+    subcommands' parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.partition(" ")[2]  # "predict" of "graphcnn predict"; "" at the top
+        self.exit(EXIT_BAD_INPUT, f"graphcnn: error: {command + ': ' if command else ''}{message} "
+                                  f"(see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="graphcnn", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="graphcnn", description="Build convolutional networks as TensorFlow graphs, train "
+                     "them, and see inside them. `graphcnn COMMAND --help` for each command.")
     add_global_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -209,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", action="store_true",
                    help="print on stderr: images/s, and the time spent waiting for decoding vs in the "
                         "forward pass")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
+    p.add_argument("--batch-size", type=_at_least_one, default=64, help="images per forward pass (default: 64)")
     p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default="auto",
                    help="the forward pass's compute precision; auto: bfloat16 where the CPU computes it "
                         "natively (AMX-BF16, AVX512-BF16), as train.precision=auto picks it, else float32 "
@@ -251,14 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     tb = sub.add_parser("tensorboard", help="run TensorBoard on a run (or a folder of runs), keeping every image")
     tb.add_argument("logdir", nargs="?", default=DEFAULT_LOGDIR, help="run directory or parent folder (default: logs)")
-    tb.add_argument("--port", type=_port, default=6006)
+    tb.add_argument("--port", type=_port, default=6006, help="the port to serve on (default: 6006)")
     tb.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default, this machine only) or 0.0.0.0")
 
     fl = sub.add_parser("filters", help="filter snapshots from a run's events as PNG frames + animated PNG/GIF")
     fl.add_argument("run", help="run directory")
     fl.add_argument("--layer", default="", help="only this layer (e.g. conv1_1)")
     fl.add_argument("--gif", action="store_true", help="also write an animated GIF")
-    fl.add_argument("--delay-ms", type=int, default=200, help="time per frame")
+    fl.add_argument("--delay-ms", type=_at_least_one, default=200,
+                    help="time per frame of the APNG/GIF, in milliseconds (default: 200)")
 
     rp = sub.add_parser("report", help="training vs validation loss/accuracy plots as PNG in <run>/report/")
     rp.add_argument("run", help="run directory")
@@ -314,6 +332,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from graphcnn.run_dir import RunDir, check_run_name
 
     task = _cluster_task(args)
+    if args.next_stage and not args.resume:
+        raise C.ConfigError("--next-stage continues a run: give --resume RUN")
+    if args.exclude_scopes is not None and args.init_from is None and not args.resume:
+        raise C.ConfigError("--exclude-scopes leaves scopes out of --init-from's checkpoint: give --init-from")
     if getattr(args, "sweep", None):
         if task is not None:
             raise C.ConfigError("--sweep and --cluster do not go together: sweep runs are separate processes")
@@ -325,8 +347,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     if task is not None and not task.is_chief:
         return _train_cluster_task(args, task)
 
-    if args.next_stage and not args.resume:
-        raise C.ConfigError("--next-stage continues a run: give --resume RUN")
     if args.resume:
         run = RunDir.open(args.resume)
         config = C.from_json_file(run.config)
@@ -337,9 +357,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 raise C.ConfigError("--next-stage goes on from the run's own latest checkpoint: drop "
                                     "--init-from/--exclude-scopes (they apply to a new run)")
             config = _next_stage_config(config, resolve_config(args, base=config))
-        elif args.overrides or args.config or args.preset or args.data or args.init_from:
-            print("graphcnn: --resume continues with the run's saved config.json; "
-                  "other config options are ignored (a new stage of the run: --next-stage)", file=sys.stderr)
+        elif args.overrides or args.config or args.preset or args.data or args.init_from or \
+                args.exclude_scopes is not None or args.trainable_scopes is not None or args.name:
+            print("graphcnn: --resume continues with the run's saved config.json in its folder; "
+                  "other config options and --name are ignored (a new stage of the run: --next-stage)",
+                  file=sys.stderr)
         with run.lock():
             print(f"run directory: {run.root}")
             result = train(config, run, resume=True, progress=not args.no_progress, new_stage=args.next_stage,
@@ -358,7 +380,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"peak memory: {result.peak_memory_mb / 1024:.2f} GiB (resident, the whole process)")
     if result.interrupted:
         print(f"interrupted at step {result.global_step}; continue with: graphcnn train --resume {run.root}")
-    print(f"best checkpoint: {run.best} (step {result.best_step}); latest: {run.checkpoints}")
+    if result.best_step is not None:
+        print(f"best checkpoint: {run.best} (step {result.best_step}); latest: {run.checkpoints}")
+    else:  # stopped before its first validation
+        print(f"no best checkpoint yet (no validation ran); latest: {run.checkpoints}")
     print(f"TensorBoard: graphcnn tensorboard {run.root}   (then open http://127.0.0.1:6006)")
     return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
 
@@ -533,9 +558,13 @@ def cmd_augment_preview(args: argparse.Namespace) -> int:
                          "--set data.augment.rotation_range=15")
     if args.cols < 2 or args.rows < 1:
         raise ValueError("--rows must be at least 1 and --cols at least 2 (the original and one augmentation)")
+    out = pathlib.Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder: give the PNG file to write, e.g. {out / 'preview.png'}")
     dataset = load_dataset(config.data, config.model.channels)
     tiles = augmentation_preview(config, dataset.train, args.rows, args.cols, config.data.seed)
-    write_png(args.out, preview_image(tiles, args.cols))
+    out.parent.mkdir(parents=True, exist_ok=True)  # as data --out and explain --out
+    write_png(out, preview_image(tiles, args.cols))
     print(f"wrote {args.out}: each row is a training image (original) followed by {args.cols - 1} augmentations")
     return 0
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import json
+import math
 import tomllib
 import typing
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 
 class ConfigError(ValueError):
@@ -348,7 +349,14 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         return key, json.loads(raw)
     except json.JSONDecodeError:
-        return key, {"true": True, "false": False}.get(raw.lower(), raw)
+        pass
+    if any(c.isdigit() for c in raw):  # Python's spellings JSON lacks: .001, 1., 03, +3, 1_000
+        for number in (int, float):
+            try:
+                return key, number(raw)
+            except ValueError:
+                pass
+    return key, {"true": True, "false": False}.get(raw.lower(), raw)
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
@@ -396,17 +404,17 @@ def load(preset_config: Config, file: str | Path | None = None, overrides: list[
     resolved = apply_overrides(config, list(overrides))
     try:
         validate(resolved)
+        return _check_keep_rates(resolved, preset_config.train.keep_rates)
     except ConfigError as err:
-        if file is not None and _invalid(config) == str(err):  # the file's value, not an override's
+        if file is not None and _invalid(config, preset_config) == str(err):  # the file's value, not an override's
             raise ConfigError(f"{file}: {err}") from None
         raise
-    return _check_keep_rates(resolved, preset_config.train.keep_rates)
 
 
-def _invalid(config: Config) -> str | None:
-    """``validate``'s message for ``config``, None when it is valid."""
+def _invalid(config: Config, preset_config: Config) -> str | None:
+    """``validate``'s (or the keep-rate check's) message for ``config``, None when it is valid."""
     try:
-        validate(config)
+        _check_keep_rates(validate(config), preset_config.train.keep_rates)
     except ConfigError as err:
         return str(err)
     return None
@@ -514,6 +522,8 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"{where}.units: a dense layer needs units >= 1")
         if layer.type in ("conv", "dense"):
             _check_choice(f"{where}.activation", layer.activation, layer_choices["activation"])
+            if layer.initializer:  # "": the model's
+                _check_choice(f"{where}.initializer", layer.initializer, config_choices["model.initializer"])
         if layer.type == "pool":
             _check_choice(f"{where}.pool", layer.pool, layer_choices["pool"])
         for key, value, least in (("kernel_size", layer.kernel_size, 1), ("pool_size", layer.pool_size, 1),
@@ -560,6 +570,7 @@ def validate(config: Config) -> Config:
     for key, value in (("validation_fraction", d.validation_fraction), ("test_fraction", d.test_fraction)):
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"data.{key}: must be in [0, 1), got {value}")
+    _check_numbers(config)
     if d.num_parallel_calls < 0:
         raise ConfigError(f"data.num_parallel_calls: decode threads, at least 1 (0: tf.data's autotune), "
                           f"got {d.num_parallel_calls}")
@@ -568,9 +579,64 @@ def validate(config: Config) -> Config:
     return config
 
 
+# the lowest value of each count, size, rate and period not checked on its own above (a
+# negative max_steps or checkpoints_to_keep was read as "off" or "keep all", silently)
+AT_LEAST: dict[str, float] = {
+    "data.seed": 0, "train.seed": 0, "train.max_steps": 0, "train.eval_every_steps": 0,
+    "train.checkpoints_to_keep": 1, "train.checkpoint_every_steps": 0, "train.momentum": 0,
+    "train.rmsprop_momentum": 0, "train.clip_global_norm": 0, "train.weight_decay": 0,
+    "train.schedule.warmup_steps": 0, "train.schedule.decay_steps": 0, "train.schedule.min_learning_rate": 0,
+    "train.schedule.plateau_factor": 0, "train.schedule.plateau_patience": 1,
+    "train.schedule.plateau_min_learning_rate": 0, "train.early_stopping.patience": 0,
+    "train.early_stopping.min_delta": 0, "model.batch_norm_decay": 0,
+    **{f"log.{key}": 0 for key in ("scalars_every", "histograms_every", "filters_every", "max_filter_images",
+                                   "gradients_every", "activations_every", "feature_maps_every", "probe_images",
+                                   "max_misclassified", "trace_every", "projector_images")},
+}
+BELOW_ONE = ("train.momentum", "train.rmsprop_momentum", "train.schedule.plateau_factor", "model.batch_norm_decay")
+
+
+def _numbers(obj: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+    """(key, value) of every number in a config, lists and tables included."""
+    if dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            yield from _numbers(getattr(obj, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(obj, Mapping):
+        for name, value in obj.items():
+            yield from _numbers(value, f"{key}.{name}")
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _numbers(value, f"{key}[{i}]")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield key, obj
+
+
+def _check_numbers(config: Config) -> None:
+    """No number is infinite or NaN (config.json stays strict JSON), and none is below its
+    least value or, for momentum-like factors, at 1 or above."""
+    values = dict(_numbers(config))
+    for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value}")
+    for key, least in AT_LEAST.items():
+        if values[key] < least:
+            raise ConfigError(f"{key}: must be at least {least:g}, got {values[key]:g}")
+    for key in BELOW_ONE:
+        if values[key] >= 1:
+            raise ConfigError(f"{key}: must be under 1, got {values[key]:g}")
+    if config.train.schedule.decay_rate <= 0:
+        raise ConfigError(f"train.schedule.decay_rate: must be positive, got {config.train.schedule.decay_rate:g}")
+    if config.model.init_stddev <= 0:
+        raise ConfigError(f"model.init_stddev: must be positive, got {config.model.init_stddev:g}")
+
+
 def from_json_file(path: str | Path) -> Config:
     """Load a resolved ``config.json`` written by :meth:`Config.save`."""
-    return validate(from_dict(Config, read_file(path)))
+    data = read_file(path)
+    try:
+        return validate(from_dict(Config, data))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
 
 
 def keep_groups(model: ModelConfig) -> tuple[str, ...]:

@@ -404,6 +404,8 @@ def export_tflite(run_or_checkpoint: str | Path, out_path: str | Path, prefer_be
     out = Path(out_path).expanduser()
     if out.is_dir() or (not out.suffix and not out.exists()):
         out = out / "model.tflite"
+    if out.exists():  # as a SavedModel's folder: nothing a user has is overwritten
+        raise ExportError(f"{out} already exists: export to a new file (or delete it first)")
     source = Path(run_or_checkpoint)
     if not is_saved_model(source):
         checkpoint_candidates(source)  # a missing or empty source fails before any folder is made

@@ -116,20 +116,24 @@ class RunDir:
         Raises RunDirError if it exists (resume it with ``--resume`` or pick another name),
         or if ``name`` is not one plain folder name (see :func:`check_run_name`).
         """
-        if name:
-            name = check_run_name(name)
-        else:
-            name = f"{prefix}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-        root = Path(logs_root) / name
-        exists = RunDirError(f"run directory {root} already exists; use --resume {root} to continue it, "
-                             "or choose another --name")
-        if root.exists() or root.is_symlink():
-            raise exists
-        root.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            root.mkdir()  # not exist_ok: of two trainers racing for one name, one gets the error
-        except FileExistsError:
-            raise exists from None
+        chosen = bool(name)
+        if chosen:
+            names = [check_run_name(name)]
+        else:  # two runs started in the same second (a sweep, a script) each get their own
+            stamp = f"{prefix}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+            names = [stamp] + [f"{stamp}-{i}" for i in range(2, 100)]
+        Path(logs_root).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            root = Path(logs_root) / name
+            try:
+                if root.is_symlink():
+                    raise FileExistsError(root)
+                root.mkdir()  # not exist_ok: of two trainers racing for one name, one gets the error
+                break
+            except FileExistsError:
+                if chosen or name == names[-1]:
+                    raise RunDirError(f"run directory {root} already exists; use --resume {root} to continue it, "
+                                      "or choose another --name") from None
         run = cls(root)
         for d in (run.train_logs, run.validation_logs, run.checkpoints, run.best):
             d.mkdir()

@@ -456,10 +456,27 @@ def test_a_logdir_or_out_that_is_a_file_is_bad_input(tmp_path, tiny_config_file,
         f"graphcnn: error: cannot write {afile / 'x'}: {afile} is a file, not a folder"]
 
 
-def test_small_input_mistakes_are_bad_input(capsys):
-    with pytest.raises(SystemExit) as info:  # argparse's own error line, exit 2
-        cli.main(["predict", "run", "x.png", "--top-k", "0"])
-    assert info.value.code == 2 and "--top-k: must be at least 1, got 0" in capsys.readouterr().err
+def test_small_input_mistakes_are_bad_input(capsys, tmp_path):
+    for argv, message in ((["predict", "run", "x.png", "--top-k", "0"], "predict: argument --top-k: must be at least "
+                                                                        "1, got 0 (see graphcnn predict --help)"),
+                          (["predict", "run", "x.png", "--batch-size", "0"], "predict: argument --batch-size: must be"),
+                          (["filters", "run", "--delay-ms", "-5"], "filters: argument --delay-ms: must be at least 1"),
+                          (["evaluate", "run", "--split", "bogus"], "evaluate: argument --split: invalid choice"),
+                          (["bogus"], "argument command: invalid choice: 'bogus'")):
+        with pytest.raises(SystemExit) as info:  # argparse's error as graphcnn's one line, exit 2
+            cli.main(argv)
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and err.splitlines() == [err.splitlines()[0]], argv
+        assert err.startswith(f"graphcnn: error: {message}"), err
+    assert cli.main(["train", "--exclude-scopes", "logits"]) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        "graphcnn: error: --exclude-scopes leaves scopes out of --init-from's checkpoint: give --init-from"]
+    assert cli.main(["train", "--next-stage", "--sweep", "train.epochs=1,2"]) == 2  # before the sweep trains
+    assert error_lines(capsys.readouterr().err) == ["graphcnn: error: --next-stage continues a run: give --resume RUN"]
+    (tmp_path / "folder").mkdir()
+    assert cli.main(["augment-preview", "--set", "data.augment.rotation_range=15", "--out",
+                     str(tmp_path / "folder")]) == 2
+    assert "is a folder: give the PNG file to write" in error_lines(capsys.readouterr().err)[0]
     assert cli.main(["config", "--set", "preset=fashion"]) == 2  # --set would only rename it
     assert error_lines(capsys.readouterr().err)[0].startswith("graphcnn: error: preset: pick a preset with --preset")
     assert cli.main(["augment-preview", "--preset", "ct_scan"]) == 2

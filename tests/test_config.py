@@ -56,9 +56,30 @@ def test_ranges_of_layers_smoothing_and_augmentation():
                               ("data.augment.erasing=2", r"^data.augment.erasing: a probability in \[0, 1\], got 2"),
                               ("data.augment.cval=255", r"^data.augment.cval: a fill value in \[0, 1\] pixel units"),
                               ("data.num_parallel_calls=-3", r"^data.num_parallel_calls: decode threads, at least 1"),
-                              ("data.shuffle_buffer=0", r"^data.shuffle_buffer: images, at least 1, got 0")):
+                              ("data.shuffle_buffer=0", r"^data.shuffle_buffer: images, at least 1, got 0"),
+                              # config.json is strict JSON: no Infinity, no NaN
+                              ("train.learning_rate=Infinity", r"^train.learning_rate: must be a finite number"),
+                              ("train.weight_decay=NaN", r"^train.weight_decay: must be a finite number, got nan"),
+                              ("data.augment.brightness_range=[0.5, Infinity]",
+                               r"^data.augment.brightness_range\[1\]: must be a finite number"),
+                              # a negative count read as "off" or "keep all", silently
+                              ("train.max_steps=-5", r"^train.max_steps: must be at least 0, got -5$"),
+                              ("train.checkpoints_to_keep=0", r"^train.checkpoints_to_keep: must be at least 1"),
+                              ("data.seed=-1", r"^data.seed: must be at least 0, got -1$"),
+                              ("log.probe_images=-1", r"^log.probe_images: must be at least 0"),
+                              ("train.schedule.plateau_factor=5", r"^train.schedule.plateau_factor: must be under 1"),
+                              ("model.batch_norm_decay=2", r"^model.batch_norm_decay: must be under 1, got 2$")):
         with pytest.raises(C.ConfigError, match=message):
             C.load(get_preset("digits"), None, [override])
+
+
+def test_set_takes_pythons_number_spellings():
+    config = C.load(get_preset("digits"), None, ["train.learning_rate=.001", "train.epochs=03",
+                                                 "train.max_steps=1_000", "train.devices=2"])
+    assert (config.train.learning_rate, config.train.epochs, config.train.max_steps) == (0.001, 3, 1000)
+    assert config.train.devices == "2"  # a string field keeps what was typed
+    for preset in PRESETS:  # every preset passes the number checks
+        C.validate(get_preset(preset))
 
 
 def test_keep_rate_groups_must_be_the_models():
@@ -71,6 +92,26 @@ def test_keep_rate_groups_must_be_the_models():
     # the preset's fc rate, its dropout layer taken out by the user: dropped, not an error
     plain = C.load(get_preset("digits"), None, ['model.layers=[{"type": "conv", "filters": 4}, {"type": "flatten"}]'])
     assert plain.train.keep_rates == {}
+
+
+def test_errors_of_a_config_file_or_a_runs_config_json_name_it(tmp_path, capsys):
+    from graphcnn import cli
+
+    keep = tmp_path / "keep.toml"
+    keep.write_text("[train.keep_rates]\nfcc = 0.5\n")
+    with pytest.raises(C.ConfigError, match=rf"^{keep}: train.keep_rates.fcc: no dropout layer"):
+        C.load(get_preset("digits"), keep)
+    with pytest.raises(C.ConfigError, match=r"^train.keep_rates.fcc: no dropout layer"):  # an override's: no file
+        C.load(get_preset("digits"), None, ["train.keep_rates.fcc=0.5"])
+    preset = tmp_path / "preset.toml"
+    preset.write_text('preset = "nope"\n')
+    assert cli.main(["config", "--config", str(preset)]) == 2
+    assert capsys.readouterr().err.startswith(f"graphcnn: error: {preset}: unknown preset 'nope'; choices: digits")
+    saved = tmp_path / "config.json"
+    get_preset("digits").save(saved)
+    saved.write_text(saved.read_text().replace('"epochs": 30', '"epochs": "x"'))
+    with pytest.raises(C.ConfigError, match=rf"^{saved}: train.epochs: expected an integer"):
+        C.from_json_file(saved)
 
 
 def test_config_files_that_are_not_tables_or_text_are_named(tmp_path):

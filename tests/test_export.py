@@ -103,6 +103,16 @@ def test_tflite_predicts_as_predictor(exported):
     assert list(out["classes"]) == [0, 1, 2]
 
 
+def test_tflite_never_overwrites_a_file(exported):
+    run, saved, tflite, files = exported
+    before = tflite.read_bytes()
+    with pytest.raises(ExportError, match=rf"^{tflite} already exists: export to a new file"):
+        export_tflite(saved, tflite)
+    with pytest.raises(ExportError, match=r"model.tflite already exists"):
+        export_tflite(saved, tflite.parent)  # a folder: its model.tflite
+    assert tflite.read_bytes() == before
+
+
 def _signature_inputs(show: str) -> dict[str, set[str]]:
     found, current = {}, None
     for line in show.splitlines():

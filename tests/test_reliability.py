@@ -70,6 +70,24 @@ def test_a_run_writes_every_state_file_by_replacing_it_whole(tmp_path, monkeypat
             f"checkpoints/model.ckpt-{step}.meta", f"best/model.ckpt-{step}.meta"} <= set(replaced), replaced
 
 
+def test_default_run_names_of_the_same_second_get_a_suffix(tmp_path, monkeypatch):
+    """Two runs started in the same second (a script, a sweep) each get a folder; a chosen
+    name is never changed."""
+    import datetime
+
+    class Frozen(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 12, 7, 12, 0, 0)
+
+    monkeypatch.setattr("graphcnn.run_dir._dt.datetime", Frozen)
+    names = [RunDir.create(tmp_path, prefix="digits").root.name for _ in range(3)]
+    assert names == ["digits-20261207-120000", "digits-20261207-120000-2", "digits-20261207-120000-3"]
+    RunDir.create(tmp_path, "mine")
+    with pytest.raises(RunDirError, match="mine already exists"):
+        RunDir.create(tmp_path, "mine")
+
+
 def test_append_line_after_a_torn_line_keeps_the_new_line_whole(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_bytes(b'{"step": 1}\n{"step": 2, "spl')  # killed in the middle of a write

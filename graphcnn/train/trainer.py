@@ -457,12 +457,15 @@ def fit(b: Built, creator: RunSessionCreator, hooks: LoopHooks, total_steps: int
                     # ones: keep them as the latest checkpoint (no end() hooks run on an error)
                     if hooks.checkpoint is not None:
                         sess.run_step_fn(lambda step_context: hooks.checkpoint.save(step_context.session))
+                    if hooks.clock.step == 0:  # nothing trained, nothing saved: a failed start
+                        kept = "no step had trained (a new run's folder is removed)"
+                    else:
+                        kept = ("the last good checkpoint is in "
+                                f"{b.checkpoints.checkpoint_dir if b.checkpoints else 'the run directory'}")
                     raise FloatingPointError(
                         f"training stopped at step {hooks.clock.step + 1}: the loss or its gradients became NaN "
-                        f"or Inf; that update was not applied and the last good checkpoint is in "
-                        f"{b.checkpoints.checkpoint_dir if b.checkpoints else 'the run directory'}. Lower "
-                        "train.learning_rate or set "
-                        "train.clip_global_norm.") from None
+                        f"or Inf; that update was not applied and {kept}. Lower train.learning_rate or "
+                        "train.weight_decay, or set train.clip_global_norm.") from None
     finally:
         if hooks.progress is not None:
             hooks.progress.close()
