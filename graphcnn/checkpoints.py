@@ -440,6 +440,7 @@ class CheckpointManager:
         self.best_metric: float | None = None
         self.best_step: int | None = None
         self._meta: dict[v1.train.Saver, bytes] = {}  # each saver's serialized meta graph
+        self._stale: list[Path] = []  # checkpoints skipped on restore: removed once a newer one is saved
         record = read_best_record(self.best_dir)
         if record is not None:
             self.best_metric, self.best_step = record["value"], int(record["step"])
@@ -462,9 +463,19 @@ class CheckpointManager:
                                   f"no checkpoint in {self.checkpoint_dir} can be restored", RESTORE_ERRORS)
         # tell the Saver what is on disk so max_to_keep deletes old ones after the restart;
         # not the damaged ones after the restored one, so retention never deletes a good
-        # checkpoint to keep them
+        # checkpoint to keep them: those, and the incomplete ones (a file lost), go once a
+        # newer checkpoint is saved, instead of staying forever
         self.saver.recover_last_checkpoints([str(p) for p in found[: found.index(restored) + 1]])
+        incomplete = [p for p in self._indexed() if p not in found and step_of(p) is not None]
+        for p in incomplete:
+            log.warning("checkpoint %s is incomplete (%s): skipped", p, ", ".join(
+                f"no {what}" for what, there in ((".meta", p.with_name(p.name + ".meta").exists()),
+                                                 (".data", bool(_data_shards(p)))) if not there))
+        self._stale = [*incomplete, *found[found.index(restored) + 1:]]
         return restored
+
+    def _indexed(self) -> list[Path]:
+        return [i.with_name(i.name[: -len(".index")]) for i in self.checkpoint_dir.glob(f"{PREFIX}-*.index")]
 
     def adopt_on_disk(self) -> None:
         """Count the checkpoints already on disk (a new stage's: the last stage's) towards
@@ -473,7 +484,13 @@ class CheckpointManager:
         self.saver.recover_last_checkpoints([str(p) for p in checkpoints_on_disk(self.checkpoint_dir)])
 
     def save(self, sess: v1.Session, step: int) -> str:
-        return self._save(self.saver, sess, self.checkpoint_dir, step)
+        prefix = self._save(self.saver, sess, self.checkpoint_dir, step)
+        for stale in [p for p in self._stale if step_of(p) <= step]:  # a newer checkpoint replaces them
+            if step_of(stale) < step:  # (one of this step was just written over)
+                for f in checkpoint_files(stale):
+                    f.unlink(missing_ok=True)
+            self._stale.remove(stale)
+        return prefix
 
     def _save(self, saver: v1.train.Saver, sess: v1.Session, directory: Path, step: int) -> str:
         """``saver.save`` with its meta graph.

@@ -298,6 +298,43 @@ def test_restore_latest_falls_back_from_a_damaged_checkpoint(small, caplog):
         small.new_manager().restore_latest(sess)
 
 
+def test_skipped_checkpoints_are_named_and_go_once_a_newer_one_is_saved(small, caplog):
+    """A checkpoint without its .meta (a file lost) is named, not skipped silently; it and a
+    damaged one stay until a newer checkpoint is saved, then go (they stayed forever, beyond
+    checkpoints_to_keep: the Saver never knew them)."""
+    with small.session() as sess:
+        for step in (1, 2, 3, 4):
+            small.set(sess, float(step))
+            small.manager.save(sess, step)
+    ckpts = small.root / "checkpoints"
+    (ckpts / "model.ckpt-4.meta").unlink()
+    _truncate_data(ckpts / "model.ckpt-3")
+    with small.session() as sess, caplog.at_level(logging.WARNING, logger="graphcnn"):
+        manager = small.new_manager()
+        assert manager.restore_latest(sess).name == "model.ckpt-2"
+        assert f"checkpoint {ckpts / 'model.ckpt-4'} is incomplete (no .meta): skipped" in caplog.text
+        assert (ckpts / "model.ckpt-4.index").exists() and (ckpts / "model.ckpt-3.index").exists()
+        manager.save(sess, 3)  # the damaged 3 is written over, the incomplete 4 still newer: both stay
+        assert (ckpts / "model.ckpt-4.index").exists() and manager._stale == [ckpts / "model.ckpt-4"]
+        manager.save(sess, 5)
+    assert sorted(f.name for f in ckpts.glob("model.ckpt-4*")) == []
+    assert [p.name for p in checkpoints_on_disk(ckpts)][-2:] == ["model.ckpt-3", "model.ckpt-5"]
+
+
+def test_a_tensorboard_folder_it_cannot_write_stops_the_run_before_it_trains(tmp_path, monkeypatch):
+    """TensorFlow's event writer only logs that it cannot open its file: the run trained on
+    with no events at all, exit 0. (Root writes anywhere: os.access is what is asked.)"""
+    from conftest import synthetic_dataset, tiny_config
+    from graphcnn.train import trainer
+
+    run = RunDir.create(tmp_path, "ro")
+    access = os.access
+    monkeypatch.setattr(trainer.os, "access", lambda p, mode: access(p, mode) and Path(p) != run.train_logs)
+    with pytest.raises(PermissionError) as info:
+        trainer.train(tiny_config(epochs=1), run, progress=False, dataset=synthetic_dataset())
+    assert info.value.filename == str(run.train_logs) and not run.has_checkpoint()
+
+
 def test_resolve_checkpoint_skips_a_truncated_best(small, caplog):
     with small.session() as sess:
         small.set(sess, 1.0)

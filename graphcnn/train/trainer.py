@@ -14,8 +14,10 @@
 
 from __future__ import annotations
 
-import logging
 import dataclasses
+import errno
+import logging
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -163,6 +165,9 @@ def write_run_files(config: Config, run: RunDir, data: Prepared, resume: bool) -
     leaves its run as it was), before the first checkpoint (every checkpoint can be predicted
     from)."""
     tcfg, dataset = config.train, data.dataset
+    for folder in (run.train_logs, run.validation_logs):  # TensorBoard's writer would drop every event unsaid
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder))
     # the report `graphcnn data` writes: source, classes and counts, sizes, every bad or converted file
     write_text_atomic(run.data_report, report_text(DataCheck(config, dataset.source, dataset, None)))
     if not resume:
@@ -458,14 +463,15 @@ def fit(b: Built, creator: RunSessionCreator, hooks: LoopHooks, total_steps: int
                     if hooks.checkpoint is not None:
                         sess.run_step_fn(lambda step_context: hooks.checkpoint.save(step_context.session))
                     if hooks.clock.step == 0:  # nothing trained, nothing saved: a failed start
-                        kept = "no step had trained (a new run's folder is removed)"
+                        kept, where = "no step had trained (a new run's folder is removed)", ""
                     else:
                         kept = ("the last good checkpoint is in "
                                 f"{b.checkpoints.checkpoint_dir if b.checkpoints else 'the run directory'}")
+                        where = " (a new run, or this one's --resume RUN --next-stage --set ...)"
                     raise FloatingPointError(
                         f"training stopped at step {hooks.clock.step + 1}: the loss or its gradients became NaN "
                         f"or Inf; that update was not applied and {kept}. Lower train.learning_rate or "
-                        "train.weight_decay, or set train.clip_global_norm.") from None
+                        f"train.weight_decay, or set train.clip_global_norm{where}.") from None
     finally:
         if hooks.progress is not None:
             hooks.progress.close()

@@ -176,7 +176,8 @@ class EarlyStoppingHook(v1.train.SessionRunHook):
         if self.early.should_stop and not self.stopped:
             self.stopped = True
             log.info("early stopping had ended this run (validation %s best %.4f at step %d, then %d evaluations "
-                     "without improvement): nothing to train; raise train.early_stopping.patience to go on",
+                     "without improvement): nothing to train; to go on, a new stage with more patience: "
+                     "--resume RUN --next-stage --set train.early_stopping.patience=N",
                      self.early.cfg.monitor, self.early.best, self.early.best_step, self.early.wait)
 
     def after_validation(self, session, step: int, result: EvalResult) -> None:
