@@ -83,7 +83,8 @@ class Metrics:
         # columns headed by the rows' numbers: names cut to a column's width could not be told
         # apart (covid_negative and covid_positive both read "covi")
         lines += ["", "confusion matrix (rows: true class, columns: predicted, numbered as the rows)"]
-        rows = [f"{i:>{len(str(len(names) - 1))}} {name}" for i, name in enumerate(names)]
+        numbered = any(name != str(i) for i, name in enumerate(names))  # digits' "0".."9" are their numbers
+        rows = [f"{i:>{len(str(len(names) - 1))}} {name}" if numbered else name for i, name in enumerate(names)]
         label = max(len(r) for r in rows)
         cell = max(5, len(str(self.confusion.max())) + 1, len(str(len(names) - 1)) + 1)
         lines.append(" " * label + "".join(f"{j:>{cell}}" for j in range(len(names))))

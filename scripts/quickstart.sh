@@ -7,6 +7,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_env.sh
 
+for arg in "$@"; do
+  if [[ "$arg" == "-h" || "$arg" == "--help" ]]; then
+    sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'
+    echo "Options of graphcnn train:"
+    graphcnn train --help
+    exit 0
+  fi
+done
+
 run="quickstart-$(date +%Y%m%d-%H%M%S)"
 graphcnn train --name "$run" "$@"
 echo

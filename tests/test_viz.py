@@ -647,6 +647,8 @@ def test_evaluate_text_confusion_columns_are_numbered_as_the_rows():
     assert [r.split() for r in rows] == [["0", "covid_negative", "1", "1", "0"], ["1", "covid_positive", "0", "1", "0"],
                                          ["2", "normal", "1", "0", "1"]]
     assert all(len(r) == len(header) for r in rows)  # the counts stand under their column numbers
+    digits = Metrics.from_predictions(np.array([0, 1]), np.array([0, 1]), ("0", "1")).to_text().splitlines()
+    assert [r.split() for r in digits[-2:]] == [["0", "1", "0"], ["1", "0", "1"]]  # "0", not "0 0"
 
 
 def test_gradcam_view_shows_each_image_once():

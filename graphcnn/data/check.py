@@ -205,7 +205,9 @@ def sample_grid(dataset: Dataset, config: Config, per_class: int = 8) -> np.ndar
     m = config.model
     side = max(tiles.shape[1:3])
     shown = f", shown at {side} px" if side < max(m.input_height, m.input_width) else ""
-    title = (f"{dataset.name}: {per_class} samples per class as the model sees them "
+    most = max((len(row) for row in chosen), default=0)  # a class with fewer images shows them all
+    title = (f"{dataset.name}: {f'up to {most}' if most < per_class else per_class} samples per class as the "
+             "model sees them "
              f"({m.input_width}x{m.input_height} {'RGB' if m.channels == 3 else 'gray'}{shown})")
     return caption_image(np.concatenate(padded, axis=0), title, min_side=1)
 

@@ -36,6 +36,8 @@ def export_filters(run: str | Path, layer: str = "", gif: bool = False, delay_ms
     Raises ValueError when there are no filter images (or none of ``layer``).
     """
     run = Path(run)
+    if not run.is_dir():
+        raise FileNotFoundError(2, "No such folder (a run directory, or a folder of event files)", str(run))
     logs = run / "train" if (run / "train").is_dir() else run
     images = read_images(logs, "filters/")
     if layer:

@@ -330,8 +330,10 @@ def run_tensorboard(logdir: str | Path, port: int = 6006, host: str = "127.0.0.1
         except (RuntimeError, TimeoutError):
             if process.poll() is None:
                 raise
-            relay.join(timeout=2)
-            return process.returncode
+            relay.join(timeout=2)  # its own lines (above) say why
+            print(f"graphcnn: error: TensorBoard exited with code {process.returncode} before serving on "
+                  f"{host}:{port}", file=sys.stderr)
+            return process.returncode or 1
         where = f"{url}/" if host not in ("0.0.0.0", "") else f"{url}/ (all interfaces)"
         print(f"TensorBoard at {where} for {logdir} (ready in {time.monotonic() - started:.1f} s; Ctrl-C to stop)",
               file=out, flush=True)
