@@ -142,7 +142,9 @@ def confusion_figure(matrix: np.ndarray, names: Sequence[str], step: int) -> Fig
     count written in its cell (white on dark cells) when K <= 40, full class names on both axes."""
     k = len(names)
     side = min(20.0, max(5.0, 0.55 * k + 2.5))
-    figure = Figure(figsize=(side + 1.2, side), layout="constrained")
+    # "compressed": constrained layout for a fixed-aspect image (plain constrained layout put a
+    # short matrix's "true" half outside the figure's left edge)
+    figure = Figure(figsize=(side + 1.2, side), layout="compressed")
     axis = figure.add_subplot()
     totals = np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     fraction = matrix / totals
@@ -432,5 +434,4 @@ def _save(figure: Figure, path: Path) -> None:
         # a class name in a script DejaVu Sans lacks (CJK) is drawn with boxes; matplotlib's
         # warning per glyph, with its source line, is not for graphcnn's users
         warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
-        # "tight": constrained layout leaves a fixed-aspect matrix's axis title at the very edge
-        figure.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.15)
+        figure.savefig(path, dpi=DPI)
