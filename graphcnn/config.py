@@ -12,6 +12,7 @@ import collections.abc
 import dataclasses
 import json
 import math
+import re
 import tomllib
 import typing
 from pathlib import Path
@@ -565,8 +566,9 @@ def validate(config: Config) -> Config:
     if not 0.0 <= t.moving_average_decay < 1.0:
         raise ConfigError(f"train.moving_average_decay must be in [0, 1) (0 = off), got {t.moving_average_decay}")
     if t.devices != "auto" and not (t.devices.isdigit() and int(t.devices) >= 1) and not all(
-            d.strip().startswith("/") for d in t.devices.split(",")):
-        raise ConfigError(f"train.devices: '{t.devices}' is not auto, a count or a list like /gpu:0,/gpu:1")
+            re.fullmatch(r"/(cpu|gpu):\d+", d.strip(), re.IGNORECASE) for d in t.devices.split(",")):
+        raise ConfigError(f"train.devices: '{t.devices}' is not auto, a count or a list like /gpu:0,/gpu:1 "
+                          "(or /cpu:0,/cpu:1)")
     for key, value in (("validation_fraction", d.validation_fraction), ("test_fraction", d.test_fraction)):
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"data.{key}: must be in [0, 1), got {value}")

@@ -68,7 +68,9 @@ def test_ranges_of_layers_smoothing_and_augmentation():
                               ("data.seed=-1", r"^data.seed: must be at least 0, got -1$"),
                               ("log.probe_images=-1", r"^log.probe_images: must be at least 0"),
                               ("train.schedule.plateau_factor=5", r"^train.schedule.plateau_factor: must be under 1"),
-                              ("model.batch_norm_decay=2", r"^model.batch_norm_decay: must be under 1, got 2$")):
+                              ("model.batch_norm_decay=2", r"^model.batch_norm_decay: must be under 1, got 2$"),
+                              ("train.devices=/cpu:x", r"^train.devices: '/cpu:x' is not auto, a count or a list"),
+                              ("train.devices=/foo:0", r"^train.devices: '/foo:0' is not auto")):
         with pytest.raises(C.ConfigError, match=message):
             C.load(get_preset("digits"), None, [override])
 

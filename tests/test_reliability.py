@@ -587,6 +587,11 @@ def test_sweep_exit_codes_and_a_failed_sweep_leaves_nothing(cli_setup, tmp_path,
     (line,) = _error_lines(capsys.readouterr().err)
     assert "grid points (data.path=/a b) and (data.path=/a_b) would both be the run path=_a_b" in line
     assert not (logs / "twice").exists()
+    # the same number spelt twice: one config, not two runs of it
+    assert cli.main(["train", *args, "--name", "same", "--sweep", "train.learning_rate=0.1,0.10"]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "(train.learning_rate=0.1) and (train.learning_rate=0.10) are the same config" in line
+    assert not (logs / "same").exists()
 
 
 @pytest.mark.parametrize("data", ["missing", "/dev/null", "X.pickle"])

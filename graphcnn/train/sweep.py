@@ -79,6 +79,11 @@ def train_sweep(args: argparse.Namespace, resolve_config: Callable[[argparse.Nam
             raise ValueError(f"--sweep: the grid points {_describe(other)} and {_describe(point)} would both be the "
                              f"run {run_name(point)}; give each value once, and values that differ in letters or "
                              "digits")
+    resolved: dict[str, list[tuple[str, str]]] = {}
+    for point, config in zip(points, configs):  # 0.1 and 0.10: one config, trained twice
+        if (other := resolved.setdefault(json.dumps(config.to_dict(), sort_keys=True), point)) is not point:
+            raise ValueError(f"--sweep: the grid points {_describe(other)} and {_describe(point)} are the same "
+                             "config; give each value once")
     name = check_run_name(args.name) if args.name else f"sweep-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     parent = Path(args.logdir) / name
     exists = RunDirError(f"{parent} already exists; choose another --name")
