@@ -97,15 +97,18 @@ def checkpoint_bytes(prefix: Path) -> int:
     return sum(f.stat().st_size for f in checkpoint_files(prefix))
 
 
-def checkpoints_on_disk(directory: Path) -> list[Path]:
-    """Complete checkpoint prefixes in ``directory``, oldest step first."""
+def indexed_checkpoints(directory: Path) -> list[Path]:
+    """Every checkpoint prefix in ``directory`` that has an index, complete or not, oldest first."""
     found = []
     for index in Path(directory).glob(f"{PREFIX}-*.index"):
-        m = _STEP.search(index.name)
-        prefix = index.with_name(index.name[: -len(".index")])
-        if m and _complete(prefix):
-            found.append((int(m.group(1)), prefix))
+        if m := _STEP.search(index.name):
+            found.append((int(m.group(1)), index.with_name(index.name[: -len(".index")])))
     return [p for _, p in sorted(found)]
+
+
+def checkpoints_on_disk(directory: Path) -> list[Path]:
+    """Complete checkpoint prefixes in ``directory``, oldest step first."""
+    return [p for p in indexed_checkpoints(directory) if _complete(p)]
 
 
 def step_of(prefix: Path) -> int | None:
@@ -466,16 +469,13 @@ class CheckpointManager:
         # checkpoint to keep them: those, and the incomplete ones (a file lost), go once a
         # newer checkpoint is saved, instead of staying forever
         self.saver.recover_last_checkpoints([str(p) for p in found[: found.index(restored) + 1]])
-        incomplete = [p for p in self._indexed() if p not in found and step_of(p) is not None]
+        incomplete = [p for p in indexed_checkpoints(self.checkpoint_dir) if p not in found]
         for p in incomplete:
             log.warning("checkpoint %s is incomplete (%s): skipped", p, ", ".join(
                 f"no {what}" for what, there in ((".meta", p.with_name(p.name + ".meta").exists()),
                                                  (".data", bool(_data_shards(p)))) if not there))
         self._stale = [*incomplete, *found[found.index(restored) + 1:]]
         return restored
-
-    def _indexed(self) -> list[Path]:
-        return [i.with_name(i.name[: -len(".index")]) for i in self.checkpoint_dir.glob(f"{PREFIX}-*.index")]
 
     def adopt_on_disk(self) -> None:
         """Count the checkpoints already on disk (a new stage's: the last stage's) towards

@@ -573,18 +573,14 @@ def validate(config: Config) -> Config:
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"data.{key}: must be in [0, 1), got {value}")
     _check_numbers(config)
-    if d.num_parallel_calls < 0:
-        raise ConfigError(f"data.num_parallel_calls: decode threads, at least 1 (0: tf.data's autotune), "
-                          f"got {d.num_parallel_calls}")
-    if d.shuffle_buffer < 1:
-        raise ConfigError(f"data.shuffle_buffer: images, at least 1, got {d.shuffle_buffer}")
     return config
 
 
 # the lowest value of each count, size, rate and period not checked on its own above (a
 # negative max_steps or checkpoints_to_keep was read as "off" or "keep all", silently)
 AT_LEAST: dict[str, float] = {
-    "data.seed": 0, "train.seed": 0, "train.max_steps": 0, "train.eval_every_steps": 0,
+    "data.seed": 0, "data.shuffle_buffer": 1, "data.num_parallel_calls": 0,  # 0: tf.data's autotune
+    "train.seed": 0, "train.max_steps": 0, "train.eval_every_steps": 0,
     "train.checkpoints_to_keep": 1, "train.checkpoint_every_steps": 0, "train.momentum": 0,
     "train.rmsprop_momentum": 0, "train.clip_global_norm": 0, "train.weight_decay": 0,
     "train.schedule.warmup_steps": 0, "train.schedule.decay_steps": 0, "train.schedule.min_learning_rate": 0,

@@ -55,8 +55,8 @@ def test_ranges_of_layers_smoothing_and_augmentation():
                               ("data.augment.brightness_range=[-1, 3]", r"^data.augment.brightness_range"),
                               ("data.augment.erasing=2", r"^data.augment.erasing: a probability in \[0, 1\], got 2"),
                               ("data.augment.cval=255", r"^data.augment.cval: a fill value in \[0, 1\] pixel units"),
-                              ("data.num_parallel_calls=-3", r"^data.num_parallel_calls: decode threads, at least 1"),
-                              ("data.shuffle_buffer=0", r"^data.shuffle_buffer: images, at least 1, got 0"),
+                              ("data.num_parallel_calls=-3", r"^data.num_parallel_calls: must be at least 0, got -3$"),
+                              ("data.shuffle_buffer=0", r"^data.shuffle_buffer: must be at least 1, got 0$"),
                               # config.json is strict JSON: no Infinity, no NaN
                               ("train.learning_rate=Infinity", r"^train.learning_rate: must be a finite number"),
                               ("train.weight_decay=NaN", r"^train.weight_decay: must be a finite number, got nan"),

@@ -274,8 +274,10 @@ class MetricsLog(v1.train.SessionRunHook):
         # a run of before the history: one state, no step (it fits any restored step)
         usable = [s for s in state.get("states", [state] if state else []) if s.get("step", step) <= step]
         self._states = usable
-        monitor = self.early.cfg.monitor
-        history = [r for r in self.run.read_metrics() if r.get("split") == "validation" and r["step"] <= step]
+        monitor, best_step = self.early.cfg.monitor, self.checkpoints.best_step
+        lost_best = best_step is not None and self.checkpoints.best_metric is None  # best.json lost
+        history = [r for r in self.run.read_metrics() if r.get("split") == "validation" and r["step"] <= step
+                   ] if not usable or lost_best else []
         if usable:
             self.early.load_state_dict(usable[-1]["early_stopping"])
             self.plateau.load_state_dict(usable[-1]["plateau"])
@@ -287,8 +289,7 @@ class MetricsLog(v1.train.SessionRunHook):
             log.warning("early stopping and plateau state rebuilt from the %d validations in %s", len(history),
                         self.run.metrics)
             self._record_state(step)
-        best_step = self.checkpoints.best_step
-        if best_step is not None and self.checkpoints.best_metric is None:  # best.json lost
+        if lost_best:
             self.checkpoints.best_metric = next((r[monitor] for r in history if r["step"] == best_step), None)
         if self.new_stage:
             self.new_stage = False  # once: a recovered session is the same stage
