@@ -23,6 +23,8 @@ documented here and nowhere else in the code::
       results.json        final test metrics
       data_report.txt     the data as training read it (what `graphcnn data` writes): classes,
                           sizes, every bad or converted file by name
+      data_split.json     the splits the run started with (each split's size, a digest, its
+                          files): a resume refuses data that would split otherwise
       examples/           a few test images to try `graphcnn predict` on
       probe.npz           the fixed probe batch of the feature-map view
       filters/            written by `graphcnn filters`: frames, APNG, GIF per conv layer
@@ -97,6 +99,7 @@ class RunDir:
     best = _entry("best")
     metrics = _entry("metrics.jsonl")
     data_report = _entry("data_report.txt")
+    data_split = _entry("data_split.json")
     results = _entry("results.json")
     train_state = _entry("train_state.json")
     examples = _entry("examples")

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import synthetic_dataset, tiny_config
-from graphcnn.config import ScheduleConfig
+from graphcnn.config import DataConfig, ScheduleConfig
 from graphcnn.run_dir import RunDir
 from graphcnn.train.hooks import StopSignals
 from graphcnn.train.trainer import train
@@ -152,6 +152,74 @@ def test_resume_refuses_data_whose_classes_changed_and_writes_nothing(tmp_path):
     with pytest.raises(DataError, match=r"its classes \(c0, c1, c2, c3\) are not the ones .* on \(c0, c1, c2\)"):
         train(tiny_config(epochs=2), run, resume=True, progress=False, dataset=synthetic_dataset(num_classes=4))
     assert {p: p.read_bytes() for p in run.root.rglob("*") if p.is_file()} == before
+
+
+def _folder_config(root):
+    return dataclasses.replace(tiny_config(epochs=1), data=DataConfig(
+        source="folder", path=str(root), validation_fraction=0.25, test_fraction=0.25))
+
+
+def _write_images(root, counts):
+    from PIL import Image
+
+    for name, n in counts.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(np.full((12, 12), 40 * i % 256, np.uint8)).save(root / name / f"{name}_{i:02d}.png")
+
+
+def test_resume_refuses_a_folder_whose_files_changed_and_writes_nothing(tmp_path):
+    """A file added since the run started reshuffles the seeded split: images the run
+    validated or tested on would be trained on. Named; the run's files stay as they were; put
+    back as it was, the folder resumes."""
+    from graphcnn.data.sources import DataError
+
+    data = tmp_path / "data"
+    _write_images(data, {"a": 8, "b": 8})
+    run = RunDir.create(tmp_path / "logs", "r")
+    train(_folder_config(data), run, progress=False)
+    record = json.loads(run.data_split.read_text())
+    assert [record[n]["count"] for n in ("train", "validation", "test")] == [8, 4, 4]
+    assert sorted(p.rsplit("/", 1)[1] for n in record for p in record[n]["paths"]) == sorted(
+        f"{c}_{i:02d}.png" for c in "ab" for i in range(8))
+    before = {p: p.read_bytes() for p in run.root.rglob("*") if p.is_file()}
+    _write_images(data, {"b": 9})  # b_08.png is new
+    with pytest.raises(DataError, match=r"changed since .*r started: 1 file added \(.*b_08\.png\)"):
+        train(_folder_config(data), run, resume=True, progress=False)
+    (data / "b" / "b_08.png").unlink()
+    (data / "a" / "a_03.png").unlink()
+    with pytest.raises(DataError, match=r"1 file removed \(.*a_03\.png\).*--init-from"):
+        train(_folder_config(data), run, resume=True, progress=False)
+    assert {p: p.read_bytes() for p in run.root.rglob("*") if p.is_file()} == before
+    _write_images(data, {"a": 8})
+    train(_folder_config(data), run, resume=True, progress=False)
+
+
+def test_resume_refuses_arrays_that_changed(tmp_path):
+    from graphcnn.data.sources import DataError, split_changes
+
+    same, other = synthetic_dataset().split_record(), synthetic_dataset(seed=1).split_record()
+    assert split_changes(same, synthetic_dataset().split_record()) is None
+    assert split_changes(same, other) == ("its images or labels differ (images per split: train 72 -> 72, "
+                                          "validation 12 -> 12, test 12 -> 12)")
+    assert "paths" not in same["train"]
+    run = RunDir.create(tmp_path, "r")
+    train(tiny_config(epochs=1), run, progress=False, dataset=synthetic_dataset())
+    with pytest.raises(DataError, match="its images or labels differ"):
+        train(tiny_config(epochs=2), run, resume=True, progress=False, dataset=synthetic_dataset(seed=1))
+
+
+def test_split_changes_names_files_added_removed_and_moved():
+    from graphcnn.data.sources import split_changes
+
+    def record(**splits):
+        return {n: {"count": len(p), "digest": "|".join(p), "paths": p} for n, p in splits.items()}
+
+    before = record(train=["a", "b", "c", "d", "e"], validation=["f"], test=["g"])
+    after = record(train=["a", "b", "c", "f", "x1", "x2", "x3", "x4"], validation=["d"], test=["g"])
+    assert split_changes(before, after) == ("4 files added (x1, x2, x3, ...); 1 file removed (e); "
+                                            "2 files moved to another split (f, d)")
+    assert split_changes(before, dict(before)) is None
 
 
 def test_a_second_signal_waits_for_the_save_then_stops():

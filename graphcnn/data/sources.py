@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
+import hashlib
 import logging
 import math
 import os
@@ -153,6 +154,46 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def split_record(self) -> dict:
+        """What identifies the splits, as JSON: per split its size and a digest of its labels
+        and files (an array split's: of its images), and a file split's paths. A resumed run
+        compares its data's with its first start's (:func:`split_changes`)."""
+        record = {}
+        for name in SPLITS:
+            split = getattr(self, name)
+            digest = hashlib.blake2b(split.labels.tobytes(), digest_size=16)
+            if split.paths is not None:
+                digest.update("\0".join(split.paths).encode("utf-8", "surrogateescape"))
+            else:
+                digest.update(np.ascontiguousarray(split.images).data)
+            record[name] = {"count": len(split), "digest": digest.hexdigest(),
+                            **({"paths": list(split.paths)} if split.paths is not None else {})}
+        return record
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def split_changes(recorded: Mapping, current: Mapping) -> str | None:
+    """How ``current``'s splits differ from ``recorded``'s (both :meth:`Dataset.split_record`),
+    in a few words naming files; None if they are the same."""
+    if all(recorded.get(n, {}).get("digest") == current[n]["digest"] for n in SPLITS):
+        return None
+    if all("paths" in r for r in (*(recorded.get(n, {}) for n in SPLITS), *current.values())):
+        where = {p: n for n in SPLITS for p in recorded[n]["paths"]}
+        now = {p: n for n in SPLITS for p in current[n]["paths"]}
+        parts = []
+        for what, files in (("added", [p for p in now if p not in where]),
+                            ("removed", [p for p in where if p not in now]),
+                            ("moved to another split", [p for p in now if p in where and now[p] != where[p]])):
+            if files:
+                shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+                parts.append(f"{len(files)} file{'s' if len(files) != 1 else ''} {what} ({shown})")
+        if parts:
+            return "; ".join(parts)
+    sizes = ", ".join(f"{n} {recorded.get(n, {}).get('count', '?')} -> {current[n]['count']}" for n in SPLITS)
+    return f"its images or labels differ (images per split: {sizes})"
 
 
 class _Warnings(list):

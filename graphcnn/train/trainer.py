@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import logging
 import os
 import re
@@ -38,7 +39,7 @@ from graphcnn.checkpoints import (CheckpointManager, checkpoints_on_disk, export
 from graphcnn.config import Config
 from graphcnn.data.check import DataCheck, report_text
 from graphcnn.data.pipeline import InputPipeline, Preprocessing, augment_fn_for, compute_pixel_mean
-from graphcnn.data.sources import Dataset, DataError, Split, load_dataset
+from graphcnn.data.sources import Dataset, DataError, Split, load_dataset, split_changes
 from graphcnn.model.backbones import preprocessing_record
 from graphcnn.model.devices import resolve_devices
 from graphcnn.model.devices import session_config as devices_session_config
@@ -91,6 +92,7 @@ class Prepared:
     devices: list[str]  # train.devices resolved on this machine: one tower each when two or more
     batch_size: int  # this process's batch: train.batch_size, split over the workers of an all-reduce cluster
     cluster: ClusterTask | None = None
+    split_record: dict | None = None  # the whole dataset's Dataset.split_record (before a worker's share)
 
     @property
     def num_classes(self) -> int:
@@ -105,8 +107,10 @@ def prepare(config: Config, run: RunDir | None, resume: bool, dataset: Dataset |
     tcfg = config.train
     if dataset is None:
         dataset = load_dataset(config.data, config.model.channels, size=config.model.input_size)
+    split_record = dataset.split_record() if run is not None else None
     if resume and run is not None:
         _check_same_classes(run, dataset)
+        _check_same_splits(run, dataset.name, split_record)
     num_classes = len(dataset.class_names)
     # the step count of the whole run: a cluster's workers share the global step
     steps_per_epoch = max(1, len(dataset.train) // tcfg.batch_size)
@@ -142,7 +146,8 @@ def prepare(config: Config, run: RunDir | None, resume: bool, dataset: Dataset |
                                 if batch_size != tcfg.batch_size else ""))
         log.info("devices: %s, one tower each (%d images per tower and step)", ", ".join(devices),
                  batch_size // len(devices))
-    return Prepared(dataset, steps_per_epoch, total_steps, mean, precision, devices, batch_size, cluster)
+    return Prepared(dataset, steps_per_epoch, total_steps, mean, precision, devices, batch_size, cluster,
+                    split_record)
 
 
 def _check_same_classes(run: RunDir, dataset: Dataset) -> None:
@@ -159,6 +164,22 @@ def _check_same_classes(run: RunDir, dataset: Dataset) -> None:
                         f"run, or start one from this run's weights: --init-from {run.root} --exclude-scopes logits")
 
 
+def _check_same_splits(run: RunDir, data_name: str, current: dict) -> None:
+    """A resumed run trains, validates and tests on the splits it started with: a file added
+    or removed since reshuffles them (images it validated or tested on would be trained on,
+    its best checkpoint judged on other images)."""
+    try:
+        recorded = json.loads(run.data_split.read_text(encoding="utf-8", errors="surrogateescape"))
+    except (OSError, ValueError):
+        return  # a run from before data_split.json, or killed before it: nothing to differ from
+    changes = split_changes(recorded, current)
+    if changes:
+        raise DataError(f"{data_name}: changed since {run.root} started: {changes}. --resume continues a run on "
+                        f"its own data, and these would split otherwise (images it validated or tested on would be "
+                        f"trained on). Put the data back as it was, or train a new run, from this one's weights if "
+                        f"you like: --init-from {run.root}")
+
+
 def write_run_files(config: Config, run: RunDir, data: Prepared, resume: bool) -> None:
     """Write config.json (a new run), the data report, and the checkpoint folders'
     preprocessing.json and inference.meta: once the graph is built (a stage that cannot start
@@ -170,6 +191,8 @@ def write_run_files(config: Config, run: RunDir, data: Prepared, resume: bool) -
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder))
     # the report `graphcnn data` writes: source, classes and counts, sizes, every bad or converted file
     write_text_atomic(run.data_report, report_text(DataCheck(config, dataset.source, dataset, None)))
+    if data.split_record is not None and not run.data_split.exists():  # what a resume compares its data with
+        write_text_atomic(run.data_split, json.dumps(data.split_record) + "\n")
     if not resume:
         run.write_config(config)
         write_run_root_summaries(config, run.root)  # TensorBoard's custom-scalars layout and HParams
