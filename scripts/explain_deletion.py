@@ -18,9 +18,8 @@ import argparse
 
 import numpy as np
 
+from graphcnn import runtime
 from graphcnn.config import from_json_file
-from graphcnn.data.sources import load_dataset
-from graphcnn.explain import Explainer
 
 
 def main() -> None:
@@ -29,6 +28,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=500, help="test images to use (the first N)")
     parser.add_argument("--fractions", default="0.05,0.1,0.2", help="shares of the pixels to black out")
     args = parser.parse_args()
+    runtime.configure()  # TensorFlow's environment, before it is imported (not for --help)
+    from graphcnn.data.sources import load_dataset
+    from graphcnn.explain import Explainer
+
     cfg = from_json_file(f"{args.run}/config.json")
     images = load_dataset(cfg.data, cfg.model.channels).test.images[:args.images]
     n = len(images)

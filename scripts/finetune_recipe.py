@@ -19,18 +19,14 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
+
+from graphcnn import config as C
 from graphcnn import runtime
-
-runtime.configure()
-
-import numpy as np  # noqa: E402
-
-from graphcnn import config as C  # noqa: E402
-from graphcnn.data.sources import load_digits  # noqa: E402
-from graphcnn.presets import get_preset  # noqa: E402
-from graphcnn.run_dir import RunDir  # noqa: E402
-from graphcnn.train.trainer import train  # noqa: E402
-from graphcnn.viz.images import write_png  # noqa: E402
+from graphcnn.data.sources import load_digits
+from graphcnn.presets import get_preset
+from graphcnn.run_dir import RunDir
+from graphcnn.viz.images import write_png
 
 
 def small_two_class_folder(root: Path, per_class: int, seed: int = 0) -> Path:
@@ -48,6 +44,8 @@ def small_two_class_folder(root: Path, per_class: int, seed: int = 0) -> Path:
 
 
 def run(name: str, logdir: Path, overrides: list[str]) -> tuple[float, float]:
+    from graphcnn.train.trainer import train
+
     config = C.load(get_preset("digits"), None, overrides)
     start = time.perf_counter()
     result = train(config, RunDir.create(logdir, name), progress=False)
@@ -61,6 +59,7 @@ def main() -> int:
     parser.add_argument("--per-class", type=int, default=20, help="training images per class in the small set")
     parser.add_argument("--logdir", default=f"logs/finetune-{time.strftime('%Y%m%d-%H%M%S')}")
     args = parser.parse_args()
+    runtime.configure()  # TensorFlow's environment, before it is imported (not for --help)
     logdir = Path(args.logdir)
 
     acc, secs = run("pretrain", logdir, [f'data.path="{args.fashion}"', f"train.epochs={args.pretrain_epochs}"])

@@ -15,15 +15,13 @@ import re
 import sys
 from pathlib import Path
 
-import keras
-
-from graphcnn.model.backbones import BACKBONES
-
 OUT = Path(__file__).resolve().parent.parent / "graphcnn" / "model" / "backbones"
 
 
 def keras_layers(application: str, size: int) -> list[list[str]]:
     """[name, kind] of each layer with weights, in model order, for a freshly built model."""
+    import keras
+
     keras.backend.clear_session()  # fresh name counters: auto names (conv2d_7) as in a new process
     model = getattr(keras.applications, application)(weights=None, include_top=False, input_shape=(size, size, 3))
     kind = lambda layer: re.sub(r"(?<!^)(?=[A-Z])", "_", type(layer).__name__).lower()  # noqa: E731
@@ -31,6 +29,11 @@ def keras_layers(application: str, size: int) -> list[list[str]]:
 
 
 def main(names: list[str]) -> None:
+    from graphcnn.model.backbones import BACKBONES
+
+    unknown = [name for name in names if name not in BACKBONES]
+    if unknown:
+        sys.exit(f"keras_layer_order.py: unknown backbone {', '.join(unknown)}; choices: {', '.join(BACKBONES)}")
     for name in names or list(BACKBONES):
         backbone = BACKBONES[name]
         layers = keras_layers(backbone.keras_application, max(backbone.min_size, 75))
@@ -41,8 +44,6 @@ def main(names: list[str]) -> None:
 
 if __name__ == "__main__":
     if {"-h", "--help"} & set(sys.argv[1:]):
-        sys.exit(__doc__)
-    unknown = [name for name in sys.argv[1:] if name not in BACKBONES]
-    if unknown:
-        sys.exit(f"keras_layer_order.py: unknown backbone {', '.join(unknown)}; choices: {', '.join(BACKBONES)}")
+        print(__doc__)
+        sys.exit(0)
     main(sys.argv[1:])

@@ -29,10 +29,8 @@ import time
 import tomllib
 from pathlib import Path
 
-from graphcnn import cli
+from graphcnn import cli, runtime
 from graphcnn.config import merge
-from graphcnn.model.backbones import get_backbone
-from graphcnn.model.network import resolve_layer_names
 from graphcnn.presets import get_preset
 
 RECIPE = Path(__file__).with_suffix(".toml")
@@ -40,6 +38,8 @@ RECIPE = Path(__file__).with_suffix(".toml")
 
 def head_scopes(preset: str) -> list[str]:
     """The variable scopes of the head: the preset's weighted layers and ``logits``."""
+    from graphcnn.model.network import resolve_layer_names
+
     layers = resolve_layer_names(get_preset(preset).model.layers)
     return [layer.name for layer in layers if layer.type in ("conv", "dense", "batch_norm")] + ["logits"]
 
@@ -49,6 +49,8 @@ def make_weights(preset: str, path: Path, seed: int = 0) -> None:
     import h5py
     import keras
     from keras.src.legacy.saving import legacy_h5_format
+
+    from graphcnn.model.backbones import get_backbone
 
     backbone, config = get_backbone(get_preset(preset).model.backbone), get_preset(preset)
     keras.utils.set_random_seed(seed)
@@ -98,6 +100,9 @@ def main() -> int:
     parser.add_argument("--make-weights", metavar="FILE", help="write seeded Keras weights for --preset, then stop")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
+    runtime.configure()  # TensorFlow's environment, before it is imported (not for --help)
+    from graphcnn.model.backbones import get_backbone
+
     if args.make_weights:
         make_weights(args.preset, Path(args.make_weights).expanduser())
         return 0
