@@ -254,6 +254,18 @@ def test_predict_reports_conversions_on_stderr_and_stats(folder_run, predict_fil
     assert re.search(r"overlapping the forward pass\); (float32|mixed_bfloat16); model restore", stats[0])
 
 
+def test_predict_names_a_jpeg_whose_exif_rotation_it_ignores(folder_run, tmp_path, capsys, caplog):
+    from PIL import Image
+
+    run, _ = folder_run
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    Image.fromarray(np.full((12, 16, 3), 90, np.uint8)).save(tmp_path / "sideways.jpg", exif=exif)
+    with caplog.at_level(logging.INFO, logger="graphcnn"):
+        assert cli.main(["predict", str(run), str(tmp_path / "sideways.jpg")]) == 0
+    assert re.search(r"1 image file\(s\) are JPEGs whose EXIF orientation .*\n  .*sideways\.jpg", caplog.text)
+
+
 def test_predict_precision_choices_are_auto_and_the_registered_ones(folder_run, predict_files, capsys):
     from graphcnn.model.precision import PRECISIONS
 

@@ -410,6 +410,36 @@ def test_bmps_and_cmyk_jpegs_decode_for_a_grayscale_model(tmp_path):
     assert paths[1] in alpha and paths[3] not in alpha
 
 
+def test_jpegs_with_an_exif_rotation_are_named(tmp_path):
+    """TensorFlow's decoder ignores EXIF orientation (as Keras's loader does): a phone photo
+    taken sideways trains as stored. Named with what to do; orientation 1, a JPEG without EXIF
+    (JFIF or none) and a PNG are not."""
+    from PIL import Image
+
+    make_tree(tmp_path / "data", {"a": 3, "b": 3}, c=3)
+    rgb = np.random.default_rng(2).integers(0, 256, (6, 9, 3), dtype=np.uint8)
+
+    def jpeg(name, orientation=None, jfif=True):
+        exif = Image.Exif()
+        if orientation is not None:
+            exif[0x0112] = orientation
+        path = tmp_path / "data" / "a" / name
+        Image.fromarray(rgb).save(path, exif=exif if orientation is not None else b"",
+                                  **({} if jfif else {"jfif": False}))
+        return str(path)
+
+    turned, mirrored = jpeg("turned.jpg", 6), jpeg("mirrored.jpg", 2, jfif=False)
+    upright, plain = jpeg("upright.jpg", 1), jpeg("plain.jpg")
+    infos = scan.scan_images([turned, mirrored, upright, plain]).images
+    assert [infos[p].exif for p in (turned, mirrored, upright, plain)] == [True, True, True, False]
+    assert [scan.exif_orientation(p) for p in (turned, mirrored, upright, plain)] == [6, 2, 1, 1]
+    ds = load_dataset(cfg(tmp_path / "data", validation_fraction=0.2, test_fraction=0.2), channels=3)
+    (warning,) = [w for w in ds.warnings if "EXIF" in w]
+    assert warning.startswith("2 image file(s) are JPEGs whose EXIF orientation says they are rotated or mirrored")
+    assert "ImageOps.exif_transpose" in warning
+    assert sorted(line.strip() for line in warning.splitlines()[1:]) == sorted([mirrored, turned])
+
+
 def test_a_bmp_with_a_colour_table_is_a_bad_file(tmp_path):
     """TensorFlow decodes an 8-bit BMP's palette indices as gray levels: a colour one is named
     as a bad file (training) and an unreadable one (predict), a gray ramp one is fine."""

@@ -22,7 +22,10 @@ reported separately (:attr:`ImageInfo.gif_truncated`).
 Two kinds of files decode without error into other pixels than the file holds, so the scan
 names them: an 8-bit BMP with a colour palette comes out as its palette indices read as gray
 levels (TensorFlow's BMP decoder ignores the colour table; a bad file, with what to do), and a
-CMYK JPEG is converted to RGB by the decoder (a warning, :attr:`ImageInfo.cmyk`).
+CMYK JPEG is converted to RGB by the decoder (a warning, :attr:`ImageInfo.cmyk`). A third is
+read as stored rather than as it is shown: a JPEG whose EXIF orientation says it is rotated or
+mirrored (a photo taken with the camera turned), which TensorFlow's decoder ignores as Keras's
+``image_dataset_from_directory`` does (a warning naming it, :func:`conversion_warnings`).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class ImageInfo:
     gif_truncated: bool = False  # a GIF that does not end with the trailer byte 0x3B
     cmyk: bool = False  # a CMYK JPEG (4 channels in its header), which the decoder converts to RGB
     indexed_bmp: bool = False  # a BMP of 8 bits or less per pixel: pixel values index a colour table
+    exif: bool = False  # a JPEG with an EXIF segment first (after JFIF's, if any): it may say a rotation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +192,23 @@ def image_info(shape, head: bytes, tail: bytes) -> ImageInfo:
     gif_truncated = head.startswith(b"GIF8") and tail != b"\x3b"
     cmyk = head.startswith(b"\xff\xd8") and channels == 4
     indexed_bmp = head.startswith(b"BM") and len(head) >= 30 and int.from_bytes(head[28:30], "little") <= 8
-    return ImageInfo(height, width, channels, frames, bit_depth, gif_truncated, cmyk, indexed_bmp)
+    # an APP1 "Exif" segment right after the start of image, or after a JFIF APP0 of 16 bytes
+    exif = head.startswith(b"\xff\xd8") and any(head[i:i + 2] == b"\xff\xe1" and head[i + 4:i + 10] == b"Exif\0\0"
+                                               for i in (2, 20))
+    return ImageInfo(height, width, channels, frames, bit_depth, gif_truncated, cmyk, indexed_bmp, exif)
+
+
+def exif_orientation(path: str) -> int:
+    """The EXIF orientation of a JPEG (1 upright, 2-8 mirrored and/or rotated), read by Pillow
+    from its header; 1 when it has none or it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            value = image.getexif().get(0x0112, 1)
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError):
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def bmp_palette_problem(path: str) -> str | None:
@@ -295,9 +315,11 @@ def bad_files_report(bad: dict[str, str]) -> str:
 def conversion_warnings(images: dict[str, ImageInfo], channels: int, examples: int = 5) -> list[str]:
     """Warnings for conversions the input pipeline will make silently.
 
-    Alpha dropped, 16-bit PNG reduced to 8 bits, animated GIF reduced to its first frame and
-    truncated GIFs name every affected file; the expected RGB <-> grayscale conversion for
-    ``channels`` (1 or 3) is one summary line with a count and ``examples`` file names.
+    Alpha dropped, 16-bit PNG reduced to 8 bits, animated GIF reduced to its first frame,
+    truncated GIFs and JPEGs whose EXIF orientation is ignored name every affected file (the
+    last read by Pillow: the JPEGs with an EXIF segment, a header read each); the expected
+    RGB <-> grayscale conversion for ``channels`` (1 or 3) is one summary line with a count and
+    ``examples`` file names.
     """
     warnings = []
     groups = [
@@ -311,6 +333,11 @@ def conversion_warnings(images: dict[str, ImageInfo], channels: int, examples: i
          [p for p, i in images.items() if i.frames > 1]),
         ("are GIFs without the end-of-file trailer (probably truncated); the frames that decode will be used",
          [p for p, i in images.items() if i.gif_truncated]),
+        ("are JPEGs whose EXIF orientation says they are rotated or mirrored (a photo taken with the camera "
+         "turned); TensorFlow's decoder ignores it, as Keras's image_dataset_from_directory does, so they are "
+         "used as stored, not as a photo viewer shows them. To use them upright, rotate their pixels once "
+         "(Pillow: ImageOps.exif_transpose, then save)",
+         [p for p, i in images.items() if i.exif and exif_orientation(p) != 1]),
     ]
     for what, paths in groups:
         if paths:
