@@ -188,7 +188,7 @@ def test_resume_refuses_a_folder_whose_files_changed_and_writes_nothing(tmp_path
         train(_folder_config(data), run, resume=True, progress=False)
     (data / "b" / "b_08.png").unlink()
     (data / "a" / "a_03.png").unlink()
-    with pytest.raises(DataError, match=r"1 file removed \(.*a_03\.png\).*--init-from"):
+    with pytest.raises(DataError, match=r"1 file removed or unreadable \(.*a_03\.png\).*--init-from"):
         train(_folder_config(data), run, resume=True, progress=False)
     assert {p: p.read_bytes() for p in run.root.rglob("*") if p.is_file()} == before
     _write_images(data, {"a": 8})
@@ -217,7 +217,7 @@ def test_split_changes_names_files_added_removed_and_moved():
 
     before = record(train=["a", "b", "c", "d", "e"], validation=["f"], test=["g"])
     after = record(train=["a", "b", "c", "f", "x1", "x2", "x3", "x4"], validation=["d"], test=["g"])
-    assert split_changes(before, after) == ("4 files added (x1, x2, x3, ...); 1 file removed (e); "
+    assert split_changes(before, after) == ("4 files added (x1, x2, x3, ...); 1 file removed or unreadable (e); "
                                             "2 files moved to another split (f, d)")
     assert split_changes(before, dict(before)) is None
 

@@ -185,7 +185,7 @@ def split_changes(recorded: Mapping, current: Mapping) -> str | None:
         now = {p: n for n in SPLITS for p in current[n]["paths"]}
         parts = []
         for what, files in (("added", [p for p in now if p not in where]),
-                            ("removed", [p for p in where if p not in now]),
+                            ("removed or unreadable", [p for p in where if p not in now]),
                             ("moved to another split", [p for p in now if p in where and now[p] != where[p]])):
             if files:
                 shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
