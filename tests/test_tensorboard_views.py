@@ -173,7 +173,10 @@ def test_a_run_is_exactly_train_and_validation_with_layout_hparams_and_projector
     assert sorted(p.name for p in run.train_logs.glob("projector*")) == sorted(PROJECTOR_FILES)
 
 
-def test_projector_takes_the_last_validations_features(tmp_path, monkeypatch):
+@pytest.mark.parametrize("max_steps", [0, 11], ids=["at_an_epoch_end", "between_validations"])
+def test_projector_takes_the_last_validations_features(tmp_path, monkeypatch, max_steps):
+    """Also when the run stops between validations (train.max_steps, 9 steps an epoch here): the
+    final validation, at the end, runs before the projector, which takes its features."""
     from graphcnn.train import view_hooks
     exported = []
     monkeypatch.setattr(view_hooks.views, "export_projector",
@@ -189,10 +192,11 @@ def test_projector_takes_the_last_validations_features(tmp_path, monkeypatch):
         end(self, session)  # computed again, as after a stop between validations
 
     monkeypatch.setattr(view_hooks.ProjectorHook, "end", end_both_ways)
-    train(view_config(gradients_every=0, activations_every=0, feature_maps_every=0, trace_every=0),
-          RunDir.create(tmp_path, "tiny"), progress=False, dataset=synthetic_dataset())
+    config = view_config(gradients_every=0, activations_every=0, feature_maps_every=0, trace_every=0)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, max_steps=max_steps))
+    train(config, RunDir.create(tmp_path, "tiny"), progress=False, dataset=synthetic_dataset())
     (features, images, predictions, step), (computed, computed_images, computed_predictions, step2) = exported
-    assert features.shape == (10, 16) and step == step2 > 0
+    assert features.shape == (10, 16) and step == step2 == (max_steps or 27)
     np.testing.assert_allclose(features, computed, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(images, computed_images)
     np.testing.assert_array_equal(predictions, computed_predictions)

@@ -393,8 +393,9 @@ class LoopHooks(NamedTuple):
 def loop_hooks(config: Config, run: RunDir | None, data: Prepared, b: Built, signals: StopSignals, progress: bool,
                extra: Sequence[v1.train.SessionRunHook], new_stage: bool = False) -> LoopHooks:
     """The built-in hooks, then ``extra``. The clock comes first (the others read its step);
-    validation comes before the latest checkpoint, so the final one is saved after the final
-    validation has set the learning-rate scale. A cluster's other workers (``run`` None) only
+    validation comes before the views (the projector takes the final validation's features) and
+    before the latest checkpoint, so the final one is saved after the final validation has set
+    the learning-rate scale. A cluster's other workers (``run`` None) only
     count steps and stop with the chief; its stop hook comes last, after the final checkpoint."""
     tcfg, lcfg, g, task = config.train, config.log, b.g, data.cluster
     clock = StepClock(g.global_step, {"loss": g.loss, "accuracy": g.accuracy, "learning_rate": g.learning_rate},
@@ -439,12 +440,15 @@ def loop_hooks(config: Config, run: RunDir | None, data: Prepared, b: Built, sig
                                          alone=True))
     if b.summaries.filters:
         hooks.append(PeriodicImageHook(clock, b.summaries.filters, lcfg.filters_every, b.train_writer))
+    # validation before the views: at the end, a run stopped between validations validates its
+    # last step first, and the projector takes that pass's features instead of computing them again
+    hooks.append(validation)
     hooks += b.views.hooks(clock, b.train_writer, b.feed)
     if lcfg.trace_every > 0:
         hooks.append(TraceHook(clock, b.train_writer, lcfg.trace_every, [grad for grad, _ in g.gradients], b.feed))
     checkpoint = CheckpointHook(clock, b.checkpoints, data.steps_per_epoch, tcfg.checkpoint_every_steps,
                                 [b.train_writer, b.val_writer], guard=signals.saving)
-    hooks += [validation, checkpoint, early_hook, StopOnSignalHook(signals, save=checkpoint.save)]
+    hooks += [checkpoint, early_hook, StopOnSignalHook(signals, save=checkpoint.save)]
     if not tcfg.check_numerics:  # unguarded: the update is applied, but a NaN loss still stops the run
         hooks.append(NanLossHook(clock))
     hooks += extra

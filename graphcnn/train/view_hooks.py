@@ -143,8 +143,10 @@ class ProjectorHook(v1.train.SessionRunHook):
     Also a validation listener: when the last validation ran at the last step, its pass already
     computed the features (``evaluate_split(features=...)``, with the weight averages where
     ``train.moving_average_decay`` is set, as ``best/`` has them) and they are taken from it
-    rather than computed again (a second forward pass: 1.1 s of a 224 px run); otherwise (no
-    validation split, a stop between validations) the features are computed here.
+    rather than computed again (a second forward pass: 1.1 s of a 224 px run). A run that stops
+    between validations (``train.max_steps``) validates its last step at the end, before this
+    hook's end (the trainer orders them so); only without a validation split, or after Ctrl-C
+    (no final validation), are the features computed here.
     """
 
     def __init__(self, clock: StepClock, g: GraphHandles, pipeline: InputPipeline, split: Split, class_names,
