@@ -169,7 +169,7 @@ def _check_same_splits(run: RunDir, data_name: str, current: dict) -> None:
     or removed since reshuffles them (images it validated or tested on would be trained on,
     its best checkpoint judged on other images)."""
     try:
-        recorded = json.loads(run.data_split.read_text(encoding="utf-8", errors="surrogateescape"))
+        recorded = json.loads(run.data_split.read_text())  # ASCII: json.dumps escapes any name
     except (OSError, ValueError):
         return  # a run from before data_split.json, or killed before it: nothing to differ from
     changes = split_changes(recorded, current)
