@@ -264,7 +264,7 @@ class Predictor:
         while names:
             start = time.perf_counter()
             try:
-                index, images, shapes, heads, tails = self.sess.run(self._next_files)
+                index, images, *info = self.sess.run(self._next_files)
             except tf.errors.OutOfRangeError:
                 break
             middle = time.perf_counter()
@@ -274,8 +274,8 @@ class Predictor:
             batch = [names[i] for i in index]
             for i, prediction in zip(index, self._to_predictions(batch, probs, top_k)):
                 found[int(i)] = prediction
-            for f, shape, head, tail in zip(batch, shapes, heads, tails):
-                result.images[f] = scan.image_info(shape, head, tail)
+            for f, *one in zip(batch, *info):
+                result.images[f] = scan.image_info(*one)
         for i, f in enumerate(names):
             result.rows.append((f, found[i], None) if i in found else (f, None, self._why_unreadable(f)))
         return _without_wrong_colours(result)

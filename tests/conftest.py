@@ -36,6 +36,20 @@ def synthetic_dataset(n_per_class: int = 24, size: int = 12, num_classes: int = 
                    train=make(n_per_class), validation=make(4), test=make(4))
 
 
+def cut_jpeg(path, image, keep=0.5):
+    """Save ``image`` as a JPEG, then keep the first ``keep`` of its bytes and append an end
+    marker: a file cut short as some download and copy tools leave it. Returns ``path``."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    path.write_bytes(data[: int(len(data) * keep)] + b"\xff\xd9")
+    return str(path)
+
+
 def tiny_config(**train) -> Config:
     """A small net with every layer kind, on 12x12 grayscale."""
     layers = (

@@ -266,6 +266,21 @@ def test_predict_names_a_jpeg_whose_exif_rotation_it_ignores(folder_run, tmp_pat
     assert re.search(r"1 image file\(s\) are JPEGs whose EXIF orientation .*\n  .*sideways\.jpg", caplog.text)
 
 
+def test_predict_names_a_jpeg_cut_short(folder_run, tmp_path, capsys, caplog):
+    from conftest import cut_jpeg
+
+    run, _ = folder_run
+    picture = np.clip(np.random.default_rng(4).normal(60, 30, (40, 40, 3)), 0, 255).astype(np.uint8)
+    files = [cut_jpeg(tmp_path / "cut.jpg", picture), cut_jpeg(tmp_path / "intact.jpg", picture, keep=1.0)]
+    for names in ([files[0]], files):  # one file (decoded with its forward pass), several (batched)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="graphcnn"):
+            assert cli.main(["predict", str(run), *names]) == 0
+        (warning,) = [r.getMessage() for r in caplog.records if "mid-grey" in r.getMessage()]
+        assert warning.startswith("1 image file(s) are JPEGs whose last 8 rows are all exactly mid-grey (128)")
+        assert [line.strip() for line in warning.splitlines()[1:]] == [files[0]]
+
+
 def test_predict_precision_choices_are_auto_and_the_registered_ones(folder_run, predict_files, capsys):
     from graphcnn.model.precision import PRECISIONS
 

@@ -440,6 +440,32 @@ def test_jpegs_with_an_exif_rotation_are_named(tmp_path):
     assert sorted(line.strip() for line in warning.splitlines()[1:]) == sorted([mirrored, turned])
 
 
+def test_jpegs_cut_short_with_an_end_marker_are_named(tmp_path):
+    """libjpeg decodes a baseline JPEG cut short and given an end marker without an error, its
+    missing lower part mid-grey (128): the scan names it (RGB and grayscale models, header-only
+    and decoding scans), an intact JPEG is not named, and a PNG ending in that grey is not a JPEG."""
+    from PIL import Image
+
+    from conftest import cut_jpeg
+
+    make_tree(tmp_path / "data", {"a": 3, "b": 3}, c=3)
+    rng = np.random.default_rng(3)
+    picture = np.clip(rng.normal(60, 30, (48, 64, 3)), 0, 255).astype(np.uint8)  # no row of it is 128
+    cut = cut_jpeg(tmp_path / "data" / "a" / "cut.jpg", picture)
+    intact = cut_jpeg(tmp_path / "data" / "a" / "intact.jpg", picture, keep=1.0)
+    grey_png = tmp_path / "data" / "b" / "grey_bottom.png"
+    Image.fromarray(np.concatenate([picture[:40], np.full((8, 64, 3), 128, np.uint8)])).save(grey_png)
+    files = [cut, intact, str(grey_png)]
+    for fit in (None, (16, 16, 3), (16, 16, 1)):
+        infos = scan.scan_images(files, fit=fit).images
+        assert [infos[p].grey_end for p in files] == [True, False, False], fit
+    for channels in (3, 1):
+        ds = load_dataset(cfg(tmp_path / "data", validation_fraction=0.2, test_fraction=0.2), channels=channels)
+        (warning,) = [w for w in ds.warnings if "mid-grey" in w]
+        assert warning.startswith("1 image file(s) are JPEGs whose last 8 rows are all exactly mid-grey (128)")
+        assert [line.strip() for line in warning.splitlines()[1:]] == [cut]
+
+
 def test_a_bmp_with_a_colour_table_is_a_bad_file(tmp_path):
     """TensorFlow decodes an 8-bit BMP's palette indices as gray levels: a colour one is named
     as a bad file (training) and an unreadable one (predict), a gray ramp one is fine."""

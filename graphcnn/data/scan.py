@@ -25,7 +25,10 @@ levels (TensorFlow's BMP decoder ignores the colour table; a bad file, with what
 CMYK JPEG is converted to RGB by the decoder (a warning, :attr:`ImageInfo.cmyk`). A third is
 read as stored rather than as it is shown: a JPEG whose EXIF orientation says it is rotated or
 mirrored (a photo taken with the camera turned), which TensorFlow's decoder ignores as Keras's
-``image_dataset_from_directory`` does (a warning naming it, :func:`conversion_warnings`).
+``image_dataset_from_directory`` does (a warning naming it, :func:`conversion_warnings`). And a
+JPEG cut short and then given an end marker (some downloaders and copy tools write one) decodes
+without an error, its missing lower part filled with mid-grey: the scan names JPEGs that end in
+full rows of that grey (:func:`grey_end`; a warning, since a picture may end in such rows).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import numpy as np
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HEADER_BYTES = 32  # enough for the PNG signature and the IHDR chunk
+GREY_ROWS = 8  # a JPEG block's height: grey_end looks at this many last rows
 _BATCH = 256
 
 
@@ -55,6 +59,7 @@ class ImageInfo:
     cmyk: bool = False  # a CMYK JPEG (4 channels in its header), which the decoder converts to RGB
     indexed_bmp: bool = False  # a BMP of 8 bits or less per pixel: pixel values index a colour table
     exif: bool = False  # a JPEG with an EXIF segment first (after JFIF's, if any): it may say a rotation
+    grey_end: bool = False  # a JPEG whose last rows are the decoder's grey fill (grey_end): probably cut short
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,22 +98,33 @@ def scan_images(paths: Sequence[str], num_parallel_calls: int = 0,
 
 def probe(data):
     """Graph ops for one file's bytes ``data``: (the native image uint8 [frames, h, w, c],
-    [frames, height, width, channels], header bytes, last byte); :func:`image_info` makes
-    an :class:`ImageInfo` of the last three. Fails as the decoder fails."""
+    [frames, height, width, channels], header bytes, last byte, grey end); :func:`image_info`
+    makes an :class:`ImageInfo` of the last four. Fails as the decoder fails."""
     import tensorflow as tf
 
     image = tf.io.decode_image(data, channels=0, expand_animations=True)
     shape = tf.shape(image)
     shape4 = tf.concat([tf.ones([4 - tf.size(shape)], tf.int32), shape], axis=0)
+    image = tf.reshape(image, shape4)
     head = tf.strings.substr(data, 0, HEADER_BYTES)
     tail = tf.strings.substr(data, tf.strings.length(data) - 1, 1)
-    return tf.reshape(image, shape4), shape4, head, tail
+    return image, shape4, head, tail, tf.logical_and(tf.io.is_jpeg(data), grey_end(image[0]))
+
+
+def grey_end(image):
+    """Graph op: whether a decoded JPEG, uint8 [h, w, c], ends in :data:`GREY_ROWS` full rows of
+    exactly 128 in every channel. libjpeg fills the blocks that a file's data stops before with
+    that mid-grey, and a JPEG cut short and then given an end marker decodes without an error
+    (only a "premature end of data segment" on stderr): its lower part is that grey."""
+    import tensorflow as tf
+
+    return tf.logical_and(tf.shape(image)[0] >= GREY_ROWS, tf.reduce_all(tf.equal(image[-GREY_ROWS:], 128)))
 
 
 def decode_with_info(data, height: int, width: int, channels: int) -> tuple:
     """One file's bytes -> (uint8 [height, width, channels] exactly as
     :func:`~graphcnn.data.pipeline.decode_file` makes it, and :func:`probe`'s native [frames,
-    h, w, c], header bytes and last byte); graph ops, which fail as the decoder fails.
+    h, w, c], header bytes, last byte and grey end); graph ops, which fail as the decoder fails.
 
     Each file is decoded once: a JPEG straight to the model's channels (its native size and
     channels come from its header); another format at its native channels, and a second time
@@ -122,34 +138,35 @@ def decode_with_info(data, height: int, width: int, channels: int) -> tuple:
     def jpeg():
         head = tf.strings.substr(data, 0, HEADER_BYTES)
         shape4 = tf.concat([[1], tf.io.extract_jpeg_shape(data)], axis=0)
-        return decode_image_bytes(data, channels), shape4, head, tf.strings.substr(data, tf.strings.length(data) - 1, 1)
+        image = decode_image_bytes(data, channels)  # a JPEG's gray is its luma: 128 where the fill is
+        return image, shape4, head, tf.strings.substr(data, tf.strings.length(data) - 1, 1), grey_end(image)
 
     def other():
-        native, shape4, head, tail = probe(data)
-        image = tf.cond(tf.equal(shape4[3], channels), lambda: native[0], lambda: decode_image_bytes(data, channels))
-        return image, shape4, head, tail
+        native, *info = probe(data)
+        image = tf.cond(tf.equal(info[0][3], channels), lambda: native[0], lambda: decode_image_bytes(data, channels))
+        return image, *info
 
-    image, shape4, head, tail = tf.cond(tf.io.is_jpeg(data), jpeg, other)
+    image, *info = tf.cond(tf.io.is_jpeg(data), jpeg, other)
     image.set_shape([None, None, channels])
-    return fit_images(image, height, width, channels), shape4, head, tail
+    return fit_images(image, height, width, channels), *info
 
 
 def _probe(fit: tuple[int, int, int] | None):
     """tf.data map function: (row, path) -> (row, path, [frames, height, width, channels], head,
-    tail), and with ``fit`` the image as :func:`graphcnn.data.pipeline.decode_file` makes it."""
+    tail, grey end), and with ``fit`` the image as :func:`graphcnn.data.pipeline.decode_file` makes it."""
     import tensorflow as tf
 
     def fn(row, path):
         data = tf.io.read_file(path)
         if fit is None:  # a JPEG's channels as its header has them (CMYK: 4), as decode_with_info reports them
-            _, shape4, head, tail = probe(data)
+            _, shape4, *info = probe(data)
 
             def header():
                 return tf.concat([shape4[:3], tf.io.extract_jpeg_shape(data)[2:]], 0)
 
-            return row, path, tf.cond(tf.io.is_jpeg(data), header, lambda: shape4), head, tail
-        image, shape4, head, tail = decode_with_info(data, *fit)
-        return row, path, shape4, head, tail, image
+            return row, path, tf.cond(tf.io.is_jpeg(data), header, lambda: shape4), *info
+        image, *info = decode_with_info(data, *fit)
+        return row, path, *info, image
 
     return fn
 
@@ -177,15 +194,15 @@ def _decode_all(paths: list[str], num_parallel_calls: int, fit: tuple[int, int, 
                     batch = session.run(next_batch)
                 except tf.errors.OutOfRangeError:
                     break
-                rows, batch_paths, shapes, heads, tails = batch[:5]
-                for path, shape, head, tail in zip(batch_paths, shapes, heads, tails):
-                    found[os.fsdecode(path)] = image_info(shape, head, tail)
+                rows, batch_paths, *info = batch[:6]
+                for path, *one in zip(batch_paths, *info):
+                    found[os.fsdecode(path)] = image_info(*one)
                 if pixels is not None:
-                    pixels[rows] = batch[5]
+                    pixels[rows] = batch[6]
     return found, pixels
 
 
-def image_info(shape, head: bytes, tail: bytes) -> ImageInfo:
+def image_info(shape, head: bytes, tail: bytes, grey: bool = False) -> ImageInfo:
     """An :class:`ImageInfo` from what :func:`probe` returns for one file (numpy values)."""
     frames, height, width, channels = (int(v) for v in shape)
     bit_depth = png_bit_depth(head) or 8
@@ -195,7 +212,7 @@ def image_info(shape, head: bytes, tail: bytes) -> ImageInfo:
     # an APP1 "Exif" segment right after the start of image, or after a JFIF APP0 of 16 bytes
     exif = head.startswith(b"\xff\xd8") and any(head[i:i + 2] == b"\xff\xe1" and head[i + 4:i + 10] == b"Exif\0\0"
                                                for i in (2, 20))
-    return ImageInfo(height, width, channels, frames, bit_depth, gif_truncated, cmyk, indexed_bmp, exif)
+    return ImageInfo(height, width, channels, frames, bit_depth, gif_truncated, cmyk, indexed_bmp, exif, bool(grey))
 
 
 def exif_orientation(path: str) -> int:
@@ -316,8 +333,9 @@ def conversion_warnings(images: dict[str, ImageInfo], channels: int, examples: i
     """Warnings for conversions the input pipeline will make silently.
 
     Alpha dropped, 16-bit PNG reduced to 8 bits, animated GIF reduced to its first frame,
-    truncated GIFs and JPEGs whose EXIF orientation is ignored name every affected file (the
-    last read by Pillow: the JPEGs with an EXIF segment, a header read each); the expected
+    truncated GIFs, JPEGs whose EXIF orientation is ignored and JPEGs that end in the decoder's
+    grey fill name every affected file (the orientation read by Pillow: the JPEGs with an EXIF
+    segment, a header read each); the expected
     RGB <-> grayscale conversion for ``channels`` (1 or 3) is one summary line with a count and
     ``examples`` file names.
     """
@@ -338,6 +356,10 @@ def conversion_warnings(images: dict[str, ImageInfo], channels: int, examples: i
          "used as stored, not as a photo viewer shows them. To use them upright, rotate their pixels once "
          "(Pillow: ImageOps.exif_transpose, then save)",
          [p for p, i in images.items() if i.exif and exif_orientation(p) != 1]),
+        (f"are JPEGs whose last {GREY_ROWS} rows are all exactly mid-grey (128), the decoder's fill where a "
+         "file's data stops early: probably cut short (an interrupted download or copy) and decoded with "
+         "their lower part grey. Look at them; replace or delete the damaged ones",
+         [p for p, i in images.items() if i.grey_end]),
     ]
     for what, paths in groups:
         if paths:
