@@ -673,7 +673,7 @@ def run(args: argparse.Namespace) -> int:
     with runtime.native_stderr_filter(enabled=not verbose), runtime.terminate_as_interrupt():
         try:
             if args.command != "tensorboard":  # TensorBoard runs in a child process: no TensorFlow import here
-                import tensorflow  # noqa: F401  (here: its import prints the banner the filter drops)
+                runtime.import_tensorflow()  # here: its import prints the banner the filter drops
 
             return COMMANDS[args.command](args)
         except BrokenPipeError:  # whoever read stdout stopped (`graphcnn predict ... | head`): nothing to add

@@ -306,6 +306,32 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+# TensorFlow's __init__ imports this module eagerly, inside a try/except ImportError
+_TF_EAGER_KERAS = "keras.src.optimizers"
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow without the Keras 3 it loads eagerly (the command line's one import).
+
+    TensorFlow 2.21's ``__init__`` imports ``keras.src.optimizers`` so that Keras's optimizers
+    register with SavedModel loading; that loads all of Keras and matplotlib's pyplot, about
+    0.4-0.8 s of every command's start on 2 cores, for a Keras graphcnn never calls (its
+    graphs are ``tf.nn`` ops; its SavedModels hold no Keras objects). Marking that module as
+    absent while TensorFlow loads makes its import fail quietly, as it does where Keras is
+    not installed; the mark is removed at once, so a later ``import keras`` (or
+    ``tf.keras``) loads it as usual. Nothing is skipped when TensorFlow or that module is
+    already loaded.
+    """
+    if "tensorflow" in sys.modules or _TF_EAGER_KERAS in sys.modules:
+        return
+    sys.modules[_TF_EAGER_KERAS] = None  # type: ignore[assignment]  # import machinery: "not found"
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        if _TF_EAGER_KERAS in sys.modules and sys.modules[_TF_EAGER_KERAS] is None:
+            del sys.modules[_TF_EAGER_KERAS]
+
+
 def configure_logging() -> None:
     """``graphcnn: <message>`` on stderr for the library's INFO and above, set up once (by the
     command line from the start: data warnings are logged before training begins, and

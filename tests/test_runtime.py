@@ -77,3 +77,23 @@ def test_exit_now_leaves_the_normal_exit_to_a_process_with_a_thread_still_runnin
     result = _exit_now(tmp_path, "threading.Thread(target=time.sleep, args=(0.5,)).start()")
     assert (result.returncode, result.stdout) == (0, "unflushed and on")  # returned, the script went on
     assert (tmp_path / "atexit.txt").read_text() == "ran"
+
+
+def _python(code: str) -> list[str]:
+    """Run ``code`` in a fresh interpreter (nothing imported yet); its printed lines."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.split()
+
+
+def test_tensorflow_is_imported_without_the_keras_it_loads_eagerly():
+    """The command line's import of TensorFlow skips Keras 3 (and matplotlib's pyplot, which
+    Keras imports), which graphcnn never calls; a later ``import keras`` still works."""
+    check = "print(*(m in sys.modules for m in ('tensorflow', 'keras', 'matplotlib.pyplot')))"
+    assert _python(f"import sys; import tensorflow; {check}") == ["True", "True", "True"]  # what it skips
+    assert _python(f"import sys; from graphcnn import runtime; runtime.import_tensorflow(); {check}; "
+                   "import keras; print(keras.optimizers.Adam.__name__)") == ["True", "False", "False", "Adam"]
+    # Keras loaded first (a user's program): left as it is, and TensorFlow imported as usual
+    assert _python(f"import sys, keras; from graphcnn import runtime; runtime.import_tensorflow(); {check}; "
+                   "print(sys.modules['keras.src.optimizers'] is not None)") == ["True", "True", "True", "True"]
