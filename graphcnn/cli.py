@@ -107,7 +107,7 @@ def _next_stage_config(last, new):
     # read and augmented, and test-time flips, may change
     fixed = {"model": [k for k in after["model"] if k != "test_time_flip"],
              "data": ["source", "path", "test_path", "validation_fraction", "test_fraction", "seed",
-                      "mean_subtraction"],
+                      "mean_subtraction", "exif_transpose"],
              "train": ["init_from", "exclude_scopes", "skip_mismatched"]}
     changed = [f"{section}.{key}" for section, keys in fixed.items() for key in keys
                if after[section][key] != before[section].get(key)]
@@ -453,7 +453,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         p = predictor.preprocessing
     done = time.perf_counter()
     log = logging.getLogger("graphcnn.predict")
-    for message in scan.conversion_warnings(result.images, p.channels):  # as training reports them
+    for message in scan.conversion_warnings(result.images, p.channels, exif_transpose=p.exif_transpose):  # as trained
         log.warning(message)
     resized = scan.resize_summary(result.images, p.input_height, p.input_width)
     if resized:

@@ -114,6 +114,9 @@ class DataConfig:
     test_fraction: float = 0.1  # only when the source has no test split of its own
     seed: int = 0
     mean_subtraction: bool = False  # subtract the per-pixel mean of the training split
+    # turn each JPEG upright by its EXIF orientation, as photo viewers and Pillow's ImageOps.exif_transpose
+    # do (graphcnn.data.exif); false: as stored, as TensorFlow's decoder and Keras's loader read it
+    exif_transpose: bool = False
     strict: bool = False  # bad files are an error instead of a warning
     # the pickle source runs code from the files it unpickles: it needs this too (auto never unpickles)
     trust_pickle: bool = False

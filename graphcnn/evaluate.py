@@ -142,6 +142,8 @@ def evaluate_run(run_or_checkpoint: str | Path, data_path: str = "", split: str 
         else:
             split = split or "test"
             data_cfg = run_data
+        # JPEGs read as the checkpoint's preprocessing.json says the model was trained (a bare checkpoint too)
+        data_cfg = replace(data_cfg, exif_transpose=predictor.preprocessing.exif_transpose)
         dataset = load_dataset(replace(data_cfg, strict=False), predictor.preprocessing.channels,
                                model_classes=predictor.class_names)
         parts = [dataset.train, dataset.validation, dataset.test] if split == "all" else [getattr(dataset, split)]

@@ -272,6 +272,7 @@ class ServingModule(tf.Module):
         self._size = (p.input_height, p.input_width, p.channels)
         self._forward = restored.forward
         self._test_time_flip = p.test_time_flip
+        self._exif_transpose = p.exif_transpose
         # keyed by their graph names (``conv1_1/weights``), as the SavedModel's variables/ lists them
         self.model_variables = {v.name.split(":")[0]: v for v in restored.variables}
         self.pixel_mean = (None if restored.mean is None
@@ -300,7 +301,7 @@ class ServingModule(tf.Module):
         h, w, c = self._size
 
         def decode(data):  # pipeline.decode_file without the file read
-            return fit_images(decode_image_bytes(data, c), h, w, c)
+            return fit_images(decode_image_bytes(data, c, self._exif_transpose), h, w, c)
 
         images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec([h, w, c], tf.uint8))
         return self._outputs(images)

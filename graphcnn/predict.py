@@ -147,7 +147,8 @@ class Predictor:
         with self.graph.as_default():
             with tf.name_scope("predict_input"):
                 self._path = v1.placeholder(tf.string, [], name="path")
-                self._single, *self._single_info = scan.decode_with_info(tf.io.read_file(self._path), *size)
+                turn = self.preprocessing.exif_transpose  # JPEGs upright by their EXIF orientation, as trained
+                self._single, *self._single_info = scan.decode_with_info(tf.io.read_file(self._path), *size, turn)
                 # uint8 [N, H, W, C] at the model's size: defaults to the decoded file, or feed a decoded batch
                 self._fit = v1.placeholder_with_default(self._single[None], [None, *size], name="fit_images")
                 self._decoded = preprocess(self._fit, *size, mean)
@@ -162,7 +163,7 @@ class Predictor:
                 self._paths = v1.placeholder(tf.string, [None], name="paths")
                 self._batch_size = v1.placeholder(tf.int64, [], name="batch_size")
                 files = (tf.data.Dataset.from_tensor_slices((tf.range(tf.size(self._paths)), self._paths))
-                         .map(lambda i, p: (i, *scan.decode_with_info(tf.io.read_file(p), *size)),
+                         .map(lambda i, p: (i, *scan.decode_with_info(tf.io.read_file(p), *size, turn)),
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                          .ignore_errors()
                          .batch(self._batch_size)

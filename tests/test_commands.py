@@ -266,6 +266,45 @@ def test_predict_names_a_jpeg_whose_exif_rotation_it_ignores(folder_run, tmp_pat
     assert re.search(r"1 image file\(s\) are JPEGs whose EXIF orientation .*\n  .*sideways\.jpg", caplog.text)
 
 
+def test_a_run_trained_with_exif_transpose_predicts_and_exports_jpegs_upright(folder_run, tmp_path):
+    """preprocessing.json's exif_transpose (data.exif_transpose) turns a JPEG upright by its EXIF
+    orientation in predict and in the SavedModel's image_bytes signature, as training read it;
+    a run without it (older runs: no key) reads the JPEG as stored."""
+    import shutil
+
+    import tensorflow as tf
+    from PIL import Image
+
+    from graphcnn.data.pipeline import PREPROCESSING_FILE
+    from graphcnn.export import BYTES_INPUT, BYTES_SIGNATURE, export_saved_model
+    from graphcnn.predict import Predictor
+
+    run, _ = folder_run
+    turned_run = tmp_path / "turned_run"
+    shutil.copytree(run, turned_run)
+    for folder in ("best", "checkpoints"):
+        path = turned_run / folder / PREPROCESSING_FILE
+        path.write_text(json.dumps({**json.loads(path.read_text()), "exif_transpose": True}))
+    picture = np.zeros((24, 40, 3), np.uint8)
+    picture[:, :12] = 255  # a bright band on the stored left: on top once turned
+    tags = Image.Exif()
+    tags[0x0112] = 6
+    Image.fromarray(picture).save(tmp_path / "turned.jpg", exif=tags, quality=95)
+    stored = tf.io.decode_jpeg((tmp_path / "turned.jpg").read_bytes(), channels=1).numpy()  # the run is gray
+    probabilities = {}
+    for name, root, pixels in (("stored", run, stored), ("upright", turned_run, np.rot90(stored, -1))):
+        with Predictor(root) as p:
+            expected = p.probabilities_for(p.preprocess_arrays(np.ascontiguousarray(pixels)[None]))
+            (row,) = p.run_files([tmp_path / "turned.jpg"]).rows
+        got = np.array([dict(row[1].top_k)[c] for c in p.class_names])
+        np.testing.assert_allclose(got, expected[0], rtol=1e-5, atol=1e-6, err_msg=name)
+        probabilities[name] = expected[0]
+    assert not np.allclose(probabilities["stored"], probabilities["upright"], rtol=0, atol=1e-6)
+    model = tf.saved_model.load(str(export_saved_model(turned_run, tmp_path / "saved" / "1")))
+    served = model.signatures[BYTES_SIGNATURE](**{BYTES_INPUT: tf.constant([(tmp_path / "turned.jpg").read_bytes()])})
+    np.testing.assert_allclose(served["probabilities"].numpy()[0], probabilities["upright"], rtol=1e-5, atol=1e-6)
+
+
 def test_predict_names_a_jpeg_cut_short(folder_run, tmp_path, capsys, caplog):
     from conftest import cut_jpeg
 

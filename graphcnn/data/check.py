@@ -232,7 +232,8 @@ def _decode_samples(items: list[tuple[Split, int]], config: Config) -> np.ndarra
         else:
             files = tf.data.Dataset.from_tensor_slices([os.fsencode(s.paths[i]) for s, i in items])
             x = tf.compat.v1.data.make_one_shot_iterator(
-                files.map(lambda p: decode_file(p, h, w, c), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                files.map(lambda p: decode_file(p, h, w, c, config.data.exif_transpose),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                 .batch(len(items))).get_next()
         if scale < 1.0:
             x = fit_images(x, out_h, out_w, c)

@@ -42,6 +42,7 @@ import tensorflow as tf
 
 from graphcnn.atomic import write_bytes_atomic, write_text_atomic
 from graphcnn.config import AugmentConfig, DataConfig, ModelConfig
+from graphcnn.data import exif
 from graphcnn.data.sources import Split
 
 v1 = tf.compat.v1
@@ -66,6 +67,8 @@ class Preprocessing:
     backbone_preprocessing: str = ""
     # the probabilities are the mean of the image's and its mirror image's (model.test_time_flip)
     test_time_flip: bool = False
+    # JPEGs turned upright by their EXIF orientation before resizing (data.exif_transpose)
+    exif_transpose: bool = False
 
     def save(self, directory: str | Path, mean: np.ndarray | None) -> None:
         directory = Path(directory)
@@ -119,7 +122,7 @@ def fit_images(images: tf.Tensor, height: int, width: int, channels: int) -> tf.
     return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
 
 
-def decode_image_bytes(data: tf.Tensor, channels: int) -> tf.Tensor:
+def decode_image_bytes(data: tf.Tensor, channels: int, exif_transpose: bool = False) -> tf.Tensor:
     """A JPEG/PNG/BMP/GIF file's bytes -> its first frame, uint8 [h, w, channels].
 
     RGB models get the decoder's own conversion. A grayscale model gets it for PNGs and
@@ -127,7 +130,17 @@ def decode_image_bytes(data: tf.Tensor, channels: int) -> tf.Tensor:
     must be 0, 3 or 4 for BMP"), GIFs ("0 or 3") and CMYK JPEGs ("Unsupported color
     conversion request"), so those are decoded at their own channels and made grayscale by
     ``rgb_to_grayscale`` (alpha dropped; a grayscale BMP kept as it is).
+
+    ``exif_transpose``: a JPEG is then turned upright by its EXIF orientation
+    (:mod:`graphcnn.data.exif`; ``data.exif_transpose``).
     """
+    image = _decode_first_frame(data, channels)
+    if not exif_transpose:
+        return image
+    return tf.cond(tf.io.is_jpeg(data), lambda: exif.transpose(image, exif.orientation(data)), lambda: image)
+
+
+def _decode_first_frame(data: tf.Tensor, channels: int) -> tf.Tensor:
     if channels != 1:
         image = tf.io.decode_image(data, channels=channels, expand_animations=False)
         return tf.ensure_shape(image, [None, None, channels])
@@ -145,9 +158,10 @@ def decode_image_bytes(data: tf.Tensor, channels: int) -> tf.Tensor:
     return tf.ensure_shape(tf.cond(direct_ok, direct, converted), [None, None, 1])
 
 
-def decode_file(path: tf.Tensor, height: int, width: int, channels: int) -> tf.Tensor:
-    """Read and decode one JPEG/PNG/BMP/GIF file (first frame) -> uint8 [height, width, channels]."""
-    return fit_images(decode_image_bytes(tf.io.read_file(path), channels), height, width, channels)
+def decode_file(path: tf.Tensor, height: int, width: int, channels: int, exif_transpose: bool = False) -> tf.Tensor:
+    """Read and decode one JPEG/PNG/BMP/GIF file (first frame) -> uint8 [height, width, channels]
+    (``exif_transpose``: a JPEG turned upright first, :func:`decode_image_bytes`)."""
+    return fit_images(decode_image_bytes(tf.io.read_file(path), channels, exif_transpose), height, width, channels)
 
 
 def no_autotune() -> tf.data.Options:
@@ -218,7 +232,8 @@ class InputPipeline:
         if skip is not None:
             ds = ds.repeat().skip(skip)
         parallel = self.data.num_parallel_calls or AUTOTUNE
-        return ds.map(lambda p, y: (decode_file(p, h, w, c), y), num_parallel_calls=parallel)
+        return ds.map(lambda p, y: (decode_file(p, h, w, c, self.data.exif_transpose), y),
+                      num_parallel_calls=parallel)
 
     def _cache(self, split: Split) -> bool:
         """Cache decoded (or resized) images in memory when asked, or ('auto') when under 2 GiB."""
@@ -415,8 +430,10 @@ class InputPipeline:
             self._eval_cache[id(split)] = (split, np.concatenate(kept), split.labels)
 
 
-def compute_pixel_mean(split: Split, model: ModelConfig, batch_size: int = 256) -> np.ndarray:
-    """Per-pixel mean float32 [H, W, C] of a split after resize and scaling to [0, 1]."""
+def compute_pixel_mean(split: Split, model: ModelConfig, batch_size: int = 256, exif_transpose: bool = False
+                       ) -> np.ndarray:
+    """Per-pixel mean float32 [H, W, C] of a split after resize and scaling to [0, 1] (files
+    decoded as :func:`decode_file` with ``exif_transpose`` decodes them)."""
     h, w, c = model.input_height, model.input_width, model.channels
     graph = tf.Graph()
     with graph.as_default():
@@ -424,7 +441,7 @@ def compute_pixel_mean(split: Split, model: ModelConfig, batch_size: int = 256) 
             ds = tf.data.Dataset.from_tensor_slices(split.images)
         else:
             ds = tf.data.Dataset.from_tensor_slices([os.fsencode(p) for p in split.paths]).map(
-                lambda p: decode_file(p, h, w, c), num_parallel_calls=AUTOTUNE)
+                lambda p: decode_file(p, h, w, c, exif_transpose), num_parallel_calls=AUTOTUNE)
         ds = ds.batch(batch_size).map(lambda x: tf.reduce_sum(preprocess(x, h, w, c, None), axis=0))
         total = ds.reduce(tf.zeros([h, w, c]), lambda acc, s: acc + s)
         with v1.Session(graph=graph) as sess:

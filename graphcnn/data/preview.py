@@ -44,7 +44,8 @@ def augmentation_preview(config: Config, split: Split, rows: int = 4, cols: int 
         if split.images is not None:
             raw = tf.constant(split.images[indices])
         else:
-            raw = tf.stack([decode_file(tf.constant(split.paths[i]), h, w, c) for i in indices])
+            raw = tf.stack([decode_file(tf.constant(split.paths[i]), h, w, c, config.data.exif_transpose)
+                            for i in indices])
         images = preprocess(raw, h, w, c, None)
         repeated = tf.repeat(images, cols - 1, axis=0)
         augmented = tf.reshape(augment_batch(repeated, config.data.augment, tf.constant([seed, 0], tf.int64)),

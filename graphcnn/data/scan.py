@@ -75,18 +75,19 @@ class ScanResult:
 
 
 def scan_images(paths: Sequence[str], num_parallel_calls: int = 0,
-                fit: tuple[int, int, int] | None = None) -> ScanResult:
+                fit: tuple[int, int, int] | None = None, exif_transpose: bool = False) -> ScanResult:
     """Decode every file in ``paths`` and sort them into readable and bad files.
 
     ``num_parallel_calls`` 0 means ``tf.data.AUTOTUNE``. Every input path ends up in
     exactly one of ``ScanResult.images`` and ``ScanResult.bad``. ``fit`` (height, width,
     channels): also keep each readable file decoded as the pipeline decodes it for a model of
-    that input (:attr:`ScanResult.pixels`, :attr:`ScanResult.rows`).
+    that input (:attr:`ScanResult.pixels`, :attr:`ScanResult.rows`), JPEGs turned upright first
+    with ``exif_transpose``.
     """
     paths = list(dict.fromkeys(os.fspath(p) for p in paths))
     if not paths:
         return ScanResult({}, {})
-    decoded, pixels = _decode_all(paths, num_parallel_calls, fit)
+    decoded, pixels = _decode_all(paths, num_parallel_calls, fit, exif_transpose)
     wrong = {p: why for p, info in decoded.items() if info.indexed_bmp and (why := bmp_palette_problem(p))}
     images = {p: decoded[p] for p in paths if p in decoded and p not in wrong}
     failed = [p for p in paths if p not in decoded]
@@ -121,7 +122,7 @@ def grey_end(image):
     return tf.logical_and(tf.shape(image)[0] >= GREY_ROWS, tf.reduce_all(tf.equal(image[-GREY_ROWS:], 128)))
 
 
-def decode_with_info(data, height: int, width: int, channels: int) -> tuple:
+def decode_with_info(data, height: int, width: int, channels: int, exif_transpose: bool = False) -> tuple:
     """One file's bytes -> (uint8 [height, width, channels] exactly as
     :func:`~graphcnn.data.pipeline.decode_file` makes it, and :func:`probe`'s native [frames,
     h, w, c], header bytes, last byte and grey end); graph ops, which fail as the decoder fails.
@@ -129,17 +130,22 @@ def decode_with_info(data, height: int, width: int, channels: int) -> tuple:
     Each file is decoded once: a JPEG straight to the model's channels (its native size and
     channels come from its header); another format at its native channels, and a second time
     by the decoder's own conversion only when those differ from the model's, as training
-    converts them.
+    converts them. ``exif_transpose``: a JPEG is turned upright by its EXIF orientation before
+    it is resized (the info stays the file's own: its size as stored).
     """
     import tensorflow as tf
 
+    from graphcnn.data import exif
     from graphcnn.data.pipeline import decode_image_bytes, fit_images
 
     def jpeg():
         head = tf.strings.substr(data, 0, HEADER_BYTES)
         shape4 = tf.concat([[1], tf.io.extract_jpeg_shape(data)], axis=0)
         image = decode_image_bytes(data, channels)  # a JPEG's gray is its luma: 128 where the fill is
-        return image, shape4, head, tf.strings.substr(data, tf.strings.length(data) - 1, 1), grey_end(image)
+        grey = grey_end(image)
+        if exif_transpose:
+            image = exif.transpose(image, exif.orientation(data))
+        return image, shape4, head, tf.strings.substr(data, tf.strings.length(data) - 1, 1), grey
 
     def other():
         native, *info = probe(data)
@@ -151,7 +157,7 @@ def decode_with_info(data, height: int, width: int, channels: int) -> tuple:
     return fit_images(image, height, width, channels), *info
 
 
-def _probe(fit: tuple[int, int, int] | None):
+def _probe(fit: tuple[int, int, int] | None, exif_transpose: bool = False):
     """tf.data map function: (row, path) -> (row, path, [frames, height, width, channels], head,
     tail, grey end), and with ``fit`` the image as :func:`graphcnn.data.pipeline.decode_file` makes it."""
     import tensorflow as tf
@@ -165,14 +171,14 @@ def _probe(fit: tuple[int, int, int] | None):
                 return tf.concat([shape4[:3], tf.io.extract_jpeg_shape(data)[2:]], 0)
 
             return row, path, tf.cond(tf.io.is_jpeg(data), header, lambda: shape4), *info
-        image, *info = decode_with_info(data, *fit)
+        image, *info = decode_with_info(data, *fit, exif_transpose)
         return row, path, *info, image
 
     return fn
 
 
-def _decode_all(paths: list[str], num_parallel_calls: int, fit: tuple[int, int, int] | None
-                ) -> tuple[dict[str, ImageInfo], np.ndarray | None]:
+def _decode_all(paths: list[str], num_parallel_calls: int, fit: tuple[int, int, int] | None,
+                exif_transpose: bool = False) -> tuple[dict[str, ImageInfo], np.ndarray | None]:
     import tensorflow as tf
 
     parallel = num_parallel_calls if num_parallel_calls > 0 else tf.data.AUTOTUNE
@@ -181,7 +187,7 @@ def _decode_all(paths: list[str], num_parallel_calls: int, fit: tuple[int, int, 
     with graph.as_default():
         dataset = (
             tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), [os.fsencode(p) for p in paths]))
-            .map(_probe(fit), num_parallel_calls=parallel)
+            .map(_probe(fit, exif_transpose), num_parallel_calls=parallel)
             .ignore_errors()  # drops failing files silently: the caller diffs the path sets
             .batch(_BATCH)
             .prefetch(2)
@@ -329,7 +335,8 @@ def bad_files_report(bad: dict[str, str]) -> str:
     return "\n".join(f"  {path}: {why}" for path, why in sorted(bad.items()))
 
 
-def conversion_warnings(images: dict[str, ImageInfo], channels: int, examples: int = 5) -> list[str]:
+def conversion_warnings(images: dict[str, ImageInfo], channels: int, examples: int = 5,
+                        exif_transpose: bool = False) -> list[str]:
     """Warnings for conversions the input pipeline will make silently.
 
     Alpha dropped, 16-bit PNG reduced to 8 bits, animated GIF reduced to its first frame,
@@ -337,7 +344,8 @@ def conversion_warnings(images: dict[str, ImageInfo], channels: int, examples: i
     grey fill name every affected file (the orientation read by Pillow: the JPEGs with an EXIF
     segment, a header read each); the expected
     RGB <-> grayscale conversion for ``channels`` (1 or 3) is one summary line with a count and
-    ``examples`` file names.
+    ``examples`` file names. With ``exif_transpose`` (``data.exif_transpose``), JPEGs are turned
+    upright as a viewer shows them: their orientation is no warning.
     """
     warnings = []
     groups = [
@@ -353,9 +361,10 @@ def conversion_warnings(images: dict[str, ImageInfo], channels: int, examples: i
          [p for p, i in images.items() if i.gif_truncated]),
         ("are JPEGs whose EXIF orientation says they are rotated or mirrored (a photo taken with the camera "
          "turned); TensorFlow's decoder ignores it, as Keras's image_dataset_from_directory does, so they are "
-         "used as stored, not as a photo viewer shows them. To use them upright, rotate their pixels once "
+         "used as stored, not as a photo viewer shows them. To use them upright, train with --set "
+         "data.exif_transpose=true (a run's predict and export then turn them too), or rotate their pixels once "
          "(Pillow: ImageOps.exif_transpose, then save)",
-         [p for p, i in images.items() if i.exif and exif_orientation(p) != 1]),
+         [] if exif_transpose else [p for p, i in images.items() if i.exif and exif_orientation(p) != 1]),
         (f"are JPEGs whose last {GREY_ROWS} rows are all exactly mid-grey (128), the decoder's fill where a "
          "file's data stops early: probably cut short (an interrupted download or copy) and decoded with "
          "their lower part grey. Look at them; replace or delete the damaged ones",

@@ -859,11 +859,11 @@ def _load_folder(cfg: DataConfig, channels: int, warnings: _Warnings, size: tupl
     if size is not None and (cfg.cache == "memory" or (
             cfg.cache == "auto" and len(all_files) * size[0] * size[1] * channels <= KEEP_DECODED_BYTES)):
         fit = (size[0], size[1], channels)
-    result = scan.scan_images(all_files, cfg.num_parallel_calls, fit)
+    result = scan.scan_images(all_files, cfg.num_parallel_calls, fit, cfg.exif_transpose)
     pixels, rows = result.pixels, result.rows
     result = dataclasses.replace(result, pixels=None, rows={})  # the Dataset keeps the splits' copies only
     _report_bad_files(result.bad, cfg.strict, warnings, errors)
-    for message in scan.conversion_warnings(result.images, channels):
+    for message in scan.conversion_warnings(result.images, channels, exif_transpose=cfg.exif_transpose):
         warnings.warn(message)
     train_files = _drop_bad(train_files, train_classes, result.bad, errors)
     test_files = _drop_bad(test_files, test_classes or {}, result.bad, errors)

@@ -116,7 +116,8 @@ def prepare(config: Config, run: RunDir | None, resume: bool, dataset: Dataset |
     steps_per_epoch = max(1, len(dataset.train) // tcfg.batch_size)
     total_steps = tcfg.max_steps if tcfg.max_steps > 0 else tcfg.epochs * steps_per_epoch
     # the pixel mean of the whole training split: every worker normalizes alike
-    mean = compute_pixel_mean(dataset.train, config.model) if config.data.mean_subtraction else None
+    mean = (compute_pixel_mean(dataset.train, config.model, exif_transpose=config.data.exif_transpose)
+            if config.data.mean_subtraction else None)
     log.info("data: %s; %d classes; train %d, validation %d, test %d; %d steps per epoch",
              dataset.name, num_classes, len(dataset.train), len(dataset.validation), len(dataset.test),
              steps_per_epoch)
@@ -199,7 +200,8 @@ def write_run_files(config: Config, run: RunDir, data: Prepared, resume: bool) -
     preprocessing = Preprocessing(config.model.input_height, config.model.input_width, config.model.channels,
                                   dataset.class_names, config.data.mean_subtraction,
                                   *preprocessing_record(config.model.backbone),
-                                  test_time_flip=config.model.test_time_flip)
+                                  test_time_flip=config.model.test_time_flip,
+                                  exif_transpose=config.data.exif_transpose)
     for directory in (run.checkpoints, run.best):
         preprocessing.save(directory, data.pixel_mean)
     if tcfg.moving_average_decay > 0:  # checkpoints/ predicts from the averages, best/ holds them as weights
