@@ -102,8 +102,13 @@ def test_no_tensorflow_noise_by_default_and_verbose_shows_it(tmp_path):
     good = jpeg_bytes()
     (data / "a" / "damaged_but_decodes.jpg").write_bytes(good[:len(good) // 2] + b"\xff\xd9")
     (data / "b" / "truncated.jpg").write_bytes(good[:len(good) // 2])
+    from PIL import Image
 
-    quiet = run_cli("data", str(data), "--out", str(tmp_path / "out"))
+    tags = Image.Exif()
+    tags[0x0112] = 6  # turned upright below: oneDNN printed an error line for a uint8 transpose
+    Image.fromarray(np.full((12, 20, 3), 90, np.uint8)).save(data / "a" / "sideways.jpg", exif=tags)
+
+    quiet = run_cli("data", str(data), "--out", str(tmp_path / "out"), "--set", "data.exif_transpose=true")
     assert quiet.returncode == 0, quiet.stderr
     for noise in ("oneDNN", "absl::InitializeLog", "Corrupt JPEG", "JPEG library", "jpeg_mem.cc", "is deprecated"):
         assert noise not in quiet.stderr, quiet.stderr

@@ -137,7 +137,7 @@ def decode_image_bytes(data: tf.Tensor, channels: int, exif_transpose: bool = Fa
     image = _decode_first_frame(data, channels)
     if not exif_transpose:
         return image
-    return tf.cond(tf.io.is_jpeg(data), lambda: exif.transpose(image, exif.orientation(data)), lambda: image)
+    return exif.upright(image, data)
 
 
 def _decode_first_frame(data: tf.Tensor, channels: int) -> tf.Tensor:

@@ -142,10 +142,7 @@ def decode_with_info(data, height: int, width: int, channels: int, exif_transpos
         head = tf.strings.substr(data, 0, HEADER_BYTES)
         shape4 = tf.concat([[1], tf.io.extract_jpeg_shape(data)], axis=0)
         image = decode_image_bytes(data, channels)  # a JPEG's gray is its luma: 128 where the fill is
-        grey = grey_end(image)
-        if exif_transpose:
-            image = exif.transpose(image, exif.orientation(data))
-        return image, shape4, head, tf.strings.substr(data, tf.strings.length(data) - 1, 1), grey
+        return image, shape4, head, tf.strings.substr(data, tf.strings.length(data) - 1, 1), grey_end(image)
 
     def other():
         native, *info = probe(data)
@@ -154,6 +151,8 @@ def decode_with_info(data, height: int, width: int, channels: int, exif_transpos
 
     image, *info = tf.cond(tf.io.is_jpeg(data), jpeg, other)
     image.set_shape([None, None, channels])
+    if exif_transpose:  # here, not in the branch: control flow nested in a tf.data map's branch costs more
+        image = exif.upright(image, data)
     return fit_images(image, height, width, channels), *info
 
 
