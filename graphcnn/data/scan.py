@@ -344,9 +344,10 @@ def conversion_warnings(images: dict[str, ImageInfo], channels: int, examples: i
     segment, a header read each); the expected
     RGB <-> grayscale conversion for ``channels`` (1 or 3) is one summary line with a count and
     ``examples`` file names. With ``exif_transpose`` (``data.exif_transpose``), JPEGs are turned
-    upright as a viewer shows them: their orientation is no warning.
+    upright as a viewer shows them: no warning, a summary line as for the channels.
     """
     warnings = []
+    turned = sorted(p for p, i in images.items() if i.exif and exif_orientation(p) != 1)
     groups = [
         ("have an alpha channel (gray+alpha or RGBA); the alpha channel will be dropped",
          [p for p, i in images.items() if i.channels in (2, 4) and not i.cmyk]),
@@ -363,7 +364,7 @@ def conversion_warnings(images: dict[str, ImageInfo], channels: int, examples: i
          "used as stored, not as a photo viewer shows them. To use them upright, train with --set "
          "data.exif_transpose=true (a run's predict and export then turn them too), or rotate their pixels once "
          "(Pillow: ImageOps.exif_transpose, then save)",
-         [] if exif_transpose else [p for p, i in images.items() if i.exif and exif_orientation(p) != 1]),
+         [] if exif_transpose else turned),
         (f"are JPEGs whose last {GREY_ROWS} rows are all exactly mid-grey (128), the decoder's fill where a "
          "file's data stops early: probably cut short (an interrupted download or copy) and decoded with "
          "their lower part grey. Look at them; replace or delete the damaged ones",
@@ -373,6 +374,10 @@ def conversion_warnings(images: dict[str, ImageInfo], channels: int, examples: i
         if paths:
             listing = "\n".join(f"  {p}" for p in sorted(paths))
             warnings.append(f"{len(paths)} image file(s) {what}:\n{listing}")
+    if exif_transpose and turned:  # expected, as a conversion to the model's channels: one line
+        shown = ", ".join(turned[:examples]) + (", ..." if len(turned) > examples else "")
+        warnings.append(f"{len(turned)} JPEG(s) will be turned upright by their EXIF orientation "
+                        f"(data.exif_transpose): {shown}")
     color = sorted(p for p, i in images.items() if (i.channels >= 3) != (channels >= 3))
     if color:
         native, target = ("RGB", "grayscale") if channels == 1 else ("grayscale", "RGB")
