@@ -50,6 +50,17 @@ def cut_jpeg(path, image, keep=0.5):
     return str(path)
 
 
+def jpeg_segments(data: bytes, jfif: bool = True, comment: bytes = b"") -> bytes:
+    """A JPEG file's bytes with its JFIF APP0 segment taken out (``jfif`` False: the EXIF segment,
+    if any, then comes right after the start of image; Pillow always writes JFIF), and/or a comment
+    segment put in front of its other segments."""
+    assert data[2:4] == b"\xff\xe0"  # Pillow's JFIF APP0 first
+    rest = data[4 + int.from_bytes(data[4:6], "big"):]
+    app0 = data[2:4 + int.from_bytes(data[4:6], "big")] if jfif else b""
+    com = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment if comment else b""
+    return data[:2] + com + app0 + rest
+
+
 def tiny_config(**train) -> Config:
     """A small net with every layer kind, on 12x12 grayscale."""
     layers = (

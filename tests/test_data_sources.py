@@ -412,32 +412,39 @@ def test_bmps_and_cmyk_jpegs_decode_for_a_grayscale_model(tmp_path):
 
 def test_jpegs_with_an_exif_rotation_are_named(tmp_path):
     """TensorFlow's decoder ignores EXIF orientation (as Keras's loader does): a phone photo
-    taken sideways trains as stored. Named with what to do; orientation 1, a JPEG without EXIF
-    (JFIF or none) and a PNG are not."""
+    taken sideways trains as stored. Named with what to do, wherever the EXIF segment is (first,
+    after JFIF's, after a comment); orientation 1, a JPEG without EXIF and a PNG are not."""
+    import io
+
     from PIL import Image
+
+    from conftest import jpeg_segments
 
     make_tree(tmp_path / "data", {"a": 3, "b": 3}, c=3)
     rgb = np.random.default_rng(2).integers(0, 256, (6, 9, 3), dtype=np.uint8)
 
-    def jpeg(name, orientation=None, jfif=True):
+    def jpeg(name, orientation=None, jfif=True, comment=b""):
         exif = Image.Exif()
         if orientation is not None:
             exif[0x0112] = orientation
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, "JPEG", exif=exif if orientation is not None else b"")
         path = tmp_path / "data" / "a" / name
-        Image.fromarray(rgb).save(path, exif=exif if orientation is not None else b"",
-                                  **({} if jfif else {"jfif": False}))
+        path.write_bytes(jpeg_segments(buf.getvalue(), jfif, comment))
         return str(path)
 
     turned, mirrored = jpeg("turned.jpg", 6), jpeg("mirrored.jpg", 2, jfif=False)
+    commented = jpeg("commented.jpg", 8, comment=b"scanned")
     upright, plain = jpeg("upright.jpg", 1), jpeg("plain.jpg")
-    infos = scan.scan_images([turned, mirrored, upright, plain]).images
-    assert [infos[p].exif for p in (turned, mirrored, upright, plain)] == [True, True, True, False]
-    assert [scan.exif_orientation(p) for p in (turned, mirrored, upright, plain)] == [6, 2, 1, 1]
+    files = (turned, mirrored, commented, upright, plain)
+    infos = scan.scan_images(files).images
+    assert [infos[p].exif for p in files] == [True, True, True, True, False]
+    assert [scan.exif_orientation(p) for p in files] == [6, 2, 8, 1, 1]
     ds = load_dataset(cfg(tmp_path / "data", validation_fraction=0.2, test_fraction=0.2), channels=3)
     (warning,) = [w for w in ds.warnings if "EXIF" in w]
-    assert warning.startswith("2 image file(s) are JPEGs whose EXIF orientation says they are rotated or mirrored")
+    assert warning.startswith("3 image file(s) are JPEGs whose EXIF orientation says they are rotated or mirrored")
     assert "ImageOps.exif_transpose" in warning
-    assert sorted(line.strip() for line in warning.splitlines()[1:]) == sorted([mirrored, turned])
+    assert sorted(line.strip() for line in warning.splitlines()[1:]) == sorted([commented, mirrored, turned])
 
 
 def test_jpegs_cut_short_with_an_end_marker_are_named(tmp_path):

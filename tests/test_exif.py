@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageOps
 
+from conftest import jpeg_segments
 from graphcnn.config import DataConfig
 from graphcnn.data import exif, scan
 from graphcnn.data.pipeline import decode_file, fit_images
@@ -17,9 +18,11 @@ from graphcnn.data.sources import load_dataset
 PICTURE = np.random.default_rng(5).integers(0, 256, (6, 10, 3), dtype=np.uint8)  # not square: turns show
 
 
-def jpeg(orientation: int | None, big_endian: bool = False, jfif: bool = True, image=PICTURE) -> bytes:
-    """JPEG bytes with an EXIF orientation (Pillow writes little-endian TIFF; big-endian is made here)."""
-    kw = {} if jfif else {"jfif": False}
+def jpeg(orientation: int | None, big_endian: bool = False, jfif: bool = True, comment: bytes = b"",
+         image=PICTURE) -> bytes:
+    """JPEG bytes with an EXIF orientation (Pillow writes little-endian TIFF; big-endian is made
+    here), with or without the JFIF segment before it, and a comment segment first if given."""
+    kw = {}
     if orientation is not None and big_endian:  # IFD0 of two entries, the orientation second
         entries = struct.pack(">HHIHH", 0x010F, 2, 4, 0x4142, 0) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0)
         kw["exif"] = b"Exif\0\0MM" + struct.pack(">HI", 42, 8) + struct.pack(">H", 2) + entries + b"\0" * 4
@@ -29,13 +32,15 @@ def jpeg(orientation: int | None, big_endian: bool = False, jfif: bool = True, i
         kw["exif"] = tags
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, "JPEG", quality=95, **kw)
-    return buf.getvalue()
+    return jpeg_segments(buf.getvalue(), jfif, comment)
 
 
-@pytest.mark.parametrize("big_endian, jfif", [(False, True), (False, False), (True, True)])
-def test_orientation_is_read_as_pillow_reads_it(big_endian, jfif):
+@pytest.mark.parametrize("big_endian, jfif, comment", [(False, True, b""), (False, False, b""), (True, True, b""),
+                                                      (False, False, b"made by a scanner")])
+def test_orientation_is_read_as_pillow_reads_it(big_endian, jfif, comment):
     for orientation in (None, *range(1, 9)):
-        data = jpeg(orientation, big_endian, jfif)
+        data = jpeg(orientation, big_endian, jfif, comment)
+        assert (data[2:4] == b"\xff\xe0") == (jfif and not comment)  # the segments asked for
         expected = Image.open(io.BytesIO(data)).getexif().get(0x0112, 1)
         assert expected == (orientation or 1)
         assert int(exif.orientation(tf.constant(data))) == expected, (orientation, big_endian, jfif)

@@ -58,7 +58,7 @@ class ImageInfo:
     gif_truncated: bool = False  # a GIF that does not end with the trailer byte 0x3B
     cmyk: bool = False  # a CMYK JPEG (4 channels in its header), which the decoder converts to RGB
     indexed_bmp: bool = False  # a BMP of 8 bits or less per pixel: pixel values index a colour table
-    exif: bool = False  # a JPEG with an EXIF segment first (after JFIF's, if any): it may say a rotation
+    exif: bool = False  # a JPEG with an EXIF segment in its first 64 KB (exif.has_exif): it may say a rotation
     grey_end: bool = False  # a JPEG whose last rows are the decoder's grey fill (grey_end): probably cut short
 
 
@@ -99,9 +99,11 @@ def scan_images(paths: Sequence[str], num_parallel_calls: int = 0,
 
 def probe(data):
     """Graph ops for one file's bytes ``data``: (the native image uint8 [frames, h, w, c],
-    [frames, height, width, channels], header bytes, last byte, grey end); :func:`image_info`
-    makes an :class:`ImageInfo` of the last four. Fails as the decoder fails."""
+    [frames, height, width, channels], header bytes, last byte, grey end, EXIF segment);
+    :func:`image_info` makes an :class:`ImageInfo` of the last five. Fails as the decoder fails."""
     import tensorflow as tf
+
+    from graphcnn.data import exif
 
     image = tf.io.decode_image(data, channels=0, expand_animations=True)
     shape = tf.shape(image)
@@ -109,7 +111,7 @@ def probe(data):
     image = tf.reshape(image, shape4)
     head = tf.strings.substr(data, 0, HEADER_BYTES)
     tail = tf.strings.substr(data, tf.strings.length(data) - 1, 1)
-    return image, shape4, head, tail, tf.logical_and(tf.io.is_jpeg(data), grey_end(image[0]))
+    return image, shape4, head, tail, tf.logical_and(tf.io.is_jpeg(data), grey_end(image[0])), exif.has_exif(data)
 
 
 def grey_end(image):
@@ -125,7 +127,8 @@ def grey_end(image):
 def decode_with_info(data, height: int, width: int, channels: int, exif_transpose: bool = False) -> tuple:
     """One file's bytes -> (uint8 [height, width, channels] exactly as
     :func:`~graphcnn.data.pipeline.decode_file` makes it, and :func:`probe`'s native [frames,
-    h, w, c], header bytes, last byte and grey end); graph ops, which fail as the decoder fails.
+    h, w, c], header bytes, last byte, grey end and EXIF segment); graph ops, which fail as the
+    decoder fails.
 
     Each file is decoded once: a JPEG straight to the model's channels (its native size and
     channels come from its header); another format at its native channels, and a second time
@@ -142,7 +145,8 @@ def decode_with_info(data, height: int, width: int, channels: int, exif_transpos
         head = tf.strings.substr(data, 0, HEADER_BYTES)
         shape4 = tf.concat([[1], tf.io.extract_jpeg_shape(data)], axis=0)
         image = decode_image_bytes(data, channels)  # a JPEG's gray is its luma: 128 where the fill is
-        return image, shape4, head, tf.strings.substr(data, tf.strings.length(data) - 1, 1), grey_end(image)
+        tail = tf.strings.substr(data, tf.strings.length(data) - 1, 1)
+        return image, shape4, head, tail, grey_end(image), exif.has_exif(data)
 
     def other():
         native, *info = probe(data)
@@ -158,7 +162,8 @@ def decode_with_info(data, height: int, width: int, channels: int, exif_transpos
 
 def _probe(fit: tuple[int, int, int] | None, exif_transpose: bool = False):
     """tf.data map function: (row, path) -> (row, path, [frames, height, width, channels], head,
-    tail, grey end), and with ``fit`` the image as :func:`graphcnn.data.pipeline.decode_file` makes it."""
+    tail, grey end, EXIF segment), and with ``fit`` last the image as
+    :func:`graphcnn.data.pipeline.decode_file` makes it."""
     import tensorflow as tf
 
     def fn(row, path):
@@ -199,25 +204,23 @@ def _decode_all(paths: list[str], num_parallel_calls: int, fit: tuple[int, int, 
                     batch = session.run(next_batch)
                 except tf.errors.OutOfRangeError:
                     break
-                rows, batch_paths, *info = batch[:6]
+                rows, batch_paths, *info = batch
+                if pixels is not None:
+                    pixels[rows] = info.pop()
                 for path, *one in zip(batch_paths, *info):
                     found[os.fsdecode(path)] = image_info(*one)
-                if pixels is not None:
-                    pixels[rows] = batch[6]
     return found, pixels
 
 
-def image_info(shape, head: bytes, tail: bytes, grey: bool = False) -> ImageInfo:
+def image_info(shape, head: bytes, tail: bytes, grey: bool = False, exif: bool = False) -> ImageInfo:
     """An :class:`ImageInfo` from what :func:`probe` returns for one file (numpy values)."""
     frames, height, width, channels = (int(v) for v in shape)
     bit_depth = png_bit_depth(head) or 8
     gif_truncated = head.startswith(b"GIF8") and tail != b"\x3b"
     cmyk = head.startswith(b"\xff\xd8") and channels == 4
     indexed_bmp = head.startswith(b"BM") and len(head) >= 30 and int.from_bytes(head[28:30], "little") <= 8
-    # an APP1 "Exif" segment right after the start of image, or after a JFIF APP0 of 16 bytes
-    exif = head.startswith(b"\xff\xd8") and any(head[i:i + 2] == b"\xff\xe1" and head[i + 4:i + 10] == b"Exif\0\0"
-                                               for i in (2, 20))
-    return ImageInfo(height, width, channels, frames, bit_depth, gif_truncated, cmyk, indexed_bmp, exif, bool(grey))
+    return ImageInfo(height, width, channels, frames, bit_depth, gif_truncated, cmyk, indexed_bmp, bool(exif),
+                     bool(grey))
 
 
 def exif_orientation(path: str) -> int:
