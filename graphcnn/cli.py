@@ -513,7 +513,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     from graphcnn.atomic import write_text_atomic
     from graphcnn.data.check import check_data, report_text, sample_grid
-    from graphcnn.data.sources import DataError
+    from graphcnn.data.dataset import DataError
     from graphcnn.viz.images import write_png
 
     if args.path is not None:
@@ -696,7 +696,7 @@ def describe_error(err: BaseException) -> tuple[int, str]:
     from graphcnn.checkpoints import CheckpointError, one_line
     from graphcnn.cluster.spec import ClusterTaskLost
     from graphcnn.config import ConfigError
-    from graphcnn.data.sources import DataError
+    from graphcnn.data.dataset import DataError
     from graphcnn.run_dir import RunDirError
 
     if isinstance(err, KeyboardInterrupt):  # before training's own handler is installed, or after

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from graphcnn.config import DataConfig, from_json_file
-from graphcnn.data.sources import Dataset, Split, accuracy_margin, load_dataset
+from graphcnn.data.dataset import accuracy_margin, Dataset, Split
+from graphcnn.data.sources import load_dataset
 from graphcnn.predict import Predictor
 
 SPLITS = ("train", "validation", "test", "all")

@@ -23,7 +23,7 @@ import numpy as np
 
 from graphcnn import config as C
 from graphcnn import runtime
-from graphcnn.data.sources import load_digits
+from graphcnn.data.arrays import load_digits
 from graphcnn.presets import get_preset
 from graphcnn.run_dir import RunDir
 from graphcnn.viz.images import write_png

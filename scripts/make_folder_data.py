@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from graphcnn.data.sources import read_idx
+from graphcnn.data.arrays import read_idx
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 NAMES = ("t_shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot")

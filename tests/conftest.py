@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from graphcnn.config import Config, LayerConfig, ModelConfig, TrainConfig, LogConfig  # noqa: E402
-from graphcnn.data.sources import Dataset, Split  # noqa: E402
+from graphcnn.data.dataset import Dataset, Split  # noqa: E402
 
 
 def synthetic_dataset(n_per_class: int = 24, size: int = 12, num_classes: int = 3, seed: int = 0) -> Dataset:

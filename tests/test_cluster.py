@@ -22,7 +22,7 @@ from graphcnn.cluster import graph as cluster_graph
 from graphcnn.cluster import spec
 from graphcnn.cluster.local import free_ports, local_cluster, run_local
 from graphcnn.cli import main
-from graphcnn.data.sources import Split
+from graphcnn.data.dataset import Split
 from graphcnn.presets import digits
 
 v1 = tf.compat.v1

@@ -20,7 +20,8 @@ from conftest import tiny_config
 from graphcnn import cli
 from graphcnn.config import DataConfig
 from graphcnn.data import scan
-from graphcnn.data.sources import DataError, load_dataset
+from graphcnn.data.dataset import DataError
+from graphcnn.data.sources import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""graphcnn.data.sources and graphcnn.data.scan: every source, splitting, and bad input by name."""
+"""graphcnn.data: every source (sources, arrays, folders, dataset), the scan, splitting, and bad input by name."""
 
 import os
 
@@ -17,11 +17,10 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from graphcnn.config import DataConfig  # noqa: E402
-from graphcnn.data import scan, sources  # noqa: E402
-from graphcnn.data.sources import (  # noqa: E402
-    DIGITS_PNG, SOURCES, DataError, Dataset, Split, detect_source, load_dataset, load_digits, read_idx,
-    stratified_split,
-)
+from graphcnn.data import folders, scan  # noqa: E402
+from graphcnn.data.arrays import DIGITS_PNG, load_digits, read_idx  # noqa: E402
+from graphcnn.data.dataset import DataError, Dataset, Split, stratified_split  # noqa: E402
+from graphcnn.data.sources import SOURCES, detect_source, load_dataset  # noqa: E402
 
 RNG = np.random.default_rng(0)
 
@@ -560,7 +559,7 @@ def test_folder_images_that_fit_in_memory_are_kept_from_the_scan(tmp_path, monke
         assert arrays.images.shape == (len(files), 4, 5, 3) and arrays.labels.tolist() == files.labels.tolist()
     assert kept.scan.pixels is None  # the splits hold the only copy
     assert load_dataset(dataclasses.replace(config, cache="none"), channels=3, size=(4, 5)).train.images is None
-    monkeypatch.setattr(sources, "KEEP_DECODED_BYTES", 12 * 4 * 5 * 3 - 1)  # auto: just too big
+    monkeypatch.setattr(folders, "KEEP_DECODED_BYTES", 12 * 4 * 5 * 3 - 1)  # auto: just too big
     assert load_dataset(config, channels=3, size=(4, 5)).train.images is None
     assert load_dataset(dataclasses.replace(config, cache="memory"), channels=3, size=(4, 5)).train.images is not None
 

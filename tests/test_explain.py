@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import tiny_config
 from graphcnn.config import Config, EarlyStoppingConfig, LayerConfig, LogConfig, ModelConfig, TrainConfig
-from graphcnn.data.sources import Dataset, Split
+from graphcnn.data.dataset import Dataset, Split
 from graphcnn.explain import (METHODS, Explainer, explain_files, feature_gradient, gradcam, gradcam_grid,
                               gradcam_ops, head_method, overlay)
 from graphcnn.model.network import Network

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from conftest import synthetic_dataset, tiny_config
 from graphcnn.data.pipeline import InputPipeline
-from graphcnn.data.sources import Split
+from graphcnn.data.dataset import Split
 
 v1 = tf.compat.v1
 

@@ -144,7 +144,7 @@ def test_a_lost_state_or_best_record_is_rebuilt_and_the_run_ends_as_if_whole(tmp
 def test_resume_refuses_data_whose_classes_changed_and_writes_nothing(tmp_path):
     """A class folder added since the run started: restoring the 3-class weights under 4
     names would relabel every prediction of the run (preprocessing.json rewritten)."""
-    from graphcnn.data.sources import DataError
+    from graphcnn.data.dataset import DataError
 
     run = RunDir.create(tmp_path, "r")
     train(tiny_config(epochs=1), run, progress=False, dataset=synthetic_dataset())
@@ -172,7 +172,7 @@ def test_resume_refuses_a_folder_whose_files_changed_and_writes_nothing(tmp_path
     """A file added since the run started reshuffles the seeded split: images the run
     validated or tested on would be trained on. Named; the run's files stay as they were; put
     back as it was, the folder resumes."""
-    from graphcnn.data.sources import DataError
+    from graphcnn.data.dataset import DataError
 
     data = tmp_path / "data"
     _write_images(data, {"a": 8, "b": 8})
@@ -196,7 +196,7 @@ def test_resume_refuses_a_folder_whose_files_changed_and_writes_nothing(tmp_path
 
 
 def test_resume_refuses_arrays_that_changed(tmp_path):
-    from graphcnn.data.sources import DataError, split_changes
+    from graphcnn.data.dataset import DataError, split_changes
 
     same, other = synthetic_dataset().split_record(), synthetic_dataset(seed=1).split_record()
     assert split_changes(same, synthetic_dataset().split_record()) is None
@@ -210,7 +210,7 @@ def test_resume_refuses_arrays_that_changed(tmp_path):
 
 
 def test_split_changes_names_files_added_removed_and_moved():
-    from graphcnn.data.sources import split_changes
+    from graphcnn.data.dataset import split_changes
 
     def record(**splits):
         return {n: {"count": len(p), "digest": "|".join(p), "paths": p} for n, p in splits.items()}

@@ -20,7 +20,7 @@ import tensorflow as tf
 from conftest import synthetic_dataset, tiny_config
 from graphcnn import cli
 from graphcnn.config import EarlyStoppingConfig
-from graphcnn.data.sources import Split
+from graphcnn.data.dataset import Split
 from graphcnn.tensorboard.events import read_images, read_scalars
 from graphcnn.tensorboard import launcher, views
 from graphcnn.tensorboard.launcher import tensorboard_command

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from graphcnn.config import LogConfig, validate
-from graphcnn.data.sources import Dataset, Split
+from graphcnn.data.dataset import Dataset, Split
 from graphcnn.presets import get_preset
 from graphcnn.run_dir import RunDir
 from graphcnn.tensorboard.events import read_scalars

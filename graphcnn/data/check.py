@@ -2,7 +2,7 @@
 
 :func:`check_data` loads the data with :func:`~graphcnn.data.sources.load_dataset` (the
 same walk, scan and split as ``graphcnn train``) and keeps the dataset or the
-:class:`~graphcnn.data.sources.DataError` that lists every problem; :func:`report_text` is
+:class:`~graphcnn.data.dataset.DataError` that lists every problem; :func:`report_text` is
 the report (source, classes with counts and imbalance, image sizes and modes, every bad or
 converted file with its reason, split sizes, the verdict), and :func:`sample_grid` a PNG
 grid of samples, a row per class, as the model sees them.
@@ -18,9 +18,8 @@ import numpy as np
 
 from graphcnn.config import Config
 from graphcnn.data import scan
-from graphcnn.data.sources import (
-    MIN_EVALUATION_IMAGES, DataError, Dataset, Split, accuracy_margin, detect_source, load_dataset, message_lines,
-)
+from graphcnn.data.dataset import MIN_EVALUATION_IMAGES, accuracy_margin, DataError, Dataset, message_lines, Split
+from graphcnn.data.sources import detect_source, load_dataset
 
 IMBALANCE_RATIO = 3.0  # largest / smallest class above this is flagged
 SAMPLE_SIDE = 128  # tiles of larger model inputs are shown scaled down to this many px

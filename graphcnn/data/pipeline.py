@@ -43,7 +43,7 @@ import tensorflow as tf
 from graphcnn.atomic import write_bytes_atomic, write_text_atomic
 from graphcnn.config import AugmentConfig, DataConfig, ModelConfig
 from graphcnn.data import exif
-from graphcnn.data.sources import Split
+from graphcnn.data.dataset import Split
 
 v1 = tf.compat.v1
 AUTOTUNE = tf.data.AUTOTUNE

@@ -39,7 +39,8 @@ from graphcnn.checkpoints import (CheckpointManager, checkpoints_on_disk, export
 from graphcnn.config import Config
 from graphcnn.data.check import DataCheck, report_text
 from graphcnn.data.pipeline import InputPipeline, Preprocessing, augment_fn_for, compute_pixel_mean
-from graphcnn.data.sources import Dataset, DataError, Split, load_dataset, split_changes
+from graphcnn.data.dataset import DataError, Dataset, Split, split_changes
+from graphcnn.data.sources import load_dataset
 from graphcnn.model.backbones import preprocessing_record
 from graphcnn.model.devices import resolve_devices
 from graphcnn.model.devices import session_config as devices_session_config
