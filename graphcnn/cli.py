@@ -30,6 +30,7 @@ import pathlib
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from typing import NoReturn
 
 from graphcnn import runtime
@@ -60,7 +61,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``graphcnn train`` (also the tutorial scripts' options)."""
     _add_config_args(p)
     p.add_argument("--logdir", default=DEFAULT_LOGDIR, help="root folder of run directories (default: logs)")
-    p.add_argument("--name", default="", help="run directory name (default: <preset>-<timestamp>)")
+    p.add_argument("--name", default=None, help="run directory name (default: <preset>-<timestamp>)")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue the run in this directory")
     p.add_argument("--next-stage", action="store_true",
                    help="with --resume: begin the run's next stage with --set/--trainable-scopes changes "
@@ -190,6 +191,10 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         command = self.prog.partition(" ")[2]  # "predict" of "graphcnn predict"; "" at the top
+        extra = message.partition("unrecognized arguments: ")[2].split()
+        path = next((a for a in extra if not a.startswith("-") and os.path.exists(a)), None)
+        if path is not None:  # `graphcnn train ~/cats_dogs`: the data goes with --data
+            message += f"; to train on {path}, give it as --data {path}"
         self.exit(EXIT_BAD_INPUT, f"graphcnn: error: {command + ': ' if command else ''}{message} "
                                   f"(see {self.prog} --help)\n")
 
@@ -329,7 +334,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """
     from graphcnn import config as C
     from graphcnn.data.sources import load_dataset
-    from graphcnn.run_dir import RunDir, check_run_name
+    from graphcnn.run_dir import RunDir, check_new_run
 
     task = _cluster_task(args)
     if args.next_stage and not args.resume:
@@ -358,20 +363,24 @@ def cmd_train(args: argparse.Namespace) -> int:
                                     "--init-from/--exclude-scopes (they apply to a new run)")
             config = _next_stage_config(config, resolve_config(args, base=config))
         elif args.overrides or args.config or args.preset or args.data or args.init_from or \
-                args.exclude_scopes is not None or args.trainable_scopes is not None or args.name:
+                args.exclude_scopes is not None or args.trainable_scopes is not None or args.name is not None:
             print("graphcnn: --resume continues with the run's saved config.json in its folder; "
                   "other config options and --name are ignored (a new stage of the run: --next-stage)",
                   file=sys.stderr)
-        with run.lock():
+        with run.lock(), _resume_hint(run):
             print(f"run directory: {run.root}")
             result = train(config, run, resume=True, progress=not args.no_progress, new_stage=args.next_stage,
                            cluster=task)
     else:
         config = resolve_config(args)
-        if args.name:
-            check_run_name(args.name)  # before the data is loaded: a bad name fails at once
+        if args.name is not None:
+            check_new_run(args.logdir, args.name)  # before the data is loaded: a bad or taken name fails at once
+        from graphcnn.model.graph import check_network_fits
+
+        check_network_fits(config)  # and a network too deep for its input size
         dataset = load_dataset(config.data, config.model.channels, size=config.model.input_size)
-        with RunDir.starting(args.logdir, args.name, prefix=config.preset) as run, run.lock():
+        with RunDir.starting(args.logdir, args.name or "", prefix=config.preset) as run, run.lock(), \
+                _resume_hint(run):
             print(f"run directory: {run.root}")
             result = train(config, run, progress=not args.no_progress, dataset=dataset, cluster=task)
     if result.test is not None:
@@ -386,6 +395,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"no best checkpoint yet (no validation ran); latest: {run.checkpoints}")
     print(f"TensorBoard: graphcnn tensorboard {run.root}   (then open http://127.0.0.1:6006)")
     return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+
+
+@contextlib.contextmanager
+def _resume_hint(run) -> Iterator[None]:
+    """A Ctrl-C that ends training by an exception (a second one, or one during the final test)
+    in a run that has a checkpoint: the error line says how to go on, as a stop after the step does."""
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        if not run.has_checkpoint():
+            raise
+        raise KeyboardInterrupt(f"interrupted; the run keeps its checkpoints: continue with graphcnn train "
+                                f"--resume {run.root}") from err
 
 
 def _cluster_task(args: argparse.Namespace):
@@ -490,7 +512,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
               f"decoding runs in parallel, overlapping the forward pass); {predictor.precision}"
               f"{', each image and its mirror image (model.test_time_flip)' if predictor.test_time_flip else ''}; "
               f"model restore {restored - start:.2f} s, not counted", file=sys.stderr)
-    return 1 if result.errors else 0
+    if not result.errors:
+        return EXIT_OK
+    n_bad, n = len(result.errors), len(result.rows)
+    if n_bad == n:  # nothing predicted: bad input, as a path that does not exist
+        print(f"graphcnn: error: {'the file' if n == 1 else f'none of the {n} files'} could not be read "
+              f"({'named' if n == 1 else 'each named'} above)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"graphcnn: error: {n_bad} of {n} files could not be read (each named above; the others are predicted)",
+          file=sys.stderr)
+    return EXIT_ERROR
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -561,12 +592,29 @@ def cmd_augment_preview(args: argparse.Namespace) -> int:
     out = pathlib.Path(args.out)
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder: give the PNG file to write, e.g. {out / 'preview.png'}")
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out {out}: the preview is a PNG file; give a name ending in .png")
+    if out.exists() and not _is_png(out):  # an earlier preview is replaced; anything else is the user's
+        raise ValueError(f"--out {out} exists and is not a PNG image: not overwritten; give another name")
     dataset = load_dataset(config.data, config.model.channels)
     tiles = augmentation_preview(config, dataset.train, args.rows, args.cols, config.data.seed)
     out.parent.mkdir(parents=True, exist_ok=True)  # as data --out and explain --out
     write_png(out, preview_image(tiles, args.cols))
     print(f"wrote {args.out}: each row is a training image (original) followed by {args.cols - 1} augmentations")
     return 0
+
+
+def _epoch(epoch: float) -> str:
+    """3, 2.5, 0.48: an epoch as a person writes it (a validation every N steps lands between epochs)."""
+    return f"{epoch:.2f}".rstrip("0").rstrip(".")
+
+
+def _is_png(path: pathlib.Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == b"\x89PNG\r\n\x1a\n"
+    except OSError:
+        return False
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -599,10 +647,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(path)
         for run in runs:
             accuracy = run.validation.get("accuracy")
-            last = f"validation accuracy {accuracy[1][-1]:.4f} at epoch {accuracy[0][-1]:g}" if accuracy else ""
+            last = f"validation accuracy {accuracy[1][-1]:.4f} at epoch {_epoch(accuracy[0][-1])}" if accuracy else ""
             test = f"test accuracy {run.test_accuracy:.4f}" if run.test_accuracy is not None else "no test accuracy"
             if run.test_epoch is not None and accuracy and run.test_epoch != accuracy[0][-1]:
-                test += f" (the best checkpoint, epoch {run.test_epoch:g})"  # not the weights of the last epoch
+                test += f" (the best checkpoint, epoch {_epoch(run.test_epoch)})"  # not the weights of the last epoch
             print(f"  {run.label}: {', '.join(filter(None, (test, last)))}")
     return 0
 
@@ -670,7 +718,7 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.suppress(AttributeError, ValueError):
         sys.stdout.reconfigure(errors="surrogateescape")
     runtime.configure_logging()
-    with runtime.native_stderr_filter(enabled=not verbose), runtime.terminate_as_interrupt():
+    with runtime.native_stderr_filter(enabled=not verbose), runtime.interrupts():
         try:
             if args.command != "tensorboard":  # TensorBoard runs in a child process: no TensorFlow import here
                 runtime.import_tensorflow()  # here: its import prints the banner the filter drops
@@ -691,6 +739,11 @@ def run(args: argparse.Namespace) -> int:
 
 def describe_error(err: BaseException) -> tuple[int, str]:
     """The exit code for ``err`` and its message for the one ``graphcnn: error:`` line."""
+    if isinstance(err, KeyboardInterrupt) or runtime.interrupted():
+        # before training's own handler is installed, or after; or a Ctrl-C that TensorFlow's
+        # native code turned into another error (runtime.interrupts). First: a Ctrl-C during
+        # `import tensorflow` leaves modules half imported, which the imports below would retry
+        return EXIT_INTERRUPTED, (str(err) if isinstance(err, KeyboardInterrupt) else "") or "interrupted"
     tf = sys.modules.get("tensorflow")  # imported by every command but `graphcnn tensorboard`
 
     from graphcnn.checkpoints import CheckpointError, one_line
@@ -699,8 +752,6 @@ def describe_error(err: BaseException) -> tuple[int, str]:
     from graphcnn.data.dataset import DataError
     from graphcnn.run_dir import RunDirError
 
-    if isinstance(err, KeyboardInterrupt):  # before training's own handler is installed, or after
-        return EXIT_INTERRUPTED, "interrupted"
     if isinstance(err, FloatingPointError):  # the trainer's NaN/Inf stop; its message says what to change
         return EXIT_NAN, _indent(str(err))
     if isinstance(err, FileNotFoundError):

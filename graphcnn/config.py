@@ -324,6 +324,8 @@ def read_file(path: str | Path) -> dict[str, Any]:
     not text, not valid, or not a table (object) at its top is a ConfigError naming it."""
     path = Path(path)
     toml = path.suffix.lower() == ".toml"
+    if path.suffix.lower() in (".yaml", ".yml", ".ini", ".cfg", ".py"):
+        raise ConfigError(f"{path}: a config file is TOML (.toml) or JSON (.json), not {path.suffix}")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
@@ -541,6 +543,9 @@ def validate(config: Config) -> Config:
     for key, value, least in (("batch_size", t.batch_size, 1), ("epochs", t.epochs, 0)):
         if value < least:
             raise ConfigError(f"train.{key}: must be at least {least}, got {value}")
+    if t.epochs == 0 and t.max_steps <= 0:  # 0 epochs is allowed only where train.max_steps says the length
+        raise ConfigError("train.epochs: 0 trains nothing; give at least 1, or the run's length in steps with "
+                          "train.max_steps")
     if not t.learning_rate > 0:  # also catches nan
         raise ConfigError(f"train.learning_rate: must be positive, got {t.learning_rate}")
     if not 0.0 <= t.label_smoothing < 1.0:

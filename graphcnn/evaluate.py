@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from graphcnn.config import DataConfig, from_json_file
-from graphcnn.data.dataset import accuracy_margin, Dataset, Split
+from graphcnn.data.dataset import Dataset, Split, accuracy_margin
 from graphcnn.data.sources import load_dataset
 from graphcnn.predict import Predictor
 

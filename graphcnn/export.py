@@ -323,7 +323,8 @@ def _restore(run_or_checkpoint: str | Path, prefer_best: bool) -> _Restored:
 
 def _check_out_dir(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ExportError(f"{out} already exists and is not an empty folder: export into a new one "
+        what = "is a file" if not out.is_dir() else "is a folder that is not empty"
+        raise ExportError(f"{out} already exists and {what}: export into a new folder "
                           "(TF Serving reads <model>/<version>/, e.g. models/digits/1)")
 
 

@@ -30,11 +30,11 @@ from typing import Iterable, Self, Sequence
 import numpy as np
 import tensorflow as tf
 
-from graphcnn.data import scan
 from graphcnn.checkpoints import load_first, serving_meta_graph
-from graphcnn.data.pipeline import Preprocessing, fit_images, no_autotune, preprocess
+from graphcnn.data import scan
 from graphcnn.data.dataset import DataError
 from graphcnn.data.folders import IMAGE_EXTENSIONS, walk_image_files
+from graphcnn.data.pipeline import Preprocessing, fit_images, no_autotune, preprocess
 from graphcnn.model.precision import inference_session_config, resolve_precision
 
 v1 = tf.compat.v1

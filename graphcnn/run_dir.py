@@ -81,6 +81,20 @@ def check_run_name(name: str) -> str:
     return stripped
 
 
+def check_new_run(logs_root: str | Path, name: str) -> None:
+    """RunDirError if ``name`` is not a plain folder name (:func:`check_run_name`) or a run (or
+    anything) already has that name under ``logs_root``: checked before the data is loaded, so
+    that a taken name fails at once rather than after a scan of the whole folder (:meth:`RunDir.create`
+    checks again when it makes the folder)."""
+    root = Path(logs_root) / check_run_name(name)
+    if root.exists() or root.is_symlink():
+        raise RunDirError(_taken(root))
+
+
+def _taken(root: Path) -> str:
+    return f"run directory {root} already exists; use --resume {root} to continue it, or choose another --name"
+
+
 def _entry(name: str) -> property:
     """A read-only property: ``root / name``."""
     return property(lambda self: self.root / name)
@@ -135,8 +149,7 @@ class RunDir:
                 break
             except FileExistsError:
                 if chosen or name == names[-1]:
-                    raise RunDirError(f"run directory {root} already exists; use --resume {root} to continue it, "
-                                      "or choose another --name") from None
+                    raise RunDirError(_taken(root)) from None
         run = cls(root)
         for d in (run.train_logs, run.validation_logs, run.checkpoints, run.best):
             d.mkdir()
@@ -149,11 +162,13 @@ class RunDir:
         has a checkpoint: a failed start (a bad config value found while building the graph, an
         interrupt during startup) leaves nothing behind to clutter ``logs/`` or block the name.
 
-        Only the directory this call created is removed, never one that existed before (create
+        Only the directory this call created is removed (with the folders above it that it
+        created for ``logs_root``, while they are empty), never one that existed before (create
         refuses those), never a run with a checkpoint in ``checkpoints/`` or ``best/`` (a run
         stopped by NaN keeps its last good checkpoint, and can be resumed), and never one that
         has trained a step (:meth:`mark_trained`: its logs show what happened).
         """
+        made = [p for p in (Path(logs_root), *Path(logs_root).parents) if not p.exists()]  # --logdir new/deep
         run = cls.create(logs_root, name, prefix)
         try:
             yield run
@@ -161,6 +176,11 @@ class RunDir:
             if not run.has_checkpoint() and not run.trained:
                 log.debug("removing %s: the run failed before it trained a step", run.root)
                 shutil.rmtree(run.root, ignore_errors=True)
+                for folder in made:  # deepest first; one that something else wrote into meanwhile stays
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        break
             raise
 
     def mark_trained(self) -> None:

@@ -203,25 +203,52 @@ if hidden:
 '''
 
 
+_interrupted = False  # a Ctrl-C / SIGTERM arrived inside interrupts(): see interrupted()
+
+
 @contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """Inside the block SIGTERM raises ``KeyboardInterrupt``, as Ctrl-C does, so that a command
-    stopped by ``kill`` or a scheduler cleans up as after Ctrl-C (a start that fails removes its
-    run folder and lock; exit 130 with one error line) instead of dying at once. Training
-    installs its own handler for the loop (:class:`graphcnn.train.hooks.StopSignals`: finish the
-    step, save) and puts this one back. Outside the main thread it does nothing."""
+def interrupts() -> Iterator[None]:
+    """Inside the block Ctrl-C and SIGTERM raise ``KeyboardInterrupt`` and are remembered
+    (:func:`interrupted`), so that a command stopped by Ctrl-C, ``kill`` or a scheduler cleans
+    up (a start that fails removes its run folder and lock; exit 130 with one error line)
+    instead of dying at once. Remembered because TensorFlow's native code, when the signal
+    comes while it is calling back into Python (an import, a session being made), can swallow
+    the ``KeyboardInterrupt`` or re-raise it as another error (an ``ImportError``, a pybind11
+    ``RuntimeError``): the command line then still reports an interruption, and training checks
+    :func:`raise_if_interrupted` before it starts its loop. Training installs its own handler
+    for the loop (:class:`graphcnn.train.hooks.StopSignals`: finish the step, save) and puts
+    this one back. Outside the main thread it does nothing."""
+    global _interrupted
+
     def interrupt(signum, frame):
+        global _interrupted
+        _interrupted = True
         raise KeyboardInterrupt
 
+    _interrupted = False
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, interrupt)
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def interrupted() -> bool:
+    """Whether a Ctrl-C or SIGTERM came in since the command's :func:`interrupts` block began."""
+    return _interrupted
+
+
+def raise_if_interrupted() -> None:
+    """``KeyboardInterrupt`` if a signal came in that native code swallowed (:func:`interrupts`)."""
+    if _interrupted:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

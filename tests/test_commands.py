@@ -232,6 +232,8 @@ def test_predict_csv_and_json_have_a_row_per_file_with_errors(folder_run, predic
     assert by_name["5_broken.png"]["class"] == "" and by_name["5_broken.png"]["error"].startswith("Unknown image")
     assert by_name["6_empty.jpg"]["error"] == "empty file (0 bytes)"
     assert "cannot read" in err and "5_broken.png" in err
+    assert err.strip().splitlines()[-1] == ("graphcnn: error: 2 of 6 files could not be read (each named above; "
+                                            "the others are predicted)")
 
     assert cli.main(["predict", str(run), str(folder), "--format", "json"]) == 1
     entries = json.loads(capsys.readouterr().out)
@@ -534,7 +536,9 @@ def test_small_input_mistakes_are_bad_input(capsys, tmp_path):
                           (["predict", "run", "x.png", "--batch-size", "0"], "predict: argument --batch-size: must be"),
                           (["filters", "run", "--delay-ms", "-5"], "filters: argument --delay-ms: must be at least 1"),
                           (["evaluate", "run", "--split", "bogus"], "evaluate: argument --split: invalid choice"),
-                          (["bogus"], "argument command: invalid choice: 'bogus'")):
+                          (["bogus"], "argument command: invalid choice: 'bogus'"),
+                          (["train", str(tmp_path)], f"unrecognized arguments: {tmp_path}; to train on {tmp_path}, "
+                                                     f"give it as --data {tmp_path}")):
         with pytest.raises(SystemExit) as info:  # argparse's error as graphcnn's one line, exit 2
             cli.main(argv)
         err = capsys.readouterr().err
@@ -641,6 +645,25 @@ def test_data_command_reports_writes_and_exits_0(tmp_path, capsys):
     assert grid.ndim == 3 and grid.shape[1] >= 4 * 96 and grid.shape[0] >= 2 * 96  # two rows of 4 tiles
 
 
+def test_data_report_counts_its_warnings_and_lists_every_converted_file_under_its_warning(tmp_path, capsys):
+    """The full list of RGB files converted to gray was a bullet of its own, not counted by
+    "warnings: N", repeating the conversion warning above it."""
+    data = make_folder(tmp_path / "data", {"cats": 8, "dogs": 8})
+    for i in range(7):
+        write_image(data / "dogs" / f"rgb{i}.png", RNG.integers(0, 255, (12, 12, 3), dtype=np.uint8))
+    out = tmp_path / "check"
+    assert cli.main(["data", str(data), "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    for text in (stdout, (out / "data_report.txt").read_text()):
+        section = text.split("\nwarnings: ")[1].split("\n\n")[0]
+        bullets = [line for line in section.splitlines() if line.startswith("- ")]
+        assert int(section.split()[0]) == len(bullets) == 2, section  # the conversion, the small splits
+        assert bullets[0].startswith("- 7 RGB image(s) will be converted to grayscale")
+    assert "\n  all 7 are listed in data_report.txt\n" in stdout
+    listed = (out / "data_report.txt").read_text().split("  all 7:\n")[1].splitlines()[:7]
+    assert [Path(line.strip()).name for line in listed] == [f"rgb{i}.png" for i in range(7)]
+
+
 def test_data_and_train_report_a_bad_file_whose_name_is_not_utf8(tmp_path, monkeypatch):
     """The report names it by its own bytes (its writer refused the name: exit 2, no report)."""
     data = make_folder(tmp_path / "data", {"cats": 8, "dogs": 8})
@@ -693,6 +716,19 @@ def test_augment_preview_is_large_labelled_and_has_only_its_options(tmp_path, ca
     help_text = subcommand_help("augment-preview")
     assert "--init-from" not in help_text and "--exclude-scopes" not in help_text
     assert "--trainable-scopes" not in help_text and "original" in help_text
+    # run again: the earlier preview is replaced; a file of the user's is not (it became a PNG)
+    assert cli.main(argv[:-4] + ["--rows", "1", "--cols", "2"]) == 0
+    assert np.asarray(Image.open(out)).shape[0] < image.shape[0]
+    essay = tmp_path / "essay.txt"
+    essay.write_text("important")
+    capsys.readouterr()
+    assert cli.main(["augment-preview", "--set", "data.augment.rotation_range=15", "--out", str(essay)]) == 2
+    assert "the preview is a PNG file; give a name ending in .png" in capsys.readouterr().err
+    notes = tmp_path / "notes.png"
+    notes.write_text("important")
+    assert cli.main(["augment-preview", "--set", "data.augment.rotation_range=15", "--out", str(notes)]) == 2
+    assert f"--out {notes} exists and is not a PNG image: not overwritten" in capsys.readouterr().err
+    assert essay.read_text() == notes.read_text() == "important"
 
 
 def test_next_stage_needs_resume_and_keeps_model_and_data(tmp_path, capsys):

@@ -32,7 +32,10 @@ def test_validate_names_the_key():
                               ("data.test_fraction=1.0", r"^data.test_fraction: must be in \[0, 1\), got 1.0$")):
         with pytest.raises(C.ConfigError, match=message):
             C.load(get_preset("digits"), None, [override])
-    assert C.load(get_preset("digits"), None, ["train.epochs=0"]).train.epochs == 0
+    # 0 epochs trained nothing and failed after the data scan, naming the schedule's decay_steps
+    with pytest.raises(C.ConfigError, match=r"^train.epochs: 0 trains nothing; give at least 1, or .*max_steps$"):
+        C.load(get_preset("digits"), None, ["train.epochs=0"])
+    assert C.load(get_preset("digits"), None, ["train.epochs=0", "train.max_steps=5"]).train.epochs == 0
     digits = get_preset("digits")  # a TOML file can say nan, which the --set parser refuses
     with pytest.raises(C.ConfigError, match=r"^train.learning_rate: must be positive, got nan$"):
         C.validate(dataclasses.replace(digits, train=dataclasses.replace(digits.train, learning_rate=float("nan"))))
@@ -119,7 +122,8 @@ def test_errors_of_a_config_file_or_a_runs_config_json_name_it(tmp_path, capsys)
 def test_config_files_that_are_not_tables_or_text_are_named(tmp_path):
     cases = {"list.json": ("[1, 2]", "expected a table of keys"), "str.json": ('"x"', "expected a table of keys"),
              "preset.toml": ('preset = ["a"]', r"preset: expected a preset's name"),
-             "upper.TOML": ("[train]\nepochs = 2\n", None)}
+             "upper.TOML": ("[train]\nepochs = 2\n", None),
+             "my.yaml": ("train:\n  epochs: 2\n", r"a config file is TOML \(\.toml\) or JSON \(\.json\), not \.yaml")}
     for name, (text, message) in cases.items():
         (tmp_path / name).write_text(text)
         if message is None:

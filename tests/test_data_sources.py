@@ -317,6 +317,9 @@ def test_folder_problems_are_collected_into_one_error(tmp_path, caplog):
     assert str(err).splitlines()[0] == f"{err.summary} (`graphcnn data {tmp_path}` writes this report to a file):"
     assert err.class_counts == {"a": 3, "b": 3, "c": 0, "d": 0} and set(err.scan.bad) == {str(tmp_path / "d" / "x.png")}
     assert not caplog.records  # a failed load reports its warnings in the error, not twice
+    with pytest.raises(DataError) as info:  # evaluating a trained model: it is not training that stops
+        load_dataset(cfg(tmp_path, strict=True), channels=1, model_classes=("a", "b", "c", "d"))
+    assert info.value.summary == f"{tmp_path}: 3 problems stop the evaluation, 1 warning"
 
 
 def test_scan_in_graph_mode_and_truncation_fails_decode(tmp_path):
@@ -499,6 +502,12 @@ def test_hidden_files_and_symlinked_duplicates(tmp_path):
     assert any(str(apple) in w and "skipped" in w for w in ds.warnings)
     again = next(w for w in ds.warnings if "second time" in w)
     assert str(tmp_path / "a" / "more" / "same.png") in again
+    os.symlink(tmp_path / "a", tmp_path / "a" / "more" / "loop")  # a link back up: read once, and said (was silent)
+    ds = load_dataset(cfg(tmp_path, validation_fraction=0.25, test_fraction=0.25), channels=1)
+    assert len(all_paths(ds)) == 8
+    again = next(w for w in ds.warnings if "second time" in w)
+    assert "2 file(s) or folder(s) reached a second time" in again and str(tmp_path / "a" / "more" / "loop") in again
+    (tmp_path / "a" / "more" / "loop").unlink()
     os.symlink(tmp_path / "a" / "a_01.png", tmp_path / "b" / "stolen.png")
     with pytest.raises(DataError) as info:
         load_dataset(cfg(tmp_path), channels=1)
@@ -670,6 +679,41 @@ def test_npz_bad_labels_and_keys(tmp_path):
     path = _write_npz(tmp_path / "f.npz", data=x)
     with pytest.raises(DataError, match=r"f\.npz: found keys data; expected x_train"):
         load_dataset(cfg(path), 1)
+
+
+def test_a_class_missing_from_the_validation_or_test_split_is_warned_about(tmp_path):
+    """2 images of one class among 33: the split gives it none to validate or test on; the
+    imbalance was flagged, not that the class is never measured."""
+    labels = np.array([0] * 31 + [1] * 2)
+    path = _write_npz(tmp_path / "d.npz", images=np.zeros((33, 4, 4), np.uint8), labels=labels,
+                      class_names=np.array(["common", "rare"]))
+    ds = load_dataset(cfg(path, validation_fraction=0.1, test_fraction=0.1), 1)
+    assert 1 not in ds.validation.labels and 1 not in ds.test.labels
+    for split in ("validation", "test"):
+        assert sum(w.startswith(f"the {split} split has no image of 1 class: rare (2 images); {split} accuracy never "
+                                "measures it") for w in ds.warnings) == 1, ds.warnings
+    balanced = _write_npz(tmp_path / "b.npz", images=np.zeros((40, 4, 4), np.uint8), labels=np.arange(40) % 2)
+    assert not [w for w in load_dataset(cfg(balanced, validation_fraction=0.1, test_fraction=0.1), 1).warnings
+                if "has no image of" in w]
+
+
+def test_npz_files_that_are_not_whole_npz_archives_are_named(tmp_path):
+    """A .npz cut short was `BadZipFile: File is not a zip file` (exit 1, no file named), and any
+    other file numpy took for a pickle ("holds object arrays")."""
+    whole = _write_npz(tmp_path / "whole.npz", X=np.zeros((40, 28, 28), np.uint8), y=np.arange(40) % 2)
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(whole.read_bytes()[:3000])
+    with pytest.raises(DataError, match=r"cut\.npz: not a readable \.npz file .*is it complete"):
+        load_dataset(cfg(cut), 1)
+    text = tmp_path / "text.npz"
+    text.write_bytes(b"garbage")
+    with pytest.raises(DataError, match=r"text\.npz: not a \.npz file \(a \.npz is a zip archive"):
+        load_dataset(cfg(text), 1)
+    array = tmp_path / "array.npz"
+    with open(array, "wb") as f:
+        np.save(f, np.zeros((2, 3), np.uint8))
+    with pytest.raises(DataError, match=r"array\.npz: is one \.npy array, not a \.npz archive"):
+        load_dataset(cfg(array), 1)
 
 
 # ---------------------------------------------------------------------------

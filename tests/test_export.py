@@ -179,8 +179,11 @@ def test_export_from_a_checkpoint_without_inference_meta_and_refuses_a_used_fold
     probs, names = _predictor_probabilities(prefix, files)
     np.testing.assert_allclose(a["probabilities"].numpy(), probs, rtol=1e-5, atol=1e-5)
     assert [s.decode() for s in a["class_names"].numpy()] == names
-    with pytest.raises(ExportError, match="already exists and is not an empty folder"):
+    with pytest.raises(ExportError, match="already exists and is a folder that is not empty"):
         export_saved_model(run.root, out)
+    (tmp_path / "a_file").write_text("mine")
+    with pytest.raises(ExportError, match="a_file already exists and is a file: export into a new folder"):
+        export_saved_model(run.root, tmp_path / "a_file")
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 

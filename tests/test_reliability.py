@@ -2,6 +2,7 @@
 the best checkpoint kept until its successor is complete, a model-only best/, fallback from a
 damaged checkpoint, run names and failed starts, the run lock, opt-in pickles, exit codes."""
 
+import contextlib
 import errno
 import json
 import logging
@@ -442,6 +443,23 @@ def test_damaged_best_falls_back_for_predict_evaluate_and_init_from(trained, tmp
     assert Path(init.checkpoint_path).parent == run.checkpoints
 
 
+def test_a_run_without_a_best_checkpoint_says_predict_uses_its_latest(trained, tmp_path, caplog):
+    """A run stopped before its first validation has no best/ checkpoint: predict, evaluate and
+    explain use its latest, and say so (the README says they use best/)."""
+    cfg, run, result = trained
+    run = _copy_run(run, tmp_path / "copy")
+    for f in run.best.iterdir():
+        f.unlink()
+    latest = checkpoints_on_disk(run.checkpoints)[-1]
+    with caplog.at_level(logging.WARNING, logger="graphcnn"), Predictor(run.root) as p:
+        assert p.checkpoint == latest
+    assert f"{run.root} has no best checkpoint yet (no validation ran): using its latest, {latest}" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="graphcnn"), Predictor(run.root, prefer_best=False):
+        pass  # --latest: asked for
+    assert "no best checkpoint" not in caplog.text
+
+
 def test_resume_falls_back_from_a_truncated_latest_checkpoint(trained, tmp_path, caplog):
     cfg, run, result = trained
     run = _copy_run(run, tmp_path / "copy")
@@ -492,6 +510,18 @@ def test_a_failed_start_removes_only_the_directory_it_created(tmp_path):
         with RunDir.starting(tmp_path, "existing"):
             pass
     assert (tmp_path / "existing" / "keep.txt").read_text() == "mine"
+
+    # --logdir new/deep: the folders it made for the logs go too (a failed start once left them),
+    # but not one that something else wrote into meanwhile, nor the folders that were there
+    with pytest.raises(RuntimeError):
+        with RunDir.starting(tmp_path / "new" / "deep", "r1"):
+            raise RuntimeError("graph build failed")
+    assert not (tmp_path / "new").exists() and tmp_path.is_dir()
+    with pytest.raises(RuntimeError):
+        with RunDir.starting(tmp_path / "new" / "deep", "r1"):
+            (tmp_path / "new" / "notes.txt").write_text("mine")
+            raise RuntimeError("graph build failed")
+    assert not (tmp_path / "new" / "deep").exists() and (tmp_path / "new" / "notes.txt").read_text() == "mine"
 
 
 def _dead_pid() -> int:
@@ -683,6 +713,44 @@ def test_debug_prints_the_traceback_instead(cli_setup, capsys, where):
     assert "Traceback (most recent call last)" in err and "ConfigError" in err and "graphcnn: error:" not in err
 
 
+def test_a_taken_or_empty_run_name_fails_before_the_data_is_read(cli_setup, capsys, monkeypatch):
+    """`--name EXISTING` was refused only after the scan of the whole data folder, and `--name ""`
+    silently became the default name."""
+    from graphcnn.data import sources
+
+    args, logs = cli_setup
+    (logs / "taken").mkdir(parents=True)
+    (logs / "taken" / "mine.txt").write_text("mine")
+    monkeypatch.setattr(sources, "load_dataset", lambda *a, **kw: pytest.fail("the data was read"))
+    assert cli.main(["train", *args, "--name", "taken"]) == 2
+    assert _error_lines(capsys.readouterr().err) == [
+        f"graphcnn: error: run directory {logs / 'taken'} already exists; use --resume {logs / 'taken'} to "
+        "continue it, or choose another --name"]
+    assert cli.main(["train", *args, "--name", ""]) == 2
+    assert "a run name must be one folder name" in _error_lines(capsys.readouterr().err)[0]
+    assert sorted(p.name for p in logs.iterdir()) == ["taken"] and (logs / "taken" / "mine.txt").read_text() == "mine"
+
+
+def test_a_network_too_deep_for_its_input_fails_before_the_data_is_read(cli_setup, tmp_path, capsys, monkeypatch):
+    """Two 5x5 VALID convolutions on 8x8 images: TensorFlow's "Negative dimension size" came
+    after the scan of the whole folder, and the new --logdir folders were left behind."""
+    from graphcnn.data import sources
+
+    args, logs = cli_setup
+    shrink = tmp_path / "shrink.toml"
+    shrink.write_text('[model]\ninput_height = 8\ninput_width = 8\n'
+                      + '[[model.layers]]\ntype = "conv"\nfilters = 4\nkernel_size = 5\npadding = "VALID"\n' * 2
+                      + '[[model.layers]]\ntype = "flatten"\n')
+    monkeypatch.setattr(sources, "load_dataset", lambda *a, **kw: pytest.fail("the data was read"))
+    argv = ["train", "--config", str(shrink), "--logdir", str(tmp_path / "new" / "deep"), "--no-progress"]
+    assert cli.main(argv) == 2
+    assert _error_lines(capsys.readouterr().err) == [
+        "graphcnn: error: model.layers: layer conv1_2 does not fit the 8x8 input (model.input_width x "
+        "model.input_height), after the layers before it: Negative dimension size caused by subtracting 5 from 4. "
+        "Use padding SAME, smaller kernels or pools, fewer pools, or a larger input"]
+    assert not (tmp_path / "new").exists()
+
+
 def test_exit_2_when_another_trainer_holds_the_run(cli_setup, capsys):
     args, logs = cli_setup
     assert cli.main(["train", *args, "--name", "held", "--set", "train.max_steps=2"]) == 0
@@ -720,6 +788,81 @@ def test_sigterm_while_starting_leaves_no_run_folder(cli_setup, capsys, monkeypa
     assert _error_lines(capsys.readouterr().err) == ["graphcnn: error: interrupted"]
     assert not (logs / "starting").exists()
     assert after is outside  # put back once the command is done
+
+
+def _swallowed_sigint() -> None:
+    """A Ctrl-C as TensorFlow's native code sometimes takes one while it calls back into
+    Python (an import, a session being made): the handler runs, its KeyboardInterrupt is lost."""
+    with contextlib.suppress(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_ctrl_c_that_tensorflow_swallowed_while_starting_still_stops_the_start(cli_setup, capsys, monkeypatch):
+    """Ctrl-C in the first seconds of `graphcnn train` was sometimes lost in native code and the
+    run trained to its end (exit 0): the command remembers it and stops before the first step,
+    exit 130, one error line, no run folder."""
+    from graphcnn.train import trainer
+
+    args, logs = cli_setup
+    build = trainer.build
+
+    def build_then_swallowed(*a, **kw):
+        _swallowed_sigint()
+        return build(*a, **kw)
+
+    monkeypatch.setattr(trainer, "build", build_then_swallowed)
+    previous = signal.getsignal(signal.SIGINT)
+    code = cli.main(["train", *args, "--name", "swallowed"])
+    assert code == 130
+    assert _error_lines(capsys.readouterr().err) == ["graphcnn: error: interrupted"]
+    assert not (logs / "swallowed").exists()
+    assert signal.getsignal(signal.SIGINT) is previous  # put back once the command is done
+
+
+def test_a_ctrl_c_that_tensorflow_turned_into_another_error_is_reported_as_an_interruption(cli_setup, capsys,
+                                                                                          monkeypatch):
+    """TensorFlow's native code re-raised a Ctrl-C as `ImportError: initialization failed` or a
+    2 KB pybind11 RuntimeError (exit 1): it is an interruption, exit 130."""
+    from graphcnn.train import trainer
+
+    args, logs = cli_setup
+
+    def build_then_mangled(*a, **kw):
+        _swallowed_sigint()
+        raise RuntimeError("pybind11::error_already_set: MISMATCH of original and normalized active exception types: "
+                           "ORIGINAL InvalidArgumentError REPLACED BY KeyboardInterrupt")
+
+    monkeypatch.setattr(trainer, "build", build_then_mangled)
+    assert cli.main(["train", *args, "--name", "mangled"]) == 130
+    assert _error_lines(capsys.readouterr().err) == ["graphcnn: error: interrupted"]
+    assert not (logs / "mangled").exists()
+    # the next command starts afresh: its own errors are its own
+    assert cli.main(["train", *args, "--set", "train.nonsense=1"]) == 2
+
+
+def test_a_ctrl_c_during_the_final_test_says_how_to_go_on_and_resuming_completes_the_results(
+        cli_setup, capsys, monkeypatch):
+    """Ctrl-C after the last step, while the test split was evaluated: exit 130 said only
+    "interrupted", and the resumed run's results.json had no validation accuracy."""
+    from graphcnn.train import trainer
+
+    args, logs = cli_setup
+    finish = trainer.finish
+
+    def interrupted_finish(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "finish", interrupted_finish)
+    assert cli.main(["train", *args, "--name", "late"]) == 130
+    run = logs / "late"
+    assert _error_lines(capsys.readouterr().err) == [
+        f"graphcnn: error: interrupted; the run keeps its checkpoints: continue with graphcnn train --resume {run}"]
+    assert not (run / "results.json").exists()
+    monkeypatch.setattr(trainer, "finish", finish)
+    assert cli.main(["train", "--resume", str(run), "--no-progress"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    validations = [r for r in RunDir.open(run).read_metrics() if r["split"] == "validation"]
+    assert results["validation_accuracy"] == validations[-1]["accuracy"] and results["test_accuracy"] is not None
 
 
 def test_exit_130_interrupted_with_a_checkpoint(cli_setup, capsys):

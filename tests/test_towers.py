@@ -46,6 +46,20 @@ def test_resolve_devices_and_logical_cpus():
     assert resolve_devices("/cpu:0, /cpu:3") == ["/cpu:0", "/cpu:3"]
     assert session_config(["/cpu:0"]) is None
     assert session_config(["/cpu:0", "/cpu:3"]).device_count["CPU"] == 4
+    # a GPU this machine lacks: TensorFlow's soft placement ran it on the CPU without a word
+    with pytest.raises(ValueError, match=r"^train.devices: /gpu:0 is not on this machine \(this machine has no "
+                                         r"GPUs\); use auto, or /cpu:0$"):
+        resolve_devices("/gpu:0")
+    with pytest.raises(ValueError, match=r"/gpu:1, /gpu:2 are not on this machine"):
+        resolve_devices("/cpu:0,/gpu:1,/gpu:2")
+
+
+def test_a_count_of_towers_above_the_gpus_is_refused(monkeypatch):
+    """One GPU and train.devices=2 gave two logical CPUs and left the GPU idle."""
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["gpu"] if kind == "GPU" else [])
+    assert resolve_devices("1") == ["/gpu:0"] and resolve_devices("auto") == ["/gpu:0"]
+    with pytest.raises(ValueError, match=r"^train.devices: 2 towers, but this machine has 1 GPU; give at most 1"):
+        resolve_devices("2")
 
 
 def test_the_towers_mean_gradient_is_the_whole_batch_gradient():

@@ -175,8 +175,10 @@ def test_predict_reports_unreadable_file_by_name(trained, tmp_path, capsys):
     cfg, run, result = trained
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")
-    assert cli.main(["predict", str(run.root), str(bad)]) == 1
-    assert "broken.png" in capsys.readouterr().err
+    assert cli.main(["predict", str(run.root), str(bad)]) == 2  # nothing predicted: bad input
+    err = capsys.readouterr().err
+    assert "broken.png" in err and err.strip().splitlines()[-1] == (
+        "graphcnn: error: the file could not be read (named above)")
 
 
 def test_evaluate_cli(trained, capsys):

@@ -549,6 +549,7 @@ def test_report_compares_a_run_with_a_keras_log_folder(tmp_path, capsys):
     assert str(run / "report" / "compare.png") in out
     assert "graphcnn: test accuracy 0.7000, validation accuracy 0.7000 at epoch 3" in out
     assert "keras: test accuracy 0.6250, validation accuracy" in out
+    assert [cli._epoch(e) for e in (3.0, 2.5, 0.483871, 12.0)] == ["3", "2.5", "0.48", "12"]  # was 0.483871
     with Image.open(run / "report" / "compare.png") as image:
         assert image.size == (1600, 500)
         pixels = np.asarray(image.convert("RGB")).astype(int)

@@ -11,6 +11,7 @@ import gzip
 import logging
 import pickle
 import re
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -271,14 +272,23 @@ def load_npz(cfg: DataConfig, channels: int, warnings: Findings) -> Dataset:
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror})") from None
+    if head.startswith(b"\x93NUMPY"):
+        raise DataError(f"{path}: is one .npy array, not a .npz archive of images and labels (np.savez writes one)")
+    if not head.startswith(b"PK"):  # numpy would take any other file for a pickle
+        raise DataError(f"{path}: not a .npz file (a .npz is a zip archive, as np.savez writes it)")
+    try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
-    except (ValueError, OSError, EOFError) as err:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         if "allow_pickle" in str(err):  # numpy's ValueError for object arrays
             raise DataError(
                 f"{path}: holds object arrays (pickled); save names as a string array, e.g. np.array(names, dtype=str)"
             ) from None
-        raise DataError(f"{path}: not a readable .npz file ({err})") from None
+        raise DataError(f"{path}: not a readable .npz file ({err}); is it complete?") from None
 
 
 # ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 
 from graphcnn.config import Config
 from graphcnn.data import scan
-from graphcnn.data.dataset import MIN_EVALUATION_IMAGES, accuracy_margin, DataError, Dataset, message_lines, Split
+from graphcnn.data.dataset import MIN_EVALUATION_IMAGES, DataError, Dataset, Split, accuracy_margin, message_lines
 from graphcnn.data.sources import detect_source, load_dataset
 
 IMBALANCE_RATIO = 3.0  # largest / smallest class above this is flagged
@@ -156,17 +156,14 @@ def _warning_section(warnings, info: scan.ScanResult | None, channels: int, ever
     if not warnings:
         return ["warnings: none", ""]
     lines = [f"warnings: {len(warnings)} (bad files are left out of training; conversions happen as it reads)"]
+    color = []
+    if info is not None:  # the RGB <-> gray warning names a few examples: under it, every file
+        color = sorted(p for p, i in info.images.items() if (i.channels >= 3) != (channels >= 3))
     for w in warnings:
         lines += message_lines(w, "- ")
-    if info is not None:  # the RGB <-> gray warning names a few examples: here, every file
-        color = sorted(p for p, i in info.images.items() if (i.channels >= 3) != (channels >= 3))
-        if len(color) > 5:
-            target = "grayscale" if channels == 1 else "RGB"
-            if every_file:
-                lines.append(f"- all {len(color)} image(s) converted to {target}:")
-                lines += [f"    {p}" for p in color]
-            else:
-                lines.append(f"- all {len(color)} image(s) converted to {target} are listed in data_report.txt")
+        if len(color) > 5 and w.startswith(f"{len(color)} ") and " image(s) will be converted to " in w:
+            lines += ([f"  all {len(color)}:"] + [f"    {p}" for p in color] if every_file
+                      else [f"  all {len(color)} are listed in data_report.txt"])
     return lines + [""]
 
 

@@ -169,13 +169,20 @@ class Findings(list):
 
     warn = list.append
 
+    @property
+    def purpose(self) -> str:
+        """What the data is loaded for, as an error says what it stops."""
+        return "training" if self.model_classes is None else "the evaluation"
 
-def collected(path: str, errors: list[str], warnings: list[str], **details) -> DataError:
-    """One DataError for every problem found: ``errors`` stop training, ``warnings`` are the rest."""
+
+def collected(path: str, errors: list[str], warnings: list[str], purpose: str = "training",
+              **details) -> DataError:
+    """One DataError for every problem found: ``errors`` stop ``purpose`` (training, or the
+    evaluation of a trained model), ``warnings`` are the rest."""
     if len(errors) == 1 and not warnings:
         return DataError(errors[0], errors, warnings, **details)
     where = path or "the data"
-    what = f"{len(errors)} problem{'s' if len(errors) > 1 else ''} stop{'' if len(errors) > 1 else 's'} training"
+    what = f"{len(errors)} problem{'s' if len(errors) > 1 else ''} stop{'' if len(errors) > 1 else 's'} {purpose}"
     summary = f"{where}: {what}" + (f", {len(warnings)} warning{'s' if len(warnings) > 1 else ''}" if warnings else "")
     hint = f" (`graphcnn data {path}` writes this report to a file)" if path else ""
     lines = [summary + hint + ":"]

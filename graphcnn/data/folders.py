@@ -82,7 +82,7 @@ def load_folder(cfg: DataConfig, channels: int, warnings: Findings, size: tuple[
         except DataError as err:
             errors.append(str(err))
     if errors:
-        raise collected(cfg.path, errors, list(warnings), scan=result, class_counts=counts)
+        raise collected(cfg.path, errors, list(warnings), warnings.purpose, scan=result, class_counts=counts)
 
     def kept(files: Sequence[str], labels: np.ndarray) -> Split:
         images = None if pixels is None else pixels[np.array([rows[f] for f in files], np.int64)]
@@ -196,7 +196,8 @@ def walk_image_files(folder: Path, onerror: Callable[[OSError], None] | None = N
                      ) -> tuple[list[Path], list[Path], list[Path]]:
     """``(images, skipped, again)`` under ``folder``, recursively and sorted, as training reads
     a folder: symbolic links followed (each real folder once), hidden entries and files that
-    are not images skipped, a file reached a second time through a link in ``again``.
+    are not images skipped, a file or folder reached a second time through a link (a link back
+    to a folder above it, say) in ``again``.
     ``onerror``: as ``os.walk``'s (a folder that cannot be listed)."""
     images, skipped, seen, again = [], [], {os.path.realpath(folder)}, []
     real_files: set[str] = set()
@@ -204,7 +205,9 @@ def walk_image_files(folder: Path, onerror: Callable[[OSError], None] | None = N
         hidden = sorted(d for d in subdirs if d.startswith("."))
         skipped.extend(Path(directory, d) for d in hidden)
         visible = [d for d in sorted(subdirs) if not d.startswith(".")]
-        subdirs[:] = [d for d in visible if os.path.realpath(os.path.join(directory, d)) not in seen]  # symlink loops
+        looped = [d for d in visible if os.path.realpath(os.path.join(directory, d)) in seen]  # symlink loops
+        again.extend(Path(directory, d) for d in looped)
+        subdirs[:] = [d for d in visible if d not in looped]
         seen.update(os.path.realpath(os.path.join(directory, d)) for d in subdirs)
         for name in sorted(files):  # hidden files too: macOS's ._x.jpg beside x.jpg is not an image
             path = Path(directory, name)
@@ -228,7 +231,8 @@ def _image_files(folder: Path, warnings: Findings, errors: list[str]) -> list[st
             f"(not {'/'.join(IMAGE_EXTENSIONS)} files, or hidden):\n" + _listing(skipped)
         )
     if again:
-        warnings.warn(f"{folder}: {len(again)} file(s) reached a second time through symbolic links, used once:\n"
+        warnings.warn(f"{folder}: {len(again)} file(s) or folder(s) reached a second time through symbolic links, "
+                      "read once:\n"
                       + _listing(again))
     if not images:
         errors.append(f"class folder {folder} has no image files ({', '.join(IMAGE_EXTENSIONS)})")

@@ -16,8 +16,8 @@ import tensorflow as tf
 
 from graphcnn.config import Config
 from graphcnn.data.augment import augment_batch
-from graphcnn.data.pipeline import decode_file, preprocess
 from graphcnn.data.dataset import Split
+from graphcnn.data.pipeline import decode_file, preprocess
 
 v1 = tf.compat.v1
 MIN_TILE = 96  # px: the long side of every tile in the preview

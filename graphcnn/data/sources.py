@@ -28,7 +28,8 @@ file run to the end, and one :class:`DataError` lists all the problems that stop
 together with the warnings (:attr:`DataError.errors`, :attr:`DataError.warnings`).
 
 Validation and test splits too small to measure accuracy to within +-5 points are warned
-about (:data:`MIN_EVALUATION_IMAGES`).
+about (:data:`MIN_EVALUATION_IMAGES`), and so is a validation or test split without any image
+of some class.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from graphcnn.config import DataConfig
 from graphcnn.data import arrays, folders
@@ -78,10 +81,11 @@ def load_dataset(cfg: DataConfig, channels: int, *, model_classes: Sequence[str]
         dataset = load(cfg, channels, warnings, **({"size": size} if source == "folder" and size else {}))
     except DataError as err:
         if warnings and not err.warnings:  # what was found before the error belongs to the report
-            raise collected(cfg.path, list(err.errors), list(warnings)) from None
+            raise collected(cfg.path, list(err.errors), list(warnings), warnings.purpose) from None
         raise
     if model_classes is None:
         _warn_small_splits(dataset, cfg, warnings)
+        _warn_unevaluated_classes(dataset, warnings)
     if log_warnings:
         for message in warnings:
             log.warning(message)
@@ -104,6 +108,25 @@ def _warn_small_splits(ds: Dataset, cfg: DataConfig, warnings: Findings) -> None
         f"{' / '.join(margins)} points (95% interval); within +/-5 points needs at least "
         f"{MIN_EVALUATION_IMAGES} images per split. For a sharper measure use {how}"
     )
+
+
+def _warn_unevaluated_classes(ds: Dataset, warnings: Findings) -> None:
+    """One warning per validation / test split that has no image of some class: a class too
+    small for the split's fraction is never measured there (its mistakes go unseen)."""
+    for name in ("validation", "test"):
+        split = getattr(ds, name)
+        if not len(split):
+            continue
+        counts = np.bincount(split.labels, minlength=ds.num_classes)
+        missing = [ds.class_names[c] for c in np.flatnonzero(counts == 0)]
+        if missing:
+            totals = np.bincount(np.concatenate([s.labels for s in (ds.train, ds.validation, ds.test)]),
+                                 minlength=ds.num_classes)
+            shown = ", ".join(f"{ds.class_names[c]} ({totals[c]} images)" for c in np.flatnonzero(counts == 0)[:5])
+            warnings.warn(f"the {name} split has no image of {len(missing)} class{'es' if len(missing) > 1 else ''}: "
+                          f"{shown}{', ...' if len(missing) > 5 else ''}; {name} accuracy never measures "
+                          f"{'them' if len(missing) > 1 else 'it'}. Add images of "
+                          f"{'these classes' if len(missing) > 1 else 'this class'}")
 
 
 # auto never unpickles: loading a pickle runs code from it, which must be asked for

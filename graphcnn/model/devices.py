@@ -1,7 +1,7 @@
 """The devices of one process that the training graph puts a tower on (``train.devices``).
 
 ``auto`` is every visible GPU, else one CPU (no towers). A count ``N`` is the first N GPUs,
-or, without that many, N logical CPU devices: a session created with
+or, on a machine without GPUs, N logical CPU devices: a session created with
 :func:`session_config` splits the one physical CPU into N, which is how multi-device code
 runs (and is tested) on a machine without GPUs. Variables stay on one device (the first GPU,
 or the CPU), each tower computes its slice of the batch on its own device, and the gradients
@@ -25,10 +25,18 @@ def resolve_devices(spec: str) -> list[str]:
     spec = spec.strip()
     if spec == "auto":
         return gpus or ["/cpu:0"]
+    have = f"this machine has {len(gpus) or 'no'} GPU{'' if len(gpus) == 1 else 's'}"
     if spec.isdigit():
         count = int(spec)
-        return gpus[:count] if len(gpus) >= count else [f"/cpu:{i}" for i in range(count)]
-    return [d.strip() for d in spec.split(",") if d.strip()]
+        if gpus and len(gpus) < count:  # N logical CPUs would leave the GPUs idle
+            raise ValueError(f"train.devices: {count} towers, but {have}; give at most {len(gpus)}, or auto")
+        return gpus[:count] if gpus else [f"/cpu:{i}" for i in range(count)]
+    devices = [d.strip() for d in spec.split(",") if d.strip()]
+    missing = [d for d in devices if d.lower().startswith("/gpu:") and int(d.rsplit(":", 1)[1]) >= len(gpus)]
+    if missing:  # TensorFlow would place the towers elsewhere without a word (soft placement)
+        raise ValueError(f"train.devices: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not on this "
+                         f"machine ({have}); use auto, or /cpu:0")
+    return devices
 
 
 def logical_cpus(devices: list[str]) -> int:

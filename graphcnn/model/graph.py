@@ -13,11 +13,12 @@ Names a plain TensorFlow script can rely on (the checkpoint contract, see README
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Callable, NamedTuple, Sequence
 
 import tensorflow as tf
 
-from graphcnn.config import Config, ModelConfig, TrainConfig
+from graphcnn.config import Config, ConfigError, ModelConfig, TrainConfig
 from graphcnn.data.pipeline import InputHandles
 from graphcnn.model import schedules
 from graphcnn.model.devices import parameter_device, place
@@ -252,6 +253,32 @@ def network_for(config: Config, num_classes: int, precision: str | None = None) 
     dtype = PRECISIONS[resolve_precision(precision or t.precision)]
     return Network(config.model, num_classes, t.weight_decay, seed=t.seed, compute_dtype=dtype,
                    trainable_scopes=t.trainable_scopes)
+
+
+def check_network_fits(config: Config) -> None:
+    """ConfigError naming the layer if ``config``'s network cannot be connected to its input
+    size (a VALID convolution or pool larger than what reaches it, say): found by connecting it
+    to a placeholder in a graph of its own, before any data is read (else after the scan of a
+    whole folder, in TensorFlow's words). Not for a pretrained backbone's network: its base
+    takes 1-2 s to connect, and fits the sizes it was trained at."""
+    m = config.model
+    if m.backbone:
+        return
+    graph = tf.Graph()
+    with graph.as_default():
+        network = network_for(config, 2)
+        images = v1.placeholder(tf.float32, [None, m.input_height, m.input_width, m.channels])
+        keep = {g: v1.placeholder(tf.float32, []) for g in network.keep_groups}
+        try:
+            network(images, v1.placeholder(tf.bool, []), keep)
+        except ValueError as err:
+            text = " ".join(str(err).split())
+            node = re.search(r"node ([\w.-]+?)/", text)
+            where = f"layer {node.group(1)}" if node else "a layer"
+            detail = text.split(" for '")[0]  # TensorFlow's words, without its node dump
+            raise ConfigError(f"model.layers: {where} does not fit the {m.input_width}x{m.input_height} input "
+                              f"(model.input_width x model.input_height), after the layers before it: {detail}. "
+                              "Use padding SAME, smaller kernels or pools, fewer pools, or a larger input") from None
 
 
 def build_graph(config: Config, inputs: InputHandles, num_classes: int, total_steps: int,

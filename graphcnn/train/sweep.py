@@ -84,7 +84,8 @@ def train_sweep(args: argparse.Namespace, resolve_config: Callable[[argparse.Nam
         if (other := resolved.setdefault(json.dumps(config.to_dict(), sort_keys=True), point)) is not point:
             raise ValueError(f"--sweep: the grid points {_describe(other)} and {_describe(point)} are the same "
                              "config; give each value once")
-    name = check_run_name(args.name) if args.name else f"sweep-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = check_run_name(args.name) if args.name is not None else f"sweep-{stamp}"
     parent = Path(args.logdir) / name
     exists = RunDirError(f"{parent} already exists; choose another --name")
     if parent.exists():

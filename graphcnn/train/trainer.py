@@ -38,8 +38,8 @@ from graphcnn.checkpoints import (CheckpointManager, checkpoints_on_disk, export
                                   lacks_variables, step_of)
 from graphcnn.config import Config
 from graphcnn.data.check import DataCheck, report_text
-from graphcnn.data.pipeline import InputPipeline, Preprocessing, augment_fn_for, compute_pixel_mean
 from graphcnn.data.dataset import DataError, Dataset, Split, split_changes
+from graphcnn.data.pipeline import InputPipeline, Preprocessing, augment_fn_for, compute_pixel_mean
 from graphcnn.data.sources import load_dataset
 from graphcnn.model.backbones import preprocessing_record
 from graphcnn.model.devices import resolve_devices
@@ -47,7 +47,7 @@ from graphcnn.model.devices import session_config as devices_session_config
 from graphcnn.model.graph import GraphHandles, Replication, build_graph, inference_graph, network_for
 from graphcnn.model.precision import resolve_precision
 from graphcnn.run_dir import RunDir
-from graphcnn.runtime import configure_logging, peak_memory_mb
+from graphcnn.runtime import configure_logging, peak_memory_mb, raise_if_interrupted
 from graphcnn.tensorboard.ops import SummaryOps, build_summary_ops
 from graphcnn.tensorboard.writing import ScalarWriter, hparams_end_summary, write_run_root_summaries
 from graphcnn.train.early_stopping import EarlyStopping, PlateauReducer
@@ -530,11 +530,13 @@ def finish(config: Config, run: RunDir, data: Prepared, b: Built, hooks: LoopHoo
             sess.run(b.g.swap_averages)  # best/ holds the averages as the weights; checkpoints/ holds both
         test = evaluate_split(sess, b.g, b.pipeline, data.dataset.test, flip=config.model.test_time_flip)
     last_val = hooks.validation.last
+    logged = [r for r in run.read_metrics() if r.get("split") == "validation" and r.get("step", 0) <= final_step]
     record: dict[str, Any] = {
         "global_step": final_step, "evaluated_step": evaluated if use_best else final_step,
         "steps_per_epoch": data.steps_per_epoch,  # what puts a run without validation on an epoch axis (report)
         "interrupted": interrupted, "stopped_early": hooks.early_stopping.stopped,
-        "validation_accuracy": last_val.accuracy if last_val else None,
+        # a start that validated nothing (resumed after its last step): the run's last validation
+        "validation_accuracy": last_val.accuracy if last_val else (logged[-1].get("accuracy") if logged else None),
         "best_validation": b.checkpoints.best_metric,
         "test_accuracy": test.accuracy if test else None, "test_loss": test.loss if test else None,
         "test_count": test.count if test else 0, "images_per_second": hooks.scalars.images_per_second,
@@ -624,6 +626,7 @@ def train(config: Config, run: RunDir | None, *, resume: bool = False, progress:
     if new_stage:
         log.info("stage %d of this run begins", run.start_stage(config))
     target = server.target if server is not None else ""
+    raise_if_interrupted()  # a Ctrl-C that TensorFlow swallowed while the run was prepared: stop before step 1
     try:
         with StopSignals() as signals, logging_redirect_tqdm([logging.getLogger("graphcnn")]):
             loop = loop_hooks(config, run, data, b, signals, progress, hooks, new_stage)

@@ -20,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from graphcnn.checkpoints import CheckpointManager, checkpoints_on_disk, step_of
-from graphcnn.data.pipeline import InputPipeline
 from graphcnn.data.dataset import Split
+from graphcnn.data.pipeline import InputPipeline
 from graphcnn.model.graph import GraphHandles
 from graphcnn.run_dir import RunDir
 from graphcnn.tensorboard.writing import ScalarWriter

@@ -25,8 +25,8 @@ import tensorflow as tf
 
 from graphcnn.atomic import write_bytes_atomic
 from graphcnn.config import Config
-from graphcnn.data.pipeline import InputPipeline
 from graphcnn.data.dataset import Dataset, Split
+from graphcnn.data.pipeline import InputPipeline
 from graphcnn.explain import GradCamOps, gradcam_ops, gradcam_view
 from graphcnn.model.graph import GraphHandles
 from graphcnn.model.network import resolve_layer_names
