@@ -7,7 +7,8 @@ directory, and calls the library. TensorFlow is imported only after
 Exit codes (:func:`main`): 0 done; 1 an unexpected error (a full disk, a read-only folder,
 a TensorFlow error); 2 bad input or config (the message names the key, file or folder);
 3 training stopped on a NaN/Inf loss (its last good checkpoint is kept); 130 interrupted
-(Ctrl-C or SIGTERM: a checkpoint was saved; ``--resume`` continues). An error is one
+(Ctrl-C or SIGTERM: a checkpoint was saved; ``--resume`` continues). ``predict``: 1 when some
+files cannot be read (the others are predicted), 2 when none can. An error is one
 ``graphcnn: error: ...`` line on stderr (a message that lists files or variables continues
 on indented lines); ``--debug`` prints the traceback instead.
 

@@ -117,16 +117,15 @@ def _warn_unevaluated_classes(ds: Dataset, warnings: Findings) -> None:
         split = getattr(ds, name)
         if not len(split):
             continue
-        counts = np.bincount(split.labels, minlength=ds.num_classes)
-        missing = [ds.class_names[c] for c in np.flatnonzero(counts == 0)]
-        if missing:
+        missing = np.flatnonzero(np.bincount(split.labels, minlength=ds.num_classes) == 0)
+        if len(missing):
             totals = np.bincount(np.concatenate([s.labels for s in (ds.train, ds.validation, ds.test)]),
                                  minlength=ds.num_classes)
-            shown = ", ".join(f"{ds.class_names[c]} ({totals[c]} images)" for c in np.flatnonzero(counts == 0)[:5])
-            warnings.warn(f"the {name} split has no image of {len(missing)} class{'es' if len(missing) > 1 else ''}: "
+            shown = ", ".join(f"{ds.class_names[c]} ({totals[c]} images)" for c in missing[:5])
+            many = len(missing) > 1
+            warnings.warn(f"the {name} split has no image of {len(missing)} class{'es' if many else ''}: "
                           f"{shown}{', ...' if len(missing) > 5 else ''}; {name} accuracy never measures "
-                          f"{'them' if len(missing) > 1 else 'it'}. Add images of "
-                          f"{'these classes' if len(missing) > 1 else 'this class'}")
+                          f"{'them' if many else 'it'}. Add images of {'these classes' if many else 'this class'}")
 
 
 # auto never unpickles: loading a pickle runs code from it, which must be asked for
