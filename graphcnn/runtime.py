@@ -175,15 +175,24 @@ LIBJPEG = re.compile(
     rb"|Sampling factors too large|Scan script does not transmit|Sorry, arithmetic coding|Suspension not allowed here"
     rb"|Too many color components|Unknown Adobe color transform|Unsupported (JPEG|color conversion|marker type)"
     rb"|Virtual array controller|Warning: unknown JFIF|Wrong JPEG library version)")
+# a Ctrl-C that TensorFlow's native code caught while it ran Python (pybind11 prints it: the
+# exception, a blank line, "At:", the Python frames): graphcnn reports the interruption itself
+INTERRUPT_DUMP = re.compile(rb"^KeyboardInterrupt(: .*)?\r?\n$")
 SEVERITY = {b"I": 0, b"W": 1, b"E": 2, b"F": 3}
 level = int(sys.argv[1])  # TF_CPP_MIN_LOG_LEVEL, applied to absl's lines too (TensorFlow does not)
 hidden = 0
 dropped = False  # the last line was dropped: an indented line after it continues its message
 out = sys.stdout.buffer
+dump = False  # inside an INTERRUPT_DUMP
 for line in sys.stdin.buffer:
     if dropped and line[:1] in (b" ", b"\t"):
         continue
+    if dump and line.strip() in (b"", b"At:"):
+        continue
+    dump = level >= 1 and bool(INTERRUPT_DUMP.match(line))
     dropped = True
+    if dump:
+        continue
     if level >= 1 and line.rstrip(b"\r\n") == ABSL_PREAMBLE:
         continue
     log = LOG.match(line)

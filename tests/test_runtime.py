@@ -97,3 +97,17 @@ def test_tensorflow_is_imported_without_the_keras_it_loads_eagerly():
     # Keras loaded first (a user's program): left as it is, and TensorFlow imported as usual
     assert _python(f"import sys, keras; from graphcnn import runtime; runtime.import_tensorflow(); {check}; "
                    "print(sys.modules['keras.src.optimizers'] is not None)") == ["True", "True", "True", "True"]
+
+
+def test_the_stderr_filter_drops_the_dump_of_a_ctrl_c_tensorflow_caught():
+    """pybind11's print of a KeyboardInterrupt that TensorFlow's native code caught (the command
+    reports the interruption in its own line); what follows it passes, and --verbose keeps it."""
+    dump = (b"KeyboardInterrupt: <EMPTY MESSAGE>\n\nAt:\n  /site-packages/numpy/lib/_version.py(53): __init__\n"
+            b"  /graphcnn/data/arrays.py(75): _digits_arrays\n\nrun directory: logs/x\n  an indented line of it\n")
+    code = ("import os, sys\nfrom graphcnn import runtime\n"
+            "with runtime.native_stderr_filter(enabled=sys.argv[1] == 'quiet'):\n"
+            f"    os.write(2, {dump!r})\n")
+    for mode, expected in (("quiet", "run directory: logs/x\n  an indented line of it\n"), ("verbose", dump.decode())):
+        out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert (out.returncode, out.stderr) == (0, expected), mode
