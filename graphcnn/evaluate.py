@@ -21,6 +21,7 @@ from graphcnn.config import DataConfig, from_json_file
 from graphcnn.data.dataset import Dataset, Split, accuracy_margin
 from graphcnn.data.sources import load_dataset
 from graphcnn.predict import Predictor
+from graphcnn.terminal import columns, ljust
 
 SPLITS = ("train", "validation", "test", "all")
 
@@ -74,23 +75,23 @@ class Metrics:
 
     def to_text(self) -> str:
         names = self.class_names
-        width = max(8, *(len(n) for n in names))
+        width = max(8, *(columns(n) for n in names))
         margin = f" (95% interval: up to +/-{accuracy_margin(self.count):.1f} points)" if self.count else ""
         lines = ([f"images: {self.images}"] if self.images else []) + [
                  f"accuracy {self.accuracy:.4f} on {self.count} images{margin}", "",
                  f"{'class':<{width}}  precision  recall     f1  support"]
         for name, p, r, f, s in zip(names, self.precision, self.recall, self.f1, self.confusion.sum(axis=1)):
-            lines.append(f"{name:<{width}}  {p:9.4f}  {r:6.4f}  {f:5.4f}  {s:7d}")
+            lines.append(f"{ljust(name, width)}  {p:9.4f}  {r:6.4f}  {f:5.4f}  {s:7d}")
         # columns headed by the rows' numbers: names cut to a column's width could not be told
         # apart (covid_negative and covid_positive both read "covi")
         lines += ["", "confusion matrix (rows: true class, columns: predicted, numbered as the rows)"]
         numbered = any(name != str(i) for i, name in enumerate(names))  # digits' "0".."9" are their numbers
         rows = [f"{i:>{len(str(len(names) - 1))}} {name}" if numbered else name for i, name in enumerate(names)]
-        label = max(len(r) for r in rows)
+        label = max(columns(r) for r in rows)
         cell = max(5, len(str(self.confusion.max())) + 1, len(str(len(names) - 1)) + 1)
         lines.append(" " * label + "".join(f"{j:>{cell}}" for j in range(len(names))))
         for row_label, row in zip(rows, self.confusion):
-            lines.append(f"{row_label:<{label}}" + "".join(f"{v:>{cell}}" for v in row))
+            lines.append(ljust(row_label, label) + "".join(f"{v:>{cell}}" for v in row))
         return "\n".join(lines)
 
     def to_csv(self) -> str:

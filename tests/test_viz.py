@@ -650,6 +650,14 @@ def test_evaluate_text_confusion_columns_are_numbered_as_the_rows():
     assert all(len(r) == len(header) for r in rows)  # the counts stand under their column numbers
     digits = Metrics.from_predictions(np.array([0, 1]), np.array([0, 1]), ("0", "1")).to_text().splitlines()
     assert [r.split() for r in digits[-2:]] == [["0", "1", "0"], ["1", "0", "1"]]  # "0", not "0 0"
+    # a CJK name takes two terminal columns a character: the columns still line up on screen
+    from graphcnn.terminal import columns
+
+    wide = Metrics.from_predictions(np.array([0, 1]), np.array([0, 1]), ("猫", "dog")).to_text().splitlines()
+    table = wide[wide.index("confusion matrix (rows: true class, columns: predicted, numbered as the rows)") + 1:]
+    assert len({columns(line) for line in table}) == 1, table
+    per_class = [line for line in wide if line.startswith(("猫", "dog"))]
+    assert columns(per_class[0]) == columns(per_class[1])
 
 
 def test_gradcam_view_shows_each_image_once():

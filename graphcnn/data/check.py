@@ -20,6 +20,7 @@ from graphcnn.config import Config
 from graphcnn.data import scan
 from graphcnn.data.dataset import MIN_EVALUATION_IMAGES, DataError, Dataset, Split, accuracy_margin, message_lines
 from graphcnn.data.sources import detect_source, load_dataset
+from graphcnn.terminal import columns, ljust
 
 IMBALANCE_RATIO = 3.0  # largest / smallest class above this is flagged
 SAMPLE_SIDE = 128  # tiles of larger model inputs are shown scaled down to this many px
@@ -91,16 +92,16 @@ def _class_section(ds: Dataset | None, err: DataError | None) -> list[str]:
         per_split, counts = None, err.class_counts
     else:
         return []
-    width = max(5, *(len(n) for n in counts))
+    width = max(5, *(columns(n) for n in counts))
     lines = [f"classes: {len(counts)}"]
     if per_split is not None:
         lines.append(f"  {'class':<{width}}  {'images':>7}  {'train':>7}  {'validation':>10}  {'test':>7}")
         for i, (name, n) in enumerate(counts.items()):
-            lines.append(f"  {name:<{width}}  {n:7d}  {per_split[0][i]:7d}  {per_split[1][i]:10d}  "
+            lines.append(f"  {ljust(name, width)}  {n:7d}  {per_split[0][i]:7d}  {per_split[1][i]:10d}  "
                          f"{per_split[2][i]:7d}")
     else:
         lines.append(f"  {'class':<{width}}  readable images")
-        lines += [f"  {name:<{width}}  {n:7d}" for name, n in counts.items()]
+        lines += [f"  {ljust(name, width)}  {n:7d}" for name, n in counts.items()]
     nonzero = {n: c for n, c in counts.items() if c > 0}
     if len(nonzero) >= 2:
         big = max(nonzero, key=nonzero.get)
