@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from graphcnn.config import DataConfig, from_json_file
-from graphcnn.data.dataset import Dataset, Split, accuracy_margin
+from graphcnn.data.dataset import DataError, Dataset, Split, accuracy_margin, split_changes
 from graphcnn.data.sources import load_dataset
 from graphcnn.predict import Predictor
+from graphcnn.run_dir import RunDir
 from graphcnn.terminal import columns, ljust
 
 SPLITS = ("train", "validation", "test", "all")
@@ -148,6 +150,8 @@ def evaluate_run(run_or_checkpoint: str | Path, data_path: str = "", split: str 
         data_cfg = replace(data_cfg, exif_transpose=predictor.preprocessing.exif_transpose)
         dataset = load_dataset(replace(data_cfg, strict=False), predictor.preprocessing.channels,
                                model_classes=predictor.class_names)
+        if not data_path:
+            _check_run_splits(Path(run_or_checkpoint), dataset, split)
         parts = [dataset.train, dataset.validation, dataset.test] if split == "all" else [getattr(dataset, split)]
         model_index = {n: i for i, n in enumerate(predictor.class_names)}
         remap = np.array([model_index[n] for n in dataset.class_names], np.int64)
@@ -165,13 +169,35 @@ def evaluate_run(run_or_checkpoint: str | Path, data_path: str = "", split: str 
                                         images=images)
 
 
-def _run_data_config(path: Path) -> DataConfig | None:
-    """The data config of the run that ``path`` (a run, its checkpoint folder or a checkpoint
-    prefix in it) belongs to, or None when there is no run around it."""
+def _run_folder(path: Path) -> RunDir | None:
+    """The run that ``path`` (a run, its checkpoint folder or a checkpoint prefix in it)
+    belongs to, or None when there is no run around it."""
     for folder in (path, path.parent, path.parent.parent):
         if (folder / "config.json").is_file():
-            return from_json_file(folder / "config.json").data
+            return RunDir(folder)
     return None
+
+
+def _run_data_config(path: Path) -> DataConfig | None:
+    """The data config of the run that ``path`` belongs to (:func:`_run_folder`), or None."""
+    run = _run_folder(path)
+    return from_json_file(run.config).data if run is not None else None
+
+
+def _check_run_splits(path: Path, dataset: Dataset, split: str) -> None:
+    """DataError if the run's data changed since it trained (its ``data_split.json``): a file
+    added or removed reshuffles the seeded split, and the test split would hold images the
+    run trained on, its accuracy measured on them."""
+    run = _run_folder(path)
+    try:
+        recorded = json.loads(run.data_split.read_text()) if run is not None else None
+    except (OSError, ValueError):
+        return  # a run from before data_split.json: nothing to compare with
+    changes = split_changes(recorded, dataset.split_record()) if recorded else None
+    if changes:
+        raise DataError(f"{dataset.name}: changed since {run.root} trained on it: {changes}. Its {split} split would "
+                        "now hold other images, some of which it may have trained on. Put the data back as it was, "
+                        "or evaluate on other data (all of it): --data DIR")
 
 
 def _which_images(dataset: Dataset, cfg: DataConfig, split: str, count: int) -> str:

@@ -243,6 +243,25 @@ def test_predict_csv_and_json_have_a_row_per_file_with_errors(folder_run, predic
     assert entries[4]["class"] is None and entries[4]["top_k"] == []
 
 
+def test_evaluate_refuses_a_run_whose_data_changed_since_it_trained(tmp_path, tiny_config_file, capsys):
+    """Files added to the run's folder reshuffle the seeded split: `evaluate RUN` measured a
+    "test split" that held images the run trained on, and said nothing."""
+    data = make_folder(tmp_path / "data", {"a": 12, "b": 12})
+    assert cli.main(["train", "--config", str(tiny_config_file), "--data", str(data), "--logdir", str(tmp_path / "logs"),
+                     "--name", "run", "--no-progress", "--set", "train.max_steps=2"]) == 0
+    run = tmp_path / "logs" / "run"
+    assert cli.main(["evaluate", str(run)]) == 0
+    for i in range(4):
+        write_image(data / "b" / f"new{i}.png", pattern(1))
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run)]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith(f"graphcnn: error: folder {data}: changed since {run} trained on "
+                                                   "it: 4 files added (")
+    assert "evaluate on other data (all of it): --data DIR" in lines[0]
+    assert cli.main(["evaluate", str(run), "--data", str(data)]) == 0  # other data, asked for: all of it
+
+
 def test_predict_reports_conversions_on_stderr_and_stats(folder_run, predict_files, capsys, caplog):
     run, _ = folder_run
     good = [str(predict_files[k]) for k in ("good", "rgba", "big", "deep")]
