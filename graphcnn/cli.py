@@ -7,8 +7,8 @@ directory, and calls the library. TensorFlow is imported only after
 Exit codes (:func:`main`): 0 done; 1 an unexpected error (a full disk, a read-only folder,
 a TensorFlow error); 2 bad input or config (the message names the key, file or folder);
 3 training stopped on a NaN/Inf loss (its last good checkpoint is kept); 130 interrupted
-(Ctrl-C or SIGTERM: a checkpoint was saved; ``--resume`` continues). ``predict``: 1 when some
-files cannot be read (the others are predicted), 2 when none can. An error is one
+(Ctrl-C or SIGTERM: a checkpoint was saved; ``--resume`` continues). ``predict`` and ``explain``:
+1 when some files cannot be read (the others are done), 2 when none can. An error is one
 ``graphcnn: error: ...`` line on stderr (a message that lists files or variables continues
 on indented lines); ``--debug`` prints the traceback instead.
 
@@ -513,14 +513,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
               f"decoding runs in parallel, overlapping the forward pass); {predictor.precision}"
               f"{', each image and its mirror image (model.test_time_flip)' if predictor.test_time_flip else ''}; "
               f"model restore {restored - start:.2f} s, not counted", file=sys.stderr)
-    if not result.errors:
+    return _unreadable_files_end(len(result.errors), len(result.rows), "predicted")
+
+
+def _unreadable_files_end(n_bad: int, n: int, done: str) -> int:
+    """The exit code of a command over image files (predict, explain), after each unreadable
+    one was named: 0 if none, 2 (bad input) if no file could be read, else 1, with one
+    ``graphcnn: error:`` line counting them."""
+    if not n_bad:
         return EXIT_OK
-    n_bad, n = len(result.errors), len(result.rows)
-    if n_bad == n:  # nothing predicted: bad input, as a path that does not exist
+    if n_bad == n:  # nothing done: bad input, as a path that does not exist
         print(f"graphcnn: error: {'the file' if n == 1 else f'none of the {n} files'} could not be read "
               f"({'named' if n == 1 else 'each named'} above)", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(f"graphcnn: error: {n_bad} of {n} files could not be read (each named above; the others are predicted)",
+    print(f"graphcnn: error: {n_bad} of {n} files could not be read (each named above; the others are {done})",
           file=sys.stderr)
     return EXIT_ERROR
 
@@ -668,7 +674,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(path)
     for f, e in errors:
         print(f"graphcnn: cannot read {f}: {e}", file=sys.stderr)
-    return 1 if errors else 0
+    return _unreadable_files_end(len(errors), len(files), "explained")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

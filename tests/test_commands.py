@@ -247,8 +247,8 @@ def test_evaluate_refuses_a_run_whose_data_changed_since_it_trained(tmp_path, ti
     """Files added to the run's folder reshuffle the seeded split: `evaluate RUN` measured a
     "test split" that held images the run trained on, and said nothing."""
     data = make_folder(tmp_path / "data", {"a": 12, "b": 12})
-    assert cli.main(["train", "--config", str(tiny_config_file), "--data", str(data), "--logdir", str(tmp_path / "logs"),
-                     "--name", "run", "--no-progress", "--set", "train.max_steps=2"]) == 0
+    assert cli.main(["train", "--config", str(tiny_config_file), "--data", str(data), "--logdir",
+                     str(tmp_path / "logs"), "--name", "run", "--no-progress", "--set", "train.max_steps=2"]) == 0
     run = tmp_path / "logs" / "run"
     assert cli.main(["evaluate", str(run)]) == 0
     for i in range(4):
@@ -473,6 +473,12 @@ def test_export_explain_and_latest_through_the_command_line(folder_run, predict_
     (png,) = (tmp_path / "why").glob("*.png")
     assert png.name.startswith("1_good_b_")
     capsys.readouterr()
+    broken, empty = str(predict_files["broken"]), str(predict_files["empty"])
+    assert cli.main(["explain", str(run), broken, "--out", str(tmp_path / "why3")]) == 2  # was 1, no error line
+    assert error_lines(capsys.readouterr().err) == ["graphcnn: error: the file could not be read (named above)"]
+    assert cli.main(["explain", str(run), good, broken, empty, "--out", str(tmp_path / "why3")]) == 1
+    assert error_lines(capsys.readouterr().err) == [
+        "graphcnn: error: 2 of 3 files could not be read (each named above; the others are explained)"]
 
     chosen = []
     restore = P.Predictor.__init__

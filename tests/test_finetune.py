@@ -109,6 +109,10 @@ def test_exclude_scopes_restores_conv1_exactly_and_keeps_logits_init(saved):
     assert saved_values["train/learning_rate_scale"] == 0.25 and values["train/learning_rate_scale"] == 1.0
     assert np.abs(saved_values["conv1/weights/Adam"]).max() > 0
     np.testing.assert_array_equal(values["conv1/weights/Adam"], 0.0)
+    # a scope that matches nothing (logit for logits) was accepted, and restored the old head
+    with pytest.raises(ValueError, match=r"^train.exclude_scopes: 'logit' matches no variable of the model; "
+                                         r"top-level scopes are: conv1, logits"):
+        values_after_init(prefix, 3, exclude_scopes=("logit",))
 
 
 def test_skip_mismatched_skips(saved):

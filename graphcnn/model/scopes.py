@@ -45,15 +45,20 @@ def trainable_variables(all_trainable: Iterable, trainable_scopes: Sequence[str]
     all_trainable = list(all_trainable)
     if not trainable_scopes:
         return all_trainable
-    names = [variable_name(v) for v in all_trainable]
-    unmatched = [s for s in trainable_scopes if not any(scope_matches(n, s) for n in names)]
-    if unmatched:
-        raise ValueError(
-            f"train.trainable_scopes: {', '.join(repr(s) for s in unmatched)} matches no trainable variable; "
-            f"top-level scopes are: {', '.join(_top_scopes(names)) or '(none)'}"
-        )
+    require_matches("train.trainable_scopes", trainable_scopes, [variable_name(v) for v in all_trainable],
+                    "trainable variable")
     return filter_variables(all_trainable, include_scopes=trainable_scopes)
 
 
-def _top_scopes(names: Iterable[str]) -> list[str]:
+def require_matches(key: str, scopes: Sequence[str], names: Sequence[str], what: str = "variable") -> None:
+    """ValueError naming ``key`` and the scopes that match none of ``names`` (a typo: ``logit``
+    for ``logits``), with the top-level scopes there are."""
+    unmatched = [s for s in scopes if not any(scope_matches(n, s) for n in names)]
+    if unmatched:
+        raise ValueError(f"{key}: {', '.join(repr(s) for s in unmatched)} matches no {what}; "
+                         f"top-level scopes are: {', '.join(top_scopes(names)) or '(none)'}")
+
+
+def top_scopes(names: Iterable[str]) -> list[str]:
+    """The first scope of each variable name, each once, in order (``conv1_1``, ``fc1``, ``logits``)."""
     return list(dict.fromkeys(n.split("/")[0] for n in names))

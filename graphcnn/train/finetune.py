@@ -10,7 +10,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import tensorflow as tf
 
-from graphcnn.model.scopes import scope_matches, variable_name
+from graphcnn.model.scopes import require_matches, scope_matches, variable_name
 from graphcnn.checkpoints import TRAINING_STATE_SCOPES, resolve_checkpoint, training_state_names
 from graphcnn.data.pipeline import PIXEL_MEAN_VARIABLE
 
@@ -84,6 +84,9 @@ def build_init_from_checkpoint(checkpoint: str, variables: Sequence[tf.Variable]
     ckpt_dtypes = reader.get_variable_to_dtype_map()
 
     variables = list(variables)
+    # a typo (logit for logits) would restore what it meant to leave out
+    require_matches("train.exclude_scopes", exclude_scopes, [variable_name(v) for v in variables],
+                    "variable of the model")
     # the mean image is the new run's own (its data, perhaps its input size): never another run's
     state_names = set() if training_state else training_state_names(variables) | {PIXEL_MEAN_VARIABLE}
     restored, excluded, missing, training_state = [], [], [], []

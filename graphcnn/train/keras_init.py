@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from graphcnn.model.backbones import KerasLayer, keras_file_order
-from graphcnn.model.scopes import scope_matches, variable_name
+from graphcnn.model.scopes import require_matches, scope_matches, variable_name
 from graphcnn.train.finetune import InitFromCheckpoint, training_state_names
 
 __all__ = ["KERAS_PREFIX", "KerasWeightsError", "FileLayer", "build_init_from_keras", "read_keras_weights"]
@@ -140,6 +140,7 @@ def build_init_from_keras(path: str | Path, backbone: str, keras_layers: Sequenc
                    for layer in file_layers]
     recorded = {layer.keras_name: layer for layer in keras_layers}
     by_name = {variable_name(v): v for v in variables}
+    require_matches("train.exclude_scopes", exclude_scopes, list(by_name), "variable of the model")
     file_kinds = _by_kind((layer for layer in file_layers if layer.kind != "other"), lambda layer: layer.kind)
     want_kinds = _by_kind(expected, lambda entry: entry[1])
     for kind in sorted(set(file_kinds) | set(want_kinds)):
