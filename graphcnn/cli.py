@@ -434,7 +434,7 @@ def _train_cluster_task(args: argparse.Namespace, task) -> int:
     from graphcnn import config as C
     from graphcnn.cluster.session import serve, start_server
     from graphcnn.run_dir import RunDir
-    from graphcnn.train.trainer import train
+    from graphcnn.train.trainer import stage_schedule_start, train
 
     if task.job == "ps":
         server = start_server(task)
@@ -443,13 +443,16 @@ def _train_cluster_task(args: argparse.Namespace, task) -> int:
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM (cluster-local's, once the workers are done): its end
             logging.getLogger("graphcnn.cluster").info("%s: stopped", task.describe())
         return EXIT_OK
+    start = 0
     if args.resume:
-        config = C.from_json_file(RunDir.open(args.resume).config)
+        run = RunDir.open(args.resume)
+        config = C.from_json_file(run.config)
         if args.next_stage:  # the chief's stage: the same options on the config it continues from
             config = _next_stage_config(config, resolve_config(args, base=config))
+        start = stage_schedule_start(run, True, args.next_stage)  # the chief's learning-rate schedule
     else:
         config = resolve_config(args)
-    result = train(config, None, progress=False, cluster=task)
+    result = train(config, None, progress=False, cluster=task, schedule_start=start)
     return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
 
 

@@ -8,6 +8,8 @@ documented here and nowhere else in the code::
       config.json         the resolved config that trained this run (what --resume reads); in a
                           run of several stages (--next-stage), the current stage's
       config.stage<k>.json  the config of each earlier stage k (1, 2, ...), kept when the next began
+      stages.json         the step each later stage began from ({"2": 250}): its learning-rate
+                          schedule counts from there
       train/              TensorBoard run of training: events (graph, scalars, histograms, images,
                           traces; the custom-scalars layout in a first *.graphcnn-setup file) and
                           the projector (projector_config.pbtxt, projector_features.tsv,
@@ -116,6 +118,7 @@ class RunDir:
     data_split = _entry("data_split.json")
     results = _entry("results.json")
     train_state = _entry("train_state.json")
+    stages = _entry("stages.json")
     examples = _entry("examples")
     probe = _entry("probe.npz")
     # the projector's files: in the train/ run's own folder, where TensorBoard reads a run's
@@ -299,16 +302,30 @@ class RunDir:
                 scopes.append(())
         return scopes
 
-    def start_stage(self, config: Any) -> int:
-        """Begin the next stage with ``config``: keep ``config.json`` as ``config.stage<k>.json``,
-        then write the new one (each step atomic: a kill leaves either stage's config in force).
-        Returns the new stage's number."""
+    def start_stage(self, config: Any, from_step: int = 0) -> int:
+        """Begin the next stage with ``config`` at global step ``from_step``: record the step in
+        ``stages.json``, keep ``config.json`` as ``config.stage<k>.json``, then write the new one
+        (each step atomic: a kill leaves either stage's config in force). Returns the new
+        stage's number."""
         stage = self.stage
         if stage > 1 and self.stage_config(stage - 1).read_text() == self.config.read_text():
             stage -= 1  # a kill came between the two writes last time: that stage is kept already
+        write_text_atomic(self.stages, _json({**self._stage_starts(), str(stage + 1): int(from_step)}) + "\n")
         write_text_atomic(self.stage_config(stage), self.config.read_text())
         self.write_config(config)
         return stage + 1
+
+    def stage_start(self) -> int:
+        """The global step the current stage began from (``stages.json``); 0 for the first
+        stage, and for a stage begun before graphcnn recorded it (its schedule counted from 0)."""
+        return int(self._stage_starts().get(str(self.stage), 0))
+
+    def _stage_starts(self) -> dict[str, int]:
+        try:
+            starts = json.loads(self.stages.read_text())
+        except (OSError, ValueError):
+            return {}
+        return starts if isinstance(starts, dict) else {}
 
     def write_state(self, state: dict[str, Any]) -> None:
         """``train_state.json`` (atomically): what ``--resume`` needs beyond the checkpoint."""

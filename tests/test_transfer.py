@@ -112,7 +112,11 @@ def test_two_stages_train_only_their_scopes_in_one_run(tmp_path, keras_file, how
     texts = [(e.step, v.tensor.string_val[0].decode()) for f in sorted(run.train_logs.glob("events.*"))
              for e in tf.compat.v1.train.summary_iterator(str(f)) for v in e.summary.value if v.tag == "stage/begins"]
     assert texts == [(step1 + 1, f"stage 2 from step {step1 + 1}: trains vgg16/conv5, fc1, logits at learning "
-                                 "rate 0.0001, until epoch 2")]
+                                 f"rate 0.0001, until epoch 2 (step {2 * step1})")]
+    # resumed once it ended, the stage takes no step and marks its beginning no second time
+    assert train(stage2, run, resume=True, progress=False, dataset=data).global_step == 2 * step1
+    assert sum(v.tag == "stage/begins" for f in run.train_logs.glob("events.*")
+               for e in tf.compat.v1.train.summary_iterator(str(f)) for v in e.summary.value) == 1
 
 
 def test_resume_before_the_first_checkpoint_starts_from_init_from_again(tmp_path, keras_file):
@@ -128,6 +132,31 @@ def test_resume_before_the_first_checkpoint_starts_from_init_from_again(tmp_path
     assert int(after["global_step"]) > 0
     np.testing.assert_array_equal(after["vgg16/conv1/conv1_1/weights"], keras_weights["block1_conv1/kernel"])
     np.testing.assert_array_equal(after["vgg16/conv5/conv5_3/biases"], keras_weights["block5_conv3/bias"])
+
+
+def test_a_new_stage_has_its_own_learning_rate_schedule(tmp_path):
+    """A cosine schedule ran over the whole run's steps: a stage begun near the end of it got a
+    small fraction of the learning rate it asked for (9e-6 of 1e-4). Its schedule now counts
+    from its first step over its own steps, as a new Keras fit() does, also once resumed."""
+    from conftest import tiny_config
+    from graphcnn.config import ScheduleConfig
+    from graphcnn.model.schedules import learning_rate_value
+
+    data = synthetic_dataset()
+    cosine = ScheduleConfig(name="cosine")
+    stage1 = tiny_config(epochs=2, schedule=cosine)
+    run = RunDir.create(tmp_path, "staged")
+    step1 = train(stage1, run, progress=False, dataset=data).global_step
+    stage2 = dataclasses.replace(stage1, train=dataclasses.replace(stage1.train, epochs=3, learning_rate=1e-3))
+    total = train(stage2, run, resume=True, progress=False, dataset=data, new_stage=True).global_step
+    assert json.loads(run.stages.read_text()) == {"2": step1} and run.stage_start() == step1
+    rates = dict(read_scalars(run.train_logs)["learning_rate"])
+    stage_steps = [s for s in rates if s > step1]
+    assert stage_steps
+    for step in stage_steps:  # the scalar of step s is the rate its update used: the schedule at s - 1
+        expected = learning_rate_value(step - 1 - step1, 1e-3, cosine, total - step1)
+        np.testing.assert_allclose(rates[step], expected, rtol=1e-5)
+    assert rates[stage_steps[0]] > 0.5e-3  # near the rate asked for, not the whole run's cosine tail
 
 
 def test_a_new_stage_has_its_own_patience_and_learning_rate(tmp_path):

@@ -144,7 +144,8 @@ def evaluation(classes: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
 
 
 def training(tower_losses: Sequence[tuple[tf.Tensor, str | None]], cfg: TrainConfig, total_steps: int,
-             moving_updates, var_list, param_device: str | None = None, replication: Replication | None = None):
+             moving_updates, var_list, param_device: str | None = None, replication: Replication | None = None,
+             schedule_start: int = 0):
     """The ``train`` scope: global step, learning rate, gradients, clipping, the train op.
 
     ``tower_losses``: (total loss, device) per tower (one, device None, without towers); each
@@ -152,6 +153,8 @@ def training(tower_losses: Sequence[tuple[tf.Tensor, str | None]], cfg: TrainCon
     variables live. With ``cfg.check_numerics`` the loss and the gradients' global norm pass
     check_numerics ops the update depends on, so a NaN/Inf raises before any weight is updated.
     ``replication``: a cluster worker's gradients are averaged over the workers before clipping.
+    ``schedule_start``: the global step the learning-rate schedule counts from (a stage of a
+    staged run has its own schedule, over its own steps, as a new Keras ``fit()``).
     With ``cfg.moving_average_decay`` the train op also updates the weights' moving averages,
     and the last item returned is [swap op, (variable, average) pairs] (:func:`moving_averages`),
     else None.
@@ -159,8 +162,9 @@ def training(tower_losses: Sequence[tuple[tf.Tensor, str | None]], cfg: TrainCon
     global_step = v1.train.get_or_create_global_step()
     with v1.variable_scope("train"):  # one scope for variables and ops: no "train_1" in the graph view
         scale = v1.get_variable("learning_rate_scale", [], initializer=v1.ones_initializer(), trainable=False)
-        lr = tf.multiply(schedules.learning_rate(global_step, cfg.learning_rate, cfg.schedule, total_steps), scale,
-                         name="learning_rate")
+        step = global_step if not schedule_start else tf.subtract(global_step, schedule_start, name="stage_step")
+        lr = tf.multiply(schedules.learning_rate(step, cfg.learning_rate, cfg.schedule, total_steps - schedule_start),
+                         scale, name="learning_rate")
         optimizer = get_optimizer(cfg, lr)
         per_tower = []
         for i, (total_loss, device) in enumerate(tower_losses):
@@ -283,11 +287,12 @@ def check_network_fits(config: Config) -> None:
 
 def build_graph(config: Config, inputs: InputHandles, num_classes: int, total_steps: int,
                 network: Network | None = None, devices: Sequence[str] = (),
-                replication: Replication | None = None) -> GraphHandles:
+                replication: Replication | None = None, schedule_start: int = 0) -> GraphHandles:
     """Chain inference, loss, evaluation and training on ``inputs`` in the default graph.
 
     ``devices``: with two or more, one tower per device (see :func:`towers`); else the one graph.
     ``replication``: this process is one worker of a cluster.
+    ``schedule_start``: the step the learning-rate schedule counts from (:func:`training`).
     """
     network = network or network_for(config, num_classes)
     # dropout masks keyed on the global step: a resumed run draws what the uninterrupted one would
@@ -295,13 +300,14 @@ def build_graph(config: Config, inputs: InputHandles, num_classes: int, total_st
     var_list = lambda: trainable_variables(v1.trainable_variables(), config.train.trainable_scopes)  # noqa: E731
     if len(devices) > 1:
         return towers(config, inputs, num_classes, total_steps, network, list(devices), global_step, var_list,
-                      replication)
+                      replication, schedule_start)
     key = global_step if replication is None else _replica_key(global_step, replication.index, replication.count)
     net, logits, probabilities, classes = inference(network, inputs, key)
     cross_entropy, total = loss(logits, inputs.labels, net.weight_decay, config.train.label_smoothing)
     accuracy, correct = evaluation(classes, inputs.labels)
     global_step, lr, scale, gradients, train_op, votes, averages = training(
-        [(total, None)], config.train, total_steps, net.updates, var_list(), replication=replication)
+        [(total, None)], config.train, total_steps, net.updates, var_list(), replication=replication,
+        schedule_start=schedule_start)
     return GraphHandles(inputs, net, logits, probabilities, classes, cross_entropy, total, accuracy, correct,
                         global_step, lr, scale, gradients, train_op, votes, *(averages or ()))
 
@@ -312,8 +318,8 @@ def _replica_key(global_step: tf.Variable, index: int, count: int) -> tf.Tensor:
 
 
 def towers(config: Config, inputs: InputHandles, num_classes: int, total_steps: int, network: Network,
-           devices: list[str], global_step: tf.Variable, var_list, replication: Replication | None = None
-           ) -> GraphHandles:
+           devices: list[str], global_step: tf.Variable, var_list, replication: Replication | None = None,
+           schedule_start: int = 0) -> GraphHandles:
     """In-graph replication: the training batch split into one slice per device.
 
     Tower ``i`` (scope ``tower_<i>``) connects the network to slice ``i`` on ``devices[i]``,
@@ -346,7 +352,7 @@ def towers(config: Config, inputs: InputHandles, num_classes: int, total_steps: 
         mean_loss = tf.reduce_mean(tf.stack([t for t, _ in tower_losses]), name="loss")
         mean_accuracy = tf.reduce_mean(tf.stack(accuracies), name="accuracy")
     global_step, lr, scale, gradients, train_op, votes, averages = training(
-        tower_losses, cfg, total_steps, first.updates, var_list(), param_device, replication)
+        tower_losses, cfg, total_steps, first.updates, var_list(), param_device, replication, schedule_start)
     net, logits, probabilities, classes = inference(network, inputs)  # the whole input, for evaluation
     cross_entropy, _ = loss(logits, inputs.labels, net.weight_decay, cfg.label_smoothing)
     _, correct = evaluation(classes, inputs.labels)

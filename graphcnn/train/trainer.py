@@ -265,9 +265,11 @@ class ClusterOps(NamedTuple):
     ready: tf.Tensor  # the uninitialized variables' names: empty once the chief has initialized
 
 
-def build(config: Config, run: RunDir | None, data: Prepared, resume: bool, new_stage: bool = False) -> Built:
+def build(config: Config, run: RunDir | None, data: Prepared, resume: bool, new_stage: bool = False,
+          schedule_start: int = 0) -> Built:
     """The training graph; a cluster worker's is the same graph (same names) placed on the
-    cluster (:func:`graphcnn.cluster.graph.device_function`)."""
+    cluster (:func:`graphcnn.cluster.graph.device_function`). ``schedule_start``: the step the
+    learning-rate schedule counts from (a stage's first, :func:`stage_schedule_start`)."""
     tcfg, task = config.train, data.cluster
     graph = tf.Graph()
     with graph.as_default(), v1.device(cluster_graph.device_function(task) if task else None):
@@ -283,7 +285,8 @@ def build(config: Config, run: RunDir | None, data: Prepared, resume: bool, new_
             reduce = cluster_graph.allreduce_gradients(task, state) if task.mode == "allreduce" else None
             replication = Replication(task.index, task.num_workers, reduce,
                                       [state.count_step] if task.mode == "ps" else [])
-        g = build_graph(config, inputs, data.num_classes, data.total_steps, network, data.devices, replication)
+        g = build_graph(config, inputs, data.num_classes, data.total_steps, network, data.devices, replication,
+                        schedule_start)
         checkpoints = CheckpointManager(run.checkpoints, run.best, tcfg.checkpoints_to_keep) if run else None
         init_from = None
         # a stage's graph trains other variables than the last stage's, whose checkpoint has no
@@ -434,10 +437,11 @@ def loop_hooks(config: Config, run: RunDir | None, data: Prepared, b: Built, sig
         clock, metrics, EventsHook(clock, [b.train_writer, b.val_writer], b.graph if lcfg.graph else None), scalars]
     if bar is not None:
         hooks.append(bar)
-    if stage > 1:
+    if stage > 1 and b.restore_by_name:  # this start begins the stage (a resume of it after that: no second mark)
         trained = ", ".join(tcfg.trainable_scopes) or "every variable"
+        until = f"step {tcfg.max_steps}" if tcfg.max_steps > 0 else f"epoch {tcfg.epochs} (step {data.total_steps})"
         hooks.append(StageHook(clock, b.train_writer, f"stage {stage} from step {{step}}: trains {trained} at "
-                               f"learning rate {tcfg.learning_rate:g}, until epoch {tcfg.epochs}"))
+                               f"learning rate {tcfg.learning_rate:g}, until {until}"))
     if b.summaries.histograms is not None:  # weights only: run on their own after the step
         hooks.append(PeriodicSummaryHook(clock, b.summaries.histograms, lcfg.histograms_every, b.train_writer,
                                          alone=True))
@@ -585,17 +589,19 @@ def write_examples(directory: Path, split: Split, class_names: tuple[str, ...], 
 def train(config: Config, run: RunDir | None, *, resume: bool = False, progress: bool = True,
           dataset: Dataset | None = None, session_config: v1.ConfigProto | None = None,
           hooks: Sequence[v1.train.SessionRunHook] = (), new_stage: bool = False,
-          cluster: ClusterTask | None = None) -> TrainResult:
+          cluster: ClusterTask | None = None, schedule_start: int | None = None) -> TrainResult:
     """Train ``config`` in ``run`` (a new directory, or an existing one with ``resume``).
 
     ``new_stage`` (with ``resume``): ``config`` differs from the run's (other trainable scopes,
     learning rate, more epochs), as in the second stage of transfer learning: it becomes the
     run's config (the last one is kept as ``config.stage<k>.json``), training goes on from the
-    latest checkpoint and its step, and TensorBoard gets a ``stage`` scalar and text there.
+    latest checkpoint and its step, its learning-rate schedule counts from there (over its own
+    steps), and TensorBoard gets a ``stage`` scalar and text there.
 
     ``cluster``: this process is a worker of that cluster (:mod:`graphcnn.cluster`; a ps task
     runs :func:`graphcnn.cluster.session.serve` instead). The chief (worker 0) trains in
-    ``run`` as a single process would; the other workers get ``run`` None and write nothing.
+    ``run`` as a single process would; the other workers get ``run`` None and write nothing,
+    and ``schedule_start`` (the chief's :func:`stage_schedule_start`; a run's own is used).
 
     Writes TensorBoard events, checkpoints, metrics.jsonl and results.json under ``run``.
     ``dataset`` may be given to skip loading (tests, benchmarks); ``hooks`` (any
@@ -618,13 +624,15 @@ def train(config: Config, run: RunDir | None, *, resume: bool = False, progress:
         # the test split is evaluated once the other workers have stopped: without them
         session_config, finish_config = (cluster_graph.session_config(cluster, session_config, peers)
                                          for peers in (True, False))
-    b = build(config, run, data, resume, new_stage)
+    if run is not None:
+        schedule_start = stage_schedule_start(run, resume, new_stage)
+    b = build(config, run, data, resume, new_stage, schedule_start or 0)
     if new_stage:
         _check_stage_trains(run, data.total_steps)
     if run is not None:  # once the graph is built: a stage that cannot start leaves the run as it was
         write_run_files(config, run, data, resume)
     if new_stage:
-        log.info("stage %d of this run begins", run.start_stage(config))
+        log.info("stage %d of this run begins", run.start_stage(config, schedule_start))
     target = server.target if server is not None else ""
     raise_if_interrupted()  # a Ctrl-C that TensorFlow swallowed while the run was prepared: stop before step 1
     try:
@@ -646,6 +654,16 @@ def train(config: Config, run: RunDir | None, *, resume: bool = False, progress:
         for writer in (b.train_writer, b.val_writer):
             if writer is not None:
                 writer.close()
+
+
+def stage_schedule_start(run: RunDir, resume: bool, new_stage: bool) -> int:
+    """The global step a run's learning-rate schedule counts from: 0 for its first stage; a
+    later stage's own first step, as a new Keras ``fit()`` starts its schedule (a new stage
+    begins at the run's latest checkpoint; a resumed one reads ``stages.json``)."""
+    if new_stage:
+        latest = checkpoints_on_disk(run.checkpoints)
+        return (step_of(latest[-1]) or 0) if latest else 0
+    return run.stage_start() if resume else 0
 
 
 def _check_stage_trains(run: RunDir, total_steps: int) -> None:
