@@ -333,6 +333,16 @@ def test_sweep_grid_and_cli(tmp_path, monkeypatch, capsys):
         [("train.learning_rate", "0.01"), ("train.batch_size", "16")]]
     assert sweep.parse_sweep('train.keep_rates={"fc":0.5};{"fc":0.8}')[1] == ['{"fc":0.5}', '{"fc":0.8}']
     assert sweep.run_name([("train.learning_rate", "0.1"), ("model.name", "a b")]) == "learning_rate=0.1,name=a_b"
+    # two keys that end alike keep their sections (was "seed=1,seed=1")
+    assert sweep.run_name([("train.seed", "1"), ("data.seed", "1")]) == "train.seed=1,data.seed=1"
+    with pytest.raises(ValueError, match=r"^--sweep: train.seed is given twice; give each key once"):
+        sweep.grid(["train.seed=1,2", "train.seed=3"])
+    # a swept data key is a hyperparameter of the runs (HParams had train.seed as "seed", no data.seed)
+    from graphcnn.tensorboard.writing import flat_hparams
+
+    hparams = flat_hparams(tiny_config())
+    assert hparams["data.seed"] == 0 and hparams["seed"] == 0 and "data.validation_fraction" in hparams
+    assert not any(k.startswith("data.augment") for k in hparams)
     with pytest.raises(ValueError):
         sweep.parse_sweep("train.epochs")
 

@@ -95,7 +95,8 @@ _PLUMBING = {"checkpoints_to_keep", "checkpoint_every_steps", "check_numerics", 
 def flat_hparams(config: Config) -> dict[str, Any]:
     """The run's hyperparameters for the HParams dashboard: train.* scalars without the ``train.``
     prefix (learning_rate, batch_size, optimizer, epochs, keep_rates.fc, schedule.name ...),
-    preset, model, and the augmentation settings that differ from the defaults."""
+    preset, model, data.* (seed, fractions, path, ...), and the augmentation settings that differ
+    from the defaults."""
     out: dict[str, Any] = {"preset": config.preset, "model.name": config.model.name,
                            "model.initializer": config.model.initializer, "model.layers": len(config.model.layers)}
 
@@ -107,6 +108,8 @@ def flat_hparams(config: Config) -> dict[str, Any]:
             into[prefix] = value
 
     walk("", to_dict(config.train), out)
+    data = {k: v for k, v in to_dict(config.data).items() if k != "augment"}
+    walk("data", data, out)  # data.seed, data.validation_fraction, data.path ...: a sweep may vary them
     augment, default = {}, {}
     walk("augment", to_dict(config.data.augment), augment)
     walk("augment", to_dict(AugmentConfig()), default)

@@ -38,13 +38,16 @@ def grid(sweeps: list[str]) -> list[list[tuple[str, str]]]:
     axes = [parse_sweep(s) for s in sweeps]
     keys = [k for k, _ in axes]
     if len(set(keys)) != len(keys):
-        raise ValueError("--sweep: a key is given twice")
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        raise ValueError(f"--sweep: {', '.join(twice)} is given twice; give each key once, with all its values")
     return [list(zip(keys, combo)) for combo in itertools.product(*(v for _, v in axes))]
 
 
 def run_name(point: list[tuple[str, str]]) -> str:
-    """A folder name for one grid point: ``learning_rate=0.01,batch_size=32`` (last key part)."""
-    name = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in point)
+    """A folder name for one grid point: ``learning_rate=0.01,batch_size=32`` (last key part;
+    the whole key where two keys end alike: ``train.seed=1,data.seed=2``)."""
+    last = [k.rsplit(".", 1)[-1] for k, _ in point]
+    name = ",".join(f"{k if last.count(short) > 1 else short}={v}" for (k, v), short in zip(point, last))
     return re.sub(r"[^A-Za-z0-9._=,+-]", "_", name)[:120]
 
 
