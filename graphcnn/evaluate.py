@@ -67,6 +67,8 @@ class Metrics:
             **({"images": self.images} if self.images else {}),
             "count": self.count,
             "accuracy": self.accuracy,
+            # the largest 95% interval half-width, in accuracy points, on this many images (as the text says)
+            "accuracy_margin": accuracy_margin(self.count) if self.count else None,
             "per_class": {
                 name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                 for name, p, r, f, s in zip(self.class_names, self.precision, self.recall, self.f1,

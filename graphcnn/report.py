@@ -171,17 +171,21 @@ def per_class_figure(matrix: np.ndarray, names: Sequence[str], step: int) -> Fig
     """Precision and recall of every class as grouped bars (values written when K <= 12)."""
     k = len(names)
     precision, recall = precision_recall(matrix)
-    figure = Figure(figsize=(min(24.0, max(6.0, 0.7 * k + 2.0)), 5), layout="constrained")
+    # long names are slanted under the chart: the figure grows by their height, not the chart shrinking
+    longest = max(len(n) for n in names)
+    height = 5.0 + (min(4.0, 0.055 * (longest - 12)) if longest > 12 and k <= MANY_CLASSES else 0.0)
+    figure = Figure(figsize=(min(24.0, max(6.0, 0.7 * k + 2.0)), height), layout="constrained")
     axis = figure.add_subplot()
     x = np.arange(k)
     width = 0.4
     bars = [axis.bar(x - width / 2, precision, width, label="precision", color="tab:blue"),
             axis.bar(x + width / 2, recall, width, label="recall", color="tab:orange")]
+    upright = k > 6  # side by side, two values a class overlapped ("0.000.00") in narrow columns
     if k <= 12:
         for group in bars:
-            axis.bar_label(group, fmt="%.2f", fontsize=8, padding=2)
+            axis.bar_label(group, fmt="%.2f", fontsize=8, padding=2, rotation=90 if upright else 0)
     _class_ticks(axis, names, "x")
-    axis.set_ylim(0, 1.12)  # room above 1.0 for the values
+    axis.set_ylim(0, 1.22 if upright else 1.12)  # room above 1.0 for the values
     axis.set_yticks(np.linspace(0.0, 1.0, 6))
     axis.set_xlabel("class")
     axis.set_ylabel("precision / recall")

@@ -226,6 +226,7 @@ def test_evaluate_cli_on_another_dataset(trained, tmp_path, capsys):
     assert cli.main(["evaluate", str(run.root), "--data", str(data), "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["count"] == 12 and report["accuracy"] >= 0.9
+    assert report["accuracy_margin"] == pytest.approx(100 * 1.96 * (0.25 / 12) ** 0.5)  # the text's 95% interval
     assert set(report["per_class"]) == {"c0", "c1", "c2"} and len(report["confusion_matrix"]) == 3
 
 

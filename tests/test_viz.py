@@ -592,6 +592,7 @@ def test_precision_recall():
 
 
 @pytest.mark.parametrize("names", [["covid_negative", "covid_positive"], [f"class_name{i:02d}" for i in range(10)],
+                                   [f"a class named {i} with a fairly long name, fifty characters" for i in range(10)],
                                    ["covid_negative_from_hospital_A_ward_3", "covid_positive_from_hospital_A_ward_3",
                                     "pneumonia", "normal"], ["ankle_boot", "sneaker"]])
 def test_report_confusion_figure_keeps_every_label_inside(names, tmp_path):
@@ -620,6 +621,10 @@ def test_report_confusion_figure_keeps_every_label_inside(names, tmp_path):
         for other in figure.axes[1:]:  # the colour bar: its tick labels stay clear of the title
             for tick in other.get_yticklabels():
                 assert not title.overlaps(tick.get_window_extent(renderer)), tick.get_text()
+        # the bars' values stay apart (two side by side read "0.000.00" in narrow columns)
+        values = [t.get_window_extent(renderer) for t in axis.texts if t.get_text().replace(".", "").isdigit()]
+        assert not any(a.overlaps(b) for i, a in enumerate(values) for b in values[i + 1:]), names
+        assert axis.get_window_extent(renderer).height > 0.4 * height  # the chart is not a thin strip
 
 
 def test_read_curves_names_a_damaged_results_file(tmp_path):
