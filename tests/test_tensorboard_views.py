@@ -392,3 +392,18 @@ def test_pr_curve_counts_match_one_class_at_a_time():
         np.testing.assert_array_equal(data[c, 1], fp)
         np.testing.assert_array_equal(data[c, 2] + data[c, 1], (labels != c).sum())
         np.testing.assert_array_equal(data[c, 3] + data[c, 0], (labels == c).sum())
+
+
+def test_tensorboard_on_a_busy_port_is_bad_input_and_a_folder_without_events_is_named(tmp_path, capsys):
+    """A busy --port exited 1 (cluster-local's exits 2), and an empty folder started TensorBoard
+    without a word: it showed nothing."""
+    empty = tmp_path / "no_runs_yet"
+    empty.mkdir()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert launcher.run_tensorboard(empty, port) == 2
+    err = capsys.readouterr().err
+    assert f"graphcnn: no TensorBoard event files under {empty}" in err
+    assert f"graphcnn: error: port {port} is in use" in err

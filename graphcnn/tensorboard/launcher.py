@@ -300,15 +300,20 @@ def run_tensorboard(logdir: str | Path, port: int = 6006, host: str = "127.0.0.1
                     out: IO[str] | None = None) -> int:
     """``graphcnn tensorboard``: start TensorBoard on ``logdir``, print its address once it is
     warm, and run until it exits or a stop signal arrives (then stop it and its children).
-    Returns TensorBoard's exit code, 0 after Ctrl-C, 128 + the signal after SIGTERM/SIGHUP."""
+    Returns TensorBoard's exit code, 0 after Ctrl-C, 128 + the signal after SIGTERM/SIGHUP, 2
+    when ``port`` is in use. A folder without event files is warned about (TensorBoard still starts:
+    a run may be about to write them)."""
     out = out or sys.stdout
     started = time.monotonic()
     logdir = Path(logdir)
     if not logdir.exists():
         raise FileNotFoundError(2, "No such file or directory", str(logdir))
-    if port_in_use(host, port):
+    if logdir.is_file() or not any(logdir.rglob("events.out.tfevents.*")):
+        print(f"graphcnn: no TensorBoard event files under {logdir} (a run folder, or a folder of runs, has them "
+              "in train/ and validation/): TensorBoard shows nothing until a run writes some", file=sys.stderr)
+    if port_in_use(host, port):  # bad input, as cluster-local's busy --port
         print(f"graphcnn: error: port {port} is in use (another TensorBoard?); choose one with --port", file=sys.stderr)
-        return 1
+        return 2
     named = f"[{host}]" if ":" in host else host  # an IPv6 address goes in brackets in a URL
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else named}:{port}"
     process = spawn(tensorboard_command(logdir, port, host, extra), stdout=subprocess.PIPE)
