@@ -624,6 +624,50 @@ def test_sweep_exit_codes_and_a_failed_sweep_leaves_nothing(cli_setup, tmp_path,
     assert not (logs / "same").exists()
 
 
+def test_an_interrupted_sweep_goes_on_with_the_same_command(cli_setup, capsys, monkeypatch):
+    """A sweep stopped by Ctrl-C in its second run could not be finished: the same command said
+    the folder exists, --resume said it is no run. Now the same command keeps the finished
+    run, resumes the interrupted one and starts the rest; another grid under the name is refused."""
+    from graphcnn.train import trainer
+
+    args, logs = cli_setup
+    sweep = ["--name", "grid", "--sweep", "train.learning_rate=0.01,0.02,0.03", "--set", "train.max_steps=4"]
+    real = trainer.train
+    calls = []
+
+    class CtrlCAfterTheFirstStep(tf.compat.v1.train.SessionRunHook):
+        sent = False
+
+        def after_run(self, run_context, run_values):
+            if not self.sent:  # once: the trainer's handler finishes the step, saves and stops
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGINT)
+
+    def stopped_in_the_second(config, run, **kwargs):
+        calls.append((run.root.name, kwargs.get("resume", False)))
+        return real(config, run, **kwargs, **({"hooks": [CtrlCAfterTheFirstStep()]} if len(calls) == 2 else {}))
+
+    monkeypatch.setattr(trainer, "train", stopped_in_the_second)
+    assert cli.main(["train", *args, *sweep]) == 130
+    assert "the same command goes on with the rest" in capsys.readouterr().out
+    assert sorted(p.name for p in (logs / "grid").iterdir()) == ["learning_rate=0.01", "learning_rate=0.02",
+                                                                "sweep.json"]
+    calls.clear()
+    monkeypatch.setattr(trainer, "train", lambda config, run, **kw: calls.append((run.root.name, kw.get("resume",
+                                                                                  False))) or real(config, run, **kw))
+    assert cli.main(["train", *args, *sweep]) == 0
+    out = capsys.readouterr().out
+    assert "learning_rate=0.01: finished before, kept" in out
+    assert calls == [("learning_rate=0.02", True), ("learning_rate=0.03", False)]
+    summary = json.loads((logs / "grid" / "sweep.json").read_text())
+    assert [s["run"] for s in summary] == ["learning_rate=0.01", "learning_rate=0.02", "learning_rate=0.03"]
+    assert all(s["global_step"] == 4 for s in summary)
+    # another grid under the same name: refused, nothing trained
+    assert cli.main(["train", *args, "--name", "grid", "--sweep", "train.learning_rate=0.5,0.6",
+                     "--set", "train.max_steps=4"]) == 2
+    assert "holds a sweep with runs not in this grid" in _error_lines(capsys.readouterr().err)[0]
+
+
 @pytest.mark.parametrize("data", ["missing", "/dev/null", "X.pickle"])
 def test_exit_2_bad_data_leaves_no_run_directory(cli_setup, tmp_path, capsys, data):
     args, logs = cli_setup
