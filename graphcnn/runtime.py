@@ -247,6 +247,7 @@ def interrupts() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        _interrupted = False  # the command is over: a library call after it (a test, a script) starts clean
 
 
 def interrupted() -> bool:

@@ -880,8 +880,10 @@ def test_a_ctrl_c_that_tensorflow_turned_into_another_error_is_reported_as_an_in
     assert cli.main(["train", *args, "--name", "mangled"]) == 130
     assert _error_lines(capsys.readouterr().err) == ["graphcnn: error: interrupted"]
     assert not (logs / "mangled").exists()
-    # the next command starts afresh: its own errors are its own
-    assert cli.main(["train", *args, "--set", "train.nonsense=1"]) == 2
+    from graphcnn import runtime
+
+    assert not runtime.interrupted()  # the command is over: a library call after it (train()) starts clean
+    assert cli.main(["train", *args, "--set", "train.nonsense=1"]) == 2  # the next command's errors are its own
 
 
 def test_a_ctrl_c_during_the_final_test_says_how_to_go_on_and_resuming_completes_the_results(
