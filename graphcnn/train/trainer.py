@@ -534,7 +534,8 @@ def finish(config: Config, run: RunDir, data: Prepared, b: Built, hooks: LoopHoo
             sess.run(b.g.swap_averages)  # best/ holds the averages as the weights; checkpoints/ holds both
         test = evaluate_split(sess, b.g, b.pipeline, data.dataset.test, flip=config.model.test_time_flip)
     last_val = hooks.validation.last
-    logged = [r for r in run.read_metrics() if r.get("split") == "validation" and r.get("step", 0) <= final_step]
+    logged = [] if last_val else [r for r in run.read_metrics()
+                                  if r.get("split") == "validation" and r.get("step", 0) <= final_step]
     record: dict[str, Any] = {
         "global_step": final_step, "evaluated_step": evaluated if use_best else final_step,
         "steps_per_epoch": data.steps_per_epoch,  # what puts a run without validation on an epoch axis (report)
@@ -601,7 +602,8 @@ def train(config: Config, run: RunDir | None, *, resume: bool = False, progress:
     ``cluster``: this process is a worker of that cluster (:mod:`graphcnn.cluster`; a ps task
     runs :func:`graphcnn.cluster.session.serve` instead). The chief (worker 0) trains in
     ``run`` as a single process would; the other workers get ``run`` None and write nothing,
-    and ``schedule_start`` (the chief's :func:`stage_schedule_start`; a run's own is used).
+    and ``schedule_start``: the step the chief's learning-rate schedule counts from
+    (:func:`stage_schedule_start`; with ``run``, the run's own is used).
 
     Writes TensorBoard events, checkpoints, metrics.jsonl and results.json under ``run``.
     ``dataset`` may be given to skip loading (tests, benchmarks); ``hooks`` (any
@@ -629,12 +631,12 @@ def train(config: Config, run: RunDir | None, *, resume: bool = False, progress:
     b = build(config, run, data, resume, new_stage, schedule_start or 0)
     if new_stage:
         _check_stage_trains(run, data.total_steps)
+    raise_if_interrupted()  # a Ctrl-C that TensorFlow swallowed while the run was prepared: stop, the run as it was
     if run is not None:  # once the graph is built: a stage that cannot start leaves the run as it was
         write_run_files(config, run, data, resume)
     if new_stage:
         log.info("stage %d of this run begins", run.start_stage(config, schedule_start))
     target = server.target if server is not None else ""
-    raise_if_interrupted()  # a Ctrl-C that TensorFlow swallowed while the run was prepared: stop before step 1
     try:
         with StopSignals() as signals, logging_redirect_tqdm([logging.getLogger("graphcnn")]):
             loop = loop_hooks(config, run, data, b, signals, progress, hooks, new_stage)
