@@ -304,3 +304,24 @@ def test_a_ps_task_stops_on_ctrl_c_or_sigterm(tmp_path, stop):
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+def test_a_ps_task_notices_a_signal_its_sleep_did_not_see():
+    """A SIGTERM that arrived before the ps's sleep began, or that the kernel gave another thread,
+    left the main thread in time.sleep(3600): the ps ignored it for an hour (seen under load, one
+    start in 25). Here the signal goes to a helper thread, whose arrival never wakes the sleep."""
+    script = """
+import signal, threading, time
+from graphcnn import runtime
+from graphcnn.cluster import spec
+from graphcnn.cluster.session import serve
+task = spec.ClusterTask({"ps": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"]}, "ps", 0)
+threading.Thread(target=lambda: (time.sleep(1), signal.pthread_kill(threading.get_ident(), signal.SIGTERM))).start()
+with runtime.interrupts():
+    try:
+        serve(task, None)
+    except KeyboardInterrupt:
+        print("stopped")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip() == "stopped", proc.stderr

@@ -5,12 +5,14 @@ is exactly the TensorBoard runs train/ and validation/), run metadata, `graphcnn
 TensorBoard serves: test_tensorboard_server.py."""
 
 import dataclasses
+import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -323,6 +325,22 @@ def test_stop_ends_the_whole_process_group():
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         process.stdout.close()
+
+
+def test_the_launcher_notices_a_signal_its_wait_did_not_see(tmp_path, monkeypatch):
+    """A SIGTERM that arrived just before the launcher's blocking waitpid, or that the kernel gave
+    the relay thread, did not interrupt it: the launcher waited for TensorBoard to exit by itself.
+    Here the signal goes to a helper thread; the stand-in for TensorBoard would run 20 s."""
+    stand_in = [sys.executable, "-c", "import time; time.sleep(20)"]
+    monkeypatch.setattr(launcher, "tensorboard_command", lambda *a: stand_in)
+    monkeypatch.setattr(launcher, "warm_tensorboard", lambda *a: None)
+    monkeypatch.setattr(launcher, "port_in_use", lambda *a: False)
+    killer = threading.Timer(0.5, lambda: signal.pthread_kill(threading.get_ident(), signal.SIGTERM))
+    killer.start()
+    started = time.monotonic()
+    assert launcher.run_tensorboard(tmp_path, port=1, out=io.StringIO()) == 128 + signal.SIGTERM
+    assert time.monotonic() - started < 10
+    killer.join()
 
 
 def test_sweep_grid_and_cli(tmp_path, monkeypatch, capsys):

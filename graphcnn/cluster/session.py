@@ -32,6 +32,8 @@ log = logging.getLogger("graphcnn.cluster")
 
 # how often a waiting worker polls for the chief's variables (TensorFlow's default is 30 s)
 POLL_SECONDS = 0.5
+# how soon a ps task's main thread notices Ctrl-C or SIGTERM (serve)
+SIGNAL_POLL_SECONDS = 0.2
 # after the chief stops, how long it waits for a worker that neither stops nor steps
 STRAGGLER_SECONDS = 10.0
 
@@ -68,10 +70,15 @@ def serve(task: ClusterTask, server: tf.distribute.Server) -> None:
 
     The server's threads serve; this one waits in Python, where Ctrl-C and SIGTERM reach it (as
     ``KeyboardInterrupt``; the command ends there, exit 0): ``server.join()`` waits in native
-    code, which no signal handler interrupts, so only SIGKILL stopped a ps."""
+    code, which no signal handler interrupts, so only SIGKILL stopped a ps.
+
+    Short sleeps, not one long one: Python runs a signal's handler between bytecodes, and a
+    signal that arrives after the log line but before the sleep has begun (or one the kernel
+    hands to a gRPC thread) does not cut the main thread's sleep short, so ``sleep(3600)``
+    missed it for an hour (a loaded machine's SIGTERM, one start in 25)."""
     log.info("%s serving at %s; stop it with Ctrl-C when training is done", task.describe(), task.address)
     while True:
-        time.sleep(3600)
+        time.sleep(SIGNAL_POLL_SECONDS)
 
 
 def lost_task(err: tf.errors.OpError) -> str:

@@ -342,9 +342,13 @@ def run_tensorboard(logdir: str | Path, port: int = 6006, host: str = "127.0.0.1
         where = f"{url}/" if host not in ("0.0.0.0", "") else f"{url}/ (all interfaces)"
         print(f"TensorBoard at {where} for {logdir} (ready in {time.monotonic() - started:.1f} s; Ctrl-C to stop)",
               file=out, flush=True)
-        code = process.wait()
+        # polled, not one blocking wait: a signal that arrives just before a blocking waitpid
+        # (or that the kernel hands to the relay thread) does not interrupt it, and the handler
+        # would wait for TensorBoard to exit on its own
+        while process.poll() is None:
+            time.sleep(0.2)
         relay.join(timeout=2)
-        return code
+        return process.returncode
     except _Stop as stop_signal:
         return 0 if stop_signal.signum == signal.SIGINT else 128 + stop_signal.signum
     finally:
