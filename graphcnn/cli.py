@@ -389,7 +389,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.peak_memory_mb:
         print(f"peak memory: {result.peak_memory_mb / 1024:.2f} GiB (resident, the whole process)")
     if result.interrupted:
-        print(f"interrupted at step {result.global_step}; continue with: graphcnn train --resume {run.root}")
+        print(f"interrupted at step {result.global_step} (not tested); continue with: graphcnn train --resume "
+              f"{run.root}, or test it as it is: graphcnn evaluate {run.root}")
     if result.best_step is not None:
         print(f"best checkpoint: {run.best} (step {result.best_step}); latest: {run.checkpoints}")
     else:  # stopped before its first validation

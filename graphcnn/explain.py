@@ -44,7 +44,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
-from graphcnn.data.scan import clean_message
+from graphcnn.data import formats, scan
 from graphcnn.predict import Predictor
 from graphcnn.viz import images as viz_images
 
@@ -414,23 +414,33 @@ class Explainer(Predictor):
         Each PNG is the map (:attr:`method`) over the image as the network sees it (its input size,
         upscaled to >= 224 px), captioned ``<predicted class> <probability>`` (and, with
         ``class_name`` other than the prediction, ``<method> for <class_name> <its probability>``).
-        ``<class>`` and ``<probability>`` in the name are the explained class's. Returns the
-        files written (in order) and (file, error) for each image that could not be read.
+        ``<class>`` and ``<probability>`` in the name are the explained class's; a name taken (by
+        another file of this call, or a file already in ``out_dir``) gets ``_2``, ``_3``: nothing
+        is overwritten. The conversions ``graphcnn predict`` warns about (alpha dropped, a frame of
+        an animation, ...) are logged as warnings. Returns the files written (in order) and (file,
+        error) for each image that could not be read.
         """
         target = None if class_name is None else self.class_index(class_name)
         out = Path(out_dir)  # made with the first map: no images read, no folder
         written: list[Path] = []
         errors: list[tuple[str, str]] = []
         used: set[str] = set()
+        infos: dict[str, scan.ImageInfo] = {}
         names = [str(f) for f in files]
         for start in range(0, len(names), batch_size):
             good, fitted = [], []
             for f in names[start:start + batch_size]:
+                if why := formats.file_problem(f):  # never decoded: the decoder crashes on, or misreads, it
+                    errors.append((f, why))
+                    continue
                 try:
-                    fitted.append(self.sess.run(self._single, {self._path: os.fsencode(f)}))
-                    good.append(f)
+                    image, *info = self.sess.run([self._single, *self._single_info], {self._path: os.fsencode(f)})
                 except tf.errors.OpError as err:
-                    errors.append((f, clean_message(err.message)))
+                    errors.append((f, scan.describe_failure(f, err.message)))
+                    continue
+                fitted.append(image)
+                good.append(f)
+                infos[f] = scan.image_info(*info)
             if not good:
                 continue
             batch = np.stack(fitted)
@@ -445,7 +455,8 @@ class Explainer(Predictor):
                                                    min_side=MIN_SIDE)
                 stem = f"{_file_part(Path(f).stem)}_{_file_part(self.class_names[k])}_{p[k]:.3f}"
                 name, n = stem, 1
-                while name in used:  # the same stem twice (files of two folders): keep both
+                # the same stem twice (files of two folders), or a file already there: keep both
+                while name in used or (out / f"{name}.png").exists():
                     n += 1
                     name = f"{stem}_{n}"
                 used.add(name)
@@ -453,6 +464,9 @@ class Explainer(Predictor):
                 out.mkdir(parents=True, exist_ok=True)
                 viz_images.write_png(path, picture)
                 written.append(path)
+        p = self.preprocessing  # the conversions predict warns about, as trained
+        for message in scan.conversion_warnings(infos, p.channels, exif_transpose=p.exif_transpose):
+            log.warning(message)
         return written, errors
 
 

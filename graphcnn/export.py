@@ -13,8 +13,10 @@ graph (TFLite has no kernel for it).
 Two signatures, each doing graphcnn's preprocessing inside (channel conversion, antialiased
 bilinear resize and rounding, / 255, minus the training pixel mean when the run used it):
 
-* ``serving_default``: ``image_bytes`` string [N], encoded JPEG/PNG/BMP/GIF files of any size
-  and channels, decoded as ``graphcnn predict`` decodes files. The name ends in ``_bytes`` so
+* ``serving_default``: ``image_bytes`` string [N], encoded JPEG/PNG/BMP/GIF/WebP files of any
+  size and channels, decoded as ``graphcnn predict`` decodes files (a file predict refuses, an
+  animated WebP or a BMP with a colour table, is an InvalidArgumentError saying why: see
+  :mod:`graphcnn.data.formats`). The name ends in ``_bytes`` so
   that TF Serving's REST API takes ``{"b64": ...}`` values for it.
 * ``serving_uint8``: ``images`` uint8 [N, H, W, C], already of the model's input size and
   channels (no decoding, no resizing: the signature the TFLite file is converted from, since
@@ -47,6 +49,7 @@ from tensorflow.lite.python.convert_phase import ConverterError
 
 from graphcnn.atomic import naming, write_bytes_atomic
 from graphcnn.checkpoints import checkpoint_candidates, load_first, serving_meta_graph
+from graphcnn.data.formats import check_bytes
 from graphcnn.data.pipeline import Preprocessing, decode_image_bytes, fit_images
 
 v1 = tf.compat.v1
@@ -300,8 +303,8 @@ class ServingModule(tf.Module):
     def _serve_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         h, w, c = self._size
 
-        def decode(data):  # pipeline.decode_file without the file read
-            return fit_images(decode_image_bytes(data, c, self._exif_transpose), h, w, c)
+        def decode(data):  # pipeline.decode_file without the file read; what predict refuses, refused
+            return fit_images(decode_image_bytes(check_bytes(data), c, self._exif_transpose), h, w, c)
 
         images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec([h, w, c], tf.uint8))
         return self._outputs(images)

@@ -20,6 +20,7 @@ report (:func:`graphcnn.data.scan.conversion_warnings`, as training reports them
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import time
@@ -31,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from graphcnn.checkpoints import load_first, serving_meta_graph
-from graphcnn.data import scan
+from graphcnn.data import formats, scan
 from graphcnn.data.dataset import DataError
 from graphcnn.data.folders import IMAGE_EXTENSIONS, walk_image_files
 from graphcnn.data.pipeline import Preprocessing, fit_images, no_autotune, preprocess
@@ -73,24 +74,22 @@ class FileResults:
         return [(f, e) for f, _, e in self.rows if e is not None]
 
 
-def _without_wrong_colours(result: FileResults) -> FileResults:
-    """A BMP with a colour table decodes to its palette indices (:func:`scan.bmp_palette_problem`):
-    it gets that error instead of a prediction, as the training scan makes it a bad file."""
-    for k, (f, prediction, _) in enumerate(result.rows):
-        info = result.images.get(f)
-        if prediction is not None and info is not None and info.indexed_bmp and (why := scan.bmp_palette_problem(f)):
-            result.rows[k] = (f, None, why)
-            del result.images[f]
-    return result
-
-
 def collect_image_files(paths: Iterable[str | Path]) -> list[Path]:
     """Image files named directly, or found in the folders named as training finds them
     (recursively, sorted, links followed, hidden entries skipped: macOS's ``._x.jpg`` is no
-    image); a ``DataError`` when there are none (a command's bad input, exit 2)."""
+    image). A path that does not exist is kept (its row names it, as an unreadable file's,
+    and the others are still done), unless none exists (``FileNotFoundError``, exit 2); one
+    with ``*``, ``?`` or ``[`` that does not exist is a pattern (a glob the shell left quoted),
+    read as the files it matches. A ``DataError`` when there are no files (bad input, exit 2)."""
     paths = list(paths)
     files: list[Path] = []
+    missing: list[Path] = []
     for p in map(Path, paths):
+        if not p.exists() and not p.is_symlink() and any(c in str(p) for c in "*?["):
+            matches = sorted(glob.glob(str(p), recursive=True))
+            if matches:
+                files.extend(collect_image_files(matches))
+                continue
         if p.is_dir():
             unreadable: list[OSError] = []
             found, skipped, _again = walk_image_files(p, onerror=unreadable.append)
@@ -102,10 +101,13 @@ def collect_image_files(paths: Iterable[str | Path]) -> list[Path]:
                 log.info("%s: %d entries skipped (not %s files, or hidden)", p, len(skipped),
                          "/".join(IMAGE_EXTENSIONS))
             files.extend(found)  # a broken link among them gets its error row
-        elif p.is_file():
-            files.append(p)
         else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
+            files.append(p)  # a file, a broken link or a name that does not exist: its row says which
+            if not p.is_file():
+                missing.append(p)
+    if missing and len(missing) == len(files):
+        raise FileNotFoundError(f"{missing[0]}: no such file or folder"
+                                + (f" (nor {len(missing) - 1} other path(s) given)" if len(missing) > 1 else ""))
     if not files:
         raise DataError("no image files found in " + ", ".join(map(str, paths)))
     return files
@@ -243,8 +245,19 @@ class Predictor:
     def run_files(self, files: Sequence[str | Path], top_k: int = 3, batch_size: int = 64,
                   split_timing: bool = False) -> FileResults:
         """Predict image files: decoded in parallel and batched (one file: decoded and predicted
-        in one ``Session.run``, unless ``split_timing`` asks for the decode time on its own)."""
+        in one ``Session.run``, unless ``split_timing`` asks for the decode time on its own). A
+        file the decoder would crash on or misread gets its error row, undecoded
+        (:func:`graphcnn.data.formats.refused_files`)."""
         names = [str(f) for f in files]
+        refused = formats.refused_files(names)
+        if not refused:
+            return self._run_files(names, top_k, batch_size, split_timing)
+        result = self._run_files([f for f in names if f not in refused], top_k, batch_size, split_timing)
+        done = {row[0]: row for row in result.rows}
+        result.rows = [done[f] if f in done else (f, None, refused[f]) for f in names]
+        return result
+
+    def _run_files(self, names: list[str], top_k: int, batch_size: int, split_timing: bool) -> FileResults:
         result = FileResults()
         if len(names) == 1 and not split_timing:  # the usual CLI call: one graph pruning, not two
             start = time.perf_counter()
@@ -257,7 +270,7 @@ class Predictor:
                 result.images[names[0]] = scan.image_info(*info)
                 result.rows.append((names[0], self._to_predictions(names, probs, top_k)[0], None))
             result.predict_seconds = time.perf_counter() - start
-            return _without_wrong_colours(result)
+            return result
         found: dict[int, Prediction] = {}
         if names:
             # bytes: the file system's names, UTF-8 or not
@@ -280,7 +293,7 @@ class Predictor:
                 result.images[f] = scan.image_info(*one)
         for i, f in enumerate(names):
             result.rows.append((f, found[i], None) if i in found else (f, None, self._why_unreadable(f)))
-        return _without_wrong_colours(result)
+        return result
 
     def _why_unreadable(self, path: str) -> str:
         """The decoder's own words for a file the pipeline left out (decoded again, alone)."""

@@ -389,7 +389,7 @@ def test_predict_reads_bmps_and_refuses_colour_table_ones(folder_run, tmp_path):
     with Predictor(run) as p:
         for rows in (p.run_files(files, batch_size=2).rows, [p.run_files([f]).rows[0] for f in files]):
             assert [err is None for _, _, err in rows] == [True, True, False]
-            assert rows[2][2].startswith("8-bit BMP with a colour table")
+            assert rows[2][2].startswith("BMP with a colour table")
 
 
 def test_a_damaged_checkpoint_or_preprocessing_file_named_directly_is_one_error_naming_it(folder_run, predict_files,
@@ -411,6 +411,29 @@ def test_a_damaged_checkpoint_or_preprocessing_file_named_directly_is_one_error_
         assert cli.main(["predict", prefix, good]) == 2
         (line,) = error_lines(capsys.readouterr().err)
         assert f"{best / 'preprocessing.json'} is damaged ({reason}" in line
+
+
+def test_predict_a_missing_path_a_quoted_glob_and_a_broken_link(folder_run, tmp_path, capsys):
+    """A path that does not exist among good ones stopped the whole command (exit 2, nothing
+    predicted), where an unreadable file is one row and exit 1; a glob the shell left quoted was
+    such a path; a broken link's error named the path twice ("X: X; No such file or directory")."""
+    run, _ = folder_run
+    good = [write_image(tmp_path / "p" / f"g{i}.png", pattern(i)) for i in range(2)]
+    os.symlink(tmp_path / "gone.png", tmp_path / "p" / "link.png")
+    missing = tmp_path / "missing.png"
+    assert cli.main(["predict", str(run), str(good[0]), str(missing), str(tmp_path / "p" / "link.png"),
+                     "--format", "csv"]) == 1
+    out, err = capsys.readouterr()
+    rows = {r["file"]: r for r in csv.DictReader(io.StringIO(out))}
+    assert rows[str(good[0])]["class"] and rows[str(missing)]["error"] == "no such file or folder"
+    link_error = rows[str(tmp_path / "p" / "link.png")]["error"]
+    assert link_error == f"a symbolic link to {tmp_path / 'gone.png'}, which does not exist"
+    assert f"graphcnn: cannot read {missing}: no such file or folder" in err
+    assert cli.main(["predict", str(run), str(tmp_path / "p" / "g*.png"), "--format", "json"]) == 0
+    assert [r["file"] for r in json.loads(capsys.readouterr().out)] == [str(f) for f in good]
+    assert cli.main(["predict", str(run), str(missing), str(tmp_path / "x*.png")]) == 2  # nothing there: no model load
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line == f"graphcnn: error: {missing}: no such file or folder (nor 1 other path(s) given)"
 
 
 def test_a_folder_that_cannot_be_read_is_named_not_skipped(tmp_path, monkeypatch):

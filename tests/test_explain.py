@@ -170,6 +170,15 @@ def test_explain_files_writes_captioned_pngs_and_names_bad_files(squares_run, tm
         assert np.asarray(Image.open(other[0])).shape[0] > one.shape[0]
     assert explain_files(run.root, [files[1], bad], tmp_path / "fn") == [tmp_path / "fn" / written[1].name]
     assert "broken.png" in caplog.text
+    # a file already there is kept (was overwritten); the conversions predict names are warned about
+    mine = tmp_path / "fn" / written[1].name
+    mine.write_text("my notes")
+    rgba = tmp_path / "in" / "img 1.png"  # the same stem, probability and class as before
+    Image.fromarray(np.dstack([test.images[1], np.full(test.images[1].shape[:2], 9, np.uint8)])).save(rgba)
+    caplog.clear()
+    again = explain_files(run.root, [rgba], tmp_path / "fn")
+    assert mine.read_text() == "my notes" and again == [mine.with_name(mine.stem + "_2.png")]
+    assert "alpha" in caplog.text and "img 1.png" in caplog.text
     with pytest.raises(ValueError, match="no image could be read: .*broken.png"):
         explain_files(run.root, [bad], tmp_path / "none")
 

@@ -188,6 +188,24 @@ def test_export_from_a_checkpoint_without_inference_meta_and_refuses_a_used_fold
 
 
 
+def test_the_bytes_signature_refuses_what_predict_refuses(exported, tmp_path):
+    """A BMP with a colour table came out of ``serving_default`` classified from its palette
+    indices (a red image "blue"), where predict refuses it; and an animated WebP crashed the
+    serving process. Both are an error naming the problem, in the graph."""
+    from graphcnn.data import formats
+
+    _, saved, _, _ = exported
+    serve = tf.saved_model.load(str(saved)).signatures[BYTES_SIGNATURE]
+    rgb = np.zeros((12, 12, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).convert("P").save(tmp_path / "palette.bmp")
+    frames = [Image.fromarray(rgb), Image.fromarray(255 - rgb)]
+    frames[0].save(tmp_path / "animated.webp", save_all=True, append_images=frames[1:], lossless=True)
+    for name, message in (("palette.bmp", formats.COLOUR_TABLE_BMP), ("animated.webp", formats.ANIMATED_WEBP)):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message.split(":")[0])):
+            serve(image_bytes=tf.constant([(tmp_path / name).read_bytes()]))
+
+
 def test_tflite_names_the_ops_it_lacks(exported, tmp_path, monkeypatch):
     """A dropout left in the graph (its random draw has no TFLite builtin): a clear error, no file."""
     run, saved, tflite, files = exported

@@ -152,7 +152,7 @@ def _class_folders(tree: Path, warnings: Findings) -> dict[str, Path]:
     refused: its classes are one level down."""
     folders, skipped, hidden, ours = {}, [], [], []
     for child in sorted(tree.iterdir()):
-        if child.name.startswith("."):
+        if _hidden(child.name):
             hidden.append(child)
         elif child.is_dir():
             if _graphcnn_output(child):
@@ -183,6 +183,22 @@ def _class_folders(tree: Path, warnings: Findings) -> dict[str, Path]:
     return folders
 
 
+def _hidden(name: str) -> bool:
+    """A hidden entry, or the ``__MACOSX`` folder of metadata (``._x.jpg`` files) that unzipping a
+    macOS archive leaves: skipped, not a class."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def _identity(path: Path) -> tuple[int, int] | str:
+    """What makes two names one file: its device and inode (symbolic and hard links alike), or,
+    for a name that cannot be followed (a broken link), the path it resolves to."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return st.st_dev, st.st_ino
+
+
 def _special(path: Path) -> bool:
     """A FIFO, socket or device (reading a FIFO waits forever); a broken link is not special:
     it is read, and named as a bad file."""
@@ -197,14 +213,14 @@ def walk_image_files(folder: Path, onerror: Callable[[OSError], None] | None = N
     """``(images, skipped, again)`` under ``folder``, recursively and sorted, as training reads
     a folder: symbolic links followed (each real folder once), hidden entries and files that
     are not images skipped, a file or folder reached a second time through a link (a link back
-    to a folder above it, say) in ``again``.
+    to a folder above it, or a second hard link of a file) in ``again``; of a file's names, the
+    one that is not a symbolic link is kept.
     ``onerror``: as ``os.walk``'s (a folder that cannot be listed)."""
-    images, skipped, seen, again = [], [], {os.path.realpath(folder)}, []
-    real_files: set[str] = set()
+    candidates, skipped, seen, again = [], [], {os.path.realpath(folder)}, []
     for directory, subdirs, files in os.walk(folder, followlinks=True, onerror=onerror):
-        hidden = sorted(d for d in subdirs if d.startswith("."))
+        hidden = sorted(d for d in subdirs if _hidden(d))
         skipped.extend(Path(directory, d) for d in hidden)
-        visible = [d for d in sorted(subdirs) if not d.startswith(".")]
+        visible = [d for d in sorted(subdirs) if not _hidden(d)]
         looped = [d for d in visible if os.path.realpath(os.path.join(directory, d)) in seen]  # symlink loops
         again.extend(Path(directory, d) for d in looped)
         subdirs[:] = [d for d in visible if d not in looped]
@@ -213,12 +229,14 @@ def walk_image_files(folder: Path, onerror: Callable[[OSError], None] | None = N
             path = Path(directory, name)
             if not name.lower().endswith(IMAGE_EXTENSIONS) or name.startswith(".") or _special(path):
                 skipped.append(path)
-            elif (real := os.path.realpath(path)) in real_files:  # one file under two names: once, or it
-                again.append(path)                                  # could sit in two splits
             else:
-                real_files.add(real)
-                images.append(path)
-    return images, skipped, again
+                candidates.append(path)
+    names: dict[tuple[int, int] | str, list[Path]] = {}
+    for path in candidates:  # one file under two names: read once, or it could sit in two splits
+        names.setdefault(_identity(path), []).append(path)
+    kept = {next((p for p in same if not p.is_symlink()), same[0]) for same in names.values()}
+    again.extend(p for p in candidates if p not in kept)
+    return [p for p in candidates if p in kept], skipped, again
 
 
 def _image_files(folder: Path, warnings: Findings, errors: list[str]) -> list[str]:
@@ -231,7 +249,7 @@ def _image_files(folder: Path, warnings: Findings, errors: list[str]) -> list[st
             f"(not {'/'.join(IMAGE_EXTENSIONS)} files, or hidden):\n" + _listing(skipped)
         )
     if again:
-        warnings.warn(f"{folder}: {len(again)} file(s) or folder(s) reached a second time through symbolic links, "
+        warnings.warn(f"{folder}: {len(again)} file(s) or folder(s) reached a second time through links, "
                       "read once:\n"
                       + _listing(again))
     if not images:
@@ -240,18 +258,18 @@ def _image_files(folder: Path, warnings: Findings, errors: list[str]) -> list[st
 
 
 def _check_disjoint(train: dict[str, list[str]], test: dict[str, list[str]], errors: list[str]) -> None:
-    """Errors for a file (by its real path: symlinks are followed) in both trees, or under two
-    classes of one tree; the walk itself lists a file once per name it is reached by."""
-    by_real: list[dict[str, dict[str, str]]] = []  # per tree: real path -> class -> the first name seen
+    """Errors for a file (by its device and inode: symbolic and hard links) in both trees, or
+    under two classes of one tree; the walk itself lists a file once per name it is reached by."""
+    by_real: list[dict[tuple[int, int] | str, dict[str, str]]] = []  # per tree: file -> class -> first name
     for tree in (train, test):
-        classes: dict[str, dict[str, str]] = {}
+        classes: dict[tuple[int, int] | str, dict[str, str]] = {}
         for name, files in tree.items():
             for p in files:
-                classes.setdefault(os.path.realpath(p), {}).setdefault(name, p)
+                classes.setdefault(_identity(Path(p)), {}).setdefault(name, p)
         by_real.append(classes)
         twice = sorted(" = ".join(sorted(by_class.values())) for by_class in classes.values() if len(by_class) > 1)
         if twice:
-            errors.append(f"{len(twice)} file(s) are in two or more class folders (through symbolic links):\n"
+            errors.append(f"{len(twice)} file(s) are in two or more class folders (through links):\n"
                           + _listing(twice))
     shared = sorted(p for real, by_class in by_real[1].items() if real in by_real[0] for p in by_class.values())
     if shared:

@@ -19,10 +19,10 @@ grayscale) makes the decode fail, so truncated PNG/JPEG files come out as bad fi
 cut off after its first complete frame still decodes, so GIFs without the trailer byte are
 reported separately (:attr:`ImageInfo.gif_truncated`).
 
-Two kinds of files decode without error into other pixels than the file holds, so the scan
-names them: an 8-bit BMP with a colour palette comes out as its palette indices read as gray
-levels (TensorFlow's BMP decoder ignores the colour table; a bad file, with what to do), and a
-CMYK JPEG is converted to RGB by the decoder (a warning, :attr:`ImageInfo.cmyk`). A third is
+Files the decoder would read as other pixels than they hold (a BMP with a colour table), or
+crash on (an animated WebP), fail in every decode with a message saying what to do
+(:mod:`graphcnn.data.formats`), so they come out as bad files. A CMYK JPEG is converted to RGB
+by the decoder (a warning, :attr:`ImageInfo.cmyk`). Another kind is
 read as stored rather than as it is shown: a JPEG whose EXIF orientation says it is rotated or
 mirrored (a photo taken with the camera turned), which TensorFlow's decoder ignores as Keras's
 ``image_dataset_from_directory`` does (a warning naming it, :func:`conversion_warnings`). And a
@@ -57,7 +57,6 @@ class ImageInfo:
     bit_depth: int  # 16 for 16-bit PNGs (read from IHDR), else 8
     gif_truncated: bool = False  # a GIF that does not end with the trailer byte 0x3B
     cmyk: bool = False  # a CMYK JPEG (4 channels in its header), which the decoder converts to RGB
-    indexed_bmp: bool = False  # a BMP of 8 bits or less per pixel: pixel values index a colour table
     exif: bool = False  # a JPEG with an EXIF segment in its first 64 KB (exif.has_exif): it may say a rotation
     grey_end: bool = False  # a JPEG whose last rows are the decoder's grey fill (grey_end): probably cut short
 
@@ -87,13 +86,16 @@ def scan_images(paths: Sequence[str], num_parallel_calls: int = 0,
     paths = list(dict.fromkeys(os.fspath(p) for p in paths))
     if not paths:
         return ScanResult({}, {})
-    decoded, pixels = _decode_all(paths, num_parallel_calls, fit, exif_transpose)
-    wrong = {p: why for p, info in decoded.items() if info.indexed_bmp and (why := bmp_palette_problem(p))}
-    images = {p: decoded[p] for p in paths if p in decoded and p not in wrong}
-    failed = [p for p in paths if p not in decoded]
-    rows = {p: i for i, p in enumerate(paths) if p in images} if pixels is not None else {}
-    bad = _error_texts(failed)
-    bad.update(wrong)
+    from graphcnn.data import formats
+
+    refused = formats.refused_files(paths)  # never decoded: the decoder crashes on, or misreads, them
+    kept = [p for p in paths if p not in refused]
+    decoded, pixels = (_decode_all(kept, num_parallel_calls, fit, exif_transpose) if kept
+                       else ({}, None if fit is None else np.zeros((0, *fit), np.uint8)))
+    images = {p: decoded[p] for p in kept if p in decoded}
+    failed = [p for p in kept if p not in decoded]
+    rows = {p: i for i, p in enumerate(kept) if p in images} if pixels is not None else {}
+    bad = {**_error_texts(failed), **refused}
     return ScanResult(images, {p: bad[p] for p in paths if p in bad}, pixels, rows)
 
 
@@ -144,7 +146,7 @@ def decode_with_info(data, height: int, width: int, channels: int, exif_transpos
     def jpeg():
         head = tf.strings.substr(data, 0, HEADER_BYTES)
         shape4 = tf.concat([[1], tf.io.extract_jpeg_shape(data)], axis=0)
-        image = decode_image_bytes(data, channels)  # a JPEG's gray is its luma: 128 where the fill is
+        image = decode_image_bytes(data, channels, jpeg=True)  # a JPEG's gray is its luma: 128 where the fill is
         tail = tf.strings.substr(data, tf.strings.length(data) - 1, 1)
         return image, shape4, head, tail, grey_end(image), exif.has_exif(data)
 
@@ -218,9 +220,7 @@ def image_info(shape, head: bytes, tail: bytes, grey: bool = False, exif: bool =
     bit_depth = png_bit_depth(head) or 8
     gif_truncated = head.startswith(b"GIF8") and tail != b"\x3b"
     cmyk = head.startswith(b"\xff\xd8") and channels == 4
-    indexed_bmp = head.startswith(b"BM") and len(head) >= 30 and int.from_bytes(head[28:30], "little") <= 8
-    return ImageInfo(height, width, channels, frames, bit_depth, gif_truncated, cmyk, indexed_bmp, bool(exif),
-                     bool(grey))
+    return ImageInfo(height, width, channels, frames, bit_depth, gif_truncated, cmyk, bool(exif), bool(grey))
 
 
 def exif_orientation(path: str) -> int:
@@ -234,29 +234,6 @@ def exif_orientation(path: str) -> int:
     except (OSError, SyntaxError, ValueError, UnidentifiedImageError):
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def bmp_palette_problem(path: str) -> str | None:
-    """Why an indexed BMP at ``path`` would decode to other pixels than it shows, or None.
-
-    TensorFlow's BMP decoder returns an 8-bit BMP's pixel values, the indices into its colour
-    table, as gray levels: right only when entry i of the table is the gray (i, i, i).
-    """
-    try:
-        with open(path, "rb") as f:
-            head = f.read(54)
-            header_size = int.from_bytes(head[14:18], "little")
-            bits = int.from_bytes(head[28:30], "little")
-            used = int.from_bytes(head[46:50], "little") if header_size >= 40 else 0
-            f.seek(14 + header_size)
-            table = f.read(4 * (used or 1 << bits))
-    except OSError as err:
-        return f"cannot read: {err.strerror}"
-    entries = np.frombuffer(table[: len(table) // 4 * 4], np.uint8).reshape(-1, 4)[:, :3]  # B, G, R
-    if header_size >= 40 and np.array_equal(entries, np.repeat(np.arange(len(entries), dtype=np.uint8)[:, None], 3, 1)):
-        return None
-    return (f"{bits}-bit BMP with a colour table: TensorFlow's decoder reads its palette indices as gray "
-            "levels, not its colours; save it as PNG (or 24-bit BMP)")
 
 
 def _error_texts(paths: list[str]) -> dict[str, str]:
@@ -279,7 +256,11 @@ def _error_texts(paths: list[str]) -> dict[str, str]:
 def describe_failure(path: str, decoder_message: str) -> str:
     """Why ``path`` cannot be decoded, from the decoder's error text: an empty file and a
     PNG/JPEG without its end marker are named as such; otherwise the decoder's words."""
-    with contextlib.suppress(OSError):  # the decoder's message says it (e.g. "No such file or directory")
+    if not os.path.exists(path):
+        if os.path.islink(path):
+            return f"a symbolic link to {os.readlink(path)}, which does not exist"
+        return "no such file or folder"
+    with contextlib.suppress(OSError):  # the decoder's message says it (e.g. "Permission denied")
         if os.path.getsize(path) == 0:
             return "empty file (0 bytes)"
     return _truncation_hint(path) + clean_message(decoder_message)

@@ -518,26 +518,17 @@ def finish(config: Config, run: RunDir, data: Prepared, b: Built, hooks: LoopHoo
            session_config: v1.ConfigProto | None, target: str = "") -> TrainResult:
     """Evaluate the test split with the best weights (or the last), write results.json.
     ``target``: a cluster chief's server (the graph's variables live on the cluster; the
-    other workers have stopped)."""
-    tcfg, final_step = config.train, hooks.clock.step
-    use_best = tcfg.early_stopping.restore_best and b.checkpoints.best_step is not None
-    with b.graph.as_default(), v1.Session(target, graph=b.graph, config=session_config) as sess:
-        if use_best:
-            restored = b.checkpoints.restore_best(sess)  # the latest, if best/ is damaged
-            evaluated = step_of(restored)
-            if evaluated != final_step:
-                log.info("restored the best checkpoint (step %d, validation %s %.4f) for the final evaluation",
-                         evaluated, tcfg.early_stopping.monitor, b.checkpoints.best_metric)
-        else:
-            restored = b.checkpoints.restore_latest(sess)
-        if b.g.swap_averages is not None and restored is not None and restored.parent != b.checkpoints.best_dir:
-            sess.run(b.g.swap_averages)  # best/ holds the averages as the weights; checkpoints/ holds both
-        test = evaluate_split(sess, b.g, b.pipeline, data.dataset.test, flip=config.model.test_time_flip)
+    other workers have stopped). An ``interrupted`` run is not tested (a Ctrl-C means stop
+    now, and the run goes on with ``--resume``; ``graphcnn evaluate RUN`` tests it as it is):
+    its results.json has no test accuracy."""
+    final_step = hooks.clock.step
+    test, evaluated = (None, final_step) if interrupted else _final_test(config, data, b, final_step, session_config,
+                                                                           target)
     last_val = hooks.validation.last
     logged = [] if last_val else [r for r in run.read_metrics()
                                   if r.get("split") == "validation" and r.get("step", 0) <= final_step]
     record: dict[str, Any] = {
-        "global_step": final_step, "evaluated_step": evaluated if use_best else final_step,
+        "global_step": final_step, "evaluated_step": evaluated,
         "steps_per_epoch": data.steps_per_epoch,  # what puts a run without validation on an epoch axis (report)
         "interrupted": interrupted, "stopped_early": hooks.early_stopping.stopped,
         # a start that validated nothing (resumed after its last step): the run's last validation
@@ -553,7 +544,8 @@ def finish(config: Config, run: RunDir, data: Prepared, b: Built, hooks: LoopHoo
     # a resumed run that had already ended (its results.json is of this step) trained nothing
     # now: its events at this step are written, and what only training measures is kept
     previous = run.read_results() if hooks.clock.steps_run == 0 else None
-    ended_before = previous is not None and previous.get("global_step") == final_step
+    ended_before = (previous is not None and previous.get("global_step") == final_step
+                    and not previous.get("interrupted"))  # an interrupted end was not tested
     if ended_before:
         record.update({key: previous.get(key) for key in ("validation_accuracy", "images_per_second")})
     if config.log.hparams and not ended_before:
@@ -568,6 +560,26 @@ def finish(config: Config, run: RunDir, data: Prepared, b: Built, hooks: LoopHoo
     write_examples(run.examples, dataset.test if len(dataset.test) else dataset.validation, dataset.class_names)
     return TrainResult(run, final_step, hooks.early_stopping.stopped, interrupted, last_val, test,
                        b.checkpoints.best_step, hooks.scalars.images_per_second, record["peak_memory_mb"])
+
+
+def _final_test(config: Config, data: Prepared, b: Built, final_step: int, session_config: v1.ConfigProto | None,
+                target: str) -> tuple[EvalResult | None, int]:
+    """The test split's evaluation with the best weights (or the last), and the step of those weights."""
+    tcfg = config.train
+    use_best = tcfg.early_stopping.restore_best and b.checkpoints.best_step is not None
+    evaluated = final_step
+    with b.graph.as_default(), v1.Session(target, graph=b.graph, config=session_config) as sess:
+        if use_best:
+            restored = b.checkpoints.restore_best(sess)  # the latest, if best/ is damaged
+            evaluated = step_of(restored)
+            if evaluated != final_step:
+                log.info("restored the best checkpoint (step %d, validation %s %.4f) for the final evaluation",
+                         evaluated, tcfg.early_stopping.monitor, b.checkpoints.best_metric)
+        else:
+            restored = b.checkpoints.restore_latest(sess)
+        if b.g.swap_averages is not None and restored is not None and restored.parent != b.checkpoints.best_dir:
+            sess.run(b.g.swap_averages)  # best/ holds the averages as the weights; checkpoints/ holds both
+        return evaluate_split(sess, b.g, b.pipeline, data.dataset.test, flip=config.model.test_time_flip), evaluated
 
 
 def write_examples(directory: Path, split: Split, class_names: tuple[str, ...], per_class: int = 1,
