@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which images: default test, or all with --data (see below)")
     e.add_argument("--format", choices=("text", "json", "csv"), default="text")
     e.add_argument("--latest", action="store_true", help="use the latest checkpoint instead of the best")
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="data.KEY=VALUE",
+                   help="with --data: how to read it, as train takes it (data.source=pickle "
+                        "data.trust_pickle=true, a source auto does not detect, ...); repeatable")
 
     pr = sub.add_parser("presets", help="list the named architectures")
     pr.add_argument("--show", metavar="NAME", help="print one preset's full config as JSON")
@@ -538,7 +541,7 @@ def _unreadable_files_end(n_bad: int, n: int, done: str) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from graphcnn.evaluate import evaluate_run
 
-    metrics = evaluate_run(args.run, args.data, args.split, prefer_best=not args.latest)
+    metrics = evaluate_run(args.run, args.data, args.split, prefer_best=not args.latest, data_overrides=args.overrides)
     if args.format == "json":
         print(json.dumps(metrics.to_dict(), indent=2))
     elif args.format == "csv":

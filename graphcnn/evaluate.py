@@ -13,12 +13,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from graphcnn.config import DataConfig, from_json_file
+from graphcnn.config import Config, ConfigError, DataConfig, apply_overrides, from_json_file
 from graphcnn.data.dataset import DataError, Dataset, Split, accuracy_margin, split_changes
 from graphcnn.data.sources import load_dataset
 from graphcnn.predict import Predictor
@@ -125,21 +126,31 @@ def predict_split(predictor: Predictor, split: Split) -> np.ndarray:
 
 
 def evaluate_run(run_or_checkpoint: str | Path, data_path: str = "", split: str | None = None,
-                 prefer_best: bool = True) -> Metrics:
+                 prefer_best: bool = True, data_overrides: Sequence[str] = ()) -> Metrics:
     """Evaluate a run's checkpoint on its own data's ``split`` (default ``test``), or on
     another dataset (``data_path``, any source graphcnn reads; default split ``all``).
+    ``data_overrides``: ``data.*`` overrides (``--set``) of how ``data_path`` is read, as
+    training takes them: ``data.source`` (``auto`` detects only the built-in sources; a pickle
+    also needs ``data.trust_pickle=true``), the fractions of a ``split`` other than ``all``, ...
 
     A damaged best checkpoint falls back to the run's latest ones, with a warning naming it
     (:class:`~graphcnn.predict.Predictor`). :attr:`Metrics.images` says which images were used.
     """
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if data_overrides and not data_path:
+        raise ConfigError("--set goes with --data (how that data is read); the run's own data is read as it trained")
+    for text in data_overrides:
+        key = text.split("=", 1)[0].strip()
+        if not key.startswith("data.") or key in ("data.path", "data.test_path"):
+            raise ConfigError(f"{key}: evaluate takes data.* keys (how --data is read), and the data as --data")
     with Predictor(run_or_checkpoint, prefer_best) as predictor:
         run_data = _run_data_config(Path(run_or_checkpoint))
         if data_path:
             split = split or "all"
             data_cfg = replace(run_data or DataConfig(), source="auto", path=data_path, test_path="",
                                trust_pickle=False)
+            data_cfg = apply_overrides(replace(Config(), data=data_cfg), list(data_overrides)).data
             if split == "all":  # nothing is split off: even a handful of images can be evaluated
                 data_cfg = replace(data_cfg, validation_fraction=0.0, test_fraction=0.0)
         elif run_data is None:

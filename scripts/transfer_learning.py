@@ -62,6 +62,11 @@ def make_weights(preset: str, path: Path, seed: int = 0) -> None:
     print(f"wrote {path}: {backbone.keras_application}, seed {seed}, untrained (not ImageNet weights)")
 
 
+# the train keys each stage sets itself, and where the recipe says them
+STAGE_KEYS = {"train.epochs": "stage1.epochs, stage2.epochs", "train.learning_rate":
+              "stage1.learning_rate, stage2.learning_rate_factor", "train.max_steps": "stage1.epochs, stage2.epochs"}
+
+
 def config_sets(recipe: dict, extra: list[str]) -> list[str]:
     """The recipe's [config] table and the --set values, as --set arguments."""
     sets = []
@@ -100,7 +105,17 @@ def main() -> int:
     parser.add_argument("--make-weights", metavar="FILE", help="write seeded Keras weights for --preset, then stop")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
+    staged = sorted({s.split("=", 1)[0].strip() for s in args.set} & set(STAGE_KEYS))
+    if staged:  # the recipe sets them per stage, after --set: a --set of them would be overridden without a word
+        recipe_keys = ", ".join(dict.fromkeys(k for key in staged for k in STAGE_KEYS[key].split(", ")))
+        parser.error(f"{', '.join(staged)}: each stage's is the recipe's ({recipe_keys}); "
+                     f"change them in a copy of {RECIPE.name} given with --recipe")
     runtime.configure()  # TensorFlow's environment, before it is imported (not for --help)
+    with runtime.native_stderr_filter():  # TensorFlow's banner and C++ log lines, as the graphcnn command drops them
+        return _transfer(parser, args)
+
+
+def _transfer(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from graphcnn.model.backbones import get_backbone
 
     if args.make_weights:

@@ -856,3 +856,28 @@ def test_unknown_source_is_a_data_error_listing_the_registered_ones():
     with pytest.raises(DataError, match=r"^data.source: unknown source 'hdf5'; choices: auto, digits, folder, idx, "
                                         r"npz, pickle$"):
         load_dataset(DataConfig(source="hdf5", path="/nowhere"), channels=1)
+
+
+def test_a_new_source_of_file_paths_gets_the_scan(tmp_path, monkeypatch):
+    """A source added to SOURCES that returned paths skipped the scan: a bad file passed `graphcnn
+    data` and failed training mid-run in the input pipeline (exit 1, no file named)."""
+    from graphcnn.data import sources
+
+    files = make_tree(tmp_path, {"a": 4, "b": 4})
+    bad = tmp_path / "a" / "broken.png"
+    bad.write_bytes(b"not a png")
+    listed = [*files["a"], bad, *files["b"]]
+
+    def listing(config, channels, warnings):  # a source that lists files (a CSV, say): every 3rd is validation
+        labels = np.array([0] * 5 + [1] * 4, np.int64)
+        train, validation = ([i for i in range(9) if (i % 3 == 1) == want] for want in (False, True))
+        return Dataset("listing", ("a", "b"), *(Split(labels[ix], paths=[str(listed[i]) for i in ix])
+                                                for ix in (train, validation)), Split(np.zeros(0, np.int64), paths=()))
+
+    monkeypatch.setitem(sources.SOURCES, "listing", listing)
+    ds = load_dataset(cfg(tmp_path, source="listing"), channels=1)
+    assert str(bad) not in all_paths(ds) and len(all_paths(ds)) == 8
+    assert any(str(bad) in w and "cannot be decoded" in w for w in ds.warnings)
+    assert list(ds.train.labels) == [0 if "/a/" in p else 1 for p in ds.train.paths]
+    with pytest.raises(DataError, match="cannot be decoded"):
+        load_dataset(cfg(tmp_path, source="listing", strict=True), channels=1)

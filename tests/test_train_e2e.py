@@ -228,6 +228,23 @@ def test_evaluate_cli_on_another_dataset(trained, tmp_path, capsys):
     assert report["count"] == 12 and report["accuracy"] >= 0.9
     assert report["accuracy_margin"] == pytest.approx(100 * 1.96 * (0.25 / 12) ** 0.5)  # the text's 95% interval
     assert set(report["per_class"]) == {"c0", "c1", "c2"} and len(report["confusion_matrix"]) == 3
+    # a pickle pair: auto never unpickles, and the error's --set (which evaluate lacked) now works
+    import pickle
+
+    pickles = tmp_path / "pickles"
+    pickles.mkdir()
+    (pickles / "X.pickle").write_bytes(pickle.dumps(test.images))
+    (pickles / "y.pickle").write_bytes(pickle.dumps(test.labels))
+    assert cli.main(["evaluate", str(run.root), "--data", str(pickles)]) == 2
+    assert "--set data.source=pickle --set data.trust_pickle=true" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(run.root), "--data", str(pickles), "--set", "data.source=pickle",
+                     "--set", "data.trust_pickle=true"]) == 2  # read: a pickle's classes are numbers, not c0...
+    assert "pickles: classes 0, 1, 2 are not among the model's classes (c0, c1, c2)" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(run.root), "--set", "train.epochs=3"]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("graphcnn: error:")]
+    assert line.endswith("--set goes with --data (how that data is read); the run's own data is read as it trained")
+    assert cli.main(["evaluate", str(run.root), "--data", str(data), "--set", "train.epochs=3"]) == 2
+    assert "train.epochs: evaluate takes data.* keys" in capsys.readouterr().err
 
 
 def test_sigterm_stops_after_the_step_and_saves(tmp_path):

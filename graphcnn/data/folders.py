@@ -66,7 +66,7 @@ def load_folder(cfg: DataConfig, channels: int, warnings: Findings, size: tuple[
     result = scan.scan_images(all_files, cfg.num_parallel_calls, fit, cfg.exif_transpose)
     pixels, rows = result.pixels, result.rows
     result = dataclasses.replace(result, pixels=None, rows={})  # the Dataset keeps the splits' copies only
-    _report_bad_files(result.bad, cfg.strict, warnings, errors)
+    report_bad_files(result.bad, cfg.strict, warnings, errors)
     for message in scan.conversion_warnings(result.images, channels, exif_transpose=cfg.exif_transpose):
         warnings.warn(message)
     train_files = _drop_bad(train_files, train_classes, result.bad, errors)
@@ -276,7 +276,8 @@ def _check_disjoint(train: dict[str, list[str]], test: dict[str, list[str]], err
         errors.append(f"{len(shared)} file(s) are in both the training and the test tree:\n" + _listing(shared))
 
 
-def _report_bad_files(bad: dict[str, str], strict: bool, warnings: Findings, errors: list[str]) -> None:
+def report_bad_files(bad: dict[str, str], strict: bool, warnings: Findings, errors: list[str]) -> None:
+    """The files the scan could not use: a warning (they are left out), or with ``strict`` an error."""
     if not bad:
         return
     report = scan.bad_files_report(bad)

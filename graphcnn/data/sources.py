@@ -25,7 +25,9 @@ Nothing is dropped silently: bad input is a :class:`DataError`, or (bad image fi
 ``graphcnn.data`` logger (once the load has finished) and kept in :attr:`Dataset.warnings`.
 The folder source finds every problem in one pass: the folder walk and the scan of every
 file run to the end, and one :class:`DataError` lists all the problems that stop training
-together with the warnings (:attr:`DataError.errors`, :attr:`DataError.warnings`).
+together with the warnings (:attr:`DataError.errors`, :attr:`DataError.warnings`). The
+image files of any other source's splits (one added to :data:`SOURCES` that returns paths) are
+scanned the same way after it returns (:func:`_scanned`).
 
 Validation and test splits too small to measure accuracy to within +-5 points are warned
 about (:data:`MIN_EVALUATION_IMAGES`), and so is a validation or test split without any image
@@ -43,7 +45,8 @@ import numpy as np
 
 from graphcnn.config import DataConfig
 from graphcnn.data import arrays, folders
-from graphcnn.data.dataset import MIN_EVALUATION_IMAGES, DataError, Dataset, Findings, accuracy_margin, collected
+from graphcnn.data.dataset import (MIN_EVALUATION_IMAGES, DataError, Dataset, Findings, Split, accuracy_margin,
+                                   collected)
 from graphcnn.registry import UnknownChoiceError, lookup
 
 log = logging.getLogger("graphcnn.data")
@@ -83,6 +86,8 @@ def load_dataset(cfg: DataConfig, channels: int, *, model_classes: Sequence[str]
         if warnings and not err.warnings:  # what was found before the error belongs to the report
             raise collected(cfg.path, list(err.errors), list(warnings), warnings.purpose) from None
         raise
+    if source != "folder":  # the folder source scans its files itself (and keeps them decoded)
+        dataset = _scanned(dataset, cfg, channels, warnings)
     if model_classes is None:
         _warn_small_splits(dataset, cfg, warnings)
         _warn_unevaluated_classes(dataset, warnings)
@@ -90,6 +95,30 @@ def load_dataset(cfg: DataConfig, channels: int, *, model_classes: Sequence[str]
         for message in warnings:
             log.warning(message)
     return dataclasses.replace(dataset, warnings=tuple(warnings), source=source, own_test_split=warnings.own_test_split)
+
+
+def _scanned(ds: Dataset, cfg: DataConfig, channels: int, warnings: Findings) -> Dataset:
+    """A source's splits of image files (a source added to :data:`SOURCES` may return paths)
+    checked as the folder source checks its files: each decoded once by the scan, the bad ones
+    named and left out (an error with ``data.strict``), the conversions reported."""
+    from graphcnn.data import scan
+
+    splits = {name: getattr(ds, name) for name in ("train", "validation", "test")}
+    paths = [p for split in splits.values() if split.images is None and split.paths for p in split.paths]
+    if not paths:
+        return ds
+    result = scan.scan_images(paths)
+    errors: list[str] = []
+    folders.report_bad_files(result.bad, cfg.strict, warnings, errors)
+    for message in scan.conversion_warnings(result.images, channels, exif_transpose=cfg.exif_transpose):
+        warnings.warn(message)
+    if errors:
+        raise collected(cfg.path, errors, list(warnings), warnings.purpose)
+    for name, split in splits.items():
+        if result.bad and split.images is None and split.paths:
+            keep = [i for i, p in enumerate(split.paths) if p not in result.bad]
+            splits[name] = Split(split.labels[keep], paths=[split.paths[i] for i in keep])
+    return dataclasses.replace(ds, scan=ds.scan or result, **splits)  # the data report's sizes and modes
 
 
 def _warn_small_splits(ds: Dataset, cfg: DataConfig, warnings: Findings) -> None:
