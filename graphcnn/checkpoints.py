@@ -266,6 +266,10 @@ def load_first(path: str | Path, load: Callable[[Path], object], prefer_best: bo
     if prefer_best and (run / "checkpoints").is_dir() and not any(c.parent == run / "best" for c in candidates):
         # a run stopped before its first validation: say so rather than pass the latest off as best
         log.warning("%s has no best checkpoint yet (no validation ran): using its latest, %s", run, candidates[0])
+    if not prefer_best and (run / "best").is_dir() and not any(c.parent == run / "checkpoints" for c in candidates):
+        # its checkpoints/ removed or emptied: the latest asked for is not there
+        log.warning("%s has no latest checkpoint (checkpoints/ is missing or empty): using its best, %s", run,
+                    candidates[0])
     errors = (*RESTORE_ERRORS, OSError, DecodeError)
     if len(candidates) == 1:  # its own error is the clearest, with the checkpoint named
         try:

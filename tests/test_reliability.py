@@ -460,6 +460,20 @@ def test_a_run_without_a_best_checkpoint_says_predict_uses_its_latest(trained, t
     assert "no best checkpoint" not in caplog.text
 
 
+def test_latest_asked_of_a_run_without_checkpoints_says_it_uses_best(trained, tmp_path, caplog):
+    """--latest on a run whose checkpoints/ was removed used best/ without a word."""
+    import shutil
+
+    cfg, run, result = trained
+    run = _copy_run(run, tmp_path / "copy")
+    shutil.rmtree(run.checkpoints)
+    with caplog.at_level(logging.WARNING, logger="graphcnn"), Predictor(run.root, prefer_best=False) as p:
+        best = p.checkpoint
+    assert best.parent == run.best
+    said = f"{run.root} has no latest checkpoint (checkpoints/ is missing or empty): using its best, {best}"
+    assert said in caplog.text
+
+
 def test_resume_falls_back_from_a_truncated_latest_checkpoint(trained, tmp_path, caplog):
     cfg, run, result = trained
     run = _copy_run(run, tmp_path / "copy")
