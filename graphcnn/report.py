@@ -100,20 +100,42 @@ def precision_recall(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- figures
 
 
+LABEL_LINE = 20  # a class name longer than this is wrapped at its _, - or spaces (_class_ticks)
+
+
+def wrap_name(name: str, width: int = LABEL_LINE) -> str:
+    """``name`` in lines of at most ``width`` characters where it has places to break (after
+    ``_``, ``-`` or a space; a part longer than ``width`` stays whole): the whole name, shown
+    in less width than one line of it (``golden_retriever_from_`` / ``the_imagenet_list``)."""
+    if len(name) <= width:
+        return name
+    lines = [""]
+    for part in re.findall(r"[^_\-\s]*[_\-\s]*", name):
+        if lines[-1] and len(lines[-1]) + len(part.rstrip()) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(line.rstrip() for line in lines if line)
+
+
 def _class_ticks(axis, names: Sequence[str], which: str) -> None:
-    """Full class names as tick labels; long column names slanted so they never overlap, and
-    many classes (dog breeds: 120) in small upright columns: a figure at its size cap gives
-    each about 16 px, room for 6 pt text turned 90 degrees, not for a 45-degree slant."""
+    """Full class names as tick labels: a long one wrapped (:func:`wrap_name`) where it stays
+    level (rows; columns whose wrapped names fit side by side), long column names otherwise
+    slanted, on one line, so they never overlap (wrapped lines slanted run into the next), and
+    many classes (dog breeds: 120) in small upright columns: a figure at its size cap gives each
+    about 16 px, room for 6 pt text turned 90 degrees, not for a 45-degree slant."""
     ticks = range(len(names))
     many = len(names) > MANY_CLASSES
+    wrapped = names if many else [wrap_name(n) for n in names]
     if which == "y":
-        axis.set_yticks(ticks, names, fontsize=6 if many else None)
+        rows = 2 if len(names) > 6 else 4  # the lines a row has room for (confusion_figure's row height)
+        wrapped = names if many else [wrap_name(n, max(LABEL_LINE, -(-len(n) // rows) + 4)) for n in names]
+        axis.set_yticks(ticks, wrapped, fontsize=6 if many else None)
     elif many:
         axis.set_xticks(ticks, names, rotation=90, fontsize=6)
-    elif max(len(n) for n in names) * len(names) > 60:  # slanted
+    elif max(len(line) for n in wrapped for line in n.splitlines()) * len(names) > 60:  # slanted
         axis.set_xticks(ticks, names, rotation=45, ha="right", rotation_mode="anchor")
     else:
-        axis.set_xticks(ticks, names)
+        axis.set_xticks(ticks, wrapped)
 
 
 def line_figure(series: Sequence[Series], title: str, ylabel: str) -> Figure:
@@ -172,7 +194,10 @@ def per_class_figure(matrix: np.ndarray, names: Sequence[str], step: int) -> Fig
     k = len(names)
     precision, recall = precision_recall(matrix)
     # long names are slanted under the chart: the figure grows by their height, not the chart shrinking
-    longest = max(len(n) for n in names)
+    # the names' extent below the chart: a slanted one's length, or a wrapped one's lines
+    wrapped = [wrap_name(n) for n in names]
+    level = k <= MANY_CLASSES and max(len(line) for w in wrapped for line in w.splitlines()) * k <= 60
+    longest = max(4 * w.count("\n") for w in wrapped) + LABEL_LINE if level else max(len(n) for n in names)
     height = 5.0 + (min(4.0, 0.055 * (longest - 12)) if longest > 12 and k <= MANY_CLASSES else 0.0)
     figure = Figure(figsize=(min(24.0, max(6.0, 0.7 * k + 2.0)), height), layout="constrained")
     axis = figure.add_subplot()

@@ -594,7 +594,8 @@ def test_precision_recall():
 @pytest.mark.parametrize("names", [["covid_negative", "covid_positive"], [f"class_name{i:02d}" for i in range(10)],
                                    [f"a class named {i} with a fairly long name, fifty characters" for i in range(10)],
                                    ["covid_negative_from_hospital_A_ward_3", "covid_positive_from_hospital_A_ward_3",
-                                    "pneumonia", "normal"], ["ankle_boot", "sneaker"]])
+                                    "pneumonia", "normal"], ["ankle_boot", "sneaker"],
+                                   ["golden_retriever_from_the_long_imagenet_class_list_x", "cat", "dog_breed_short"]])
 def test_report_confusion_figure_keeps_every_label_inside(names, tmp_path):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -613,7 +614,13 @@ def test_report_confusion_figure_keeps_every_label_inside(names, tmp_path):
         width, height = canvas.get_width_height()
         axis = figure.axes[0]
         labels = axis.get_xticklabels() + axis.get_yticklabels() + [axis.xaxis.label, axis.yaxis.label, axis.title]
-        assert [t.get_text() for t in axis.get_xticklabels()] == names  # full names, never shortened
+        shown = [t.get_text() for t in axis.get_xticklabels()]  # full names, never shortened; a long one wrapped
+        assert ["".join(t.split()) for t in shown] == ["".join(n.split()) for n in names]
+        assert all(len(line) <= 21 for t in shown for line in t.splitlines()) or all("\n" not in t for t in shown)
+        # level (wrapped) labels side by side, never over each other (a slanted one's box is not its ink)
+        for ticks in (axis.get_xticklabels(), axis.get_yticklabels()):
+            boxes = [t.get_window_extent(renderer) for t in ticks if t.get_rotation() == 0]
+            assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]), shown
         for text in labels:
             box = text.get_window_extent(renderer)
             assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, text.get_text()
