@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from typing import NoReturn
 
 from graphcnn import runtime
+from graphcnn.terminal import printable
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NAN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -508,10 +509,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for f, pr, err in result.rows:
             if pr is not None:
                 top = ", ".join(f"{c} {q:.3f}" for c, q in pr.top_k)
-                print(f"{f}: {pr.class_name} ({pr.probability:.3f})   top-{len(pr.top_k)}: {top}")
+                print(f"{printable(f)}: {pr.class_name} ({pr.probability:.3f})   top-{len(pr.top_k)}: {top}")
     sys.stdout.flush()
     for f, e in result.errors:
-        print(f"graphcnn: cannot read {f}: {e}", file=sys.stderr)
+        print(f"graphcnn: cannot read {printable(f)}: {e}", file=sys.stderr)
     if args.stats:
         n, work = len(result.predictions), done - restored
         other = max(0.0, work - result.decode_seconds - result.predict_seconds)
@@ -678,9 +679,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         written, errors = explainer.explain_files(files, args.out, args.class_name)
         print(f"{METHOD_LABELS[explainer.method]} at {explainer.layer} of {explainer.checkpoint}", file=sys.stderr)
     for path in written:
-        print(path)
+        print(printable(path))
     for f, e in errors:
-        print(f"graphcnn: cannot read {f}: {e}", file=sys.stderr)
+        print(f"graphcnn: cannot read {printable(f)}: {e}", file=sys.stderr)
     return _unreadable_files_end(len(errors), len(files), "explained")
 
 

@@ -436,6 +436,22 @@ def test_predict_a_missing_path_a_quoted_glob_and_a_broken_link(folder_run, tmp_
     assert line == f"graphcnn: error: {missing}: no such file or folder (nor 1 other path(s) given)"
 
 
+def test_a_file_name_with_a_newline_is_one_line_of_predict_text(folder_run, tmp_path, capsys):
+    """Text output is one line per file: a newline in a name split its line in two."""
+    from graphcnn.terminal import printable
+
+    run, _ = folder_run
+    odd = write_image(tmp_path / "two\nlines.png", pattern(0))
+    broken = tmp_path / "bad\x1b[31m.png"
+    broken.write_bytes(b"not a png")
+    assert cli.main(["predict", str(run), str(odd), str(broken)]) == 1
+    out, err = capsys.readouterr()
+    (line,) = out.splitlines()
+    assert line.startswith(f"{tmp_path}/two\\nlines.png: ")
+    assert f"graphcnn: cannot read {tmp_path}/bad\\x1b[31m.png: " in err and "\x1b" not in err
+    assert printable("a\tb\r\x7f") == "a\\tb\\r\\x7f"
+
+
 def test_a_folder_that_cannot_be_read_is_named_not_skipped(tmp_path, monkeypatch):
     """Path.rglob skipped a folder it could not list without a word (root reads every folder,
     so the refusal is the operating system's answer, made here)."""

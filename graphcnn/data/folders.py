@@ -20,6 +20,7 @@ import numpy as np
 
 from graphcnn.config import DataConfig
 from graphcnn.data import scan
+from graphcnn.terminal import printable
 from graphcnn.data.dataset import DataError, Dataset, Findings, Split, check_model_classes, collected, stratified_split
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -306,4 +307,4 @@ def _flatten(files: dict[str, list[str]], class_names: Sequence[str]) -> tuple[l
 
 
 def _listing(paths: Sequence) -> str:
-    return "\n".join(f"  {p}" for p in paths)
+    return "\n".join(f"  {printable(p)}" for p in paths)  # a newline in a name would read as two files

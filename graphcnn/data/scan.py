@@ -314,8 +314,10 @@ def clean_message(message: str) -> str:
 
 
 def bad_files_report(bad: dict[str, str]) -> str:
-    """One line per bad file: ``path: why``."""
-    return "\n".join(f"  {path}: {why}" for path, why in sorted(bad.items()))
+    """One line per bad file: ``path: why`` (control characters in a name escaped)."""
+    from graphcnn.terminal import printable
+
+    return "\n".join(f"  {printable(path)}: {why}" for path, why in sorted(bad.items()))
 
 
 def conversion_warnings(images: dict[str, ImageInfo], channels: int, examples: int = 5,
