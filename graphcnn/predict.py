@@ -101,6 +101,8 @@ def collect_image_files(paths: Iterable[str | Path]) -> list[Path]:
                 log.info("%s: %d entries skipped (not %s files, or hidden)", p, len(skipped),
                          "/".join(IMAGE_EXTENSIONS))
             files.extend(found)  # a broken link among them gets its error row
+        elif p.exists() and not p.is_file():  # reading a FIFO would wait forever
+            raise DataError(f"{p}: not a file or folder (a FIFO, socket or device)")
         else:
             files.append(p)  # a file, a broken link or a name that does not exist: its row says which
             if not p.is_file():

@@ -434,6 +434,10 @@ def test_predict_a_missing_path_a_quoted_glob_and_a_broken_link(folder_run, tmp_
     assert cli.main(["predict", str(run), str(missing), str(tmp_path / "x*.png")]) == 2  # nothing there: no model load
     (line,) = error_lines(capsys.readouterr().err)
     assert line == f"graphcnn: error: {missing}: no such file or folder (nor 1 other path(s) given)"
+    os.mkfifo(tmp_path / "pipe.png")  # named directly: refused, never read (a FIFO's read waits forever)
+    assert cli.main(["predict", str(run), str(good[0]), str(tmp_path / "pipe.png")]) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"graphcnn: error: {tmp_path / 'pipe.png'}: not a file or folder (a FIFO, socket or device)"]
 
 
 def test_a_file_name_with_a_newline_is_one_line_of_predict_text(folder_run, tmp_path, capsys):

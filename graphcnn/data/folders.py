@@ -20,8 +20,8 @@ import numpy as np
 
 from graphcnn.config import DataConfig
 from graphcnn.data import scan
-from graphcnn.terminal import printable
 from graphcnn.data.dataset import DataError, Dataset, Findings, Split, check_model_classes, collected, stratified_split
+from graphcnn.terminal import printable
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 # data.cache = auto keeps a folder's decoded images (uint8, the model's size, every split) when
@@ -190,23 +190,18 @@ def _hidden(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
-def _identity(path: Path) -> tuple[int, int] | str:
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:  # a broken link: it is read, and named as a bad file
+        return None
+
+
+def _identity(path: Path, st: os.stat_result | None = None) -> tuple[int, int] | str:
     """What makes two names one file: its device and inode (symbolic and hard links alike), or,
     for a name that cannot be followed (a broken link), the path it resolves to."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return os.path.realpath(path)
-    return st.st_dev, st.st_ino
-
-
-def _special(path: Path) -> bool:
-    """A FIFO, socket or device (reading a FIFO waits forever); a broken link is not special:
-    it is read, and named as a bad file."""
-    try:
-        return not stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
+    st = st or _stat(path)
+    return (st.st_dev, st.st_ino) if st is not None else os.path.realpath(path)
 
 
 def walk_image_files(folder: Path, onerror: Callable[[OSError], None] | None = None
@@ -218,6 +213,7 @@ def walk_image_files(folder: Path, onerror: Callable[[OSError], None] | None = N
     one that is not a symbolic link is kept.
     ``onerror``: as ``os.walk``'s (a folder that cannot be listed)."""
     candidates, skipped, seen, again = [], [], {os.path.realpath(folder)}, []
+    names: dict[tuple[int, int] | str, list[Path]] = {}
     for directory, subdirs, files in os.walk(folder, followlinks=True, onerror=onerror):
         hidden = sorted(d for d in subdirs if _hidden(d))
         skipped.extend(Path(directory, d) for d in hidden)
@@ -228,14 +224,18 @@ def walk_image_files(folder: Path, onerror: Callable[[OSError], None] | None = N
         seen.update(os.path.realpath(os.path.join(directory, d)) for d in subdirs)
         for name in sorted(files):  # hidden files too: macOS's ._x.jpg beside x.jpg is not an image
             path = Path(directory, name)
-            if not name.lower().endswith(IMAGE_EXTENSIONS) or name.startswith(".") or _special(path):
+            if not name.lower().endswith(IMAGE_EXTENSIONS) or name.startswith("."):
+                skipped.append(path)
+                continue
+            st = _stat(path)
+            if st is not None and not stat.S_ISREG(st.st_mode):  # a FIFO, socket or device: a FIFO's read waits forever
                 skipped.append(path)
             else:
                 candidates.append(path)
-    names: dict[tuple[int, int] | str, list[Path]] = {}
-    for path in candidates:  # one file under two names: read once, or it could sit in two splits
-        names.setdefault(_identity(path), []).append(path)
-    kept = {next((p for p in same if not p.is_symlink()), same[0]) for same in names.values()}
+                names.setdefault(_identity(path, st), []).append(path)
+    # one file under two names: read once (or it could sit in two splits), by a name that is no link
+    kept = {same[0] if len(same) == 1 else next((p for p in same if not p.is_symlink()), same[0])
+            for same in names.values()}
     again.extend(p for p in candidates if p not in kept)
     return [p for p in candidates if p in kept], skipped, again
 

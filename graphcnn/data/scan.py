@@ -20,8 +20,8 @@ cut off after its first complete frame still decodes, so GIFs without the traile
 reported separately (:attr:`ImageInfo.gif_truncated`).
 
 Files the decoder would read as other pixels than they hold (a BMP with a colour table), or
-crash on (an animated WebP), fail in every decode with a message saying what to do
-(:mod:`graphcnn.data.formats`), so they come out as bad files. A CMYK JPEG is converted to RGB
+crash on (an animated WebP), are never given to it: :mod:`graphcnn.data.formats` reads their
+first bytes, and they come out as bad files saying what to do. A CMYK JPEG is converted to RGB
 by the decoder (a warning, :attr:`ImageInfo.cmyk`). Another kind is
 read as stored rather than as it is shown: a JPEG whose EXIF orientation says it is rotated or
 mirrored (a photo taken with the camera turned), which TensorFlow's decoder ignores as Keras's
