@@ -247,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which images: default test, or all with --data (see below)")
     e.add_argument("--format", choices=("text", "json", "csv"), default="text")
     e.add_argument("--latest", action="store_true", help="use the latest checkpoint instead of the best")
+    e.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default="auto",
+                   help="the forward pass's compute precision, as predict's; auto: bfloat16 where training's "
+                        "auto computes in it (the run's own test accuracy then), else float32 (default: auto)")
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="data.KEY=VALUE",
                    help="with --data: how to read it, as train takes it (data.source=pickle "
                         "data.trust_pickle=true, a source auto does not detect, ...); repeatable")
@@ -542,7 +545,8 @@ def _unreadable_files_end(n_bad: int, n: int, done: str) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from graphcnn.evaluate import evaluate_run
 
-    metrics = evaluate_run(args.run, args.data, args.split, prefer_best=not args.latest, data_overrides=args.overrides)
+    metrics = evaluate_run(args.run, args.data, args.split, prefer_best=not args.latest, data_overrides=args.overrides,
+                           precision=args.precision)
     if args.format == "json":
         print(json.dumps(metrics.to_dict(), indent=2))
     elif args.format == "csv":

@@ -126,12 +126,14 @@ def predict_split(predictor: Predictor, split: Split) -> np.ndarray:
 
 
 def evaluate_run(run_or_checkpoint: str | Path, data_path: str = "", split: str | None = None,
-                 prefer_best: bool = True, data_overrides: Sequence[str] = ()) -> Metrics:
+                 prefer_best: bool = True, data_overrides: Sequence[str] = (), precision: str = "float32") -> Metrics:
     """Evaluate a run's checkpoint on its own data's ``split`` (default ``test``), or on
     another dataset (``data_path``, any source graphcnn reads; default split ``all``).
     ``data_overrides``: ``data.*`` overrides (``--set``) of how ``data_path`` is read, as
     training takes them: ``data.source`` (``auto`` detects only the built-in sources; a pickle
     also needs ``data.trust_pickle=true``), the fractions of a ``split`` other than ``all``, ...
+    ``precision``: the forward pass's (:class:`~graphcnn.predict.Predictor`); ``auto`` computes
+    as the run's own final test did where that was bfloat16 (``graphcnn evaluate``'s default).
 
     A damaged best checkpoint falls back to the run's latest ones, with a warning naming it
     (:class:`~graphcnn.predict.Predictor`). :attr:`Metrics.images` says which images were used.
@@ -144,7 +146,7 @@ def evaluate_run(run_or_checkpoint: str | Path, data_path: str = "", split: str 
         key = text.split("=", 1)[0].strip()
         if not key.startswith("data.") or key in ("data.path", "data.test_path"):
             raise ConfigError(f"{key}: evaluate takes data.* keys (how --data is read), and the data as --data")
-    with Predictor(run_or_checkpoint, prefer_best) as predictor:
+    with Predictor(run_or_checkpoint, prefer_best, precision=precision) as predictor:
         run_data = _run_data_config(Path(run_or_checkpoint))
         if data_path:
             split = split or "all"
@@ -178,6 +180,7 @@ def evaluate_run(run_or_checkpoint: str | Path, data_path: str = "", split: str 
         images = _which_images(dataset, data_cfg, split, sum(len(p) for p in parts))
         if predictor.test_time_flip:
             images += "; each image's probabilities averaged with its mirror image's (model.test_time_flip)"
+        images += f"; forward pass in {predictor.precision}"
         return Metrics.from_predictions(np.concatenate(labels), np.concatenate(preds), predictor.class_names,
                                         images=images)
 

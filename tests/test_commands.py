@@ -167,9 +167,9 @@ def test_evaluate_another_dataset_honours_split_and_says_which_images(folder_run
     assert report["images"].startswith(f"the test split of folder {other}: 6 of 60 images (split as training")
     assert cli.main(["evaluate", str(run), "--data", str(other), "--split", "all", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == 60
-    assert cli.main(["evaluate", str(run), "--data", str(other)]) == 0  # default with --data: all of it
+    assert cli.main(["evaluate", str(run), "--data", str(other), "--precision", "float32"]) == 0  # all of it
     text = capsys.readouterr().out
-    assert text.startswith(f"images: all 60 images of folder {other}\naccuracy ")
+    assert text.startswith(f"images: all 60 images of folder {other}; forward pass in float32\naccuracy ")
     assert "on 60 images (95% interval: up to +/-12.7 points)" in text
 
 
