@@ -9,8 +9,10 @@ Writes into ``<run>/report/``:
   evaluation interval (so both lines are per-evaluation figures; ``raw=True`` plots every
   logged training value instead);
 * ``learning_rate.png`` when the run logged it;
+* ``loss.png`` and ``accuracy.png`` also mark the final test's figure (results.json) at the step
+  of the weights it measured (``evaluated_step``: best/'s);
 * ``confusion_matrix.png`` and ``per_class.png`` (precision and recall of every class) from the
-  ``confusion`` counts of the last validation record of ``metrics.jsonl`` with one, class
+  ``confusion`` counts of the validation record at that step (else the last one with them), class
   names from ``checkpoints/preprocessing.json``. Runs whose records have no ``confusion``: the
   last ``confusion_matrix`` image of the ``validation/`` events, as logged, and no per-class chart.
 
@@ -66,12 +68,12 @@ def _interval_means(points: list[tuple[int, float]], edges: list[int]) -> tuple[
     return np.array(xs), np.array(ys)
 
 
-def _last_confusion(records: list[dict[str, Any]]) -> tuple[int, np.ndarray] | None:
-    """(step, int [K, K] counts, rows true) of the last validation record carrying ``confusion``."""
-    for record in reversed(records):
-        if record.get("confusion"):
-            return int(record.get("step", 0)), np.asarray(record["confusion"], np.int64)
-    return None
+def _confusion(records: list[dict[str, Any]], step: Any = None) -> tuple[int, np.ndarray] | None:
+    """(step, int [K, K] counts, rows true) of the validation record at ``step`` (the checkpoint
+    the run tested and ships) carrying ``confusion``, else of the last record carrying one."""
+    found = [r for r in records if r.get("confusion")]
+    chosen = next((r for r in found if r.get("step") == step), found[-1] if found else None)
+    return None if chosen is None else (int(chosen.get("step", 0)), np.asarray(chosen["confusion"], np.int64))
 
 
 def _class_names(run: RunDir, k: int) -> list[str]:
@@ -138,8 +140,9 @@ def _class_ticks(axis, names: Sequence[str], which: str) -> None:
         axis.set_xticks(ticks, wrapped)
 
 
-def line_figure(series: Sequence[Series], title: str, ylabel: str) -> Figure:
-    """Curves over steps in one chart: the x axis ``step`` from 0, a legend, a grid."""
+def line_figure(series: Sequence[Series], title: str, ylabel: str, test: tuple[int, float] | None = None) -> Figure:
+    """Curves over steps in one chart: the x axis ``step`` from 0, a legend, a grid; ``test``
+    (step, value): the test split's figure as a marker at the step of the weights it measured."""
     figure = Figure(figsize=(8, 5), layout="constrained")
     axis = figure.add_subplot()
     colors = [TRAIN_COLOR, VALIDATION_COLOR]
@@ -150,6 +153,9 @@ def line_figure(series: Sequence[Series], title: str, ylabel: str) -> Figure:
         axis.plot(steps, values, label=label, color=named.get(label, colors[i % 2]), marker="o" if sparse else None,
                   markersize=4, linewidth=1.8)
         last = max(last, int(np.max(steps)) if len(steps) else 0)
+    if test is not None:
+        axis.plot([test[0]], [test[1]], linestyle="none", marker="*", markersize=13, color="black",
+                  label=f"test {test[1]:.4f} (the weights of step {test[0]})")
     axis.set_xlim(0, max(last, 1) * 1.02)
     axis.set_xlabel("step")
     axis.set_ylabel(ylabel)
@@ -159,7 +165,7 @@ def line_figure(series: Sequence[Series], title: str, ylabel: str) -> Figure:
     return figure
 
 
-def confusion_figure(matrix: np.ndarray, names: Sequence[str], step: int) -> Figure:
+def confusion_figure(matrix: np.ndarray, names: Sequence[str], step: int, note: str = "") -> Figure:
     """int [K, K] counts (rows true) as an image: Blues by the fraction of the true class, every
     count written in its cell (white on dark cells) when K <= 40, full class names on both axes."""
     k = len(names)
@@ -185,11 +191,11 @@ def confusion_figure(matrix: np.ndarray, names: Sequence[str], step: int) -> Fig
     axis.set_ylabel("true")
     # the figure's title, not the axis's: long class names leave a narrow matrix that a title
     # centred over it would overrun
-    figure.suptitle(f"confusion matrix (validation, step {step})")
+    figure.suptitle(f"confusion matrix (validation, step {step}{note})")
     return figure
 
 
-def per_class_figure(matrix: np.ndarray, names: Sequence[str], step: int) -> Figure:
+def per_class_figure(matrix: np.ndarray, names: Sequence[str], step: int, note: str = "") -> Figure:
     """Precision and recall of every class as grouped bars (values written when K <= 12)."""
     k = len(names)
     precision, recall = precision_recall(matrix)
@@ -215,7 +221,7 @@ def per_class_figure(matrix: np.ndarray, names: Sequence[str], step: int) -> Fig
     axis.set_xlabel("class")
     axis.set_ylabel("precision / recall")
     axis.grid(True, axis="y", alpha=0.3)
-    figure.suptitle(f"per-class precision and recall (validation, step {step})")
+    figure.suptitle(f"per-class precision and recall (validation, step {step}{note})")
     figure.legend(loc="outside right center")  # beside the chart: never over a bar, its value or the title
     return figure
 
@@ -252,6 +258,8 @@ def write_report(run_path: str | Path, raw: bool = False) -> list[Path]:
         _save(figure, out / name)
         written.append(out / name)
 
+    results = _read_results(run.results)
+    evaluated = results.get("evaluated_step")
     for metric in ("loss", "accuracy"):
         series: list[Series] = []
         points = train.get(metric, [])
@@ -263,17 +271,23 @@ def write_report(run_path: str | Path, raw: bool = False) -> list[Path]:
         steps = [s for s in val_steps if metric in by_step[s]]
         if steps:
             series.append(("validation", np.array(steps), np.array([by_step[s][metric] for s in steps], np.float64)))
+        test = None  # the final test's figure, at the step of the weights it tested (best/)
+        value = results.get(f"test_{metric}")
+        if isinstance(evaluated, int) and isinstance(value, (int, float)):
+            test = (evaluated, float(value))
         if series:
-            save(line_figure(series, f"{metric}: train and validation", metric), f"{metric}.png")
+            save(line_figure(series, f"{metric}: train and validation", metric, test), f"{metric}.png")
     if train.get("learning_rate"):
         save(line_figure([("train", *_points(train["learning_rate"]))], "learning rate", "learning rate"),
              "learning_rate.png")
-    confusion = _last_confusion(records)
+    confusion = _confusion(records, evaluated)
     if confusion is not None:
         step, matrix = confusion
         names = _class_names(run, len(matrix))
-        save(confusion_figure(matrix, names, step), "confusion_matrix.png")
-        save(per_class_figure(matrix, names, step), "per_class.png")
+        # the weights the run tested and ships (best/), not its last step's, when they differ
+        note = ", the tested checkpoint" if step == evaluated and val_steps and step != val_steps[-1] else ""
+        save(confusion_figure(matrix, names, step, note), "confusion_matrix.png")
+        save(per_class_figure(matrix, names, step, note), "per_class.png")
     else:
         logged = read_images(run.validation_logs, "confusion_matrix").get("confusion_matrix")
         if logged:

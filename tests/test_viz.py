@@ -492,6 +492,26 @@ def test_write_report_draws_every_figure(tmp_path):
     assert write_report(run, raw=True)[0] == report / "loss.png"
 
 
+def test_write_report_shows_the_tested_checkpoint_and_the_test_figure(tmp_path, monkeypatch):
+    """The confusion matrix and per-class chart were the last validation's, a model the run
+    neither tested nor ships when best/ is an earlier step; no figure showed the test accuracy."""
+    from graphcnn import report
+
+    run = _report_run(tmp_path / "run")
+    (run / "results.json").write_text(json.dumps({"evaluated_step": 20, "test_accuracy": 0.65, "test_loss": 0.4}))
+    drawn = {}
+    for name in ("confusion_figure", "per_class_figure", "line_figure"):
+        real = getattr(report, name)
+        monkeypatch.setattr(report, name, lambda *a, _real=real, _name=name: drawn.setdefault(_name, []).append(a)
+                            or _real(*a))
+    write_report(run)
+    (matrix, _, step, note), = drawn["confusion_figure"]
+    assert step == 20 and note == ", the tested checkpoint" and matrix[0].tolist() == [9, 1, 0]
+    assert drawn["per_class_figure"][0][2:] == (20, ", the tested checkpoint")
+    tests = {args[1]: args[3] for args in drawn["line_figure"] if len(args) > 3}
+    assert tests == {"loss: train and validation": (20, 0.4), "accuracy: train and validation": (20, 0.65)}
+
+
 def test_write_report_falls_back_to_the_logged_confusion_image(tmp_path):
     run = _report_run(tmp_path / "run", with_confusion=False)
     logged = viz_images.confusion_image(np.eye(3, dtype=int), ["a", "b", "c"])
