@@ -284,11 +284,13 @@ def overlay(image: np.ndarray, cam: np.ndarray, min_side: int = MIN_SIDE, alpha:
     return np.round((1 - alpha) * rgb + alpha * heat).astype(np.uint8)
 
 
-def gradcam_grid(images: np.ndarray, cams: np.ndarray, captions: Sequence[str], min_side: int = 96) -> np.ndarray:
+def gradcam_grid(images: np.ndarray, cams: np.ndarray, captions: Sequence[str], min_side: int = 96,
+                 correct: Sequence[bool] | None = None) -> np.ndarray:
     """Maps over their images in a captioned grid (:func:`~graphcnn.viz.images.labelled_grid`): uint8 [H, W, 3].
 
     ``images`` uint8 [N, h, w, C] (C 1 or 3; e.g. a split's images as loaded), ``cams`` float
-    [N, H, W] (any H, W: resized to each tile), ``captions`` N strings.
+    [N, H, W] (any H, W: resized to each tile), ``captions`` N strings; ``correct``: N flags,
+    the caption of a right prediction in green, of a mistake in red (default: all red).
     """
     images = np.asarray(images)
     if len(images) != len(cams):
@@ -296,7 +298,8 @@ def gradcam_grid(images: np.ndarray, cams: np.ndarray, captions: Sequence[str], 
     if len(images) == 0:
         return viz_images.labelled_grid(np.zeros((0, 1, 1, 3), np.uint8), [], min_side=min_side)
     tiles = np.stack([overlay(img, cam, min_side=min_side) for img, cam in zip(images, cams)])
-    return viz_images.labelled_grid(tiles, captions, min_side=min_side)
+    colours = None if correct is None else [viz_images.RIGHT if ok else viz_images.CAPTION for ok in correct]
+    return viz_images.labelled_grid(tiles, captions, min_side=min_side, colours=colours)
 
 
 def gradcam_view(session, ops: GradCamOps, images_tensor: tf.Tensor, preprocessed: np.ndarray,
@@ -308,7 +311,8 @@ def gradcam_view(session, ops: GradCamOps, images_tensor: tf.Tensor, preprocesse
     float32 [N, H, W, C] fed to ``images_tensor`` (inference mode: the other inputs keep their
     defaults), and draws the maps of the predicted classes over ``display`` uint8 [N, h, w, C]
     captioned ``true>predicted`` (with the predicted probability when ``probabilities``, the
-    graph's softmax, is given). ``labels`` int [N] are the true classes.
+    graph's softmax, is given), green when right and red when wrong. ``labels`` int [N] are the
+    true classes.
     """
     fetches = [ops.cam, ops.class_index] + ([probabilities] if probabilities is not None else [])
     batches = [session.run(fetches, {images_tensor: preprocessed[i:i + batch_size]})
@@ -320,7 +324,7 @@ def gradcam_view(session, ops: GradCamOps, images_tensor: tf.Tensor, preprocesse
     captions = [f"{names[t]}>{names[c]}" for t, c in zip(labels, classes)]
     if probs:  # each image's probability of the class predicted
         captions = [f"{c} {p:.2f}" for c, p in zip(captions, probs[0][np.arange(len(classes)), classes])]
-    return gradcam_grid(display, cams, captions)
+    return gradcam_grid(display, cams, captions, correct=[t == c for t, c in zip(labels, classes)])
 
 
 def _file_part(text: str) -> str:

@@ -666,7 +666,7 @@ def test_small_splits_are_warned_about_once_with_how_to_change_them(tmp_path, ca
     small = [r.getMessage() for r in caplog.records if "small splits" in r.getMessage()]
     assert len(small) == 1 and small[0] in ds.warnings
     assert small[0].startswith("small splits: validation 20 images, test 20 images: ")
-    assert "+/-22 points" in small[0] and "385 images" in small[0]
+    assert "+/-21.9 points" in small[0] and "385 images" in small[0]
     assert "--set data.validation_fraction=... (now 0.1)" in small[0] and "data.test_fraction" in small[0]
     # large enough: the embedded digits (500 + 500)
     assert not any("small splits" in w for w in load_dataset(DataConfig(), 1).warnings)

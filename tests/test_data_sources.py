@@ -699,7 +699,7 @@ def test_npz_keras_layout(tmp_path):
     assert ds.test.images.shape == (6, 7, 7, 1)
     # the test set is the file's own: only the validation fraction can be changed
     assert ds.warnings == ("small splits: validation 2 images, test 6 images: an accuracy measured on so few images "
-                           "is uncertain by up to +/-69 / +/-40 points (95% interval); within +/-5 points needs at "
+                           "is uncertain by up to +/-69.3 / +/-40.0 points (95% interval); within +/-5 points needs at "
                            "least 385 images per split. For a sharper measure use more images, or larger splits: "
                            "--set data.validation_fraction=... (now 0.1)",)
 

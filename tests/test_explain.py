@@ -245,7 +245,7 @@ def test_gradcam_ops_on_the_training_networks_end_points(compute_dtype):
         assert list(chosen) == [2] * 5
 
 
-def test_overlay_and_grid_shapes():
+def test_overlay_and_grid_shapes(monkeypatch):
     images = np.random.default_rng(0).integers(0, 255, (5, 28, 28, 1)).astype(np.uint8)
     cams = np.random.default_rng(1).uniform(size=(5, 14, 14)).astype(np.float32)
     one = overlay(images[0], cams[0])
@@ -254,6 +254,23 @@ def test_overlay_and_grid_shapes():
     assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[2] == 3
     assert grid.shape[1] >= 3 * 112 and grid.shape[0] >= 2 * 112
     assert gradcam_grid(images[:0], cams[:0], []).shape[2] == 3
+    # a right prediction's caption green, a mistake's red (all were red: right ones read as mistakes)
+    from graphcnn.viz import images as viz_images
+
+    captions = {}
+    real = viz_images.labelled_grid
+
+    def spy(tiles, texts, **kw):
+        captions["colours"] = kw.get("colours")
+        return real(np.full_like(tiles, 128), texts, **kw)  # gray tiles: the captions' colours alone
+
+    monkeypatch.setattr(viz_images, "labelled_grid", spy)
+    flagged = gradcam_grid(images, cams, ["right"] * 5, correct=[True, False, True, True, True])
+    assert captions["colours"] == [viz_images.RIGHT, viz_images.CAPTION] + [viz_images.RIGHT] * 3
+    pixels = flagged.reshape(-1, 3).astype(int)
+    green = ((pixels[:, 1] > 80) & (pixels[:, 0] < 60) & (pixels[:, 2] < 60)).sum()
+    red = ((pixels[:, 0] > 150) & (pixels[:, 1] < 60) & (pixels[:, 2] < 60)).sum()
+    assert green == 4 * red > 0  # four green captions, one red, the same text
     with pytest.raises(ValueError, match="one map per image"):
         gradcam_grid(images, cams[:2], ["a"] * 5)
 

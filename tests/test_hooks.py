@@ -226,3 +226,23 @@ def test_large_histograms_are_counted_on_an_even_sample_with_exact_edges(monkeyp
     assert tb_ops._sample_stride(tf.constant(0), tf.TensorShape([1000])) == 1
     with tf.Graph().as_default(), v1.Session() as sess:
         assert sess.run(tb_ops._sample_stride(tf.constant(values.size), tf.TensorShape([None, 8]))) == 3
+
+
+def test_progress_rate_is_unknown_until_measured_and_leaves_out_the_warm_up(monkeypatch):
+    """The bar showed img_s=0 for the first steps, then the first window's rate (warm-up
+    included: 611 images/s for a run at 5,000) until the second window."""
+    import types
+
+    from graphcnn.train import hooks
+
+    clock = types.SimpleNamespace(step=0, previous=0, values={}, crossed=lambda every: False)
+    scalars = hooks.ScalarsHook(clock, writer=None, every=100, batch_size=10)
+    times = iter([0.0, 2.0, 2.0, 2.1, 2.1, 2.2])  # a 2 s first step, then 0.1 s steps
+    monkeypatch.setattr(hooks.time, "perf_counter", lambda: next(times))
+    rates = []
+    for _ in range(3):
+        scalars.before_run(None)
+        clock.previous, clock.step = clock.step, clock.step + 1
+        scalars.after_run(None, None)
+        rates.append(scalars.recent_speed)
+    assert rates[0] is None and rates[1] == pytest.approx(100.0) and rates[2] == pytest.approx(100.0)

@@ -128,7 +128,7 @@ def _warn_small_splits(ds: Dataset, cfg: DataConfig, warnings: Findings) -> None
     if not small:
         return
     sizes = ", ".join(f"{name} {n} image{'s' if n != 1 else ''}" for name, n in small)
-    margins = list(dict.fromkeys(f"+/-{accuracy_margin(n):.0f}" for _, n in small))  # validation's, test's
+    margins = list(dict.fromkeys(f"+/-{accuracy_margin(n):.1f}" for _, n in small))  # as the data report rounds them
     changes = [f"--set data.{name}_fraction=... (now {getattr(cfg, f'{name}_fraction'):g})"
                for name, _ in small if name == "validation" or not warnings.own_test_split]
     how = "more images" + (", or larger splits: " + ", ".join(changes) if changes else " in the test set")

@@ -18,6 +18,7 @@ come first in the list.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import signal
@@ -140,6 +141,9 @@ class StageHook(v1.train.SessionRunHook):
             self._written = True
 
 
+RECENT_STEPS = 20  # the progress bar's images/s: over this many last steps
+
+
 class ScalarsHook(v1.train.SessionRunHook):
     """Every ``every`` steps, and after the last: ``loss``, ``accuracy``, ``learning_rate`` and
     ``images_per_second`` to ``train/``.
@@ -158,15 +162,30 @@ class ScalarsHook(v1.train.SessionRunHook):
         self.speeds: list[float] = []  # images/s per window, for the run's summary figure
         self._images, self._seconds, self._started = 0, 0.0, 0.0
         self._written = -1  # the step of the last write
+        # (images, seconds) of the last steps but this start's first (graph warm-up): the progress bar's rate
+        self._recent: collections.deque[tuple[int, float]] = collections.deque(maxlen=RECENT_STEPS)
+        self._warm = False
 
     def before_run(self, run_context) -> None:
         self._started = time.perf_counter()
 
     def after_run(self, run_context, run_values) -> None:
-        self._seconds += time.perf_counter() - self._started
-        self._images += self.batch_size * (self.clock.step - self.clock.previous)  # all workers' steps
+        seconds = time.perf_counter() - self._started
+        images = self.batch_size * (self.clock.step - self.clock.previous)  # all workers' steps
+        self._seconds += seconds
+        self._images += images
+        if self._warm:
+            self._recent.append((images, seconds))
+        self._warm = True
         if self.clock.crossed(self.every):
             self._write()
+
+    @property
+    def recent_speed(self) -> float | None:
+        """images/s over the last :data:`RECENT_STEPS` steps, this start's first left out; None
+        before the second step (a rate from the first alone would be the warm-up's)."""
+        seconds = sum(t for _, t in self._recent)
+        return sum(n for n, _ in self._recent) / seconds if seconds > 0 else None
 
     def end(self, session) -> None:
         if self._images and self.clock.values and self._written != self.clock.step:
@@ -204,8 +223,9 @@ class ProgressBarHook(v1.train.SessionRunHook):
     def after_run(self, run_context, run_values) -> None:
         values = self.clock.values
         postfix = {"loss": f"{values['loss']:.3f}", "acc": f"{values['accuracy']:.3f}"}
-        if self.scalars is not None:
-            postfix["img_s"] = f"{self.scalars.speed:.0f}"
+        if self.scalars is not None:  # "?" until measured (a 0, or the warm-up's rate, read as a slow run)
+            speed = self.scalars.recent_speed
+            postfix["img_s"] = "?" if speed is None else f"{speed:.0f}"
         self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(1)
 

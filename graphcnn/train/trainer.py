@@ -124,8 +124,9 @@ def prepare(config: Config, run: RunDir | None, resume: bool, dataset: Dataset |
              steps_per_epoch)
     if dataset.train.images is not None and dataset.train.paths is not None:
         kept = sum(s.images.nbytes for s in (dataset.train, dataset.validation, dataset.test))
-        log.info("image files decoded once, by the data scan, and kept in memory: %.0f MB (data.cache = %s)",
-                 kept / 2**20, config.data.cache)
+        size = f"{kept / 2**20:.0f} MB" if kept >= 10 * 2**20 else f"{kept / 2**20:.1f} MB"  # not "0 MB"
+        log.info("image files decoded once, by the data scan, and kept in memory: %s (data.cache = %s)",
+                 size, config.data.cache)
     batch_size = tcfg.batch_size
     if cluster is not None:
         dataset, batch_size = _worker_share(dataset, tcfg.batch_size, cluster)
@@ -432,7 +433,8 @@ def loop_hooks(config: Config, run: RunDir | None, data: Prepared, b: Built, sig
     scalars = ScalarsHook(clock, ScalarWriter(b.train_writer), lcfg.scalars_every,
                           tcfg.batch_size if task is not None and task.mode == "allreduce" else data.batch_size,
                           {"stage": stage} if stage > 1 else None)
-    bar = ProgressBarHook(clock, data.total_steps, config.model.name, scalars) if progress else None
+    label = run.root.name if run is not None else config.model.name  # the run's name: a folder run's net is "digits"
+    bar = ProgressBarHook(clock, data.total_steps, label, scalars) if progress else None
     hooks: list[v1.train.SessionRunHook] = [
         clock, metrics, EventsHook(clock, [b.train_writer, b.val_writer], b.graph if lcfg.graph else None), scalars]
     if bar is not None:

@@ -34,6 +34,7 @@ BLACK = (0, 0, 0)
 TEXT = (34, 34, 34)  # matplotlib's text is black; a hair lighter reads better on screens
 FRAME = (110, 110, 110)
 CAPTION = (200, 0, 0)  # mistakes grid: captions in red, like the old bitmap grid
+RIGHT = (0, 120, 0)  # a right prediction's caption (the Grad-CAM grid), green
 # the smallest font size any label is shrunk to before the layout grows instead
 MIN_FONT = 9
 
@@ -315,14 +316,16 @@ def _caption_lines(caption: str, wrap: bool) -> list[str]:
     return [caption]
 
 
-def labelled_grid(images: np.ndarray, captions: Sequence[str], cols: int = 0, min_side: int = 64) -> np.ndarray:
+def labelled_grid(images: np.ndarray, captions: Sequence[str], cols: int = 0, min_side: int = 64,
+                  colours: Sequence[tuple[int, int, int]] | None = None) -> np.ndarray:
     """The ``images`` in a grid, each with its caption under it: uint8 [H, W, 3] on white.
 
     ``images`` uint8 [N, h, w, C] (C 1 or 3), each upscaled by one integer factor (nearest
     neighbour) so its long side is at least ``min_side``; ``captions`` N strings such as
     ``true>predicted``. ``cols`` 0: a square-ish grid. Captions are never cut: when the longest
     does not fit under a tile, the captions wrap after '>' onto two lines, then the font shrinks
-    (to 10 px), and only then do the cells grow wider than the tiles.
+    (to 10 px), and only then do the cells grow wider than the tiles. ``colours``: each
+    caption's RGB (default :data:`CAPTION`, the mistakes grid's red).
     """
     images = _check_uint8(images)
     n = len(images)
@@ -359,7 +362,7 @@ def labelled_grid(images: np.ndarray, captions: Sequence[str], cols: int = 0, mi
         x = pad + c * (cell_w + pad) + cell_w // 2
         y = pad + r * (cell_h + pad) + tile_h + 2
         for line in caption_lines:
-            draw.text((x, y), line, font=f, fill=CAPTION, anchor="ma")
+            draw.text((x, y), line, font=f, fill=CAPTION if colours is None else tuple(colours[i]), anchor="ma")
             y += lh
     return np.asarray(image)
 
