@@ -425,3 +425,16 @@ def test_tensorboard_on_a_busy_port_is_bad_input_and_a_folder_without_events_is_
     err = capsys.readouterr().err
     assert f"graphcnn: no TensorBoard event files under {empty}" in err
     assert f"graphcnn: error: port {port} is in use" in err
+
+
+def test_a_validation_without_mistakes_still_writes_a_misclassified_image():
+    """Only the text said so: TensorBoard's newest "misclassified" image stayed an older step's
+    mistakes, for a model that now makes none."""
+    labels = np.array([0, 1, 1])
+    probabilities = np.eye(2)[labels].astype(np.float32)
+    summaries = views.misclassified_summaries(labels, labels, probabilities, ["a", "b"],
+                                              lambda i: np.zeros((len(i), 4, 4, 1), np.uint8), 6)
+    tags = [v.tag for s in summaries for v in s.value]
+    assert tags == ["misclassified", "misclassified_text"]
+    image = summaries[0].value[0].image
+    assert image.width >= 320 and image.height > 16

@@ -78,8 +78,10 @@ def misclassified_summaries(labels: np.ndarray, predictions: np.ndarray, probabi
     wrong = np.flatnonzero(labels != predictions)
     if max_images <= 0:
         return []
-    if len(wrong) == 0:
-        return [text_summary("misclassified_text", "no misclassified validation images")]
+    if len(wrong) == 0:  # an image too: the tag's newest would otherwise be an older step's mistakes
+        text = f"no misclassified validation images ({len(labels)} of {len(labels)} right)"
+        blank = viz_images.caption_image(np.full((16, 320, 3), 255, np.uint8), text, min_side=320)
+        return [image_summary("misclassified", blank), text_summary("misclassified_text", text)]
     confidence = probabilities[wrong, predictions[wrong]]
     worst = wrong[np.argsort(-confidence, kind="stable")[:max_images]]
     names = class_names
