@@ -292,10 +292,13 @@ def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
         if key not in hints:
             raise ConfigError(f"unknown key '{full}'; valid keys here: {', '.join(names)}")
         kwargs[key] = _coerce(value, hints[key], full)
-    try:
-        return cls(**kwargs)
-    except TypeError as err:  # a required field (LayerConfig.type) is missing
-        raise ConfigError(f"{where or cls.__name__}: {err}") from None
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:  # a required field (LayerConfig.type)
+        what = "every layer says its type (conv, pool, dense, dropout, batch_norm, flatten, global_avg_pool)" \
+            if cls is LayerConfig else "it has no default"
+        raise ConfigError(f"{where + '.' if where else ''}{missing[0]}: missing; {what}")
+    return cls(**kwargs)
 
 
 def merge(config: Any, data: Mapping[str, Any], where: str = "") -> Any:
@@ -306,6 +309,10 @@ def merge(config: Any, data: Mapping[str, Any], where: str = "") -> Any:
         full = f"{where}.{key}" if where else key
         if key not in hints:
             names = ", ".join(f.name for f in dataclasses.fields(config))
+            if "[" in key and key.split("[")[0] in hints:  # model.layers[0].filters: not one by one
+                raise ConfigError(f"{full}: a list's items are not set one by one; give the whole list "
+                                  f"(--set '{where + '.' if where else ''}{key.split('[')[0]}=[{{...}}, ...]' as "
+                                  "JSON, or in a config file)")
             raise ConfigError(f"unknown key '{full}'; valid keys here: {names}")
         current = getattr(config, key)
         if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
@@ -317,6 +324,14 @@ def merge(config: Any, data: Mapping[str, Any], where: str = "") -> Any:
 
 # ---------------------------------------------------------------------------
 # files and --set overrides
+
+
+def _is_toml(text: str) -> bool:
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return False
+    return True
 
 
 def read_file(path: str | Path) -> dict[str, Any]:
@@ -335,7 +350,8 @@ def read_file(path: str | Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(text) if toml else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: not valid {'TOML' if toml else 'JSON'}: {err}") from None
+        hint = "" if toml or not _is_toml(text) else " (it reads as TOML: give it the .toml extension)"
+        raise ConfigError(f"{path}: not valid {'TOML' if toml else 'JSON'}{hint}: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a table of keys (a JSON object) at the top, got {type(data).__name__}")
     if "preset" in data and not isinstance(data["preset"], str):
@@ -489,6 +505,28 @@ def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{key}: '{value}' is not one of {', '.join(choices)}")
 
 
+SCOPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+# top-level scopes graphcnn's training, inference and cluster graphs make themselves: a layer of
+# one of these names would share or shift them (checkpoints, output/probabilities, the hooks' fetches)
+RESERVED_SCOPES = frozenset({
+    "accuracy", "activations", "allreduce", "average_gradients", "best_saver", "broadcast", "cluster",
+    "compute_dtype", "cross_entropy", "global_step", "gradcam", "gradients", "init", "input", "learning_rate",
+    "logits", "moving_average_reset", "moving_average_swap", "output", "predict_input", "save", "saver",
+    "summaries", "test_time_flip", "test_time_flip_mean", "towers", "train", "weight_decay"})
+# the keys each layer type reads (type and name: every one); another key set on it is an error
+LAYER_KEYS: dict[str, tuple[str, ...]] = {
+    "conv": ("type", "name", "filters", "kernel_size", "strides", "padding", "activation", "batch_norm",
+             "initializer", "weight_decay"),
+    "pool": ("type", "name", "pool", "pool_size", "strides", "padding"),
+    "dense": ("type", "name", "units", "activation", "batch_norm", "initializer", "weight_decay"),
+    "dropout": ("type", "name", "keep_group"),
+    "batch_norm": ("type", "name"),
+    "flatten": ("type", "name"),
+    "global_avg_pool": ("type", "name"),
+}
+LAYER_DEFAULTS = {f.name: f.default for f in dataclasses.fields(LayerConfig)}
+
+
 def validate(config: Config) -> Config:
     """Check choices and ranges that types alone cannot; return ``config`` unchanged."""
     config_choices, layer_choices = _choices()
@@ -522,6 +560,20 @@ def validate(config: Config) -> Config:
     for i, layer in enumerate(m.layers):
         where = f"model.layers[{i}]"
         _check_choice(f"{where}.type", layer.type, layer_choices["type"])
+        if layer.name and not SCOPE_NAME.fullmatch(layer.name):  # a scope, a checkpoint's variable names
+            raise ConfigError(f"{where}.name: '{layer.name}' is not a layer name: letters, digits and _, "
+                              "beginning with a letter")
+        if layer.name in RESERVED_SCOPES:
+            raise ConfigError(f"{where}.name: '{layer.name}' is a scope of graphcnn's own graph (the reserved names: "
+                              f"{', '.join(sorted(RESERVED_SCOPES))}); choose another")
+        if layer.type == "dropout" and not re.fullmatch(r"[A-Za-z0-9_]+", layer.keep_group):
+            raise ConfigError(f"{where}.keep_group: '{layer.keep_group}' names the input/keep_rate_<group> "
+                              "placeholder: letters, digits and _")
+        unused = [key for key, value in dataclasses.asdict(layer).items()
+                  if key not in LAYER_KEYS.get(layer.type, ()) and value != LAYER_DEFAULTS[key]]
+        if unused:  # a misplaced kernel_size would make another network without a word
+            raise ConfigError(f"{where}.{unused[0]}: a {layer.type} layer has no {unused[0]} (its keys: "
+                              f"{', '.join(LAYER_KEYS[layer.type])})")
         if layer.type == "conv" and layer.filters < 1:
             raise ConfigError(f"{where}.filters: a conv layer needs filters >= 1")
         if layer.type == "dense" and layer.units < 1:
@@ -537,6 +589,12 @@ def validate(config: Config) -> Config:
             if value < least:
                 raise ConfigError(f"{where}.{key}: must be at least {least}, got {value}")
         _check_choice(f"{where}.padding", layer.padding, layer_choices["padding"])
+    from graphcnn.model.network import resolve_layer_names
+
+    try:
+        resolve_layer_names(m.layers)  # two layers of one name, found here rather than when the graph is built
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     for group, rate in t.keep_rates.items():
         if not 0.0 < rate <= 1.0:
             raise ConfigError(f"train.keep_rates.{group}: keep rate must be in (0, 1], got {rate}")
@@ -548,6 +606,13 @@ def validate(config: Config) -> Config:
                           "train.max_steps")
     if not t.learning_rate > 0:  # also catches nan
         raise ConfigError(f"train.learning_rate: must be positive, got {t.learning_rate}")
+    sch = t.schedule
+    if sch.name == "cosine" and sch.min_learning_rate >= t.learning_rate:  # the "decay" would climb to it
+        raise ConfigError(f"train.schedule.min_learning_rate: the cosine's floor must be below train.learning_rate "
+                          f"({t.learning_rate:g}), got {sch.min_learning_rate:g}")
+    if sch.name in ("step", "exponential") and sch.decay_steps <= 0:  # found at once, not after the data loads
+        raise ConfigError(f"train.schedule.decay_steps: the {sch.name} schedule needs decay_steps > 0, "
+                          f"got {sch.decay_steps}")
     if not 0.0 <= t.label_smoothing < 1.0:
         raise ConfigError(f"train.label_smoothing: must be in [0, 1), got {t.label_smoothing}")
     a = d.augment

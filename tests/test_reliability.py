@@ -809,6 +809,35 @@ def test_a_network_too_deep_for_its_input_fails_before_the_data_is_read(cli_setu
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.parametrize("units, memory, said", [
+    (1_000_000, 2**40, "model.layers: fc1 has 3,136,000,000 weights in one tensor (fc1/weights: 12.5 GB), over "
+                       "TensorFlow's 2 GB limit for one tensor; use fewer units"),
+    (100_000, 2**30, "model.layers: the network has 313,900,042 weights (fc1: 313,600,000); training them needs "
+                     "about 5 GB (each weight, its gradient and the optimizer's two slots), more than this "
+                     "machine's 1 GB of memory; use fewer units"),
+])
+def test_a_network_too_big_to_train_fails_before_the_data_is_read(cli_setup, tmp_path, capsys, monkeypatch, units,
+                                                                 memory, said):
+    """A dense layer of 100,000 units after a conv: the process died (exit 139, no error line) after
+    the data loaded, its run folder left; 2e9 units: "Cannot parse tensor from proto"."""
+    import os
+
+    from graphcnn.data import sources
+
+    args, logs = cli_setup
+    big = tmp_path / "big.toml"
+    big.write_text('[model]\ninput_height = 28\ninput_width = 28\n[[model.layers]]\ntype = "conv"\nfilters = 4\n'
+                   f'[[model.layers]]\ntype = "flatten"\n[[model.layers]]\ntype = "dense"\nunits = {units}\n')
+    monkeypatch.setattr(sources, "load_dataset", lambda *a, **kw: pytest.fail("the data was read"))
+    sysconf = os.sysconf
+    monkeypatch.setattr(os, "sysconf", lambda name: memory // 4096 if name == "SC_PHYS_PAGES" else (
+        4096 if name == "SC_PAGE_SIZE" else sysconf(name)))
+    assert cli.main(["train", "--config", str(big), "--logdir", str(tmp_path / "new"), "--no-progress"]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line.startswith(f"graphcnn: error: {said}"), line
+    assert not (tmp_path / "new").exists()
+
+
 def test_exit_2_when_another_trainer_holds_the_run(cli_setup, capsys):
     args, logs = cli_setup
     assert cli.main(["train", *args, "--name", "held", "--set", "train.max_steps=2"]) == 0

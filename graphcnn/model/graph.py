@@ -13,9 +13,11 @@ Names a plain TensorFlow script can rely on (the checkpoint contract, see README
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from typing import Callable, NamedTuple, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from graphcnn.config import Config, ConfigError, ModelConfig, TrainConfig
@@ -283,6 +285,36 @@ def check_network_fits(config: Config) -> None:
             raise ConfigError(f"model.layers: {where} does not fit the {m.input_width}x{m.input_height} input "
                               f"(model.input_width x model.input_height), after the layers before it: {detail}. "
                               "Use padding SAME, smaller kernels or pools, fewer pools, or a larger input") from None
+        _check_network_size(v1.global_variables())
+
+
+# training holds each weight about four times in float32: itself, its gradient, and an optimizer's two slots
+TRAINING_BYTES_PER_WEIGHT = 16
+
+
+def _check_network_size(variables: Sequence[tf.Variable]) -> None:
+    """ConfigError naming the largest layer when the network cannot be trained here: a variable over
+    TensorFlow's 2 GB tensor limit (the start failed with "Cannot parse tensor from proto"), or
+    weights whose training needs more than this machine's memory (the process died, exit 139,
+    after the data had loaded)."""
+    if not variables:
+        return
+    sizes = {v.op.name: int(np.prod(v.shape.as_list())) for v in variables}
+    largest = max(sizes, key=sizes.get)
+    layer, total = largest.split("/")[0], sum(sizes.values())
+    fix = "use fewer units or filters, or a pool or global_avg_pool before it"
+    if sizes[largest] * 4 >= 2**31:
+        raise ConfigError(f"model.layers: {layer} has {sizes[largest]:,} weights in one tensor ({largest}: "
+                          f"{sizes[largest] * 4 / 1e9:.1f} GB), over TensorFlow's 2 GB limit for one tensor; {fix}")
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): TensorFlow's own error, later
+        return
+    if total * TRAINING_BYTES_PER_WEIGHT > memory:
+        raise ConfigError(f"model.layers: the network has {total:,} weights ({layer}: {sizes[largest]:,}); "
+                          f"training them needs about {total * TRAINING_BYTES_PER_WEIGHT / 1e9:.0f} GB (each "
+                          "weight, its gradient and the optimizer's two slots), more than this machine's "
+                          f"{memory / 1e9:.0f} GB of memory; {fix}")
 
 
 def build_graph(config: Config, inputs: InputHandles, num_classes: int, total_steps: int,

@@ -72,11 +72,15 @@ def resolve_layer_names(layers: tuple[LayerConfig, ...]) -> tuple[LayerConfig, .
         else:  # flatten, global_avg_pool
             name = name or layer.type
         named.append(dataclasses.replace(layer, name=name))
-    seen: set[str] = set()
-    for layer in named:
-        if layer.name in seen or layer.name == "logits":
-            raise ValueError(f"model.layers: layer name '{layer.name}' is used twice (or is the reserved 'logits')")
-        seen.add(layer.name)
+    seen: dict[str, int] = {}
+    for i, layer in enumerate(named):
+        if layer.name == "logits":
+            raise ValueError(f"model.layers[{i}].name: 'logits' is the output layer's, which the builder adds")
+        if layer.name in seen:
+            given = "named" if layers[i].name else f"given the name '{layer.name}' by its type"
+            raise ValueError(f"model.layers[{i}].name: '{layer.name}' is layer {seen[layer.name]}'s name too "
+                             f"(this one is {given}): give one of them another name")
+        seen[layer.name] = i
     return tuple(named)
 
 
