@@ -881,3 +881,23 @@ def test_a_new_source_of_file_paths_gets_the_scan(tmp_path, monkeypatch):
     assert list(ds.train.labels) == [0 if "/a/" in p else 1 for p in ds.train.paths]
     with pytest.raises(DataError, match="cannot be decoded"):
         load_dataset(cfg(tmp_path, source="listing", strict=True), channels=1)
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["serial", "threads"])
+def test_refused_files_read_one_by_one_or_by_threads_find_the_same(tmp_path, monkeypatch, slow):
+    """On slow storage (each open over SLOW_OPEN_SECONDS) the headers are read by threads; the
+    files refused are the same either way, in a listing longer than the serial probe."""
+    from PIL import Image
+
+    from graphcnn.data import formats
+
+    rgb = np.random.default_rng(4).integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    files = [str(write_png(tmp_path / f"ok{i:03d}.png", rgb)) for i in range(formats.SERIAL_PROBE + 10)]
+    palette, animated = tmp_path / "palette.bmp", tmp_path / "animated.webp"
+    Image.fromarray(rgb).convert("P").save(palette)
+    Image.fromarray(rgb).save(animated, save_all=True, append_images=[Image.fromarray(255 - rgb)], lossless=True)
+    files[formats.SERIAL_PROBE + 3:formats.SERIAL_PROBE + 3] = [str(palette), str(animated)]
+    if slow:
+        monkeypatch.setattr(formats, "SLOW_OPEN_SECONDS", 0.0)
+    assert formats.refused_files(files) == {str(palette): formats.COLOUR_TABLE_BMP,
+                                            str(animated): formats.ANIMATED_WEBP}
