@@ -416,8 +416,8 @@ class Explainer(Predictor):
         """Write ``<stem>_<class>_<probability>.png`` per image file into ``out_dir``.
 
         Each PNG is the map (:attr:`method`) over the image as the network sees it (its input size,
-        upscaled to >= 224 px), captioned ``<predicted class> <probability>`` (and, with
-        ``class_name`` other than the prediction, ``<method> for <class_name> <its probability>``).
+        upscaled to >= 224 px), captioned ``<method> at <layer>`` (with ``class_name`` other than
+        the prediction: ``... for <class_name> <its probability>``) and ``<predicted class> <probability>``.
         ``<class>`` and ``<probability>`` in the name are the explained class's; a name taken (by
         another file of this call, or a file already in ``out_dir``) gets ``_2``, ``_3``: nothing
         is overwritten. The conversions ``graphcnn predict`` warns about (alpha dropped, a frame of
@@ -453,8 +453,10 @@ class Explainer(Predictor):
                 predicted = int(np.argmax(p))
                 picture = overlay(image, cam)
                 if k != predicted:
-                    label = f"{METHOD_LABELS[self.method]} for {self.class_names[k]} {p[k]:.3f}"
-                    picture = viz_images.caption_image(picture, label, min_side=MIN_SIDE)
+                    label = f"{METHOD_LABELS[self.method]} at {self.layer} for {self.class_names[k]} {p[k]:.3f}"
+                else:  # the PNG says what made it, as the terminal does
+                    label = f"{METHOD_LABELS[self.method]} at {self.layer}"
+                picture = viz_images.caption_image(picture, label, min_side=MIN_SIDE, size=11)  # under the class
                 picture = viz_images.caption_image(picture, f"{self.class_names[predicted]} {p[predicted]:.3f}",
                                                    min_side=MIN_SIDE)
                 stem = f"{_file_part(Path(f).stem)}_{_file_part(self.class_names[k])}_{p[k]:.3f}"

@@ -367,18 +367,18 @@ def labelled_grid(images: np.ndarray, captions: Sequence[str], cols: int = 0, mi
     return np.asarray(image)
 
 
-def caption_image(image: np.ndarray, text: str, min_side: int = 256) -> np.ndarray:
+def caption_image(image: np.ndarray, text: str, min_side: int = 256, size: int = 16) -> np.ndarray:
     """``image`` (uint8 [h, w] or [h, w, C], C 1, 3 or 4) under a one-line caption: uint8 [H, W, 3].
 
     The image is upscaled by an integer factor (nearest neighbour, so a 3x3 kernel stays nine
     sharp squares) until its long side is at least ``min_side``; above it, a white strip with
-    ``text`` (e.g. ``conv1_1  step 1200``), shrunk to fit, and the canvas widened (the image
-    centred) only if it still does not.
+    ``text`` (e.g. ``conv1_1  step 1200``) at ``size`` px, shrunk to fit, and the canvas
+    widened (the image centred) only if it still does not.
     """
     rgb = to_rgb(image)
     rgb = upscale(rgb, max(1, math.ceil(min_side / max(rgb.shape[:2]))))
     h, w = rgb.shape[:2]
-    f = _fitting_font([text], w - 8, 16)
+    f = _fitting_font([text], w - 8, size)
     lh = line_height(f)
     strip = lh + 8
     width = max(w, text_width(text, f) + 8)
