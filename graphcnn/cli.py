@@ -598,7 +598,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_augment_preview(args: argparse.Namespace) -> int:
-    from graphcnn.data.preview import augmentation_preview, preview_image
+    from graphcnn.data.preview import augmentation_preview, preview_image, sample_indices
     from graphcnn.data.sources import load_dataset
     from graphcnn.viz.images import write_png
 
@@ -618,7 +618,8 @@ def cmd_augment_preview(args: argparse.Namespace) -> int:
     dataset = load_dataset(config.data, config.model.channels)
     tiles = augmentation_preview(config, dataset.train, args.rows, args.cols, config.data.seed)
     out.parent.mkdir(parents=True, exist_ok=True)  # as data --out and explain --out
-    write_png(out, preview_image(tiles, args.cols))
+    labels = [dataset.class_names[dataset.train.labels[i]] for i in sample_indices(dataset.train, args.rows)]
+    write_png(out, preview_image(tiles, args.cols, labels))
     print(f"wrote {args.out}: each row is a training image (original) followed by {args.cols - 1} augmentations")
     return 0
 

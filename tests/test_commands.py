@@ -781,6 +781,15 @@ def test_augment_preview_is_large_labelled_and_has_only_its_options(tmp_path, ca
     assert cli.main(argv) == 0
     image = np.asarray(Image.open(out))
     assert image.shape[0] >= 3 * 96 + 16 and image.shape[1] >= 4 * 96  # 28 px digits shown at 112 px
+    # each row's class named left of it (the rows were unlabelled): ink in a white column, row by row
+    from graphcnn.data.preview import preview_image
+
+    tiles = np.full((3 * 4, 28, 28, 1), 200, np.uint8)
+    plain, named = preview_image(tiles, 4), preview_image(tiles, 4, ["0", "1", "a_longer_class"])
+    left = named[:, :named.shape[1] - plain.shape[1]].mean(axis=2)
+    header, row = plain.shape[0] - 3 * 116, 116  # 112 px tiles and 4 px gaps under the column headers
+    assert left.shape[1] > 20 and all((left[header + r * row:header + (r + 1) * row] < 128).any() for r in range(3))
+    assert image.shape[1] > plain.shape[1]  # the command's preview has them
     help_text = subcommand_help("augment-preview")
     assert "--init-from" not in help_text and "--exclude-scopes" not in help_text
     assert "--trainable-scopes" not in help_text and "original" in help_text

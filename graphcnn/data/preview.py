@@ -10,6 +10,7 @@ at least :data:`MIN_TILE` px, the column headers drawn by
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -22,9 +23,10 @@ from graphcnn.data.pipeline import decode_file, preprocess
 v1 = tf.compat.v1
 MIN_TILE = 96  # px: the long side of every tile in the preview
 GAP = 4  # px of white between tiles; the original column stands 4 * GAP apart
+LABEL_WIDTH = 200  # px: the widest row label (class name) left of the grid
 
 
-def _sample_indices(split: Split, rows: int) -> list[int]:
+def sample_indices(split: Split, rows: int) -> list[int]:
     """One image per class first (round robin), so every class shows up."""
     by_class = [list(np.flatnonzero(split.labels == c)) for c in np.unique(split.labels)]
     chosen: list[int] = []
@@ -39,7 +41,7 @@ def augmentation_preview(config: Config, split: Split, rows: int = 4, cols: int 
     """uint8 [R * cols, H, W, C], row by row: ``R = min(rows, len(split))`` training images at
     the model's input size, each followed by ``cols - 1`` augmented versions of it."""
     h, w, c = config.model.input_height, config.model.input_width, config.model.channels
-    indices = _sample_indices(split, rows)
+    indices = sample_indices(split, rows)
     with tf.Graph().as_default(), v1.Session() as sess:
         if split.images is not None:
             raw = tf.constant(split.images[indices])
@@ -54,11 +56,11 @@ def augmentation_preview(config: Config, split: Split, rows: int = 4, cols: int 
         return sess.run(tf.cast(tf.round(tf.clip_by_value(tiles, 0.0, 1.0) * 255.0), tf.uint8))
 
 
-def preview_image(tiles: np.ndarray, cols: int) -> np.ndarray:
+def preview_image(tiles: np.ndarray, cols: int, row_labels: Sequence[str] = ()) -> np.ndarray:
     """uint8 [H, W, 3]: ``tiles`` (uint8 [rows * cols, h, w, C], row by row, as
     :func:`augmentation_preview` returns them) in a grid whose first column is headed
     ``original`` and the others ``augmented``; tiles upscaled (nearest neighbour) to at least
-    MIN_TILE px."""
+    MIN_TILE px. ``row_labels``: each row's class name, written left of it."""
     from graphcnn.viz.images import caption_image, to_rgb, upscale
 
     n, h, w = tiles.shape[:3]
@@ -73,4 +75,23 @@ def preview_image(tiles: np.ndarray, cols: int) -> np.ndarray:
     height = max(c.shape[0] for c in columns)
     padded = [np.pad(c, [(0, height - c.shape[0]), (GAP, GAP * (4 if j == 0 else 0)), (0, 0)], constant_values=255)
               for j, c in enumerate(columns)]
-    return np.concatenate(padded, axis=1)
+    grid = np.concatenate(padded, axis=1)
+    if not row_labels:
+        return grid
+    return _with_row_labels(grid, row_labels, header=height - rows * (h * factor + GAP), row=h * factor + GAP)
+
+
+def _with_row_labels(grid: np.ndarray, labels: Sequence[str], header: int, row: int) -> np.ndarray:
+    """``grid`` with ``labels`` right-aligned in a white column to its left, one per row of
+    ``row`` px below a ``header`` px strip (a label too long for 200 px shrinks, to 9 px)."""
+    from PIL import Image, ImageDraw
+
+    from graphcnn.viz.images import TEXT, fitting_font, text_width
+
+    f = fitting_font(list(labels), LABEL_WIDTH, 13, min_size=9)
+    width = min(LABEL_WIDTH, max(text_width(t, f) for t in labels)) + 2 * GAP
+    canvas = Image.fromarray(np.pad(grid, [(0, 0), (width, 0), (0, 0)], constant_values=255))
+    draw = ImageDraw.Draw(canvas)
+    for i, text in enumerate(labels):
+        draw.text((width - GAP, header + i * row + (row - GAP) // 2), text, font=f, fill=TEXT, anchor="rm")
+    return np.asarray(canvas)

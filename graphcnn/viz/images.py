@@ -190,7 +190,7 @@ def line_height(f: _Font) -> int:
     return box[3] - min(box[1], 0)
 
 
-def _fitting_font(texts: Sequence[str], max_width: int, size: int, min_size: int = MIN_FONT) -> _Font:
+def fitting_font(texts: Sequence[str], max_width: int, size: int, min_size: int = MIN_FONT) -> _Font:
     """The largest font <= ``size`` (>= ``min_size``) in which every text is at most ``max_width`` px wide;
     the ``min_size`` font when none is (the caller then makes room)."""
     for s in range(size, min_size - 1, -1):
@@ -344,7 +344,7 @@ def labelled_grid(images: np.ndarray, captions: Sequence[str], cols: int = 0, mi
     if max(text_width(c, font(size)) for c in captions) > tile_w - 4:
         lines = [_caption_lines(c, wrap=True) for c in captions]
     flat = [line for ls in lines for line in ls]
-    f = _fitting_font(flat, tile_w - 4, size, min_size=10)  # 9 px is hard to read on a busy grid
+    f = fitting_font(flat, tile_w - 4, size, min_size=10)  # 9 px is hard to read on a busy grid
     lh = line_height(f)
     n_lines = max(len(ls) for ls in lines)
     cell_w = max(tile_w, max(text_width(t, f) for t in flat) + 4)  # grow only past the smallest font
@@ -378,7 +378,7 @@ def caption_image(image: np.ndarray, text: str, min_side: int = 256, size: int =
     rgb = to_rgb(image)
     rgb = upscale(rgb, max(1, math.ceil(min_side / max(rgb.shape[:2]))))
     h, w = rgb.shape[:2]
-    f = _fitting_font([text], w - 8, size)
+    f = fitting_font([text], w - 8, size)
     lh = line_height(f)
     strip = lh + 8
     width = max(w, text_width(text, f) + 8)
