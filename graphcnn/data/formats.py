@@ -91,8 +91,10 @@ def is_webp(data):
     """Graph op, bool scalar: ``data`` (string scalar) is a RIFF WebP file."""
     import tensorflow as tf
 
-    return tf.logical_and(tf.equal(tf.strings.substr(data, 0, 4), b"RIFF"),
-                          tf.equal(tf.strings.substr(tf.strings.join([data, b"\0" * 12]), 8, 4), b"WEBP"))
+    # its first 16 bytes, padded (not the whole file: a copy of it for every image decoded)
+    head = tf.strings.join([tf.strings.substr(data, 0, 16), b"\0" * 16])
+    return tf.logical_and(tf.equal(tf.strings.substr(head, 0, 4), b"RIFF"),
+                          tf.equal(tf.strings.substr(head, 8, 4), b"WEBP"))
 
 
 def check_bytes(data):
@@ -108,7 +110,8 @@ def check_bytes(data):
         return tf.reduce_sum(tf.cast(head[offset:offset + size], tf.int64) * [256 ** i for i in range(size)])
 
     head = head_bytes(0, _HEAD)
-    extended = tf.equal(tf.strings.substr(tf.strings.join([data, b"\0" * 16]), 12, 4), b"VP8X")
+    extended = tf.equal(tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, 16), b"\0" * 16]), 12, 4),
+                        b"VP8X")
     animated = tf.logical_and(tf.logical_and(is_webp(data), extended), tf.not_equal(head[20] & 2, 0))
     length = tf.cast(tf.strings.length(data), tf.int64)
     bits, header_size, used = little_endian(28, 2), little_endian(14, 4), little_endian(46, 4)
